@@ -1,0 +1,310 @@
+//! Configuration from the environment, validated once at start. A bad or missing setting stops
+//! the process with one line naming every setting that is wrong.
+
+use crate::ids::AccountSid;
+use crate::phone::E164;
+use crate::secrets::Secret;
+use crate::twiml::Apology;
+use crate::url::AbsoluteUrl;
+use hmac::{Hmac, Mac};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration: {}", .0.join("; "))]
+pub struct ConfigError(pub Vec<String>);
+
+/// What a caller gets when the media stream fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FallbackMode {
+    /// Record a message, transcribed like every call.
+    Voicemail,
+    /// Ring a person.
+    Dial(E164),
+}
+
+impl FallbackMode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FallbackMode::Voicemail => "voicemail",
+            FallbackMode::Dial(_) => "dial",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Fallback {
+    pub mode: FallbackMode,
+    pub apology: Apology,
+    pub voicemail_max_secs: u32,
+    pub dial_timeout_secs: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// How long a call may wait for its stream's `start` before it falls back.
+    pub stream_start: Duration,
+    /// How often the relay writes a heartbeat while media flows.
+    pub heartbeat_interval: Duration,
+    /// A streaming call whose heartbeat is older than this has lost its stream.
+    pub heartbeat_stale: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The https base Twilio posts webhooks to; signatures are checked against it.
+    pub public_base_url: AbsoluteUrl,
+    /// The wss base of the relay's media WebSocket.
+    pub relay_public_url: AbsoluteUrl,
+    pub twilio_account_sid: AccountSid,
+    pub twilio_auth_token: Secret,
+    /// Signs the stream token between webhook and relay.
+    pub stream_token_secret: Secret,
+    pub timeouts: Timeouts,
+    pub fallback: Fallback,
+    /// Played before the stream connects, if set.
+    pub greeting_url: Option<AbsoluteUrl>,
+    /// The agent's language, a BCP 47 tag such as `he-IL`.
+    pub language: String,
+    /// Receives before a job moves to the dead-letter queue.
+    pub queue_max_receives: u32,
+}
+
+/// Every setting, with its default where it has one: the README's table is made from this.
+pub const SETTINGS: &[(&str, &str, &str)] = &[
+    ("PUBLIC_BASE_URL", "", "https base of the webhooks, as Twilio calls them"),
+    ("RELAY_PUBLIC_URL", "", "wss base of the relay's media WebSocket"),
+    ("TWILIO_ACCOUNT_SID", "", "AC… of the account that owns the numbers"),
+    ("TWILIO_AUTH_TOKEN", "", "checks Twilio's signatures"),
+    ("STREAM_TOKEN_SECRET", "derived from the auth token", "signs the stream token the relay checks"),
+    ("STREAM_START_TIMEOUT_SECS", "8", "wait for the stream's start, counted after the greeting"),
+    ("HEARTBEAT_INTERVAL_SECS", "5", "relay heartbeat period while media flows"),
+    ("HEARTBEAT_STALE_SECS", "15", "heartbeat age at which a stream counts as lost"),
+    ("FALLBACK_MODE", "voicemail", "`voicemail` or `dial:+E164`"),
+    ("FALLBACK_AUDIO_URL", "", "pre-rendered apology audio; otherwise <Say>"),
+    ("FALLBACK_SAY_TEXT", "by language", "apology text for <Say>"),
+    ("FALLBACK_SAY_VOICE", "by language", "explicit <Say> voice, e.g. Google.he-IL-Standard-A"),
+    ("VOICEMAIL_MAX_SECS", "120", "longest voicemail"),
+    ("DIAL_TIMEOUT_SECS", "20", "how long the fallback number rings"),
+    ("GREETING_URL", "", "audio played before the stream connects"),
+    ("AGENT_LANGUAGE", "he-IL", "the agent's and the apology's language"),
+    ("QUEUE_MAX_RECEIVES", "5", "receives before a job is dead-lettered"),
+];
+
+/// Voices we know to speak a language well enough for the apology; others must be configured.
+fn default_voice(language: &str) -> Option<&'static str> {
+    match language {
+        "he-IL" => Some("Google.he-IL-Standard-A"),
+        "en-US" => Some("Google.en-US-Standard-C"),
+        "en-GB" => Some("Google.en-GB-Standard-A"),
+        "ar-XA" => Some("Google.ar-XA-Standard-A"),
+        "ru-RU" => Some("Google.ru-RU-Standard-A"),
+        _ => None,
+    }
+}
+
+fn default_apology_text(language: &str, mode: &FallbackMode) -> Option<&'static str> {
+    let hebrew = language.starts_with("he");
+    let english = language.starts_with("en");
+    match (mode, hebrew, english) {
+        (FallbackMode::Voicemail, true, _) => Some("מצטערים, יש לנו תקלה זמנית. השאירו הודעה אחרי הצליל ונחזור אליכם בהקדם."),
+        (FallbackMode::Dial(_), true, _) => Some("מצטערים, יש לנו תקלה זמנית. אנחנו מעבירים אתכם לנציג."),
+        (FallbackMode::Voicemail, _, true) => Some("Sorry, we are having a temporary problem. Please leave a message after the tone and we will call you back."),
+        (FallbackMode::Dial(_), _, true) => Some("Sorry, we are having a temporary problem. Connecting you to a person now."),
+        _ => None,
+    }
+}
+
+impl Config {
+    /// Reads the configuration through `lookup` (the environment, or the environment over local
+    /// defaults). Empty values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let mut errors = Vec::new();
+        let mut missing = Vec::new();
+
+        let mut required = |name: &'static str| {
+            let value = get(name);
+            if value.is_none() {
+                missing.push(name);
+            }
+            value
+        };
+        let base = required("PUBLIC_BASE_URL");
+        let relay = required("RELAY_PUBLIC_URL");
+        let account = required("TWILIO_ACCOUNT_SID");
+        let token = required("TWILIO_AUTH_TOKEN");
+        if !missing.is_empty() {
+            errors.push(format!("missing {}", missing.join(", ")));
+        }
+
+        let mut check = |result: Result<AbsoluteUrl, crate::url::InvalidUrl>| result.map_err(|e| errors.push(e.to_string())).ok();
+        let public_base_url = base.and_then(|v| check(AbsoluteUrl::http_base(&v, "PUBLIC_BASE_URL")));
+        let relay_public_url = relay.and_then(|v| check(AbsoluteUrl::ws_base(&v, "RELAY_PUBLIC_URL")));
+        let greeting_url = get("GREETING_URL").and_then(|v| check(AbsoluteUrl::http(&v, "GREETING_URL")));
+        let fallback_audio = get("FALLBACK_AUDIO_URL").and_then(|v| check(AbsoluteUrl::http(&v, "FALLBACK_AUDIO_URL")));
+
+        let twilio_account_sid = account.and_then(|v| AccountSid::parse(&v).map_err(|_| errors.push("TWILIO_ACCOUNT_SID must be AC followed by 32 hex digits".into())).ok());
+
+        let mut number = |name: &'static str, default: u64, range: std::ops::RangeInclusive<u64>| -> u64 {
+            match get(name) {
+                None => default,
+                Some(v) => match v.parse::<u64>() {
+                    Ok(n) if range.contains(&n) => n,
+                    _ => {
+                        errors.push(format!("{name} must be a whole number from {} to {}, got {v:?}", range.start(), range.end()));
+                        default
+                    }
+                },
+            }
+        };
+        let stream_start = number("STREAM_START_TIMEOUT_SECS", 8, 1..=120);
+        let heartbeat_interval = number("HEARTBEAT_INTERVAL_SECS", 5, 1..=60);
+        let heartbeat_stale = number("HEARTBEAT_STALE_SECS", 15, 2..=300);
+        let voicemail_max_secs = number("VOICEMAIL_MAX_SECS", 120, 5..=3600) as u32;
+        let dial_timeout_secs = number("DIAL_TIMEOUT_SECS", 20, 5..=600) as u32;
+        let queue_max_receives = number("QUEUE_MAX_RECEIVES", 5, 1..=1000) as u32;
+        if heartbeat_stale <= heartbeat_interval {
+            errors.push(format!(
+                "HEARTBEAT_STALE_SECS ({heartbeat_stale}) must be longer than HEARTBEAT_INTERVAL_SECS ({heartbeat_interval})"
+            ));
+        }
+
+        let language = get("AGENT_LANGUAGE").unwrap_or_else(|| "he-IL".to_string());
+        let mode = match get("FALLBACK_MODE").as_deref() {
+            None | Some("voicemail") => Some(FallbackMode::Voicemail),
+            Some(v) => match v.strip_prefix("dial:").and_then(E164::parse) {
+                Some(number) => Some(FallbackMode::Dial(number)),
+                None => {
+                    errors.push(format!("FALLBACK_MODE must be `voicemail` or `dial:+E164`, got {v:?}"));
+                    None
+                }
+            },
+        };
+
+        let apology = match (fallback_audio, &mode) {
+            (Some(url), _) => Some(Apology::Play(url)),
+            (None, Some(mode)) => {
+                let text = get("FALLBACK_SAY_TEXT").or_else(|| default_apology_text(&language, mode).map(str::to_string));
+                let voice = get("FALLBACK_SAY_VOICE").or_else(|| default_voice(&language).map(str::to_string));
+                match (text, voice) {
+                    (Some(text), Some(voice)) => Some(Apology::Say { text, language: language.clone(), voice }),
+                    _ => {
+                        errors.push(format!(
+                            "AGENT_LANGUAGE={language} has no default apology: set FALLBACK_SAY_TEXT and FALLBACK_SAY_VOICE, or FALLBACK_AUDIO_URL"
+                        ));
+                        None
+                    }
+                }
+            }
+            (None, None) => None,
+        };
+
+        let stream_token_secret = get("STREAM_TOKEN_SECRET").map(Secret::new);
+
+        match (public_base_url, relay_public_url, twilio_account_sid, token, mode, apology) {
+            (Some(public_base_url), Some(relay_public_url), Some(twilio_account_sid), Some(token), Some(mode), Some(apology)) if errors.is_empty() => {
+                let twilio_auth_token = Secret::new(token);
+                let stream_token_secret = stream_token_secret.unwrap_or_else(|| derive_stream_secret(&twilio_auth_token));
+                Ok(Config {
+                    public_base_url,
+                    relay_public_url,
+                    twilio_account_sid,
+                    twilio_auth_token,
+                    stream_token_secret,
+                    timeouts: Timeouts {
+                        stream_start: Duration::from_secs(stream_start),
+                        heartbeat_interval: Duration::from_secs(heartbeat_interval),
+                        heartbeat_stale: Duration::from_secs(heartbeat_stale),
+                    },
+                    fallback: Fallback { mode, apology, voicemail_max_secs, dial_timeout_secs },
+                    greeting_url,
+                    language,
+                    queue_max_receives,
+                })
+            }
+            _ => Err(ConfigError(errors)),
+        }
+    }
+
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// The public URL of one of our webhook paths.
+    pub fn webhook_url(&self, path: &str) -> AbsoluteUrl {
+        self.public_base_url.join(path)
+    }
+}
+
+/// One secret fewer to deploy: the webhook and the relay both hold the auth token already.
+fn derive_stream_secret(auth_token: &Secret) -> Secret {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(auth_token.expose().as_bytes()).expect("HMAC takes a key of any length");
+    mac.update(b"callkeeper stream token secret v1");
+    Secret::new(hex::encode(mac.finalize().into_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const MINIMAL: &[(&str, &str)] = &[
+        ("PUBLIC_BASE_URL", "https://ck.example.com/"),
+        ("RELAY_PUBLIC_URL", "wss://relay.example.com"),
+        ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+        ("TWILIO_AUTH_TOKEN", "tok"),
+    ];
+
+    #[test]
+    fn minimal_configuration_takes_defaults() {
+        let config = Config::from_lookup(lookup(MINIMAL)).unwrap();
+        assert_eq!(config.public_base_url.as_str(), "https://ck.example.com");
+        assert_eq!(config.timeouts.stream_start, Duration::from_secs(8));
+        assert_eq!(config.fallback.mode, FallbackMode::Voicemail);
+        assert!(matches!(&config.fallback.apology, Apology::Say { language, voice, .. } if language == "he-IL" && voice == "Google.he-IL-Standard-A"));
+        assert_eq!(config.queue_max_receives, 5);
+    }
+
+    #[test]
+    fn nothing_set_names_every_missing_setting_in_one_line() {
+        let err = Config::from_lookup(lookup(&[])).unwrap_err().to_string();
+        assert_eq!(err, "configuration: missing PUBLIC_BASE_URL, RELAY_PUBLIC_URL, TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN");
+    }
+
+    #[test]
+    fn wrong_values_are_named() {
+        let mut pairs = MINIMAL.to_vec();
+        pairs.extend([("FALLBACK_MODE", "dial:0501234567"), ("STREAM_START_TIMEOUT_SECS", "soon"), ("RELAY_PUBLIC_URL", "https://relay.example.com")]);
+        let err = Config::from_lookup(lookup(&pairs)).unwrap_err().to_string();
+        assert!(err.contains("RELAY_PUBLIC_URL must be an absolute ws(s) URL"), "{err}");
+        assert!(err.contains("FALLBACK_MODE must be `voicemail` or `dial:+E164`, got \"dial:0501234567\""), "{err}");
+        assert!(err.contains("STREAM_START_TIMEOUT_SECS must be a whole number from 1 to 120, got \"soon\""), "{err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn a_language_without_a_known_voice_needs_one() {
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("AGENT_LANGUAGE", "fr-FR"));
+        let err = Config::from_lookup(lookup(&pairs)).unwrap_err().to_string();
+        assert!(err.contains("AGENT_LANGUAGE=fr-FR has no default apology"), "{err}");
+        pairs.push(("FALLBACK_AUDIO_URL", "https://cdn.example.com/sorry-fr.wav"));
+        let config = Config::from_lookup(lookup(&pairs)).unwrap();
+        assert!(matches!(config.fallback.apology, Apology::Play(_)));
+    }
+
+    #[test]
+    fn dial_mode_and_derived_stream_secret() {
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("FALLBACK_MODE", "dial:+972501234567"));
+        let config = Config::from_lookup(lookup(&pairs)).unwrap();
+        assert_eq!(config.fallback.mode, FallbackMode::Dial(E164::parse("+972501234567").unwrap()));
+        assert_ne!(config.stream_token_secret.expose(), "tok");
+        assert_eq!(config.stream_token_secret, Config::from_lookup(lookup(MINIMAL)).unwrap().stream_token_secret);
+    }
+}

@@ -1,0 +1,23 @@
+//! callkeeper's domain: what a call is and how it moves, the TwiML Twilio is answered with,
+//! Twilio's request signatures, the storage ports with their embedded adapter, and configuration.
+//!
+//! Nothing here knows about HTTP frameworks or Lambda: `functions/` and the `callkeeper` command
+//! stand on this crate.
+
+pub mod build_info;
+pub mod call;
+pub mod config;
+pub mod form;
+pub mod ids;
+pub mod job;
+pub mod message;
+pub mod phone;
+pub mod recording;
+pub mod secrets;
+pub mod signature;
+pub mod store;
+pub mod stream_token;
+pub mod telemetry;
+pub mod time;
+pub mod twiml;
+pub mod url;

@@ -1,0 +1,131 @@
+//! WhatsApp (and SMS) messages on a contact's timeline.
+
+use crate::call::Call;
+use crate::ids::{AccountSid, MessageSid};
+use crate::phone::{Channel, E164};
+use crate::time::Millis;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageDirection {
+    Inbound,
+    Outbound,
+}
+
+impl MessageDirection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageDirection::Inbound => "inbound",
+            MessageDirection::Outbound => "outbound",
+        }
+    }
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "inbound" => Some(MessageDirection::Inbound),
+            "outbound" => Some(MessageDirection::Outbound),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Media {
+    pub url: String,
+    pub content_type: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub message_sid: MessageSid,
+    pub account_sid: AccountSid,
+    pub channel: Channel,
+    pub direction: MessageDirection,
+    /// The other party.
+    pub contact: E164,
+    pub from: String,
+    pub to: String,
+    pub body: String,
+    pub media: Vec<Media>,
+    /// The WhatsApp profile name the sender chose, when Twilio passes it.
+    pub profile_name: Option<String>,
+    /// Twilio's status: `received` for inbound; `queued` … `delivered`, `read`, `failed` outbound.
+    pub status: String,
+    pub error_code: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    /// When the reply job for this inbound message was enqueued; `None` until then.
+    pub reply_enqueued_at: Option<Millis>,
+}
+
+/// A delivery status report for a message, as Twilio's status callback carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageStatusUpdate {
+    pub message_sid: MessageSid,
+    pub account_sid: AccountSid,
+    pub channel: Channel,
+    /// Our number sends, so the contact is the `To` of a status report.
+    pub contact: E164,
+    pub from: String,
+    pub to: String,
+    pub status: String,
+    pub error_code: Option<String>,
+    pub at: Millis,
+}
+
+/// What a status report did to the stored message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusApplied {
+    Updated,
+    /// The message already had this status or a later one (callbacks arrive out of order).
+    Stale,
+    /// We had no record of the message (sent from outside callkeeper): kept, body unknown.
+    Created,
+}
+
+/// How far along a delivery status is. Twilio's status callbacks can arrive out of order, so a
+/// status only replaces one of lower rank (`delivered` never goes back to `sent`).
+pub fn status_rank(status: &str) -> u8 {
+    match status {
+        "accepted" | "scheduled" => 1,
+        "queued" => 2,
+        "sending" => 3,
+        "sent" => 4,
+        "receiving" => 4,
+        "received" => 5,
+        "delivered" => 5,
+        "read" => 6,
+        "undelivered" | "failed" | "canceled" => 7,
+        _ => 0,
+    }
+}
+
+/// An entry of a contact's timeline, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TimelineItem {
+    Call(Call),
+    Message(Message),
+}
+
+impl TimelineItem {
+    pub fn at(&self) -> Millis {
+        match self {
+            TimelineItem::Call(c) => c.created_at,
+            TimelineItem::Message(m) => m.created_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_rank;
+
+    #[test]
+    fn statuses_only_move_forward() {
+        assert!(status_rank("delivered") > status_rank("sent"));
+        assert!(status_rank("read") > status_rank("delivered"));
+        assert!(status_rank("failed") > status_rank("read"));
+        assert!(status_rank("queued") > status_rank("something-new"));
+    }
+}

@@ -1,0 +1,351 @@
+//! The storage contract: what every adapter of the ports must do. Each case is a function over
+//! `Stores`; `store_contract_tests!` turns them all into tests for one adapter.
+//!
+//! Cases take fresh stores and assert what a user of the port sees.
+
+use crate::call::{CallEvent, CallPatch, CallStatus, Created, Direction, NewCall, Transition};
+use crate::ids::{random_sid, AccountSid, CallSid, MessageSid, RecordingSid};
+use crate::job::{Job, QueueName};
+use crate::message::{Media, Message, MessageDirection, MessageStatusUpdate, StatusApplied, TimelineItem};
+use crate::phone::{Channel, E164};
+use crate::recording::Recording;
+use crate::store::{enqueue, Stores};
+use crate::time::now_ms;
+use std::time::Duration;
+
+/// Generates one `#[tokio::test]` per contract case. `$stores` is an async expression giving
+/// `(Stores, guard)`, the guard kept alive for the test (a temporary folder, a server).
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($stores:expr) => {
+        $crate::store_contract_tests!(@cases $stores;
+            create_call_is_idempotent,
+            transitions_are_conditional,
+            concurrent_transitions_apply_once,
+            patches_keep_unset_fields,
+            events_are_idempotent_by_key,
+            recent_calls_newest_first,
+            recordings_upsert_and_keep_job_mark,
+            messages_are_idempotent_and_on_the_timeline,
+            message_status_only_moves_forward,
+            queue_delivers_hides_and_acks,
+            queue_dead_letters_after_max_receives_and_redrives,
+            queue_release_keeps_the_error,
+            blobs_round_trip,
+        );
+    };
+    (@cases $stores:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (stores, _guard) = $stores.await;
+                $crate::store::contract::$case(&stores).await;
+            }
+        )*
+    };
+}
+
+pub fn call_sid() -> CallSid {
+    CallSid::parse(&random_sid("CA")).unwrap()
+}
+
+pub fn account() -> AccountSid {
+    AccountSid::parse("AC0123456789abcdef0123456789abcdef").unwrap()
+}
+
+/// A random Israeli mobile number, so cases never share a contact.
+pub fn phone() -> E164 {
+    let mut b = [0u8; 4];
+    crate::secrets::fill_random(&mut b);
+    E164::parse(&format!("+97250{:07}", u32::from_le_bytes(b) % 10_000_000)).unwrap()
+}
+
+pub fn new_call(status: CallStatus) -> NewCall {
+    let contact = phone();
+    NewCall {
+        call_sid: call_sid(),
+        account_sid: account(),
+        from: contact.to_string(),
+        to: "+97231234567".into(),
+        contact: Some(contact),
+        direction: Direction::Inbound,
+        status,
+        twilio_status: Some("ringing".into()),
+        at: now_ms(),
+    }
+}
+
+pub async fn create_call_is_idempotent(s: &Stores) {
+    let call = new_call(CallStatus::AwaitingStream);
+    let Created::New(created) = s.calls.create_call(&call).await.unwrap() else { panic!("first create must be new") };
+    assert_eq!(created.status, CallStatus::AwaitingStream);
+    assert_eq!(created.contact, call.contact);
+    let mut retry = call.clone();
+    retry.status = CallStatus::Ringing;
+    retry.from = "changed".into();
+    let Created::Existing(existing) = s.calls.create_call(&retry).await.unwrap() else { panic!("retry must find the call") };
+    assert_eq!(existing, created, "a retry changes nothing");
+    assert_eq!(s.calls.get_call(&call.call_sid).await.unwrap(), Some(created));
+    assert_eq!(s.calls.get_call(&call_sid()).await.unwrap(), None);
+    let contact = s.calls.contact(call.contact.as_ref().unwrap()).await.unwrap().expect("the caller is a contact");
+    assert_eq!(contact.first_seen, call.at);
+}
+
+pub async fn transitions_are_conditional(s: &Stores) {
+    let call = new_call(CallStatus::AwaitingStream);
+    s.calls.create_call(&call).await.unwrap();
+    let sid = &call.call_sid;
+    let patch = CallPatch { stream_sid: Some("MZ1".into()), ..Default::default() };
+    let at = call.at + 1000;
+    match s.calls.transition(sid, &[CallStatus::AwaitingStream], CallStatus::Streaming, &patch, at).await.unwrap() {
+        Transition::Applied(c) => {
+            assert_eq!(c.status, CallStatus::Streaming);
+            assert_eq!(c.stream_sid.as_deref(), Some("MZ1"));
+            assert_eq!(c.status_at, at);
+        }
+        other => panic!("expected applied, got {other:?}"),
+    }
+    // Wrong current status: refused, and nothing changes.
+    let again = s.calls.transition(sid, &[CallStatus::AwaitingStream], CallStatus::Fallback, &CallPatch::default(), at + 1).await.unwrap();
+    assert!(matches!(again, Transition::Refused(ref c) if c.status == CallStatus::Streaming && c.fallback_reason.is_none()));
+    // An edge the lifecycle lacks is refused even when the status matches.
+    let back = s.calls.transition(sid, &[CallStatus::Streaming], CallStatus::AwaitingStream, &CallPatch::default(), at + 2).await.unwrap();
+    assert!(matches!(back, Transition::Refused(_)));
+    let missing = s.calls.transition(&call_sid(), &[CallStatus::Streaming], CallStatus::Completed, &CallPatch::default(), at).await.unwrap();
+    assert_eq!(missing, Transition::NotFound);
+}
+
+pub async fn concurrent_transitions_apply_once(s: &Stores) {
+    let call = new_call(CallStatus::Streaming);
+    s.calls.create_call(&call).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = s.calls.clone();
+        let sid = call.call_sid.clone();
+        tasks.push(tokio::spawn(async move {
+            let patch = CallPatch { fallback_reason: Some(format!("racer-{i}")), ..Default::default() };
+            store.transition(&sid, &[CallStatus::Streaming], CallStatus::Fallback, &patch, now_ms()).await.unwrap()
+        }));
+    }
+    let mut applied = Vec::new();
+    for t in tasks {
+        if let Transition::Applied(c) = t.await.unwrap() {
+            applied.push(c.fallback_reason.unwrap());
+        }
+    }
+    assert_eq!(applied.len(), 1, "exactly one racer wins");
+    let stored = s.calls.get_call(&call.call_sid).await.unwrap().unwrap();
+    assert_eq!(stored.fallback_reason.as_deref(), Some(applied[0].as_str()));
+}
+
+pub async fn patches_keep_unset_fields(s: &Stores) {
+    let call = new_call(CallStatus::AwaitingStream);
+    s.calls.create_call(&call).await.unwrap();
+    let sid = &call.call_sid;
+    assert!(s.calls.patch_call(sid, &CallPatch { stream_sid: Some("MZa".into()), ..Default::default() }, call.at + 5).await.unwrap());
+    assert!(s.calls.patch_call(sid, &CallPatch { twilio_status: Some("in-progress".into()), ..Default::default() }, call.at + 6).await.unwrap());
+    let c = s.calls.get_call(sid).await.unwrap().unwrap();
+    assert_eq!((c.stream_sid.as_deref(), c.twilio_status.as_deref(), c.updated_at), (Some("MZa"), Some("in-progress"), call.at + 6));
+    assert_eq!(c.status, CallStatus::AwaitingStream, "a patch never moves the status");
+    assert!(!s.calls.patch_call(&call_sid(), &CallPatch::default(), 0).await.unwrap());
+}
+
+pub async fn events_are_idempotent_by_key(s: &Stores) {
+    let call = new_call(CallStatus::AwaitingStream);
+    s.calls.create_call(&call).await.unwrap();
+    let event = |key: &str, at| CallEvent { at, kind: "stream_status".into(), key: key.into(), detail: serde_json::json!({"event": key}) };
+    assert!(s.calls.add_event(&call.call_sid, &event("a", 2)).await.unwrap());
+    assert!(!s.calls.add_event(&call.call_sid, &event("a", 3)).await.unwrap());
+    assert!(s.calls.add_event(&call.call_sid, &event("b", 1)).await.unwrap());
+    let events = s.calls.events(&call.call_sid).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["b", "a"], "oldest first");
+    assert_eq!(events[1].detail, serde_json::json!({"event": "a"}));
+}
+
+pub async fn recent_calls_newest_first(s: &Stores) {
+    let base = now_ms() + 10_000_000;
+    let mut sids = Vec::new();
+    for i in 0..3 {
+        let mut call = new_call(CallStatus::AwaitingStream);
+        call.at = base + i;
+        s.calls.create_call(&call).await.unwrap();
+        sids.push(call.call_sid);
+    }
+    let recent = s.calls.recent_calls(2).await.unwrap();
+    assert_eq!(recent.iter().map(|c| c.call_sid.clone()).collect::<Vec<_>>(), vec![sids[2].clone(), sids[1].clone()]);
+}
+
+fn recording(call_sid: &CallSid, status: &str) -> Recording {
+    Recording {
+        recording_sid: RecordingSid::parse(&random_sid("RE")).unwrap(),
+        call_sid: call_sid.clone(),
+        url: Some("https://api.twilio.com/2010-04-01/Accounts/AC/Recordings/RE".into()),
+        status: status.into(),
+        duration_secs: Some(42),
+        channels: Some(2),
+        source: Some("StartCallRecording".into()),
+        error_code: None,
+        created_at: now_ms(),
+        updated_at: now_ms(),
+        job_enqueued_at: None,
+    }
+}
+
+pub async fn recordings_upsert_and_keep_job_mark(s: &Stores) {
+    let call = new_call(CallStatus::Completed);
+    s.calls.create_call(&call).await.unwrap();
+    let mut rec = recording(&call.call_sid, "in-progress");
+    rec.duration_secs = None;
+    let stored = s.calls.put_recording(&rec).await.unwrap();
+    assert_eq!(stored.job_enqueued_at, None);
+    rec.status = "completed".into();
+    rec.duration_secs = Some(42);
+    rec.updated_at += 10;
+    s.calls.put_recording(&rec).await.unwrap();
+    s.calls.mark_recording_enqueued(&rec.recording_sid, 777).await.unwrap();
+    s.calls.mark_recording_enqueued(&rec.recording_sid, 999).await.unwrap();
+    let again = s.calls.put_recording(&rec).await.unwrap();
+    assert_eq!(again.status, "completed");
+    assert_eq!(again.duration_secs, Some(42));
+    assert_eq!(again.job_enqueued_at, Some(777), "the first mark stays");
+    assert_eq!(again.created_at, stored.created_at);
+    assert_eq!(s.calls.recordings(&call.call_sid).await.unwrap(), vec![again]);
+}
+
+fn inbound_message(contact: &E164, at: i64) -> Message {
+    Message {
+        message_sid: MessageSid::parse(&random_sid("SM")).unwrap(),
+        account_sid: account(),
+        channel: Channel::Whatsapp,
+        direction: MessageDirection::Inbound,
+        contact: contact.clone(),
+        from: format!("whatsapp:{contact}"),
+        to: "whatsapp:+14155238886".into(),
+        body: "שלום, אני מחפש דירה".into(),
+        media: vec![Media { url: "https://api.twilio.com/media/ME1".into(), content_type: Some("image/jpeg".into()) }],
+        profile_name: Some("Dana".into()),
+        status: "received".into(),
+        error_code: None,
+        created_at: at,
+        updated_at: at,
+        reply_enqueued_at: None,
+    }
+}
+
+pub async fn messages_are_idempotent_and_on_the_timeline(s: &Stores) {
+    let mut call = new_call(CallStatus::Completed);
+    let contact = call.contact.clone().unwrap();
+    call.at = 1_000;
+    s.calls.create_call(&call).await.unwrap();
+    let first = inbound_message(&contact, 2_000);
+    let write = s.calls.put_message(&first).await.unwrap();
+    assert!(write.created);
+    assert_eq!(write.message, first);
+    let mut retry = first.clone();
+    retry.body = "changed".into();
+    let again = s.calls.put_message(&retry).await.unwrap();
+    assert!(!again.created);
+    assert_eq!(again.message.body, first.body, "a retry changes nothing");
+    s.calls.mark_reply_enqueued(&first.message_sid, 5).await.unwrap();
+    assert_eq!(s.calls.get_message(&first.message_sid).await.unwrap().unwrap().reply_enqueued_at, Some(5));
+    let second = inbound_message(&contact, 3_000);
+    s.calls.put_message(&second).await.unwrap();
+    let timeline = s.calls.timeline(&contact, 10).await.unwrap();
+    let kinds: Vec<String> = timeline
+        .iter()
+        .map(|item| match item {
+            TimelineItem::Call(c) => c.call_sid.to_string(),
+            TimelineItem::Message(m) => m.message_sid.to_string(),
+        })
+        .collect();
+    assert_eq!(kinds, vec![second.message_sid.to_string(), first.message_sid.to_string(), call.call_sid.to_string()]);
+    assert_eq!(s.calls.timeline(&contact, 2).await.unwrap().len(), 2);
+    assert_eq!(s.calls.contact(&contact).await.unwrap().unwrap().profile_name.as_deref(), Some("Dana"));
+}
+
+pub async fn message_status_only_moves_forward(s: &Stores) {
+    let contact = phone();
+    let update = |status: &str, at| MessageStatusUpdate {
+        message_sid: MessageSid::parse("SM11111111111111111111111111111111").unwrap(),
+        account_sid: account(),
+        channel: Channel::Whatsapp,
+        contact: contact.clone(),
+        from: "whatsapp:+14155238886".into(),
+        to: format!("whatsapp:{contact}"),
+        status: status.into(),
+        error_code: None,
+        at,
+    };
+    assert_eq!(s.calls.update_message_status(&update("sent", 1)).await.unwrap(), StatusApplied::Created);
+    assert_eq!(s.calls.update_message_status(&update("read", 3)).await.unwrap(), StatusApplied::Updated);
+    assert_eq!(s.calls.update_message_status(&update("delivered", 2)).await.unwrap(), StatusApplied::Stale);
+    assert_eq!(s.calls.update_message_status(&update("read", 4)).await.unwrap(), StatusApplied::Stale);
+    let stored = s.calls.get_message(&update("", 0).message_sid).await.unwrap().unwrap();
+    assert_eq!((stored.status.as_str(), stored.direction, stored.updated_at), ("read", MessageDirection::Outbound, 3));
+}
+
+pub async fn queue_delivers_hides_and_acks(s: &Stores) {
+    let q = QueueName::Transcription;
+    let job = Job::Transcribe { call_sid: call_sid(), recording_sid: RecordingSid::parse(&random_sid("RE")).unwrap() };
+    let id = enqueue(s.queue.as_ref(), &job).await.unwrap();
+    assert_eq!(s.queue.receive(QueueName::Replies, 10, Duration::from_secs(30)).await.unwrap(), vec![], "queues are separate");
+    let got = s.queue.receive(q, 10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].id.as_str(), got[0].receive_count), (id.as_str(), 1));
+    assert_eq!(Job::from_body(&got[0].body).unwrap(), job);
+    assert!(s.queue.receive(q, 10, Duration::from_secs(30)).await.unwrap().is_empty(), "hidden while in flight");
+    let depth = s.queue.depth(q).await.unwrap();
+    assert_eq!((depth.visible, depth.in_flight, depth.dead), (0, 1, 0));
+    s.queue.ack(q, &got[0].receipt).await.unwrap();
+    assert_eq!(s.queue.depth(q).await.unwrap(), Default::default());
+}
+
+pub async fn queue_dead_letters_after_max_receives_and_redrives(s: &Stores) {
+    let q = QueueName::Replies;
+    let max = s.queue.max_receives();
+    let id = s.queue.send(q, "{\"poison\":true}").await.unwrap();
+    for n in 1..=max {
+        let got = s.queue.receive(q, 1, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(got.len(), 1, "receive {n} of {max}");
+        assert_eq!(got[0].receive_count, n);
+        s.queue.release(q, &got[0].receipt, &format!("failure {n}"), Duration::ZERO).await.unwrap();
+    }
+    assert!(s.queue.receive(q, 1, Duration::from_secs(30)).await.unwrap().is_empty(), "moved to dead letters, not delivered");
+    let dead = s.queue.dead_letters(q, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].id.as_str(), dead[0].body.as_str(), dead[0].receive_count), (id.as_str(), "{\"poison\":true}", max));
+    assert_eq!(dead[0].last_error.as_deref(), Some(format!("failure {max}").as_str()));
+    assert_eq!(s.queue.dead_letter(q, &id).await.unwrap().as_ref(), Some(&dead[0]));
+    assert_eq!(s.queue.depth(q).await.unwrap().dead, 1);
+    assert_eq!(s.queue.redrive(q, Some("no-such-id")).await.unwrap(), 0);
+    assert_eq!(s.queue.redrive(q, Some(&id)).await.unwrap(), 1);
+    let back = s.queue.receive(q, 1, Duration::from_secs(30)).await.unwrap();
+    assert_eq!((back.len(), back[0].receive_count), (1, 1), "redriven with a fresh count");
+    s.queue.ack(q, &back[0].receipt).await.unwrap();
+    assert!(s.queue.dead_letters(q, 10).await.unwrap().is_empty());
+}
+
+pub async fn queue_release_keeps_the_error(s: &Stores) {
+    let q = QueueName::Transcription;
+    s.queue.send(q, "a").await.unwrap();
+    let first = s.queue.receive(q, 1, Duration::from_secs(30)).await.unwrap().remove(0);
+    s.queue.release(q, &first.receipt, "openai 500", Duration::from_millis(1100)).await.unwrap();
+    assert!(s.queue.receive(q, 1, Duration::from_secs(30)).await.unwrap().is_empty(), "not before retry_after");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let second = s.queue.receive(q, 1, Duration::from_secs(30)).await.unwrap().remove(0);
+    assert_eq!(second.receive_count, 2);
+    // The first receipt is stale now: acknowledging with it must not delete the message.
+    s.queue.ack(q, &first.receipt).await.unwrap();
+    assert_eq!(s.queue.depth(q).await.unwrap().in_flight, 1);
+    s.queue.ack(q, &second.receipt).await.unwrap();
+    assert_eq!(s.queue.depth(q).await.unwrap().in_flight, 0);
+}
+
+pub async fn blobs_round_trip(s: &Stores) {
+    let key = format!("recordings/2026/11/23/{}/RE1.wav", call_sid());
+    assert_eq!(s.blobs.get(&key).await.unwrap(), None);
+    s.blobs.put(&key, b"RIFF....WAVE".to_vec(), "audio/wav").await.unwrap();
+    assert_eq!(s.blobs.get(&key).await.unwrap().as_deref(), Some(&b"RIFF....WAVE"[..]));
+    assert!(s.blobs.put("../escape", vec![], "x").await.is_err());
+    assert!(s.blobs.put("a//b", vec![], "x").await.is_err());
+}

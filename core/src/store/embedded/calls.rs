@@ -1,0 +1,426 @@
+//! `CallStore` on SQLite.
+
+use super::sql_types::MediaList;
+use super::EmbeddedStore;
+use crate::call::{Call, CallEvent, CallPatch, CallStatus, Created, NewCall, Transition};
+use crate::ids::{CallSid, MessageSid, RecordingSid};
+use crate::message::{status_rank, Message, MessageStatusUpdate, StatusApplied, TimelineItem};
+use crate::phone::E164;
+use crate::recording::Recording;
+use crate::store::{CallStore, Contact, MessageWrite, StoreError, StoreResult};
+use crate::time::Millis;
+use async_trait::async_trait;
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+
+const CALL_COLUMNS: &str = "call_sid, account_sid, from_addr, to_addr, contact, direction, status, created_at, updated_at, \
+     status_at, stream_sid, fallback_reason, fallback_action, end_reason, twilio_status";
+
+const RECORDING_COLUMNS: &str =
+    "recording_sid, call_sid, url, status, duration_secs, channels, source, error_code, created_at, updated_at, job_enqueued_at";
+
+const MESSAGE_COLUMNS: &str = "message_sid, account_sid, channel, direction, contact, from_addr, to_addr, body, media, \
+     profile_name, status, error_code, created_at, updated_at, reply_enqueued_at";
+
+fn call_row(r: &Row<'_>) -> rusqlite::Result<Call> {
+    Ok(Call {
+        call_sid: r.get(0)?,
+        account_sid: r.get(1)?,
+        from: r.get(2)?,
+        to: r.get(3)?,
+        contact: r.get(4)?,
+        direction: r.get(5)?,
+        status: r.get(6)?,
+        created_at: r.get(7)?,
+        updated_at: r.get(8)?,
+        status_at: r.get(9)?,
+        stream_sid: r.get(10)?,
+        fallback_reason: r.get(11)?,
+        fallback_action: r.get(12)?,
+        end_reason: r.get(13)?,
+        twilio_status: r.get(14)?,
+    })
+}
+
+fn recording_row(r: &Row<'_>) -> rusqlite::Result<Recording> {
+    Ok(Recording {
+        recording_sid: r.get(0)?,
+        call_sid: r.get(1)?,
+        url: r.get(2)?,
+        status: r.get(3)?,
+        duration_secs: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+        channels: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+        source: r.get(6)?,
+        error_code: r.get(7)?,
+        created_at: r.get(8)?,
+        updated_at: r.get(9)?,
+        job_enqueued_at: r.get(10)?,
+    })
+}
+
+fn message_row(r: &Row<'_>) -> rusqlite::Result<Message> {
+    Ok(Message {
+        message_sid: r.get(0)?,
+        account_sid: r.get(1)?,
+        channel: r.get(2)?,
+        direction: r.get(3)?,
+        contact: r.get(4)?,
+        from: r.get(5)?,
+        to: r.get(6)?,
+        body: r.get(7)?,
+        media: r.get::<_, MediaList>(8)?.0,
+        profile_name: r.get(9)?,
+        status: r.get(10)?,
+        error_code: r.get(11)?,
+        created_at: r.get(12)?,
+        updated_at: r.get(13)?,
+        reply_enqueued_at: r.get(14)?,
+    })
+}
+
+fn load_call(conn: &Connection, call_sid: &CallSid) -> StoreResult<Option<Call>> {
+    Ok(conn.query_row(&format!("SELECT {CALL_COLUMNS} FROM calls WHERE call_sid = ?1"), [call_sid], call_row).optional()?)
+}
+
+fn load_recording(conn: &Connection, sid: &RecordingSid) -> StoreResult<Option<Recording>> {
+    Ok(conn
+        .query_row(&format!("SELECT {RECORDING_COLUMNS} FROM recordings WHERE recording_sid = ?1"), [sid], recording_row)
+        .optional()?)
+}
+
+fn load_message(conn: &Connection, sid: &MessageSid) -> StoreResult<Option<Message>> {
+    Ok(conn.query_row(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE message_sid = ?1"), [sid], message_row).optional()?)
+}
+
+fn query<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    row: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Read back what was just written, inside the same transaction.
+fn vanished(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what} vanished inside its own transaction"))
+}
+
+fn touch_contact(conn: &Connection, phone: &E164, at: Millis, profile_name: Option<&str>) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO contacts (phone, first_seen, last_seen, profile_name) VALUES (?1, ?2, ?2, ?3)
+         ON CONFLICT (phone) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen),
+             profile_name = coalesce(excluded.profile_name, profile_name)",
+        params![phone, at, profile_name],
+    )?;
+    Ok(())
+}
+
+/// `SET` fragment for a patch: every field is `coalesce(?, field)`, so `None` keeps the value.
+const PATCH_SET: &str = "stream_sid = coalesce(?, stream_sid), fallback_reason = coalesce(?, fallback_reason), \
+     fallback_action = coalesce(?, fallback_action), end_reason = coalesce(?, end_reason), \
+     twilio_status = coalesce(?, twilio_status)";
+
+fn patch_values(patch: &CallPatch) -> impl Iterator<Item = Value> + use<> {
+    [&patch.stream_sid, &patch.fallback_reason, &patch.fallback_action, &patch.end_reason, &patch.twilio_status]
+        .map(|v| v.clone().map_or(Value::Null, Value::Text))
+        .into_iter()
+}
+
+#[async_trait]
+impl CallStore for EmbeddedStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.with_conn(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
+    }
+
+    async fn create_call(&self, call: &NewCall) -> StoreResult<Created> {
+        let c = call.clone();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let inserted = tx.execute(
+                &format!(
+                    "INSERT INTO calls ({CALL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, NULL, NULL, NULL, NULL, ?9)
+                     ON CONFLICT (call_sid) DO NOTHING"
+                ),
+                params![c.call_sid, c.account_sid, c.from, c.to, c.contact, c.direction, c.status, c.at, c.twilio_status],
+            )? == 1;
+            if let (true, Some(contact)) = (inserted, &c.contact) {
+                touch_contact(&tx, contact, c.at, None)?;
+            }
+            let stored = load_call(&tx, &c.call_sid)?.ok_or_else(|| vanished("call"))?;
+            tx.commit()?;
+            Ok(if inserted { Created::New(stored) } else { Created::Existing(stored) })
+        })
+        .await
+    }
+
+    async fn get_call(&self, call_sid: &CallSid) -> StoreResult<Option<Call>> {
+        let sid = call_sid.clone();
+        self.with_conn(move |conn| load_call(conn, &sid)).await
+    }
+
+    async fn transition(
+        &self,
+        call_sid: &CallSid,
+        from: &[CallStatus],
+        to: CallStatus,
+        patch: &CallPatch,
+        at: Millis,
+    ) -> StoreResult<Transition> {
+        let sid = call_sid.clone();
+        let allowed: Vec<CallStatus> = from.iter().copied().filter(|s| s.can_become(to)).collect();
+        let patch = patch.clone();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let changed = if allowed.is_empty() {
+                0
+            } else {
+                let marks = vec!["?"; allowed.len()].join(", ");
+                let sql = format!(
+                    "UPDATE calls SET status = ?, status_at = ?, updated_at = ?, {PATCH_SET} WHERE call_sid = ? AND status IN ({marks})"
+                );
+                let values = [Value::from(to.as_str().to_string()), Value::from(at), Value::from(at)]
+                    .into_iter()
+                    .chain(patch_values(&patch))
+                    .chain([Value::from(sid.to_string())])
+                    .chain(allowed.iter().map(|s| Value::from(s.as_str().to_string())));
+                tx.execute(&sql, params_from_iter(values))?
+            };
+            let call = load_call(&tx, &sid)?;
+            tx.commit()?;
+            Ok(match (call, changed) {
+                (None, _) => Transition::NotFound,
+                (Some(call), 0) => Transition::Refused(call),
+                (Some(call), _) => Transition::Applied(call),
+            })
+        })
+        .await
+    }
+
+    async fn patch_call(&self, call_sid: &CallSid, patch: &CallPatch, at: Millis) -> StoreResult<bool> {
+        let sid = call_sid.to_string();
+        let patch = patch.clone();
+        self.with_conn(move |conn| {
+            let values = [Value::from(at)].into_iter().chain(patch_values(&patch)).chain([Value::from(sid)]);
+            let changed = conn.execute(&format!("UPDATE calls SET updated_at = ?, {PATCH_SET} WHERE call_sid = ?"), params_from_iter(values))?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn recent_calls(&self, limit: usize) -> StoreResult<Vec<Call>> {
+        self.with_conn(move |conn| {
+            query(conn, &format!("SELECT {CALL_COLUMNS} FROM calls ORDER BY created_at DESC, call_sid LIMIT ?1"), [limit as i64], call_row)
+        })
+        .await
+    }
+
+    async fn add_event(&self, call_sid: &CallSid, event: &CallEvent) -> StoreResult<bool> {
+        let sid = call_sid.clone();
+        let e = event.clone();
+        self.with_conn(move |conn| {
+            let added = conn.execute(
+                "INSERT INTO call_events (call_sid, key, at, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (call_sid, key) DO NOTHING",
+                params![sid, e.key, e.at, e.kind, e.detail.to_string()],
+            )?;
+            Ok(added == 1)
+        })
+        .await
+    }
+
+    async fn events(&self, call_sid: &CallSid) -> StoreResult<Vec<CallEvent>> {
+        let sid = call_sid.clone();
+        self.with_conn(move |conn| {
+            let rows = query(
+                conn,
+                "SELECT at, kind, key, detail FROM call_events WHERE call_sid = ?1 ORDER BY at, id",
+                [sid],
+                |r| Ok((r.get::<_, Millis>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)),
+            )?;
+            rows.into_iter()
+                .map(|(at, kind, key, detail)| {
+                    let detail = serde_json::from_str(&detail).map_err(|e| StoreError::Corrupt(format!("event detail: {e}")))?;
+                    Ok(CallEvent { at, kind, key, detail })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn put_recording(&self, recording: &Recording) -> StoreResult<Recording> {
+        let r = recording.clone();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO recordings ({RECORDING_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, NULL)
+                     ON CONFLICT (recording_sid) DO UPDATE SET
+                        url = coalesce(excluded.url, url), status = excluded.status,
+                        duration_secs = coalesce(excluded.duration_secs, duration_secs),
+                        channels = coalesce(excluded.channels, channels), source = coalesce(excluded.source, source),
+                        error_code = coalesce(excluded.error_code, error_code), updated_at = excluded.updated_at"
+                ),
+                params![
+                    r.recording_sid,
+                    r.call_sid,
+                    r.url,
+                    r.status,
+                    r.duration_secs.map(|v| v as i64),
+                    r.channels.map(|v| v as i64),
+                    r.source,
+                    r.error_code,
+                    r.updated_at,
+                ],
+            )?;
+            let stored = load_recording(&tx, &r.recording_sid)?.ok_or_else(|| vanished("recording"))?;
+            tx.commit()?;
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn mark_recording_enqueued(&self, recording_sid: &RecordingSid, at: Millis) -> StoreResult<()> {
+        let sid = recording_sid.clone();
+        self.with_conn(move |conn| {
+            conn.execute("UPDATE recordings SET job_enqueued_at = coalesce(job_enqueued_at, ?1) WHERE recording_sid = ?2", params![at, sid])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn recordings(&self, call_sid: &CallSid) -> StoreResult<Vec<Recording>> {
+        let sid = call_sid.clone();
+        self.with_conn(move |conn| {
+            query(
+                conn,
+                &format!("SELECT {RECORDING_COLUMNS} FROM recordings WHERE call_sid = ?1 ORDER BY created_at, recording_sid"),
+                [sid],
+                recording_row,
+            )
+        })
+        .await
+    }
+
+    async fn put_message(&self, message: &Message) -> StoreResult<MessageWrite> {
+        let m = message.clone();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let created = tx.execute(
+                &format!(
+                    "INSERT INTO messages ({MESSAGE_COLUMNS})
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, NULL)
+                     ON CONFLICT (message_sid) DO NOTHING"
+                ),
+                params![
+                    m.message_sid,
+                    m.account_sid,
+                    m.channel,
+                    m.direction,
+                    m.contact,
+                    m.from,
+                    m.to,
+                    m.body,
+                    MediaList(m.media.clone()),
+                    m.profile_name,
+                    m.status,
+                    m.error_code,
+                    m.created_at,
+                    m.updated_at,
+                ],
+            )? == 1;
+            if created {
+                touch_contact(&tx, &m.contact, m.created_at, m.profile_name.as_deref())?;
+            }
+            let stored = load_message(&tx, &m.message_sid)?.ok_or_else(|| vanished("message"))?;
+            tx.commit()?;
+            Ok(MessageWrite { message: stored, created })
+        })
+        .await
+    }
+
+    async fn mark_reply_enqueued(&self, message_sid: &MessageSid, at: Millis) -> StoreResult<()> {
+        let sid = message_sid.clone();
+        self.with_conn(move |conn| {
+            conn.execute("UPDATE messages SET reply_enqueued_at = coalesce(reply_enqueued_at, ?1) WHERE message_sid = ?2", params![at, sid])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_message_status(&self, update: &MessageStatusUpdate) -> StoreResult<StatusApplied> {
+        let u = update.clone();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let current: Option<String> =
+                tx.query_row("SELECT status FROM messages WHERE message_sid = ?1", [&u.message_sid], |r| r.get(0)).optional()?;
+            let applied = match current {
+                Some(current) if status_rank(&u.status) <= status_rank(&current) => StatusApplied::Stale,
+                Some(_) => {
+                    tx.execute(
+                        "UPDATE messages SET status = ?1, error_code = coalesce(?2, error_code), updated_at = ?3 WHERE message_sid = ?4",
+                        params![u.status, u.error_code, u.at, u.message_sid],
+                    )?;
+                    StatusApplied::Updated
+                }
+                None => {
+                    tx.execute(
+                        &format!(
+                            "INSERT INTO messages ({MESSAGE_COLUMNS})
+                             VALUES (?1, ?2, ?3, 'outbound', ?4, ?5, ?6, '', '[]', NULL, ?7, ?8, ?9, ?9, NULL)"
+                        ),
+                        params![u.message_sid, u.account_sid, u.channel, u.contact, u.from, u.to, u.status, u.error_code, u.at],
+                    )?;
+                    touch_contact(&tx, &u.contact, u.at, None)?;
+                    StatusApplied::Created
+                }
+            };
+            tx.commit()?;
+            Ok(applied)
+        })
+        .await
+    }
+
+    async fn get_message(&self, message_sid: &MessageSid) -> StoreResult<Option<Message>> {
+        let sid = message_sid.clone();
+        self.with_conn(move |conn| load_message(conn, &sid)).await
+    }
+
+    async fn contact(&self, phone: &E164) -> StoreResult<Option<Contact>> {
+        let phone = phone.clone();
+        self.with_conn(move |conn| {
+            Ok(conn
+                .query_row("SELECT phone, first_seen, last_seen, profile_name FROM contacts WHERE phone = ?1", [&phone], |r| {
+                    Ok(Contact { phone: r.get(0)?, first_seen: r.get(1)?, last_seen: r.get(2)?, profile_name: r.get(3)? })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn timeline(&self, phone: &E164, limit: usize) -> StoreResult<Vec<TimelineItem>> {
+        let phone = phone.clone();
+        self.with_conn(move |conn| {
+            let calls = query(
+                conn,
+                &format!("SELECT {CALL_COLUMNS} FROM calls WHERE contact = ?1 ORDER BY created_at DESC LIMIT ?2"),
+                params![phone, limit as i64],
+                call_row,
+            )?;
+            let messages = query(
+                conn,
+                &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE contact = ?1 ORDER BY created_at DESC LIMIT ?2"),
+                params![phone, limit as i64],
+                message_row,
+            )?;
+            let mut items: Vec<TimelineItem> =
+                calls.into_iter().map(TimelineItem::Call).chain(messages.into_iter().map(TimelineItem::Message)).collect();
+            items.sort_by_key(|item| std::cmp::Reverse(item.at()));
+            items.truncate(limit);
+            Ok(items)
+        })
+        .await
+    }
+}

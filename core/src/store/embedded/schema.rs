@@ -1,0 +1,103 @@
+//! The SQLite schema, versioned with `PRAGMA user_version`: each migration runs once, in order.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE calls (
+    call_sid        TEXT PRIMARY KEY,
+    account_sid     TEXT NOT NULL,
+    from_addr       TEXT NOT NULL,
+    to_addr         TEXT NOT NULL,
+    contact         TEXT,
+    direction       TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    status_at       INTEGER NOT NULL,
+    stream_sid      TEXT,
+    fallback_reason TEXT,
+    fallback_action TEXT,
+    end_reason      TEXT,
+    twilio_status   TEXT
+);
+CREATE INDEX calls_recent ON calls (created_at DESC);
+-- Sparse, as the DynamoDB index is: only calls still on the line.
+CREATE INDEX calls_active ON calls (status_at) WHERE status IN ('ringing', 'awaiting_stream', 'streaming');
+CREATE INDEX calls_by_contact ON calls (contact, created_at DESC) WHERE contact IS NOT NULL;
+
+CREATE TABLE call_events (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    call_sid TEXT NOT NULL,
+    key      TEXT NOT NULL,
+    at       INTEGER NOT NULL,
+    kind     TEXT NOT NULL,
+    detail   TEXT NOT NULL,
+    UNIQUE (call_sid, key)
+);
+
+CREATE TABLE recordings (
+    recording_sid   TEXT PRIMARY KEY,
+    call_sid        TEXT NOT NULL,
+    url             TEXT,
+    status          TEXT NOT NULL,
+    duration_secs   INTEGER,
+    channels        INTEGER,
+    source          TEXT,
+    error_code      TEXT,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    job_enqueued_at INTEGER
+);
+CREATE INDEX recordings_by_call ON recordings (call_sid, created_at);
+
+CREATE TABLE contacts (
+    phone        TEXT PRIMARY KEY,
+    first_seen   INTEGER NOT NULL,
+    last_seen    INTEGER NOT NULL,
+    profile_name TEXT
+);
+
+CREATE TABLE messages (
+    message_sid       TEXT PRIMARY KEY,
+    account_sid       TEXT NOT NULL,
+    channel           TEXT NOT NULL,
+    direction         TEXT NOT NULL,
+    contact           TEXT NOT NULL,
+    from_addr         TEXT NOT NULL,
+    to_addr           TEXT NOT NULL,
+    body              TEXT NOT NULL,
+    media             TEXT NOT NULL,
+    profile_name      TEXT,
+    status            TEXT NOT NULL,
+    error_code        TEXT,
+    created_at        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL,
+    reply_enqueued_at INTEGER
+);
+CREATE INDEX messages_by_contact ON messages (contact, created_at DESC);
+
+CREATE TABLE jobs (
+    id            TEXT PRIMARY KEY,
+    queue         TEXT NOT NULL,
+    body          TEXT NOT NULL,
+    sent_at       INTEGER NOT NULL,
+    visible_at    INTEGER NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    receipt       TEXT,
+    dead_at       INTEGER,
+    last_error    TEXT
+);
+CREATE INDEX jobs_ready ON jobs (queue, visible_at) WHERE dead_at IS NULL;
+CREATE INDEX jobs_dead ON jobs (queue, dead_at) WHERE dead_at IS NOT NULL;
+"#];
+
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

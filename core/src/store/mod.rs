@@ -1,0 +1,158 @@
+//! The storage ports the domain speaks to, and their adapters.
+//!
+//! - [`CallStore`]: calls, their events and recordings, contacts, messages and timelines;
+//! - [`JobQueue`]: queues with SQS semantics (visibility timeout, receive count, dead letters
+//!   after `max_receives`, inspect and redrive);
+//! - [`BlobStore`]: recordings' audio.
+//!
+//! `embedded` (SQLite and a folder) is the laptop default. Every adapter passes the same
+//! contract suite in [`contract`].
+
+pub mod embedded;
+
+#[cfg(feature = "contract-tests")]
+pub mod contract;
+
+use crate::call::{Call, CallEvent, CallPatch, CallStatus, Created, NewCall, Transition};
+use crate::ids::{CallSid, MessageSid, RecordingSid};
+use crate::job::{DeadLetter, Delivery, Job, QueueName};
+use crate::message::{Message, MessageStatusUpdate, StatusApplied, TimelineItem};
+use crate::phone::E164;
+use crate::recording::Recording;
+use crate::time::Millis;
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backing service failed or could not be reached: worth retrying.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Something stored cannot be read back as the domain type.
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    /// The caller asked for something the port refuses (a bad blob key, say).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A message after `put_message`: as stored, and whether this call created it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageWrite {
+    pub message: Message,
+    pub created: bool,
+}
+
+/// A contact: one E.164 number, and when we first and last heard from it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Contact {
+    pub phone: E164,
+    pub first_seen: Millis,
+    pub last_seen: Millis,
+    pub profile_name: Option<String>,
+}
+
+#[async_trait]
+pub trait CallStore: Send + Sync {
+    /// Cheap round trip for `/readyz`.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Creates the call unless it exists (Twilio retries); also records its contact.
+    async fn create_call(&self, call: &NewCall) -> StoreResult<Created>;
+    async fn get_call(&self, call_sid: &CallSid) -> StoreResult<Option<Call>>;
+    /// Moves the call to `to` if its status is one of `from` (and the lifecycle allows it),
+    /// setting `patch`'s fields in the same write.
+    async fn transition(&self, call_sid: &CallSid, from: &[CallStatus], to: CallStatus, patch: &CallPatch, at: Millis)
+        -> StoreResult<Transition>;
+    /// Sets fields other than the status. `false` when the call does not exist.
+    async fn patch_call(&self, call_sid: &CallSid, patch: &CallPatch, at: Millis) -> StoreResult<bool>;
+    /// Newest first.
+    async fn recent_calls(&self, limit: usize) -> StoreResult<Vec<Call>>;
+
+    /// Records an event; `false` when an event with the same key was already recorded.
+    async fn add_event(&self, call_sid: &CallSid, event: &CallEvent) -> StoreResult<bool>;
+    /// Oldest first.
+    async fn events(&self, call_sid: &CallSid) -> StoreResult<Vec<CallEvent>>;
+
+    /// Inserts or updates a recording by its sid, keeping `created_at` and `job_enqueued_at`.
+    /// Returns the recording as stored.
+    async fn put_recording(&self, recording: &Recording) -> StoreResult<Recording>;
+    async fn mark_recording_enqueued(&self, recording_sid: &RecordingSid, at: Millis) -> StoreResult<()>;
+    async fn recordings(&self, call_sid: &CallSid) -> StoreResult<Vec<Recording>>;
+
+    /// Inserts a message unless one with its sid exists; records its contact.
+    async fn put_message(&self, message: &Message) -> StoreResult<MessageWrite>;
+    async fn mark_reply_enqueued(&self, message_sid: &MessageSid, at: Millis) -> StoreResult<()>;
+    async fn update_message_status(&self, update: &MessageStatusUpdate) -> StoreResult<StatusApplied>;
+    async fn get_message(&self, message_sid: &MessageSid) -> StoreResult<Option<Message>>;
+
+    async fn contact(&self, phone: &E164) -> StoreResult<Option<Contact>>;
+    /// The contact's calls and messages, newest first.
+    async fn timeline(&self, phone: &E164, limit: usize) -> StoreResult<Vec<TimelineItem>>;
+}
+
+/// Counts of a queue, for health and the dashboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct QueueDepth {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub dead: u64,
+}
+
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Receives after which a message moves to the dead-letter queue instead of being delivered.
+    fn max_receives(&self) -> u32;
+
+    /// Returns the message id.
+    async fn send(&self, queue: QueueName, body: &str) -> StoreResult<String>;
+    /// Up to `max` visible messages, each hidden from other receivers for `visibility`.
+    async fn receive(&self, queue: QueueName, max: usize, visibility: Duration) -> StoreResult<Vec<Delivery>>;
+    /// Done: deletes the message. A stale receipt (the message was received again since) does nothing.
+    async fn ack(&self, queue: QueueName, receipt: &str) -> StoreResult<()>;
+    /// Failed: keeps `error` for `dlq show`, and makes the message visible again after `retry_after`.
+    async fn release(&self, queue: QueueName, receipt: &str, error: &str, retry_after: Duration) -> StoreResult<()>;
+    async fn depth(&self, queue: QueueName) -> StoreResult<QueueDepth>;
+
+    /// Oldest first.
+    async fn dead_letters(&self, queue: QueueName, limit: usize) -> StoreResult<Vec<DeadLetter>>;
+    async fn dead_letter(&self, queue: QueueName, id: &str) -> StoreResult<Option<DeadLetter>>;
+    /// Moves one dead letter (or all, with `None`) back to its queue with a fresh receive count.
+    /// Returns how many moved.
+    async fn redrive(&self, queue: QueueName, id: Option<&str>) -> StoreResult<usize>;
+}
+
+/// Sends a job to the queue it belongs on.
+pub async fn enqueue(queue: &dyn JobQueue, job: &Job) -> StoreResult<String> {
+    queue.send(job.queue(), &job.to_body()).await
+}
+
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> StoreResult<()>;
+    async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
+}
+
+/// Blob keys are relative paths of plain segments: `recordings/2026/11/23/CA…/RE….wav`.
+pub fn check_blob_key(key: &str) -> StoreResult<()> {
+    let ok = !key.is_empty()
+        && key.split('/').all(|seg| {
+            !seg.is_empty() && seg != "." && seg != ".." && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.=".contains(&b))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!("blob key {key:?} must be plain path segments of [A-Za-z0-9-_.=]")))
+    }
+}
+
+/// The three ports, as the running system holds them.
+#[derive(Clone)]
+pub struct Stores {
+    pub calls: Arc<dyn CallStore>,
+    pub queue: Arc<dyn JobQueue>,
+    pub blobs: Arc<dyn BlobStore>,
+}
