@@ -1,0 +1,6 @@
+//! The `callkeeper` command's library: the local server (`serve`) and the CRM views (`calls`),
+//! kept here so the end-to-end tests start exactly what users start.
+
+pub mod crm;
+pub mod local_config;
+pub mod server;

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! ringing ──> awaiting_stream ──> streaming ──> completed
-//!                  │    │              │            ^
-//!                  │    └──> fallback <┘            │
+//!    │             │    │              │            ^
+//!    └─────────────┼────┴──> fallback <┘            │
 //!                  │            └───────────────────┤
 //!                  └────────────────────────────────┘ (caller hung up before the stream)
 //! ```
@@ -55,6 +55,7 @@ impl CallStatus {
         matches!(
             (self, to),
             (Ringing, AwaitingStream)
+                | (Ringing, Fallback)
                 | (Ringing, Completed)
                 | (AwaitingStream, Streaming)
                 | (AwaitingStream, Fallback)

@@ -7,6 +7,7 @@
 pub mod build_info;
 pub mod call;
 pub mod config;
+pub mod fallback;
 pub mod form;
 pub mod ids;
 pub mod job;

@@ -43,7 +43,7 @@ impl AbsoluteUrl {
     fn parse(value: &str, field: &'static str, schemes: &[&str], names: &'static str, base: bool) -> Result<Self, InvalidUrl> {
         let err = |extra| InvalidUrl { field, schemes: names, extra, value: value.to_string() };
         let parsed = url::Url::parse(value).map_err(|_| err(""))?;
-        if !schemes.contains(&parsed.scheme()) || parsed.host_str().map_or(true, str::is_empty) {
+        if !schemes.contains(&parsed.scheme()) || parsed.host_str().is_none_or(str::is_empty) {
             return Err(err(""));
         }
         if base && (parsed.query().is_some() || parsed.fragment().is_some()) {

@@ -9,6 +9,7 @@
 //! contract suite in [`contract`].
 
 pub mod embedded;
+pub mod open;
 
 #[cfg(feature = "contract-tests")]
 pub mod contract;

@@ -132,7 +132,8 @@ fn patch_values(patch: &CallPatch) -> impl Iterator<Item = Value> + use<> {
 #[async_trait]
 impl CallStore for EmbeddedStore {
     async fn ping(&self) -> StoreResult<()> {
-        self.with_conn(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
+        // Touches the calls table, so a missing or unreadable schema fails readiness too.
+        self.with_conn(|conn| Ok(conn.query_row("SELECT count(*) FROM (SELECT 1 FROM calls LIMIT 1)", [], |_| Ok(()))?)).await
     }
 
     async fn create_call(&self, call: &NewCall) -> StoreResult<Created> {

@@ -1,0 +1,7 @@
+//! Lambda function `whatsapp_status`.
+use callkeeper_functions::{lambda, Route};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    lambda::run(&[Route::WhatsappStatus]).await
+}

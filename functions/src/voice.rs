@@ -1,0 +1,193 @@
+//! The voice webhooks: answering a call, the stream's status, and what follows the stream.
+
+use crate::app::{twiml_response, AppState, WebhookError};
+use crate::signed_form::SignedForm;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use callkeeper_core::call::{Call, CallEvent, CallPatch, CallStatus, Created, Direction, NewCall};
+use callkeeper_core::fallback::{self, Claim};
+use callkeeper_core::form::Form;
+use callkeeper_core::ids::{AccountSid, CallSid};
+use callkeeper_core::phone::E164;
+use callkeeper_core::store::CallStore;
+use callkeeper_core::time::now_ms;
+use callkeeper_core::twiml::{self, StreamCall};
+use callkeeper_core::{stream_token, twiml::Twiml};
+use serde_json::json;
+
+pub const STREAM_PATH: &str = "/ws/twilio-media";
+
+pub async fn incoming_call(State(state): State<AppState>, SignedForm(form): SignedForm) -> Result<Response, WebhookError> {
+    answer(&state, &form, Direction::Inbound).await
+}
+
+/// The `Url` Twilio fetches when an outbound call we placed is answered: the same TwiML and the
+/// same protection as an incoming call.
+pub async fn outbound_call(State(state): State<AppState>, SignedForm(form): SignedForm) -> Result<Response, WebhookError> {
+    answer(&state, &form, Direction::Outbound).await
+}
+
+/// Writes the call before answering (idempotent on Twilio's retries), then serves the TwiML that
+/// records the call and connects its stream to the relay.
+async fn answer(state: &AppState, form: &Form, direction: Direction) -> Result<Response, WebhookError> {
+    let call_sid: CallSid = form.parse_required("CallSid")?;
+    let account_sid: AccountSid = form.parse_required("AccountSid")?;
+    let from = form.required("From")?.to_string();
+    let to = form.required("To")?.to_string();
+    // The other party is the contact: the caller of an inbound call, the callee of an outbound one.
+    let contact = E164::parse(if direction == Direction::Inbound { &from } else { &to });
+    let at = now_ms();
+    let new = NewCall {
+        call_sid: call_sid.clone(),
+        account_sid,
+        from,
+        to,
+        contact,
+        direction,
+        status: CallStatus::AwaitingStream,
+        twilio_status: form.get("CallStatus").map(str::to_string),
+        at,
+    };
+    let store = state.stores.calls.as_ref();
+    match store.create_call(&new).await? {
+        Created::New(_) => {}
+        // An outbound call we placed waits in `ringing` until Twilio asks for its TwiML.
+        Created::Existing(call) if call.status == CallStatus::Ringing => {
+            let patch = CallPatch { twilio_status: new.twilio_status.clone(), ..Default::default() };
+            store.transition(&call_sid, &[CallStatus::Ringing], CallStatus::AwaitingStream, &patch, at).await?;
+        }
+        Created::Existing(call) => tracing::info!(call_sid = %call_sid, status = %call.status, "retried call webhook; answering the same TwiML"),
+    }
+    let detail = json!({ "direction": direction.as_str() });
+    store.add_event(&call_sid, &CallEvent { at, kind: "twiml_served".into(), key: "twiml_served".into(), detail }).await?;
+    tracing::info!(call_sid = %call_sid, direction = direction.as_str(), "call answered; awaiting stream");
+    Ok(twiml_response(stream_twiml(state, &call_sid)))
+}
+
+fn stream_twiml(state: &AppState, call_sid: &CallSid) -> Twiml {
+    let config = &state.config;
+    let token = stream_token::issue(&config.stream_token_secret, call_sid);
+    twiml::stream_call(&StreamCall {
+        call_sid,
+        token: &token,
+        stream_url: &config.relay_public_url.join(STREAM_PATH),
+        stream_status_callback: &config.webhook_url(crate::Route::StreamStatus.path()),
+        connect_action: &config.webhook_url(crate::Route::StreamEnded.path()),
+        recording_callback: &config.webhook_url(crate::Route::RecordingDone.path()),
+        greeting: config.greeting_url.as_ref(),
+    })
+}
+
+/// `stream-started`, `stream-stopped` or `stream-error` (with its `StreamError`), as an event.
+pub async fn stream_status(State(state): State<AppState>, SignedForm(form): SignedForm) -> Result<StatusCode, WebhookError> {
+    let call_sid: CallSid = form.parse_required("CallSid")?;
+    let stream_sid = form.required("StreamSid")?;
+    let event = form.required("StreamEvent")?;
+    let error = form.get("StreamError");
+    let store = state.stores.calls.as_ref();
+    let at = now_ms();
+    let detail = json!({ "event": event, "stream_sid": stream_sid, "error": error, "timestamp": form.get("Timestamp") });
+    let key = format!("stream_status:{stream_sid}:{event}");
+    store.add_event(&call_sid, &CallEvent { at, kind: "stream_status".into(), key, detail }).await?;
+    if event == "stream-started" {
+        store.patch_call(&call_sid, &CallPatch { stream_sid: Some(stream_sid.to_string()), ..Default::default() }, at).await?;
+    }
+    match error {
+        Some(error) => tracing::warn!(call_sid = %call_sid, event, error, "stream status"),
+        None => tracing::info!(call_sid = %call_sid, event, "stream status"),
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Twilio's call statuses after which nobody is on the line.
+fn call_is_over(twilio_status: Option<&str>) -> bool {
+    matches!(twilio_status, Some("completed" | "busy" | "failed" | "no-answer" | "canceled"))
+}
+
+/// What follows the stream. Twilio posts here when `<Connect>` ends, and again (as the `action`
+/// of the fallback's `<Record>` or `<Dial>`) when the fallback's verb ends.
+pub async fn stream_ended(State(state): State<AppState>, SignedForm(form): SignedForm) -> Result<Response, WebhookError> {
+    let call_sid: CallSid = form.parse_required("CallSid")?;
+    let twilio_status = form.get("CallStatus");
+    let store = state.stores.calls.as_ref();
+    let call = match store.get_call(&call_sid).await? {
+        Some(call) => call,
+        // We lost the record (or never wrote it): keep the call now, then treat it as one whose
+        // stream never started, so the caller still gets the fallback.
+        None => record_unknown_call(store, &form, &call_sid).await?,
+    };
+
+    let (decision, reason, doc) = if call_is_over(twilio_status) {
+        end(store, &call, "caller_hangup").await?;
+        ("hangup", "caller_hung_up", twiml::hangup())
+    } else if form.get("RecordingSid").is_some() || form.get("RecordingUrl").is_some() {
+        end(store, &call, "voicemail_recorded").await?;
+        ("hangup", "voicemail_recorded", twiml::hangup())
+    } else if let Some(dial_status) = form.get("DialCallStatus") {
+        if dial_status == "completed" {
+            end(store, &call, "dial_completed").await?;
+            ("hangup", "dial_completed", twiml::hangup())
+        } else {
+            // Nobody took the call: the caller can still leave a message.
+            ("voicemail", "dial_not_answered", fallback::voicemail(&state.config))
+        }
+    } else {
+        connect_ended(&state, &call).await?
+    };
+
+    let detail = json!({ "decision": decision, "reason": reason, "twilio_status": twilio_status, "dial_status": form.get("DialCallStatus") });
+    let key = format!("stream_ended:{reason}");
+    store.add_event(&call_sid, &CallEvent { at: now_ms(), kind: "stream_ended".into(), key, detail }).await?;
+    tracing::info!(call_sid = %call_sid, decision, reason, "stream ended");
+    Ok(twiml_response(doc))
+}
+
+/// `<Connect>` ended. The agent finishing the call leaves it `completed`: hang up. Otherwise the
+/// stream failed, and the caller, still on the line, gets the fallback.
+async fn connect_ended(state: &AppState, call: &Call) -> Result<(&'static str, &'static str, Twiml), WebhookError> {
+    let store = state.stores.calls.as_ref();
+    if call.status == CallStatus::Completed {
+        return Ok(("hangup", "agent_finished", twiml::hangup()));
+    }
+    let reason = match call.status {
+        CallStatus::Streaming => "stream_ended_abnormally",
+        _ => "stream_never_started",
+    };
+    match fallback::claim(store, &state.config, &call.call_sid, reason, "stream_ended").await? {
+        Claim::Won(_) => Ok(("fallback", reason, fallback::twiml(&state.config))),
+        // A retry of this post, or the watchdog got there first: the same fallback again.
+        Claim::AlreadyInFallback(_) => Ok(("fallback", "already_in_fallback", fallback::twiml(&state.config))),
+        Claim::Ended(_) | Claim::NotFound => Ok(("hangup", "agent_finished", twiml::hangup())),
+    }
+}
+
+/// Marks an active or fallen-back call completed, with why. A call already completed stays as it is.
+async fn end(store: &dyn CallStore, call: &Call, reason: &str) -> Result<(), WebhookError> {
+    let patch = CallPatch { end_reason: Some(reason.to_string()), ..Default::default() };
+    let from = [CallStatus::Ringing, CallStatus::AwaitingStream, CallStatus::Streaming, CallStatus::Fallback];
+    store.transition(&call.call_sid, &from, CallStatus::Completed, &patch, now_ms()).await?;
+    Ok(())
+}
+
+async fn record_unknown_call(store: &dyn CallStore, form: &Form, call_sid: &CallSid) -> Result<Call, WebhookError> {
+    let direction = match form.get("Direction") {
+        Some(d) if d.starts_with("outbound") => Direction::Outbound,
+        _ => Direction::Inbound,
+    };
+    let from = form.required("From")?.to_string();
+    let to = form.required("To")?.to_string();
+    let new = NewCall {
+        call_sid: call_sid.clone(),
+        account_sid: form.parse_required("AccountSid")?,
+        contact: E164::parse(if direction == Direction::Inbound { &from } else { &to }),
+        from,
+        to,
+        direction,
+        status: CallStatus::AwaitingStream,
+        twilio_status: form.get("CallStatus").map(str::to_string),
+        at: now_ms(),
+    };
+    tracing::warn!(call_sid = %call_sid, "stream_ended for a call we had no record of; recording it now");
+    Ok(store.create_call(&new).await?.call().clone())
+}

@@ -1,0 +1,85 @@
+//! `callkeeper calls list` and `calls show`: what the CRM holds, as text or JSON.
+
+use callkeeper_core::call::Call;
+use callkeeper_core::ids::CallSid;
+use callkeeper_core::store::CallStore;
+use callkeeper_core::time::format_ms;
+use serde_json::json;
+use std::fmt::Write;
+
+pub async fn list(store: &dyn CallStore, limit: usize, as_json: bool) -> anyhow::Result<String> {
+    let calls = store.recent_calls(limit).await?;
+    if as_json {
+        return Ok(serde_json::to_string_pretty(&calls)? + "\n");
+    }
+    if calls.is_empty() {
+        return Ok("no calls yet\n".into());
+    }
+    let mut out = format!("{:<24}  {:<34}  {:<8}  {:<15}  {:<16}  {}\n", "STARTED", "CALL SID", "DIR", "STATUS", "CONTACT", "OUTCOME");
+    for c in &calls {
+        writeln!(
+            out,
+            "{:<24}  {:<34}  {:<8}  {:<15}  {:<16}  {}",
+            format_ms(c.created_at),
+            c.call_sid,
+            c.direction.as_str(),
+            c.status.as_str(),
+            c.contact.as_ref().map_or("-", |p| p.as_str()),
+            outcome(c)
+        )?;
+    }
+    Ok(out)
+}
+
+fn outcome(c: &Call) -> String {
+    match (&c.fallback_reason, &c.end_reason) {
+        (Some(f), Some(e)) => format!("fallback ({f}), ended: {e}"),
+        (Some(f), None) => format!("fallback ({f})"),
+        (None, Some(e)) => format!("ended: {e}"),
+        (None, None) => "-".into(),
+    }
+}
+
+/// `None` when the CRM has no such call.
+pub async fn show(store: &dyn CallStore, call_sid: &CallSid, as_json: bool) -> anyhow::Result<Option<String>> {
+    let Some(call) = store.get_call(call_sid).await? else { return Ok(None) };
+    let events = store.events(call_sid).await?;
+    let recordings = store.recordings(call_sid).await?;
+    if as_json {
+        let doc = json!({ "call": call, "events": events, "recordings": recordings });
+        return Ok(Some(serde_json::to_string_pretty(&doc)? + "\n"));
+    }
+    let mut out = String::new();
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    writeln!(out, "call        {}", call.call_sid)?;
+    writeln!(out, "direction   {}", call.direction.as_str())?;
+    writeln!(out, "from        {}", call.from)?;
+    writeln!(out, "to          {}", call.to)?;
+    writeln!(out, "status      {} (since {})", call.status, format_ms(call.status_at))?;
+    writeln!(out, "started     {}", format_ms(call.created_at))?;
+    writeln!(out, "stream      {}", opt(&call.stream_sid))?;
+    writeln!(out, "fallback    {}", call.fallback_reason.as_ref().map_or("-".to_string(), |r| format!("{r} → {}", opt(&call.fallback_action))))?;
+    writeln!(out, "ended       {}", opt(&call.end_reason))?;
+    writeln!(out, "twilio      {}", opt(&call.twilio_status))?;
+    writeln!(out, "\nrecordings")?;
+    if recordings.is_empty() {
+        writeln!(out, "  none yet")?;
+    }
+    for r in &recordings {
+        writeln!(
+            out,
+            "  {}  {:<11} {:>5}s  {} channel(s)  {}  transcription {}",
+            r.recording_sid,
+            r.status,
+            r.duration_secs.map_or("?".into(), |d| d.to_string()),
+            r.channels.map_or("?".into(), |c| c.to_string()),
+            r.source.as_deref().unwrap_or("-"),
+            r.job_enqueued_at.map_or("not queued".to_string(), |at| format!("queued {}", format_ms(at))),
+        )?;
+    }
+    writeln!(out, "\nevents")?;
+    for e in &events {
+        writeln!(out, "  {}  {:<14} {}", format_ms(e.at), e.kind, e.detail)?;
+    }
+    Ok(Some(out))
+}

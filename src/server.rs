@@ -1,0 +1,100 @@
+//! `callkeeper serve`: the whole system in one process on one port, on the embedded store.
+
+use crate::local_config::{self, Source};
+use callkeeper_core::config::Config;
+use callkeeper_core::store::{embedded, Stores};
+use callkeeper_functions::{router, AppState, Route};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+/// Everything the process serves, on one Router.
+pub fn app(config: Arc<Config>, stores: Stores) -> axum::Router {
+    router(AppState { config, stores }, &Route::ALL)
+}
+
+/// A bound, configured server, not yet serving: tests read its address and config first.
+pub struct Server {
+    pub listener: TcpListener,
+    pub addr: SocketAddr,
+    pub config: Arc<Config>,
+    pub stores: Stores,
+    pub source: Source,
+}
+
+impl Server {
+    pub async fn bind(options: &ServeOptions) -> anyhow::Result<Server> {
+        let listener = TcpListener::bind(options.addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.addr))?;
+        let addr = listener.local_addr()?;
+        let (config, source) = local_config::resolve(&options.data_dir, addr)?;
+        let stores = embedded::open_stores(&options.data_dir, config.queue_max_receives)?;
+        Ok(Server { listener, addr, config: Arc::new(config), stores, source })
+    }
+
+    /// Serves until `shutdown` resolves, then finishes the requests in flight.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let app = app(self.config, self.stores);
+        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await?;
+        Ok(())
+    }
+
+    /// What to tell the user at start: where we listen and the URLs to give Twilio.
+    pub fn banner(&self, data_dir: &std::path::Path) -> String {
+        let info = callkeeper_core::build_info::build_info();
+        let url = |route: Route| self.config.webhook_url(route.path()).to_string();
+        let config_line = match &self.source {
+            Source::Environment => "from the environment".to_string(),
+            Source::Local(path) => format!(
+                "local: no Twilio settings found, so using generated secrets in {}\n                set PUBLIC_BASE_URL, RELAY_PUBLIC_URL, TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN to answer real calls",
+                path.display()
+            ),
+        };
+        format!(
+            "callkeeper {} ({}) listening on {}\n  data folder:  {}\n  config:       {}\n\n\
+             Give Twilio these URLs (HTTP POST):\n\
+             \x20 phone number, \"A call comes in\":           {}\n\
+             \x20 outbound calls' Url:                        {}\n\
+             \x20 WhatsApp sender, \"When a message comes in\": {}\n\
+             \x20 WhatsApp sender, status callback:           {}\n\
+             (stream_status, stream_ended and recording_done are set by the TwiML itself.)\n\
+             health: {}/healthz",
+            info.version,
+            info.git_sha,
+            self.addr,
+            data_dir.display(),
+            config_line,
+            url(Route::IncomingCall),
+            url(Route::OutboundCall),
+            url(Route::WhatsappInbound),
+            url(Route::WhatsappStatus),
+            self.config.public_base_url,
+        )
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
