@@ -58,7 +58,11 @@ pub async fn show(store: &dyn CallStore, call_sid: &CallSid, as_json: bool) -> a
     writeln!(out, "status      {} (since {})", call.status, format_ms(call.status_at))?;
     writeln!(out, "started     {}", format_ms(call.created_at))?;
     writeln!(out, "stream      {}", opt(&call.stream_sid))?;
-    writeln!(out, "fallback    {}", call.fallback_reason.as_ref().map_or("-".to_string(), |r| format!("{r} → {}", opt(&call.fallback_action))))?;
+    writeln!(
+        out,
+        "fallback    {}",
+        call.fallback_reason.as_ref().map_or("-".to_string(), |r| format!("{r} → {}", opt(&call.fallback_action)))
+    )?;
     writeln!(out, "ended       {}", opt(&call.end_reason))?;
     writeln!(out, "twilio      {}", opt(&call.twilio_status))?;
     writeln!(out, "\nrecordings")?;

@@ -49,7 +49,8 @@ pub fn resolve(data_dir: &Path, addr: SocketAddr) -> anyhow::Result<(Config, Sou
 pub fn local_secrets(data_dir: &Path) -> anyhow::Result<(String, Secret, PathBuf)> {
     let path = data_dir.join(LOCAL_SECRETS_FILE);
     if let Ok(text) = std::fs::read_to_string(&path) {
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", path.display()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", path.display()))?;
         let field = |name: &str| value[name].as_str().map(str::to_string).ok_or_else(|| anyhow::anyhow!("{} lacks {name}", path.display()));
         return Ok((field("account_sid")?, Secret::new(field("auth_token")?), path));
     }

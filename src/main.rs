@@ -1,7 +1,7 @@
 //! `callkeeper`: run the system locally, and look at what it keeps.
 
-use callkeeper::server::{shutdown_signal, ServeOptions, Server};
 use callkeeper::crm;
+use callkeeper::server::{shutdown_signal, ServeOptions, Server};
 use callkeeper_core::ids::CallSid;
 use callkeeper_core::store::embedded;
 use clap::{Parser, Subcommand};
@@ -102,4 +102,3 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
 }
-

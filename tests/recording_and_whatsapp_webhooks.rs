@@ -135,9 +135,7 @@ async fn whatsapp_bad_input_is_400() {
     bad_from.push(("From".into(), "whatsapp:0501234567".into()));
     let mut missing_media = whatsapp_form("SM1123456789abcdef0123456789abcdef", "hi");
     missing_media.retain(|(k, _)| k != "MediaUrl0");
-    for (form, reason) in
-        [(bad_from, "From must be an E.164 number such as +972501234567"), (missing_media, "missing field MediaUrl0")]
-    {
+    for (form, reason) in [(bad_from, "From must be an E.164 number such as +972501234567"), (missing_media, "missing field MediaUrl0")] {
         let response = app.post("/webhook/whatsapp/inbound", &form).await;
         assert_eq!(response.status(), 400);
         assert_eq!(response.text().await.unwrap().trim(), reason);
@@ -150,7 +148,13 @@ async fn whatsapp_statuses_only_move_forward() {
     let app = spawn_app().await;
     let msid = "SM9123456789abcdef0123456789abcdef";
     let status = |s: &str| {
-        params(&[("AccountSid", ACCOUNT_SID), ("MessageSid", msid), ("MessageStatus", s), ("From", "whatsapp:+14155238886"), ("To", &format!("whatsapp:{CALLER}"))])
+        params(&[
+            ("AccountSid", ACCOUNT_SID),
+            ("MessageSid", msid),
+            ("MessageStatus", s),
+            ("From", "whatsapp:+14155238886"),
+            ("To", &format!("whatsapp:{CALLER}")),
+        ])
     };
     for s in ["sent", "read", "delivered"] {
         assert_eq!(app.post("/webhook/whatsapp/status", &status(s)).await.status(), 204);

@@ -34,7 +34,8 @@ async fn incoming_call_is_stored_and_answered_with_the_stream_twiml() {
     let stream = connect.find("Stream").unwrap();
     assert_eq!(stream.attr("url"), Some("wss://relay.example.com/ws/twilio-media"));
     assert_eq!(stream.attr("statusCallback"), Some("https://ck.example.com/webhook/stream_status"));
-    let param = |name: &str| stream.children.iter().find(|p| p.attr("name") == Some(name)).and_then(|p| p.attr("value")).map(str::to_string);
+    let param =
+        |name: &str| stream.children.iter().find(|p| p.attr("name") == Some(name)).and_then(|p| p.attr("value")).map(str::to_string);
     assert_eq!(param("call_sid").as_deref(), Some(sid.as_str()));
     let call_sid = CallSid::parse(&sid).unwrap();
     assert!(stream_token::verify(&app.config.stream_token_secret, &call_sid, &param("token").unwrap()), "the relay can check the token");
@@ -73,9 +74,11 @@ async fn bad_signatures_are_refused_and_change_nothing() {
         &format!("http://{}/webhook/incoming_call", app.addr),
         &form,
     );
-    for (signature, reason) in
-        [(None, "missing X-Twilio-Signature"), (Some(wrong_token.as_str()), "invalid X-Twilio-Signature"), (Some(wrong_url.as_str()), "invalid X-Twilio-Signature")]
-    {
+    for (signature, reason) in [
+        (None, "missing X-Twilio-Signature"),
+        (Some(wrong_token.as_str()), "invalid X-Twilio-Signature"),
+        (Some(wrong_url.as_str()), "invalid X-Twilio-Signature"),
+    ] {
         let response = app.post_signed("/webhook/incoming_call", &form, signature).await;
         assert_eq!(response.status(), 403);
         assert!(response.headers().contains_key("x-callkeeper-version"));
@@ -164,7 +167,14 @@ async fn outbound_call_moves_a_placed_call_from_ringing() {
     placed.call_sid = call_sid.clone();
     placed.direction = callkeeper_core::call::Direction::Outbound;
     app.stores.calls.create_call(&placed).await.unwrap();
-    let form = params(&[("AccountSid", ACCOUNT_SID), ("CallSid", &sid), ("From", "+97231234567"), ("To", CALLER), ("CallStatus", "in-progress"), ("Direction", "outbound-api")]);
+    let form = params(&[
+        ("AccountSid", ACCOUNT_SID),
+        ("CallSid", &sid),
+        ("From", "+97231234567"),
+        ("To", CALLER),
+        ("CallStatus", "in-progress"),
+        ("Direction", "outbound-api"),
+    ]);
     let twiml = twiml_of(app.post("/webhook/outbound_call", &form).await).await;
     assert!(twiml.find("Stream").is_some());
     let call = app.stores.calls.get_call(&call_sid).await.unwrap().unwrap();
@@ -189,16 +199,29 @@ async fn stream_status_events_are_recorded_once() {
     let sid = new_call_sid();
     answer(&app, &sid).await;
     let stream_sid = "MZ0123456789abcdef0123456789abcdef";
-    let started = params(&[("AccountSid", ACCOUNT_SID), ("CallSid", &sid), ("StreamSid", stream_sid), ("StreamEvent", "stream-started"), ("Timestamp", "2026-11-23T18:00:00Z")]);
+    let started = params(&[
+        ("AccountSid", ACCOUNT_SID),
+        ("CallSid", &sid),
+        ("StreamSid", stream_sid),
+        ("StreamEvent", "stream-started"),
+        ("Timestamp", "2026-11-23T18:00:00Z"),
+    ]);
     for _ in 0..3 {
         let response = app.post("/webhook/stream_status", &started).await;
         assert_eq!(response.status(), 204);
     }
-    let error = params(&[("AccountSid", ACCOUNT_SID), ("CallSid", &sid), ("StreamSid", stream_sid), ("StreamEvent", "stream-error"), ("StreamError", "31920 handshake failed")]);
+    let error = params(&[
+        ("AccountSid", ACCOUNT_SID),
+        ("CallSid", &sid),
+        ("StreamSid", stream_sid),
+        ("StreamEvent", "stream-error"),
+        ("StreamError", "31920 handshake failed"),
+    ]);
     assert_eq!(app.post("/webhook/stream_status", &error).await.status(), 204);
     let call_sid = CallSid::parse(&sid).unwrap();
     let events = app.stores.calls.events(&call_sid).await.unwrap();
-    let statuses: Vec<_> = events.iter().filter(|e| e.kind == "stream_status").map(|e| e.detail["event"].as_str().unwrap().to_string()).collect();
+    let statuses: Vec<_> =
+        events.iter().filter(|e| e.kind == "stream_status").map(|e| e.detail["event"].as_str().unwrap().to_string()).collect();
     assert_eq!(statuses, ["stream-started", "stream-error"]);
     assert_eq!(events.last().unwrap().detail["error"], "31920 handshake failed");
     assert_eq!(app.stores.calls.get_call(&call_sid).await.unwrap().unwrap().stream_sid.as_deref(), Some(stream_sid));
@@ -209,7 +232,8 @@ async fn stream_status_events_are_recorded_once() {
 }
 
 fn ended_form(sid: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut form = params(&[("AccountSid", ACCOUNT_SID), ("CallSid", sid), ("From", CALLER), ("To", "+97231234567"), ("CallStatus", "in-progress")]);
+    let mut form =
+        params(&[("AccountSid", ACCOUNT_SID), ("CallSid", sid), ("From", CALLER), ("To", "+97231234567"), ("CallStatus", "in-progress")]);
     form.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
     form.extend(params(extra));
     form
@@ -241,7 +265,14 @@ async fn stream_that_never_started_falls_back_to_voicemail_once() {
     assert_eq!(events.iter().filter(|e| e.kind == "fallback").count(), 1, "one fallback decision");
 
     // The voicemail's <Record> posts its outcome to the same URL: now the call ends.
-    let recorded = ended_form(&sid, &[("RecordingSid", "RE0123456789abcdef0123456789abcdef"), ("RecordingUrl", "https://api.twilio.com/x"), ("RecordingDuration", "12")]);
+    let recorded = ended_form(
+        &sid,
+        &[
+            ("RecordingSid", "RE0123456789abcdef0123456789abcdef"),
+            ("RecordingUrl", "https://api.twilio.com/x"),
+            ("RecordingDuration", "12"),
+        ],
+    );
     let twiml = twiml_of(app.post("/webhook/stream_ended", &recorded).await).await;
     assert_eq!(twiml.names(), ["Hangup"]);
     let call = app.stores.calls.get_call(&call_sid).await.unwrap().unwrap();
@@ -255,7 +286,11 @@ async fn stream_that_broke_mid_call_falls_back_with_its_reason() {
     answer(&app, &sid).await;
     let call_sid = CallSid::parse(&sid).unwrap();
     // The relay saw the stream start.
-    app.stores.calls.transition(&call_sid, &[CallStatus::AwaitingStream], CallStatus::Streaming, &CallPatch::default(), now_ms()).await.unwrap();
+    app.stores
+        .calls
+        .transition(&call_sid, &[CallStatus::AwaitingStream], CallStatus::Streaming, &CallPatch::default(), now_ms())
+        .await
+        .unwrap();
     let twiml = twiml_of(app.post("/webhook/stream_ended", &ended_form(&sid, &[])).await).await;
     assert_eq!(twiml.names(), ["Say", "Record"]);
     let call = app.stores.calls.get_call(&call_sid).await.unwrap().unwrap();
@@ -269,7 +304,11 @@ async fn agent_finished_call_is_hung_up() {
     answer(&app, &sid).await;
     let call_sid = CallSid::parse(&sid).unwrap();
     let done = CallPatch { end_reason: Some("agent_hangup".into()), ..Default::default() };
-    app.stores.calls.transition(&call_sid, &[CallStatus::AwaitingStream], CallStatus::Streaming, &CallPatch::default(), now_ms()).await.unwrap();
+    app.stores
+        .calls
+        .transition(&call_sid, &[CallStatus::AwaitingStream], CallStatus::Streaming, &CallPatch::default(), now_ms())
+        .await
+        .unwrap();
     app.stores.calls.transition(&call_sid, &[CallStatus::Streaming], CallStatus::Completed, &done, now_ms()).await.unwrap();
     let twiml = twiml_of(app.post("/webhook/stream_ended", &ended_form(&sid, &[])).await).await;
     assert_eq!(twiml.names(), ["Hangup"]);

@@ -108,7 +108,9 @@ fn default_apology_text(language: &str, mode: &FallbackMode) -> Option<&'static 
     match (mode, hebrew, english) {
         (FallbackMode::Voicemail, true, _) => Some("מצטערים, יש לנו תקלה זמנית. השאירו הודעה אחרי הצליל ונחזור אליכם בהקדם."),
         (FallbackMode::Dial(_), true, _) => Some("מצטערים, יש לנו תקלה זמנית. אנחנו מעבירים אתכם לנציג."),
-        (FallbackMode::Voicemail, _, true) => Some("Sorry, we are having a temporary problem. Please leave a message after the tone and we will call you back."),
+        (FallbackMode::Voicemail, _, true) => {
+            Some("Sorry, we are having a temporary problem. Please leave a message after the tone and we will call you back.")
+        }
         (FallbackMode::Dial(_), _, true) => Some("Sorry, we are having a temporary problem. Connecting you to a person now."),
         _ => None,
     }
@@ -143,7 +145,9 @@ impl Config {
         let greeting_url = get("GREETING_URL").and_then(|v| check(AbsoluteUrl::http(&v, "GREETING_URL")));
         let fallback_audio = get("FALLBACK_AUDIO_URL").and_then(|v| check(AbsoluteUrl::http(&v, "FALLBACK_AUDIO_URL")));
 
-        let twilio_account_sid = account.and_then(|v| AccountSid::parse(&v).map_err(|_| errors.push("TWILIO_ACCOUNT_SID must be AC followed by 32 hex digits".into())).ok());
+        let twilio_account_sid = account.and_then(|v| {
+            AccountSid::parse(&v).map_err(|_| errors.push("TWILIO_ACCOUNT_SID must be AC followed by 32 hex digits".into())).ok()
+        });
 
         let mut number = |name: &'static str, default: u64, range: std::ops::RangeInclusive<u64>| -> u64 {
             match get(name) {
@@ -202,7 +206,9 @@ impl Config {
         let stream_token_secret = get("STREAM_TOKEN_SECRET").map(Secret::new);
 
         match (public_base_url, relay_public_url, twilio_account_sid, token, mode, apology) {
-            (Some(public_base_url), Some(relay_public_url), Some(twilio_account_sid), Some(token), Some(mode), Some(apology)) if errors.is_empty() => {
+            (Some(public_base_url), Some(relay_public_url), Some(twilio_account_sid), Some(token), Some(mode), Some(apology))
+                if errors.is_empty() =>
+            {
                 let twilio_auth_token = Secret::new(token);
                 let stream_token_secret = stream_token_secret.unwrap_or_else(|| derive_stream_secret(&twilio_auth_token));
                 Ok(Config {
@@ -266,7 +272,9 @@ mod tests {
         assert_eq!(config.public_base_url.as_str(), "https://ck.example.com");
         assert_eq!(config.timeouts.stream_start, Duration::from_secs(8));
         assert_eq!(config.fallback.mode, FallbackMode::Voicemail);
-        assert!(matches!(&config.fallback.apology, Apology::Say { language, voice, .. } if language == "he-IL" && voice == "Google.he-IL-Standard-A"));
+        assert!(
+            matches!(&config.fallback.apology, Apology::Say { language, voice, .. } if language == "he-IL" && voice == "Google.he-IL-Standard-A")
+        );
         assert_eq!(config.queue_max_receives, 5);
     }
 
@@ -279,7 +287,11 @@ mod tests {
     #[test]
     fn wrong_values_are_named() {
         let mut pairs = MINIMAL.to_vec();
-        pairs.extend([("FALLBACK_MODE", "dial:0501234567"), ("STREAM_START_TIMEOUT_SECS", "soon"), ("RELAY_PUBLIC_URL", "https://relay.example.com")]);
+        pairs.extend([
+            ("FALLBACK_MODE", "dial:0501234567"),
+            ("STREAM_START_TIMEOUT_SECS", "soon"),
+            ("RELAY_PUBLIC_URL", "https://relay.example.com"),
+        ]);
         let err = Config::from_lookup(lookup(&pairs)).unwrap_err().to_string();
         assert!(err.contains("RELAY_PUBLIC_URL must be an absolute ws(s) URL"), "{err}");
         assert!(err.contains("FALLBACK_MODE must be `voicemail` or `dial:+E164`, got \"dial:0501234567\""), "{err}");

@@ -11,9 +11,7 @@ pub struct InvalidSid {
 }
 
 fn parse_sid(value: &str, prefixes: &[&str]) -> bool {
-    value.len() == 34
-        && prefixes.iter().any(|p| value.starts_with(p))
-        && value[2..].bytes().all(|b| b.is_ascii_hexdigit())
+    value.len() == 34 && prefixes.iter().any(|p| value.starts_with(p)) && value[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 macro_rules! sid_type {
@@ -95,14 +93,13 @@ mod tests {
 
     #[test]
     fn refuses_everything_else_with_a_reason() {
-        for bad in ["", "CA123", "RE0123456789abcdef0123456789abcdef", "CA0123456789abcdef0123456789abcdeg", "CA0123456789abcdef0123456789abcdef0"] {
+        for bad in
+            ["", "CA123", "RE0123456789abcdef0123456789abcdef", "CA0123456789abcdef0123456789abcdeg", "CA0123456789abcdef0123456789abcdef0"]
+        {
             let err = CallSid::parse(bad).unwrap_err();
             assert_eq!(err.to_string(), "CallSid must be CA followed by 32 hex digits");
         }
-        assert_eq!(
-            MessageSid::parse("x").unwrap_err().to_string(),
-            "MessageSid must be SM or MM followed by 32 hex digits"
-        );
+        assert_eq!(MessageSid::parse("x").unwrap_err().to_string(), "MessageSid must be SM or MM followed by 32 hex digits");
     }
 
     #[test]

@@ -17,9 +17,7 @@ pub struct E164(String);
 impl E164 {
     pub fn parse(value: &str) -> Option<Self> {
         let digits = value.strip_prefix('+')?;
-        let ok = (7..=15).contains(&digits.len())
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && !digits.starts_with('0');
+        let ok = (7..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0');
         ok.then(|| Self(value.to_string()))
     }
 

@@ -117,9 +117,9 @@ pub fn port_variants(url: &str) -> (String, String) {
     let host_start = authority.rfind('@').map_or(0, |i| i + 1);
     let host_port = &authority[host_start..];
     // A port is digits after the last colon outside an IPv6 literal's brackets.
-    let port_colon = host_port.rfind(':').filter(|&i| {
-        !host_port[i..].contains(']') && host_port[i + 1..].bytes().all(|b| b.is_ascii_digit()) && i + 1 < host_port.len()
-    });
+    let port_colon = host_port
+        .rfind(':')
+        .filter(|&i| !host_port[i..].contains(']') && host_port[i + 1..].bytes().all(|b| b.is_ascii_digit()) && i + 1 < host_port.len());
     match port_colon {
         Some(i) => {
             let without = format!("{scheme}://{}{}{tail}", &authority[..host_start], &host_port[..i]);
@@ -157,7 +157,13 @@ mod tests {
         let sig = compute(b"12345", Algorithm::HmacSha1, url, &params);
         assert_eq!(sig, "0/KCTR6DLpKmkAf8muzZqo1nDgQ=");
         assert!(validate(b"12345", Algorithm::HmacSha1, url, SignedBody::Form(&params), &sig));
-        assert!(validate(b"12345", Algorithm::HmacSha1, "https://mycompany.com:443/myapp.php?foo=1&bar=2", SignedBody::Form(&params), &sig));
+        assert!(validate(
+            b"12345",
+            Algorithm::HmacSha1,
+            "https://mycompany.com:443/myapp.php?foo=1&bar=2",
+            SignedBody::Form(&params),
+            &sig
+        ));
         assert!(!validate(b"12346", Algorithm::HmacSha1, url, SignedBody::Form(&params), &sig));
     }
 
@@ -174,10 +180,7 @@ mod tests {
 
     #[test]
     fn ports() {
-        assert_eq!(
-            port_variants("https://a.com/x?y=1"),
-            ("https://a.com:443/x?y=1".to_string(), "https://a.com/x?y=1".to_string())
-        );
+        assert_eq!(port_variants("https://a.com/x?y=1"), ("https://a.com:443/x?y=1".to_string(), "https://a.com/x?y=1".to_string()));
         assert_eq!(port_variants("http://a.com:8080"), ("http://a.com:8080".to_string(), "http://a.com".to_string()));
         assert_eq!(port_variants("wss://r.io/ws").0, "wss://r.io:443/ws");
         assert_eq!(port_variants("http://[::1]:9/p").1, "http://[::1]/p");

@@ -208,8 +208,16 @@ mod tests {
     #[test]
     fn escapes_text_and_attributes() {
         let apology = Apology::Say { text: "a<b & \"c\" 'd'\u{1}".into(), language: "he-IL".into(), voice: "x\"y".into() };
-        let doc = fallback(&apology, &FallbackStep::Dial { number: &E164::parse("+972501234567").unwrap(), timeout_secs: 20 }, &url("https://h.io/a?x=1&y=2"));
-        assert!(doc.as_str().contains("<Say language=\"he-IL\" voice=\"x&quot;y\">a&lt;b &amp; &quot;c&quot; &apos;d&apos;</Say>"), "{}", doc.as_str());
+        let doc = fallback(
+            &apology,
+            &FallbackStep::Dial { number: &E164::parse("+972501234567").unwrap(), timeout_secs: 20 },
+            &url("https://h.io/a?x=1&y=2"),
+        );
+        assert!(
+            doc.as_str().contains("<Say language=\"he-IL\" voice=\"x&quot;y\">a&lt;b &amp; &quot;c&quot; &apos;d&apos;</Say>"),
+            "{}",
+            doc.as_str()
+        );
         assert!(doc.as_str().contains("action=\"https://h.io/a?x=1&amp;y=2\""));
     }
 

@@ -56,10 +56,8 @@ impl Route {
 
 /// The routes given, plus `/healthz`, `/readyz` and `/version`.
 pub fn router(state: AppState, routes: &[Route]) -> Router {
-    let mut app = Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/version", get(health::version));
+    let mut app =
+        Router::new().route("/healthz", get(health::healthz)).route("/readyz", get(health::readyz)).route("/version", get(health::version));
     for route in routes {
         let handler = match route {
             Route::IncomingCall => post(voice::incoming_call),

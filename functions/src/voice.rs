@@ -57,7 +57,9 @@ async fn answer(state: &AppState, form: &Form, direction: Direction) -> Result<R
             let patch = CallPatch { twilio_status: new.twilio_status.clone(), ..Default::default() };
             store.transition(&call_sid, &[CallStatus::Ringing], CallStatus::AwaitingStream, &patch, at).await?;
         }
-        Created::Existing(call) => tracing::info!(call_sid = %call_sid, status = %call.status, "retried call webhook; answering the same TwiML"),
+        Created::Existing(call) => {
+            tracing::info!(call_sid = %call_sid, status = %call.status, "retried call webhook; answering the same TwiML")
+        }
     }
     let detail = json!({ "direction": direction.as_str() });
     store.add_event(&call_sid, &CallEvent { at, kind: "twiml_served".into(), key: "twiml_served".into(), detail }).await?;
@@ -136,7 +138,8 @@ pub async fn stream_ended(State(state): State<AppState>, SignedForm(form): Signe
         connect_ended(&state, &call).await?
     };
 
-    let detail = json!({ "decision": decision, "reason": reason, "twilio_status": twilio_status, "dial_status": form.get("DialCallStatus") });
+    let detail =
+        json!({ "decision": decision, "reason": reason, "twilio_status": twilio_status, "dial_status": form.get("DialCallStatus") });
     let key = format!("stream_ended:{reason}");
     store.add_event(&call_sid, &CallEvent { at: now_ms(), kind: "stream_ended".into(), key, detail }).await?;
     tracing::info!(call_sid = %call_sid, decision, reason, "stream ended");

@@ -61,11 +61,8 @@ impl TestApp {
 
     pub async fn post_signed(&self, path: &str, form: &[(String, String)], signature: Option<&str>) -> reqwest::Response {
         let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
-        let mut request = self
-            .client
-            .post(format!("http://{}{path}", self.addr))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body);
+        let mut request =
+            self.client.post(format!("http://{}{path}", self.addr)).header("content-type", "application/x-www-form-urlencoded").body(body);
         if let Some(signature) = signature {
             request = request.header("x-twilio-signature", signature);
         }

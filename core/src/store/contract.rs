@@ -111,7 +111,8 @@ pub async fn transitions_are_conditional(s: &Stores) {
     // An edge the lifecycle lacks is refused even when the status matches.
     let back = s.calls.transition(sid, &[CallStatus::Streaming], CallStatus::AwaitingStream, &CallPatch::default(), at + 2).await.unwrap();
     assert!(matches!(back, Transition::Refused(_)));
-    let missing = s.calls.transition(&call_sid(), &[CallStatus::Streaming], CallStatus::Completed, &CallPatch::default(), at).await.unwrap();
+    let missing =
+        s.calls.transition(&call_sid(), &[CallStatus::Streaming], CallStatus::Completed, &CallPatch::default(), at).await.unwrap();
     assert_eq!(missing, Transition::NotFound);
 }
 
@@ -143,7 +144,11 @@ pub async fn patches_keep_unset_fields(s: &Stores) {
     s.calls.create_call(&call).await.unwrap();
     let sid = &call.call_sid;
     assert!(s.calls.patch_call(sid, &CallPatch { stream_sid: Some("MZa".into()), ..Default::default() }, call.at + 5).await.unwrap());
-    assert!(s.calls.patch_call(sid, &CallPatch { twilio_status: Some("in-progress".into()), ..Default::default() }, call.at + 6).await.unwrap());
+    assert!(s
+        .calls
+        .patch_call(sid, &CallPatch { twilio_status: Some("in-progress".into()), ..Default::default() }, call.at + 6)
+        .await
+        .unwrap());
     let c = s.calls.get_call(sid).await.unwrap().unwrap();
     assert_eq!((c.stream_sid.as_deref(), c.twilio_status.as_deref(), c.updated_at), (Some("MZa"), Some("in-progress"), call.at + 6));
     assert_eq!(c.status, CallStatus::AwaitingStream, "a patch never moves the status");

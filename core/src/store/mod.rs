@@ -66,8 +66,14 @@ pub trait CallStore: Send + Sync {
     async fn get_call(&self, call_sid: &CallSid) -> StoreResult<Option<Call>>;
     /// Moves the call to `to` if its status is one of `from` (and the lifecycle allows it),
     /// setting `patch`'s fields in the same write.
-    async fn transition(&self, call_sid: &CallSid, from: &[CallStatus], to: CallStatus, patch: &CallPatch, at: Millis)
-        -> StoreResult<Transition>;
+    async fn transition(
+        &self,
+        call_sid: &CallSid,
+        from: &[CallStatus],
+        to: CallStatus,
+        patch: &CallPatch,
+        at: Millis,
+    ) -> StoreResult<Transition>;
     /// Sets fields other than the status. `false` when the call does not exist.
     async fn patch_call(&self, call_sid: &CallSid, patch: &CallPatch, at: Millis) -> StoreResult<bool>;
     /// Newest first.

@@ -83,9 +83,7 @@ fn load_call(conn: &Connection, call_sid: &CallSid) -> StoreResult<Option<Call>>
 }
 
 fn load_recording(conn: &Connection, sid: &RecordingSid) -> StoreResult<Option<Recording>> {
-    Ok(conn
-        .query_row(&format!("SELECT {RECORDING_COLUMNS} FROM recordings WHERE recording_sid = ?1"), [sid], recording_row)
-        .optional()?)
+    Ok(conn.query_row(&format!("SELECT {RECORDING_COLUMNS} FROM recordings WHERE recording_sid = ?1"), [sid], recording_row).optional()?)
 }
 
 fn load_message(conn: &Connection, sid: &MessageSid) -> StoreResult<Option<Message>> {
@@ -205,7 +203,8 @@ impl CallStore for EmbeddedStore {
         let patch = patch.clone();
         self.with_conn(move |conn| {
             let values = [Value::from(at)].into_iter().chain(patch_values(&patch)).chain([Value::from(sid)]);
-            let changed = conn.execute(&format!("UPDATE calls SET updated_at = ?, {PATCH_SET} WHERE call_sid = ?"), params_from_iter(values))?;
+            let changed =
+                conn.execute(&format!("UPDATE calls SET updated_at = ?, {PATCH_SET} WHERE call_sid = ?"), params_from_iter(values))?;
             Ok(changed == 1)
         })
         .await
@@ -235,12 +234,9 @@ impl CallStore for EmbeddedStore {
     async fn events(&self, call_sid: &CallSid) -> StoreResult<Vec<CallEvent>> {
         let sid = call_sid.clone();
         self.with_conn(move |conn| {
-            let rows = query(
-                conn,
-                "SELECT at, kind, key, detail FROM call_events WHERE call_sid = ?1 ORDER BY at, id",
-                [sid],
-                |r| Ok((r.get::<_, Millis>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)),
-            )?;
+            let rows = query(conn, "SELECT at, kind, key, detail FROM call_events WHERE call_sid = ?1 ORDER BY at, id", [sid], |r| {
+                Ok((r.get::<_, Millis>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            })?;
             rows.into_iter()
                 .map(|(at, kind, key, detail)| {
                     let detail = serde_json::from_str(&detail).map_err(|e| StoreError::Corrupt(format!("event detail: {e}")))?;
@@ -286,7 +282,10 @@ impl CallStore for EmbeddedStore {
     async fn mark_recording_enqueued(&self, recording_sid: &RecordingSid, at: Millis) -> StoreResult<()> {
         let sid = recording_sid.clone();
         self.with_conn(move |conn| {
-            conn.execute("UPDATE recordings SET job_enqueued_at = coalesce(job_enqueued_at, ?1) WHERE recording_sid = ?2", params![at, sid])?;
+            conn.execute(
+                "UPDATE recordings SET job_enqueued_at = coalesce(job_enqueued_at, ?1) WHERE recording_sid = ?2",
+                params![at, sid],
+            )?;
             Ok(())
         })
         .await
@@ -345,7 +344,10 @@ impl CallStore for EmbeddedStore {
     async fn mark_reply_enqueued(&self, message_sid: &MessageSid, at: Millis) -> StoreResult<()> {
         let sid = message_sid.clone();
         self.with_conn(move |conn| {
-            conn.execute("UPDATE messages SET reply_enqueued_at = coalesce(reply_enqueued_at, ?1) WHERE message_sid = ?2", params![at, sid])?;
+            conn.execute(
+                "UPDATE messages SET reply_enqueued_at = coalesce(reply_enqueued_at, ?1) WHERE message_sid = ?2",
+                params![at, sid],
+            )?;
             Ok(())
         })
         .await

@@ -60,9 +60,7 @@ impl EmbeddedStore {
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         match e {
-            rusqlite::Error::FromSqlConversionFailure(column, _, cause) => {
-                StoreError::Corrupt(format!("column {column}: {cause}"))
-            }
+            rusqlite::Error::FromSqlConversionFailure(column, _, cause) => StoreError::Corrupt(format!("column {column}: {cause}")),
             other => StoreError::Unavailable(other.to_string()),
         }
     }

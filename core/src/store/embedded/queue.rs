@@ -15,7 +15,10 @@ fn dead_letter_row(r: &Row<'_>) -> rusqlite::Result<(String, String, u32, i64, i
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
 }
 
-fn to_dead_letter(queue: QueueName, (id, body, receive_count, sent_at, dead_at, last_error): (String, String, u32, i64, i64, Option<String>)) -> DeadLetter {
+fn to_dead_letter(
+    queue: QueueName,
+    (id, body, receive_count, sent_at, dead_at, last_error): (String, String, u32, i64, i64, Option<String>),
+) -> DeadLetter {
     DeadLetter { id, queue, body, receive_count, sent_at, dead_at, last_error }
 }
 
@@ -106,7 +109,13 @@ impl JobQueue for EmbeddedStore {
                         coalesce(sum(dead_at IS NOT NULL), 0)
                  FROM jobs WHERE queue = ?1",
                 params![queue.as_str(), now_ms()],
-                |r| Ok(QueueDepth { visible: r.get::<_, i64>(0)? as u64, in_flight: r.get::<_, i64>(1)? as u64, dead: r.get::<_, i64>(2)? as u64 }),
+                |r| {
+                    Ok(QueueDepth {
+                        visible: r.get::<_, i64>(0)? as u64,
+                        in_flight: r.get::<_, i64>(1)? as u64,
+                        dead: r.get::<_, i64>(2)? as u64,
+                    })
+                },
             )?)
         })
         .await

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine or a laptop: README's test command, and what CI runs.
+#
+# - Python tools go into a virtual environment under ~/.cache (nothing installed system-wide):
+#   the twilio package, whose RequestValidator our signature fixture is checked against.
+# - Cargo builds into a shared target folder outside the clone, so rebuilds stay fast.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/callkeeper-target}"
+VENV="${CALLKEEPER_VENV:-$HOME/.cache/callkeeper-venv}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+
+echo "== signature fixture matches twilio-python's RequestValidator"
+fresh="$(mktemp)"
+trap 'rm -f "$fresh"' EXIT
+"$VENV/bin/python" core/tests/fixtures/gen_signature_vectors.py > "$fresh"
+if ! cmp -s "$fresh" core/tests/fixtures/signature_vectors.json; then
+  echo "core/tests/fixtures/signature_vectors.json differs from what twilio-python generates now;" >&2
+  echo "regenerate it: $VENV/bin/python core/tests/fixtures/gen_signature_vectors.py > core/tests/fixtures/signature_vectors.json" >&2
+  exit 1
+fi
+
+echo "== cargo test"
+cargo test --workspace --locked "$@"

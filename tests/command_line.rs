@@ -1,0 +1,120 @@
+//! The `callkeeper` command as a user runs it: `serve` with no configuration at all, a signed call
+//! posted to it, then `calls list` and `calls show` reading the same data folder.
+
+mod common;
+
+use callkeeper_core::signature::{compute, Algorithm};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_callkeeper");
+
+/// A command with none of the Twilio settings a developer's shell might carry.
+fn callkeeper(data_dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    for name in ["PUBLIC_BASE_URL", "RELAY_PUBLIC_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "PORT", "CALLKEEPER_DATA_DIR"] {
+        cmd.env_remove(name);
+    }
+    cmd.arg("--data-dir").arg(data_dir);
+    cmd
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_no_configuration_then_read_the_crm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = callkeeper(dir.path()).args(["serve", "--port", "0"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _guard = Killed(child);
+
+    // The banner names the address, the generated secrets, and the URLs to give Twilio.
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr = first.rsplit(' ').next().unwrap().to_string();
+    let mut banner = vec![first.clone()];
+    for _ in 0..9 {
+        banner.push(lines.next().unwrap().unwrap());
+    }
+    let banner = banner.join("\n");
+    assert!(banner.contains("generated secrets"), "{banner}");
+    let incoming_url = format!("http://{addr}/webhook/incoming_call");
+    assert!(banner.contains(&incoming_url), "{banner}");
+    assert!(banner.contains(&format!("http://{addr}/webhook/whatsapp/inbound")), "{banner}");
+
+    let client = reqwest::Client::new();
+    let health = client.get(format!("http://{addr}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    // Sign with the generated local token, as the simulator does.
+    let secrets: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("local-secrets.json")).unwrap()).unwrap();
+    let token = secrets["auth_token"].as_str().unwrap();
+    let account = secrets["account_sid"].as_str().unwrap();
+    let sid = common::new_call_sid();
+    let mut form = common::incoming_call_form(&sid, "+972501234567");
+    form.retain(|(k, _)| k != "AccountSid");
+    form.push(("AccountSid".into(), account.into()));
+    let signature = compute(token.as_bytes(), Algorithm::HmacSha1, &incoming_url, &form);
+    let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(&form).finish();
+    let response = client
+        .post(&incoming_url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let twiml = common::parse_twiml(&response.text().await.unwrap());
+    assert_eq!(twiml.find("Stream").unwrap().attr("url"), Some(format!("ws://{addr}/ws/twilio-media").as_str()));
+
+    // The CRM, read by another process while the server runs.
+    let list = callkeeper(dir.path()).args(["calls", "list"]).output().unwrap();
+    assert!(list.status.success());
+    let list = String::from_utf8(list.stdout).unwrap();
+    assert!(list.contains(&sid) && list.contains("awaiting_stream") && list.contains("+972501234567"), "{list}");
+
+    let show = callkeeper(dir.path()).args(["calls", "show", &sid, "--json"]).output().unwrap();
+    assert!(show.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(doc["call"]["call_sid"], sid.as_str());
+    assert_eq!(doc["events"][0]["kind"], "twiml_served");
+
+    let text = callkeeper(dir.path()).args(["calls", "show", &sid]).output().unwrap();
+    assert!(String::from_utf8(text.stdout).unwrap().contains("twiml_served"));
+
+    let missing = callkeeper(dir.path()).args(["calls", "show", &common::new_call_sid()]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    let malformed = callkeeper(dir.path()).args(["calls", "show", "CA-nope"]).output().unwrap();
+    assert_eq!(malformed.status.code(), Some(1));
+    assert!(String::from_utf8(malformed.stderr).unwrap().contains("CallSid must be CA followed by 32 hex digits"));
+}
+
+#[test]
+fn partial_twilio_configuration_refuses_to_start_naming_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = callkeeper(dir.path())
+        .args(["serve", "--port", "0"])
+        .env("PUBLIC_BASE_URL", "https://ck.example.com")
+        .env("TWILIO_AUTH_TOKEN", "x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.trim(), "callkeeper: configuration: missing RELAY_PUBLIC_URL, TWILIO_ACCOUNT_SID");
+}
+
+#[test]
+fn calls_list_on_an_empty_folder_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = callkeeper(&dir.path().join("nothing-here")).args(["calls", "list"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("no callkeeper data in"));
+}
