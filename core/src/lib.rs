@@ -23,4 +23,6 @@ pub mod stream_token;
 pub mod telemetry;
 pub mod time;
 pub mod twiml;
+#[cfg(feature = "test-support")]
+pub mod twiml_reader;
 pub mod url;

@@ -3,66 +3,8 @@
 use callkeeper_core::ids::CallSid;
 use callkeeper_core::phone::E164;
 use callkeeper_core::twiml::{self, Apology, FallbackStep, StreamCall};
+use callkeeper_core::twiml_reader::parse_twiml as parse;
 use callkeeper_core::url::AbsoluteUrl;
-use quick_xml::events::Event;
-use quick_xml::Reader;
-
-/// A parsed element: name, attributes, text, children.
-#[derive(Debug, Clone, PartialEq)]
-struct El {
-    name: String,
-    attrs: Vec<(String, String)>,
-    text: String,
-    children: Vec<El>,
-}
-
-impl El {
-    fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-    fn names(&self) -> Vec<&str> {
-        self.children.iter().map(|c| c.name.as_str()).collect()
-    }
-}
-
-fn element(e: &quick_xml::events::BytesStart<'_>) -> El {
-    El {
-        name: String::from_utf8(e.name().as_ref().to_vec()).unwrap(),
-        attrs: e
-            .attributes()
-            .map(|a| {
-                let a = a.unwrap();
-                (String::from_utf8(a.key.as_ref().to_vec()).unwrap(), a.unescape_value().unwrap().into_owned())
-            })
-            .collect(),
-        text: String::new(),
-        children: vec![],
-    }
-}
-
-fn parse(doc: &str) -> El {
-    assert!(doc.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>"));
-    let mut reader = Reader::from_str(doc);
-    let mut stack: Vec<El> = vec![El { name: "#doc".into(), attrs: vec![], text: String::new(), children: vec![] }];
-    loop {
-        match reader.read_event().expect("well-formed XML") {
-            Event::Start(e) => stack.push(element(&e)),
-            Event::Empty(e) => stack.last_mut().unwrap().children.push(element(&e)),
-            Event::Text(t) => stack.last_mut().unwrap().text.push_str(&t.unescape().unwrap()),
-            Event::End(_) => {
-                let el = stack.pop().unwrap();
-                stack.last_mut().unwrap().children.push(el);
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    let mut doc = stack.pop().unwrap();
-    assert_eq!(doc.children.len(), 1);
-    let response = doc.children.remove(0);
-    assert_eq!(response.name, "Response");
-    response
-}
 
 fn url(s: &str) -> AbsoluteUrl {
     AbsoluteUrl::http(s, "test").unwrap()

@@ -11,7 +11,7 @@
 pub mod embedded;
 pub mod open;
 
-#[cfg(feature = "contract-tests")]
+#[cfg(feature = "test-support")]
 pub mod contract;
 
 use crate::call::{Call, CallEvent, CallPatch, CallStatus, Created, NewCall, Transition};
