@@ -161,7 +161,7 @@ async fn connect_ended(state: &AppState, call: &Call) -> Result<(&'static str, &
         Claim::Won(_) => Ok(("fallback", reason, fallback::twiml(&state.config))),
         // A retry of this post, or the watchdog got there first: the same fallback again.
         Claim::AlreadyInFallback(_) => Ok(("fallback", "already_in_fallback", fallback::twiml(&state.config))),
-        Claim::Ended(_) | Claim::NotFound => Ok(("hangup", "agent_finished", twiml::hangup())),
+        Claim::Ended(_) | Claim::NotFound => Ok(("hangup", "call_already_ended", twiml::hangup())),
     }
 }
 
