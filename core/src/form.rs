@@ -42,15 +42,6 @@ impl Form {
         self.required(name)?.parse().map_err(|e: T::Err| FieldError::Invalid(e.to_string()))
     }
 
-    /// An optional field parsed, `None` when absent; a present but bad value is an error.
-    pub fn parse_optional<T>(&self, name: &'static str) -> Result<Option<T>, FieldError>
-    where
-        T: FromStr,
-        T::Err: std::fmt::Display,
-    {
-        self.get(name).map(|v| v.parse().map_err(|e: T::Err| FieldError::Invalid(e.to_string()))).transpose()
-    }
-
     /// An optional non-negative integer field, with the field named in the error.
     pub fn parse_count(&self, name: &'static str) -> Result<Option<u64>, FieldError> {
         self.get(name)

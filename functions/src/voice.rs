@@ -11,7 +11,7 @@ use callkeeper_core::form::Form;
 use callkeeper_core::ids::{AccountSid, CallSid};
 use callkeeper_core::phone::E164;
 use callkeeper_core::store::CallStore;
-use callkeeper_core::time::now_ms;
+use callkeeper_core::time::{now_ms, Millis};
 use callkeeper_core::twiml::{self, StreamCall};
 use callkeeper_core::{stream_token, twiml::Twiml};
 use serde_json::json;
@@ -32,23 +32,8 @@ pub async fn outbound_call(State(state): State<AppState>, SignedForm(form): Sign
 /// records the call and connects its stream to the relay.
 async fn answer(state: &AppState, form: &Form, direction: Direction) -> Result<Response, WebhookError> {
     let call_sid: CallSid = form.parse_required("CallSid")?;
-    let account_sid: AccountSid = form.parse_required("AccountSid")?;
-    let from = form.required("From")?.to_string();
-    let to = form.required("To")?.to_string();
-    // The other party is the contact: the caller of an inbound call, the callee of an outbound one.
-    let contact = E164::parse(if direction == Direction::Inbound { &from } else { &to });
     let at = now_ms();
-    let new = NewCall {
-        call_sid: call_sid.clone(),
-        account_sid,
-        from,
-        to,
-        contact,
-        direction,
-        status: CallStatus::AwaitingStream,
-        twilio_status: form.get("CallStatus").map(str::to_string),
-        at,
-    };
+    let new = new_call(form, &call_sid, direction, at)?;
     let store = state.stores.calls.as_ref();
     match store.create_call(&new).await? {
         Created::New(_) => {}
@@ -178,19 +163,27 @@ async fn record_unknown_call(store: &dyn CallStore, form: &Form, call_sid: &Call
         Some(d) if d.starts_with("outbound") => Direction::Outbound,
         _ => Direction::Inbound,
     };
+    let new = new_call(form, call_sid, direction, now_ms())?;
+    tracing::warn!(call_sid = %call_sid, "stream_ended for a call we had no record of; recording it now");
+    Ok(store.create_call(&new).await?.call().clone())
+}
+
+/// The call a voice webhook's standard fields describe, awaiting its stream. The other party is
+/// the contact: the caller of an inbound call, the callee of an outbound one.
+fn new_call(form: &Form, call_sid: &CallSid, direction: Direction, at: Millis) -> Result<NewCall, WebhookError> {
+    let account_sid: AccountSid = form.parse_required("AccountSid")?;
     let from = form.required("From")?.to_string();
     let to = form.required("To")?.to_string();
-    let new = NewCall {
+    let contact = E164::parse(if direction == Direction::Inbound { &from } else { &to });
+    Ok(NewCall {
         call_sid: call_sid.clone(),
-        account_sid: form.parse_required("AccountSid")?,
-        contact: E164::parse(if direction == Direction::Inbound { &from } else { &to }),
+        account_sid,
         from,
         to,
+        contact,
         direction,
         status: CallStatus::AwaitingStream,
         twilio_status: form.get("CallStatus").map(str::to_string),
-        at: now_ms(),
-    };
-    tracing::warn!(call_sid = %call_sid, "stream_ended for a call we had no record of; recording it now");
-    Ok(store.create_call(&new).await?.call().clone())
+        at,
+    })
 }
