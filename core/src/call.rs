@@ -12,6 +12,7 @@
 
 use crate::ids::{AccountSid, CallSid};
 use crate::phone::E164;
+use crate::stream_report::StreamFigures;
 use crate::time::Millis;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -126,6 +127,12 @@ pub struct Call {
     pub end_reason: Option<String>,
     /// The last `CallStatus` Twilio reported (`in-progress`, `completed`, `no-answer`, …).
     pub twilio_status: Option<String>,
+    /// When the relay last saw media from the caller, as written by its heartbeat.
+    pub heartbeat_at: Option<Millis>,
+    /// The relay instance holding (or that held) the stream.
+    pub relay_instance: Option<String>,
+    /// The stream's figures, once it has ended.
+    pub stream: Option<StreamFigures>,
 }
 
 /// A call to create. Its initial status is `awaiting_stream` for calls answered with TwiML in the
@@ -151,6 +158,7 @@ pub struct CallPatch {
     pub fallback_action: Option<String>,
     pub end_reason: Option<String>,
     pub twilio_status: Option<String>,
+    pub relay_instance: Option<String>,
 }
 
 /// Something that happened to a call, kept in order for `calls show` and audits.

@@ -49,6 +49,33 @@ pub struct Timeouts {
     pub heartbeat_stale: Duration,
 }
 
+/// Who the caller talks to on the media stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoiceAgentKind {
+    /// Built in, no network: greets, and answers each caller turn with a short prompt.
+    Embedded,
+    /// Listens and says nothing: the call is still recorded and transcribed afterwards.
+    Silent,
+}
+
+impl VoiceAgentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VoiceAgentKind::Embedded => "embedded",
+            VoiceAgentKind::Silent => "silent",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// On SIGTERM, how long live calls may go on before their sockets are closed.
+    pub drain_deadline: Duration,
+    /// Names this relay on the calls it holds.
+    pub instance_id: String,
+    pub voice_agent: VoiceAgentKind,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The https base Twilio posts webhooks to; signatures are checked against it.
@@ -67,6 +94,7 @@ pub struct Config {
     pub language: String,
     /// Receives before a job moves to the dead-letter queue.
     pub queue_max_receives: u32,
+    pub relay: RelaySettings,
 }
 
 /// Every setting, with its default where it has one: the README's table is made from this.
@@ -88,6 +116,9 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("GREETING_URL", "", "audio played before the stream connects"),
     ("AGENT_LANGUAGE", "he-IL", "the agent's and the apology's language"),
     ("QUEUE_MAX_RECEIVES", "5", "receives before a job is dead-lettered"),
+    ("VOICE_AGENT", "embedded", "`embedded` (built-in prompts, no network) or `silent` (listens only)"),
+    ("DRAIN_DEADLINE_SECS", "110", "on SIGTERM, how long the relay lets live calls go on"),
+    ("RELAY_INSTANCE_ID", "host name and process id", "names the relay on the calls it holds"),
 ];
 
 /// Voices we know to speak a language well enough for the apology; others must be configured.
@@ -167,6 +198,7 @@ impl Config {
         let voicemail_max_secs = number("VOICEMAIL_MAX_SECS", 120, 5..=3600) as u32;
         let dial_timeout_secs = number("DIAL_TIMEOUT_SECS", 20, 5..=600) as u32;
         let queue_max_receives = number("QUEUE_MAX_RECEIVES", 5, 1..=1000) as u32;
+        let drain_deadline = number("DRAIN_DEADLINE_SECS", 110, 0..=3600);
         if heartbeat_stale <= heartbeat_interval {
             errors.push(format!(
                 "HEARTBEAT_STALE_SECS ({heartbeat_stale}) must be longer than HEARTBEAT_INTERVAL_SECS ({heartbeat_interval})"
@@ -204,6 +236,18 @@ impl Config {
         };
 
         let stream_token_secret = get("STREAM_TOKEN_SECRET").map(Secret::new);
+        let voice_agent = match get("VOICE_AGENT").as_deref() {
+            None | Some("embedded") => VoiceAgentKind::Embedded,
+            Some("silent") => VoiceAgentKind::Silent,
+            Some(v) => {
+                errors.push(format!("VOICE_AGENT must be `embedded` or `silent`, got {v:?}"));
+                VoiceAgentKind::Embedded
+            }
+        };
+        let instance_id = get("RELAY_INSTANCE_ID").unwrap_or_else(|| {
+            let host = get("HOSTNAME").unwrap_or_else(|| "relay".to_string());
+            format!("{host}-{}", std::process::id())
+        });
 
         match (public_base_url, relay_public_url, twilio_account_sid, token, mode, apology) {
             (Some(public_base_url), Some(relay_public_url), Some(twilio_account_sid), Some(token), Some(mode), Some(apology))
@@ -226,6 +270,7 @@ impl Config {
                     greeting_url,
                     language,
                     queue_max_receives,
+                    relay: RelaySettings { drain_deadline: Duration::from_secs(drain_deadline), instance_id, voice_agent },
                 })
             }
             _ => Err(ConfigError(errors)),

@@ -19,6 +19,7 @@ pub mod recording;
 pub mod secrets;
 pub mod signature;
 pub mod store;
+pub mod stream_report;
 pub mod stream_token;
 pub mod telemetry;
 pub mod time;

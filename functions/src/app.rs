@@ -54,10 +54,20 @@ impl Route {
     }
 }
 
-/// The routes given, plus `/healthz`, `/readyz` and `/version`.
+/// The routes given, plus `/healthz`, `/readyz` and `/version`, stamped and logged.
 pub fn router(state: AppState, routes: &[Route]) -> Router {
-    let mut app =
-        Router::new().route("/healthz", get(health::healthz)).route("/readyz", get(health::readyz)).route("/version", get(health::version));
+    let health = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/version", get(health::version))
+        .with_state(state.clone());
+    stamped(webhooks(state, routes).merge(health))
+}
+
+/// The webhooks alone: `callkeeper serve` merges them with the relay, whose `/readyz` also
+/// knows about draining.
+pub fn webhooks(state: AppState, routes: &[Route]) -> Router {
+    let mut app = Router::new();
     for route in routes {
         let handler = match route {
             Route::IncomingCall => post(voice::incoming_call),
@@ -70,7 +80,12 @@ pub fn router(state: AppState, routes: &[Route]) -> Router {
         };
         app = app.route(route.path(), handler);
     }
-    app.with_state(state).layer(middleware::from_fn(stamp_and_log))
+    app.with_state(state)
+}
+
+/// Every response of `app` carries the build; every request is one log line.
+pub fn stamped(app: Router) -> Router {
+    app.layer(middleware::from_fn(stamp_and_log))
 }
 
 /// Every response carries the build (`X-Callkeeper-Version`); every request is one log line.

@@ -12,4 +12,4 @@ pub mod signed_form;
 pub mod voice;
 pub mod whatsapp;
 
-pub use app::{router, AppState, Route};
+pub use app::{router, stamped, webhooks, AppState, Route};

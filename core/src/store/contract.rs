@@ -10,6 +10,7 @@ use crate::message::{Media, Message, MessageDirection, MessageStatusUpdate, Stat
 use crate::phone::{Channel, E164};
 use crate::recording::Recording;
 use crate::store::{enqueue, Stores};
+use crate::stream_report::{StreamEnd, StreamFigures, Turn};
 use crate::time::now_ms;
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ macro_rules! store_contract_tests {
             transitions_are_conditional,
             concurrent_transitions_apply_once,
             patches_keep_unset_fields,
+            heartbeats_only_while_streaming,
+            stream_figures_and_turns_are_kept,
             events_are_idempotent_by_key,
             recent_calls_newest_first,
             recordings_upsert_and_keep_job_mark,
@@ -153,6 +156,69 @@ pub async fn patches_keep_unset_fields(s: &Stores) {
     assert_eq!((c.stream_sid.as_deref(), c.twilio_status.as_deref(), c.updated_at), (Some("MZa"), Some("in-progress"), call.at + 6));
     assert_eq!(c.status, CallStatus::AwaitingStream, "a patch never moves the status");
     assert!(!s.calls.patch_call(&call_sid(), &CallPatch::default(), 0).await.unwrap());
+}
+
+pub async fn heartbeats_only_while_streaming(s: &Stores) {
+    let call = new_call(CallStatus::AwaitingStream);
+    s.calls.create_call(&call).await.unwrap();
+    let sid = &call.call_sid;
+    assert!(!s.calls.heartbeat(sid, call.at + 1).await.unwrap(), "no beat before the stream starts");
+    let patch = CallPatch { stream_sid: Some("MZ1".into()), relay_instance: Some("relay-a".into()), ..Default::default() };
+    s.calls.transition(sid, &[CallStatus::AwaitingStream], CallStatus::Streaming, &patch, call.at + 2).await.unwrap();
+    assert!(s.calls.heartbeat(sid, call.at + 5_000).await.unwrap());
+    assert!(s.calls.heartbeat(sid, call.at + 3_000).await.unwrap(), "an out-of-order beat is accepted");
+    let c = s.calls.get_call(sid).await.unwrap().unwrap();
+    assert_eq!((c.heartbeat_at, c.relay_instance.as_deref()), (Some(call.at + 5_000), Some("relay-a")), "but never moves time back");
+
+    s.calls.transition(sid, &[CallStatus::Streaming], CallStatus::Fallback, &CallPatch::default(), call.at + 6_000).await.unwrap();
+    assert!(!s.calls.heartbeat(sid, call.at + 10_000).await.unwrap(), "a late beat is refused");
+    let c = s.calls.get_call(sid).await.unwrap().unwrap();
+    assert_eq!((c.status, c.heartbeat_at), (CallStatus::Fallback, Some(call.at + 5_000)));
+    assert!(!s.calls.heartbeat(&call_sid(), call.at).await.unwrap(), "nor is one for an unknown call");
+}
+
+pub async fn stream_figures_and_turns_are_kept(s: &Stores) {
+    let call = new_call(CallStatus::Streaming);
+    s.calls.create_call(&call).await.unwrap();
+    let sid = &call.call_sid;
+    let figures = StreamFigures {
+        stream_sid: "MZ1".into(),
+        relay_instance: "relay-a".into(),
+        started_at: call.at,
+        ended_at: call.at + 61_000,
+        end: StreamEnd::TwilioStop,
+        frames_in: 3_050,
+        frames_out: 1_200,
+        gaps: 2,
+        bad_frames: [("invalid_json".to_string(), 1), ("unknown_event".to_string(), 3)].into(),
+        marks_sent: 120,
+        marks_heard: 119,
+        barge_ins: 1,
+        agent_input_dropped: 0,
+        agent_audio_dropped: 40,
+        heartbeats: 12,
+        frame_us_p50: 9,
+        frame_us_p99: 40,
+    };
+    assert!(s.calls.finish_stream(sid, &figures).await.unwrap());
+    assert!(!s.calls.finish_stream(&call_sid(), &figures).await.unwrap());
+    let c = s.calls.get_call(sid).await.unwrap().unwrap();
+    assert_eq!(c.stream.as_ref(), Some(&figures));
+    assert_eq!(c.status, CallStatus::Streaming, "figures never move the status");
+
+    let mut greeting = Turn::new(0, None);
+    greeting.first_audio_at = Some(call.at + 100);
+    let mut answer = Turn::new(1, Some(call.at + 9_000));
+    answer.agent_text = Some("שלום".into());
+    s.calls.put_turn(sid, &answer).await.unwrap();
+    s.calls.put_turn(sid, &greeting).await.unwrap();
+    answer.first_audio_at = Some(call.at + 9_400);
+    answer.first_mark_at = Some(call.at + 9_650);
+    answer.interrupted = true;
+    answer.heard_ms = Some(1_200);
+    s.calls.put_turn(sid, &answer).await.unwrap();
+    assert_eq!(s.calls.turns(sid).await.unwrap(), vec![greeting, answer], "in order of seq, the last write of each");
+    assert!(s.calls.turns(&call_sid()).await.unwrap().is_empty());
 }
 
 pub async fn events_are_idempotent_by_key(s: &Stores) {

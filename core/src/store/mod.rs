@@ -20,6 +20,7 @@ use crate::job::{DeadLetter, Delivery, Job, QueueName};
 use crate::message::{Message, MessageStatusUpdate, StatusApplied, TimelineItem};
 use crate::phone::E164;
 use crate::recording::Recording;
+use crate::stream_report::{StreamFigures, Turn};
 use crate::time::Millis;
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -78,6 +79,17 @@ pub trait CallStore: Send + Sync {
     async fn patch_call(&self, call_sid: &CallSid, patch: &CallPatch, at: Millis) -> StoreResult<bool>;
     /// Newest first.
     async fn recent_calls(&self, limit: usize) -> StoreResult<Vec<Call>>;
+
+    /// The relay's heartbeat: when it last saw media. Written only while the call is `streaming`,
+    /// so a late beat cannot bring back a call that fell back or ended; `false` then (or when
+    /// the call does not exist). Never moves the time backwards.
+    async fn heartbeat(&self, call_sid: &CallSid, last_media_at: Millis) -> StoreResult<bool>;
+    /// Keeps the stream's figures on the call, whatever its status. `false` when it does not exist.
+    async fn finish_stream(&self, call_sid: &CallSid, figures: &StreamFigures) -> StoreResult<bool>;
+    /// Inserts or replaces the turn with this `seq`.
+    async fn put_turn(&self, call_sid: &CallSid, turn: &Turn) -> StoreResult<()>;
+    /// In order of `seq`.
+    async fn turns(&self, call_sid: &CallSid) -> StoreResult<Vec<Turn>>;
 
     /// Records an event; `false` when an event with the same key was already recorded.
     async fn add_event(&self, call_sid: &CallSid, event: &CallEvent) -> StoreResult<bool>;

@@ -1,6 +1,6 @@
 //! `CallStore` on SQLite.
 
-use super::sql_types::MediaList;
+use super::sql_types::{FiguresColumn, MediaList};
 use super::EmbeddedStore;
 use crate::call::{Call, CallEvent, CallPatch, CallStatus, Created, NewCall, Transition};
 use crate::ids::{CallSid, MessageSid, RecordingSid};
@@ -8,13 +8,14 @@ use crate::message::{status_rank, Message, MessageStatusUpdate, StatusApplied, T
 use crate::phone::E164;
 use crate::recording::Recording;
 use crate::store::{CallStore, Contact, MessageWrite, StoreError, StoreResult};
+use crate::stream_report::{StreamFigures, Turn};
 use crate::time::Millis;
 use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
 const CALL_COLUMNS: &str = "call_sid, account_sid, from_addr, to_addr, contact, direction, status, created_at, updated_at, \
-     status_at, stream_sid, fallback_reason, fallback_action, end_reason, twilio_status";
+     status_at, stream_sid, fallback_reason, fallback_action, end_reason, twilio_status, heartbeat_at, relay_instance, stream_figures";
 
 const RECORDING_COLUMNS: &str =
     "recording_sid, call_sid, url, status, duration_secs, channels, source, error_code, created_at, updated_at, job_enqueued_at";
@@ -39,6 +40,24 @@ fn call_row(r: &Row<'_>) -> rusqlite::Result<Call> {
         fallback_action: r.get(12)?,
         end_reason: r.get(13)?,
         twilio_status: r.get(14)?,
+        heartbeat_at: r.get(15)?,
+        relay_instance: r.get(16)?,
+        stream: r.get::<_, Option<FiguresColumn>>(17)?.map(|f| f.0),
+    })
+}
+
+const TURN_COLUMNS: &str = "seq, caller_stopped_at, first_audio_at, first_mark_at, interrupted, heard_ms, caller_text, agent_text";
+
+fn turn_row(r: &Row<'_>) -> rusqlite::Result<Turn> {
+    Ok(Turn {
+        seq: r.get(0)?,
+        caller_stopped_at: r.get(1)?,
+        first_audio_at: r.get(2)?,
+        first_mark_at: r.get(3)?,
+        interrupted: r.get(4)?,
+        heard_ms: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+        caller_text: r.get(6)?,
+        agent_text: r.get(7)?,
     })
 }
 
@@ -119,10 +138,10 @@ fn touch_contact(conn: &Connection, phone: &E164, at: Millis, profile_name: Opti
 /// `SET` fragment for a patch: every field is `coalesce(?, field)`, so `None` keeps the value.
 const PATCH_SET: &str = "stream_sid = coalesce(?, stream_sid), fallback_reason = coalesce(?, fallback_reason), \
      fallback_action = coalesce(?, fallback_action), end_reason = coalesce(?, end_reason), \
-     twilio_status = coalesce(?, twilio_status)";
+     twilio_status = coalesce(?, twilio_status), relay_instance = coalesce(?, relay_instance)";
 
 fn patch_values(patch: &CallPatch) -> impl Iterator<Item = Value> + use<> {
-    [&patch.stream_sid, &patch.fallback_reason, &patch.fallback_action, &patch.end_reason, &patch.twilio_status]
+    [&patch.stream_sid, &patch.fallback_reason, &patch.fallback_action, &patch.end_reason, &patch.twilio_status, &patch.relay_instance]
         .map(|v| v.clone().map_or(Value::Null, Value::Text))
         .into_iter()
 }
@@ -140,7 +159,7 @@ impl CallStore for EmbeddedStore {
             let tx = conn.transaction()?;
             let inserted = tx.execute(
                 &format!(
-                    "INSERT INTO calls ({CALL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, NULL, NULL, NULL, NULL, ?9)
+                    "INSERT INTO calls ({CALL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, NULL, NULL, NULL, NULL, ?9, NULL, NULL, NULL)
                      ON CONFLICT (call_sid) DO NOTHING"
                 ),
                 params![c.call_sid, c.account_sid, c.from, c.to, c.contact, c.direction, c.status, c.at, c.twilio_status],
@@ -213,6 +232,57 @@ impl CallStore for EmbeddedStore {
     async fn recent_calls(&self, limit: usize) -> StoreResult<Vec<Call>> {
         self.with_conn(move |conn| {
             query(conn, &format!("SELECT {CALL_COLUMNS} FROM calls ORDER BY created_at DESC, call_sid LIMIT ?1"), [limit as i64], call_row)
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, call_sid: &CallSid, last_media_at: Millis) -> StoreResult<bool> {
+        let sid = call_sid.clone();
+        self.with_conn(move |conn| {
+            let sql = "UPDATE calls SET heartbeat_at = max(coalesce(heartbeat_at, 0), ?1) WHERE call_sid = ?2 AND status = 'streaming'";
+            Ok(conn.prepare_cached(sql)?.execute(params![last_media_at, sid])? == 1)
+        })
+        .await
+    }
+
+    async fn finish_stream(&self, call_sid: &CallSid, figures: &StreamFigures) -> StoreResult<bool> {
+        let sid = call_sid.clone();
+        let json = serde_json::to_string(figures).expect("figures always serialize");
+        let at = figures.ended_at;
+        self.with_conn(move |conn| {
+            let sql = "UPDATE calls SET stream_figures = ?1, updated_at = max(updated_at, ?2) WHERE call_sid = ?3";
+            Ok(conn.execute(sql, params![json, at, sid])? == 1)
+        })
+        .await
+    }
+
+    async fn put_turn(&self, call_sid: &CallSid, turn: &Turn) -> StoreResult<()> {
+        let sid = call_sid.clone();
+        let t = turn.clone();
+        self.with_conn(move |conn| {
+            conn.execute(
+                &format!("INSERT OR REPLACE INTO turns (call_sid, {TURN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                params![
+                    sid,
+                    t.seq,
+                    t.caller_stopped_at,
+                    t.first_audio_at,
+                    t.first_mark_at,
+                    t.interrupted,
+                    t.heard_ms.map(|v| v as i64),
+                    t.caller_text,
+                    t.agent_text
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn turns(&self, call_sid: &CallSid) -> StoreResult<Vec<Turn>> {
+        let sid = call_sid.clone();
+        self.with_conn(move |conn| {
+            query(conn, &format!("SELECT {TURN_COLUMNS} FROM turns WHERE call_sid = ?1 ORDER BY seq"), [sid], turn_row)
         })
         .await
     }

@@ -2,7 +2,8 @@
 
 use rusqlite::Connection;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE calls (
     call_sid        TEXT PRIMARY KEY,
     account_sid     TEXT NOT NULL,
@@ -89,7 +90,27 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_ready ON jobs (queue, visible_at) WHERE dead_at IS NULL;
 CREATE INDEX jobs_dead ON jobs (queue, dead_at) WHERE dead_at IS NOT NULL;
-"#];
+"#,
+    r#"
+-- The relay: heartbeats, the stream's figures (JSON) and the turns of the conversation.
+ALTER TABLE calls ADD COLUMN heartbeat_at INTEGER;
+ALTER TABLE calls ADD COLUMN relay_instance TEXT;
+ALTER TABLE calls ADD COLUMN stream_figures TEXT;
+
+CREATE TABLE turns (
+    call_sid          TEXT NOT NULL,
+    seq               INTEGER NOT NULL,
+    caller_stopped_at INTEGER,
+    first_audio_at    INTEGER,
+    first_mark_at     INTEGER,
+    interrupted       INTEGER NOT NULL,
+    heard_ms          INTEGER,
+    caller_text       TEXT,
+    agent_text        TEXT,
+    PRIMARY KEY (call_sid, seq)
+);
+"#,
+];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;

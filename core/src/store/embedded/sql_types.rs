@@ -5,6 +5,7 @@ use crate::call::{CallStatus, Direction};
 use crate::ids::{AccountSid, CallSid, MessageSid, RecordingSid};
 use crate::message::{Media, MessageDirection};
 use crate::phone::{Channel, E164};
+use crate::stream_report::StreamFigures;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
 #[derive(Debug, thiserror::Error)]
@@ -54,5 +55,14 @@ impl FromSql for MediaList {
 impl ToSql for MediaList {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(ToSqlOutput::from(serde_json::to_string(&self.0).expect("media always serializes")))
+    }
+}
+
+/// A stream's figures are kept as JSON in one column.
+pub struct FiguresColumn(pub StreamFigures);
+
+impl FromSql for FiguresColumn {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        parse_text(value, "stream figures", |s| serde_json::from_str(s).ok()).map(FiguresColumn)
     }
 }

@@ -1,0 +1,63 @@
+//! callkeeper's media relay: holds Twilio's Media Streams WebSocket for each call and bridges it
+//! to a voice agent. It runs always-on (Fargate in AWS), and inside `callkeeper serve` on a
+//! laptop, on the same port as the webhooks.
+//!
+//! - [`upgrade`]: the handshake, signed by Twilio, checked before the upgrade;
+//! - [`session`]: one call's stream: frames in, paced audio out, barge-in, heartbeats, figures;
+//! - [`agent`]: the voice agent interface, and the embedded and silent agents;
+//! - [`drain`]: SIGTERM without dropping calls.
+
+pub mod agent;
+pub mod drain;
+pub mod figures;
+pub mod playback;
+pub mod recorder;
+pub mod session;
+pub mod turns;
+pub mod upgrade;
+
+use agent::VoiceAgent;
+use axum::routing::get;
+use axum::Router;
+use callkeeper_core::config::Config;
+use callkeeper_core::store::CallStore;
+use drain::Drain;
+use std::sync::Arc;
+
+pub use callkeeper_functions::voice::STREAM_PATH;
+
+/// What every stream shares.
+#[derive(Clone)]
+pub struct Relay {
+    pub config: Arc<Config>,
+    pub calls: Arc<dyn CallStore>,
+    pub agent: Arc<dyn VoiceAgent>,
+    pub drain: Drain,
+}
+
+impl Relay {
+    /// The relay with the agent the configuration names.
+    pub fn new(config: Arc<Config>, calls: Arc<dyn CallStore>) -> Relay {
+        let agent = agent::from_config(&config);
+        Relay { config, calls, agent, drain: Drain::default() }
+    }
+}
+
+/// The media stream (with and without a trailing slash), `/healthz`, `/readyz` (which fails
+/// while draining) and `/version`, not yet stamped: `callkeeper serve` merges them with the
+/// webhooks.
+pub fn routes(relay: Relay) -> Router {
+    let trailing = format!("{STREAM_PATH}/");
+    Router::new()
+        .route(STREAM_PATH, get(upgrade::upgrade))
+        .route(&trailing, get(upgrade::upgrade))
+        .route("/healthz", get(callkeeper_functions::health::healthz))
+        .route("/readyz", get(upgrade::readyz))
+        .route("/version", get(callkeeper_functions::health::version))
+        .with_state(relay)
+}
+
+/// The relay on its own, as the Fargate service runs it.
+pub fn router(relay: Relay) -> Router {
+    callkeeper_functions::stamped(routes(relay))
+}

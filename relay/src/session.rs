@@ -1,0 +1,434 @@
+//! One call's media stream, from the upgrade to its figures.
+//!
+//! 1. **Open**: read `connected` then `start` within [`HANDSHAKE_TIMEOUT`]; check the stream
+//!    token against the call; move the call `awaiting_stream → streaming`. A refusal is a close
+//!    with 1008 (1011 when the store failed) and a reason.
+//! 2. **Pump**: one task reads Twilio's frames, feeds the agent, paces the agent's audio back, and
+//!    barges in. Nothing in it waits on the agent or the store (see `agent` and `recorder`).
+//! 3. **Finish**: the stream's figures and a `stream_closed` event on the call.
+
+use crate::agent::{AgentInput, AgentLink, AgentOutput, CallInfo, INPUT_CAPACITY, OUTPUT_CAPACITY};
+use crate::drain::LiveCall;
+use crate::figures::{Counters, Ending};
+use crate::playback::{Out, Playback};
+use crate::recorder::Recorder;
+use crate::turns::TurnLog;
+use crate::Relay;
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use callkeeper_core::call::{Call, CallEvent, CallPatch, CallStatus, Transition};
+use callkeeper_core::ids::CallSid;
+use callkeeper_core::media_stream::{self, FrameError, Inbound, Start};
+use callkeeper_core::stream_report::StreamEnd;
+use callkeeper_core::stream_token;
+use callkeeper_core::time::{now_ms, Millis};
+use serde_json::json;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// From the upgrade to `start`. Twilio sends both at once.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Tries of the figures write when the stream ends.
+const FIGURES_ATTEMPTS: u32 = 3;
+
+/// Close codes (RFC 6455).
+const NORMAL: u16 = 1000;
+const POLICY: u16 = 1008;
+const INTERNAL: u16 = 1011;
+
+struct Refusal {
+    code: u16,
+    reason: String,
+}
+
+fn refuse(code: u16, reason: impl Into<String>) -> Refusal {
+    Refusal { code, reason: reason.into() }
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+    let frame = CloseFrame { code, reason: reason.into() };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+/// Counts a bad frame and logs its kind once per call.
+fn skip_bad_frame(counters: &mut Counters, call: Option<&CallSid>, error: &FrameError) {
+    if counters.bad_frame(error.kind()) {
+        tracing::warn!(call_sid = call.map(CallSid::as_str), kind = error.kind(), error = %error, "bad frame skipped (logged once per kind per call)");
+    }
+}
+
+pub async fn run(relay: Relay, mut socket: WebSocket, live: LiveCall) {
+    let mut counters = Counters::default();
+    let opened = tokio::time::timeout(HANDSHAKE_TIMEOUT, open(&relay, &mut socket, &mut counters)).await;
+    let (start, call) = match opened {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(Some(refusal))) => {
+            tracing::warn!(code = refusal.code, reason = %refusal.reason, "stream refused");
+            close(&mut socket, refusal.code, &refusal.reason).await;
+            return;
+        }
+        // The socket closed before `start`: nobody to tell.
+        Ok(Err(None)) => return,
+        Err(_) => {
+            tracing::warn!("no start within the handshake timeout; stream refused");
+            close(&mut socket, POLICY, "no start frame in time").await;
+            return;
+        }
+    };
+    let session = Session::begin(relay, start, call, counters);
+    session.pump_and_finish(socket).await;
+    drop(live);
+}
+
+/// Reads up to `start` and admits the call. `Err(None)`: the socket went away.
+async fn open(relay: &Relay, socket: &mut WebSocket, counters: &mut Counters) -> Result<(Start, Call), Option<Refusal>> {
+    loop {
+        let text = match socket.recv().await {
+            None | Some(Err(_)) => return Err(None),
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Binary(bytes))) => {
+                skip_bad_frame(counters, None, &FrameError::Binary(bytes.len()));
+                continue;
+            }
+            Some(Ok(Message::Close(_))) => return Err(None),
+            Some(Ok(_)) => continue,
+        };
+        match media_stream::parse(text.as_str()) {
+            Ok(Inbound::Connected { .. }) => {}
+            Ok(Inbound::Start(start)) => return admit(relay, start).await.map_err(Some),
+            Ok(_) => {
+                counters.bad_frame("before_start");
+            }
+            Err(e) => skip_bad_frame(counters, None, &e),
+        }
+    }
+}
+
+/// The stream must carry the token the webhook issued for its call, and the call must be
+/// awaiting its stream.
+async fn admit(relay: &Relay, start: Start) -> Result<(Start, Call), Refusal> {
+    let params = &start.custom_parameters;
+    let (Some(param_sid), Some(token)) = (params.get("call_sid"), params.get("token")) else {
+        return Err(refuse(POLICY, "missing call_sid or token parameter"));
+    };
+    if param_sid != &start.call_sid {
+        return Err(refuse(POLICY, "call_sid parameter does not match the stream's call"));
+    }
+    let call_sid = CallSid::parse(param_sid).map_err(|_| refuse(POLICY, "malformed call_sid"))?;
+    if !stream_token::verify(&relay.config.stream_token_secret, &call_sid, token) {
+        return Err(refuse(POLICY, "invalid stream token"));
+    }
+    let calls = relay.calls.as_ref();
+    let unavailable = |e: callkeeper_core::store::StoreError| {
+        tracing::error!(call_sid = %call_sid, error = %e, "store failed admitting a stream");
+        refuse(INTERNAL, "store unavailable")
+    };
+    let patch = CallPatch {
+        stream_sid: Some(start.stream_sid.clone()),
+        relay_instance: Some(relay.config.relay.instance_id.clone()),
+        ..Default::default()
+    };
+    let at = now_ms();
+    let call = match calls.transition(&call_sid, &[CallStatus::AwaitingStream], CallStatus::Streaming, &patch, at).await {
+        Ok(Transition::Applied(call)) => call,
+        Ok(Transition::Refused(call)) => return Err(refuse(POLICY, format!("call is {}", call.status))),
+        Ok(Transition::NotFound) => return Err(refuse(POLICY, "unknown call")),
+        Err(e) => return Err(unavailable(e)),
+    };
+    let detail = json!({ "stream_sid": start.stream_sid, "relay_instance": relay.config.relay.instance_id, "agent": relay.agent.name() });
+    let event = CallEvent { at, kind: "stream_started".into(), key: format!("stream_started:{}", start.stream_sid), detail };
+    // The transition is what counts; the event is for the audit trail.
+    if let Err(e) = calls.add_event(&call_sid, &event).await {
+        tracing::warn!(call_sid = %call_sid, error = %e, "stream_started event not written");
+    }
+    tracing::info!(call_sid = %call_sid, stream_sid = %start.stream_sid, agent = relay.agent.name(), "stream started");
+    Ok((start, call))
+}
+
+struct Session {
+    relay: Relay,
+    call_sid: CallSid,
+    stream_sid: String,
+    started_at: Millis,
+    counters: Counters,
+    playback: Playback,
+    turns: TurnLog,
+    recorder: Recorder,
+    to_agent: mpsc::Sender<AgentInput>,
+    from_agent: mpsc::Receiver<AgentOutput>,
+    /// The agent asked to end the call once its audio has played.
+    hangup: Option<String>,
+    out: Vec<Out>,
+}
+
+impl Session {
+    fn begin(relay: Relay, start: Start, call: Call, counters: Counters) -> Session {
+        let started_at = now_ms();
+        let recorder = Recorder::start(relay.calls.clone(), call.call_sid.clone(), relay.config.timeouts.heartbeat_interval, started_at);
+        let (to_agent, input) = mpsc::channel(INPUT_CAPACITY);
+        let (output, from_agent) = mpsc::channel(OUTPUT_CAPACITY);
+        let info = CallInfo {
+            call_sid: call.call_sid.clone(),
+            stream_sid: start.stream_sid.clone(),
+            from: call.from.clone(),
+            to: call.to.clone(),
+            language: relay.config.language.clone(),
+        };
+        let agent = relay.agent.clone();
+        tokio::spawn(async move {
+            let call_sid = info.call_sid.clone();
+            if let Err(e) = agent.converse(info, AgentLink { input, output }).await {
+                tracing::error!(call_sid = %call_sid, error = %e, "voice agent failed");
+            }
+        });
+        Session {
+            relay,
+            call_sid: call.call_sid,
+            stream_sid: start.stream_sid,
+            started_at,
+            counters,
+            playback: Playback::new(tokio::time::Instant::now()),
+            turns: TurnLog::default(),
+            recorder,
+            to_agent,
+            from_agent,
+            hangup: None,
+            out: Vec::new(),
+        }
+    }
+
+    async fn pump_and_finish(mut self, mut socket: WebSocket) {
+        let end = self.pump(&mut socket).await;
+        self.finish(end, socket).await;
+    }
+
+    async fn pump(&mut self, socket: &mut WebSocket) -> StreamEnd {
+        let mut closing = self.relay.drain.closing_signal();
+        let mut agent_open = true;
+        loop {
+            if self.hangup.is_some() && !self.playback.is_audible() {
+                return StreamEnd::AgentHangup;
+            }
+            let due = self.playback.next_due();
+            tokio::select! {
+                biased;
+                Ok(()) = closing.changed() => if *closing.borrow() {
+                    return StreamEnd::DrainDeadline;
+                },
+                message = socket.recv() => {
+                    let started = std::time::Instant::now();
+                    let end = match message {
+                        Some(Ok(message)) => self.inbound(message),
+                        Some(Err(e)) => {
+                            tracing::info!(call_sid = %self.call_sid, error = %e, "socket read failed");
+                            Some(StreamEnd::SocketError)
+                        }
+                        None => Some(StreamEnd::SocketClosed),
+                    };
+                    if let Some(end) = end {
+                        return end;
+                    }
+                    if self.flush(socket).await.is_err() {
+                        return StreamEnd::SocketError;
+                    }
+                    self.counters.frame_time.record(started.elapsed().as_micros() as u64);
+                }
+                output = self.from_agent.recv(), if agent_open => match output {
+                    Some(output) => {
+                        self.agent_output(output);
+                        if self.flush(socket).await.is_err() {
+                            return StreamEnd::SocketError;
+                        }
+                    }
+                    None if self.hangup.is_some() => agent_open = false,
+                    None => return StreamEnd::AgentFailed,
+                },
+                _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                    self.send_due();
+                    if self.flush(socket).await.is_err() {
+                        return StreamEnd::SocketError;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one frame from Twilio; `Some` ends the stream.
+    fn inbound(&mut self, message: Message) -> Option<StreamEnd> {
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Binary(bytes) => {
+                skip_bad_frame(&mut self.counters, Some(&self.call_sid), &FrameError::Binary(bytes.len()));
+                return None;
+            }
+            Message::Close(_) => return Some(StreamEnd::SocketClosed),
+            Message::Ping(_) | Message::Pong(_) => return None,
+        };
+        match media_stream::parse(text.as_str()) {
+            Ok(Inbound::Media(media)) => {
+                let received_at = now_ms();
+                self.counters.media_in(media.chunk);
+                self.recorder.last_media.send_replace(received_at);
+                let input = AgentInput::Audio { mulaw: media.payload.into(), received_at };
+                if self.to_agent.try_send(input).is_err() {
+                    self.counters.agent_input_dropped += 1;
+                }
+            }
+            Ok(Inbound::Mark { name }) => {
+                if let Some(heard) = self.playback.on_mark(&name) {
+                    self.counters.marks_heard += 1;
+                    if heard.first {
+                        if let Some(turn) = self.turns.first_heard(heard.response, now_ms()) {
+                            self.recorder.turn(turn);
+                        }
+                    }
+                    self.tell_agent(AgentInput::Heard { response: heard.response, heard_ms: heard.heard_ms });
+                }
+            }
+            Ok(Inbound::Dtmf { digit }) => self.tell_agent(AgentInput::Dtmf { digit }),
+            Ok(Inbound::Stop) => return Some(StreamEnd::TwilioStop),
+            Ok(Inbound::Connected { .. } | Inbound::Start(_)) => {
+                self.counters.bad_frame("repeated_start");
+            }
+            Err(e) => skip_bad_frame(&mut self.counters, Some(&self.call_sid), &e),
+        }
+        None
+    }
+
+    fn tell_agent(&mut self, input: AgentInput) {
+        if self.to_agent.try_send(input).is_err() {
+            self.counters.agent_input_dropped += 1;
+        }
+    }
+
+    fn agent_output(&mut self, output: AgentOutput) {
+        match output {
+            AgentOutput::Audio { response, mulaw } => {
+                if let Some(turn) = self.turns.response_audio(response) {
+                    self.recorder.turn(turn);
+                }
+                self.playback.push(response, mulaw);
+                self.send_due();
+            }
+            AgentOutput::ResponseDone { response } => {
+                self.playback.finish(response);
+                self.send_due();
+            }
+            AgentOutput::SpeechStarted => self.barge_in(),
+            AgentOutput::CallerTurnEnded { at } => {
+                if let Some(turn) = self.turns.caller_stopped(at) {
+                    self.recorder.turn(turn);
+                }
+            }
+            AgentOutput::Transcript { speaker, text } => self.turns.transcript(speaker, &text),
+            AgentOutput::Hangup { reason } => {
+                tracing::info!(call_sid = %self.call_sid, reason, "agent hangs up once its audio has played");
+                self.hangup = Some(reason);
+            }
+        }
+    }
+
+    /// The caller spoke while the agent was heard: silence Twilio's buffer, cut the response at
+    /// what was heard, and tell the agent.
+    fn barge_in(&mut self) {
+        let Some(cut) = self.playback.clear(tokio::time::Instant::now()) else { return };
+        self.counters.barge_ins += 1;
+        self.out.push(Out::Clear);
+        if let Some(turn) = self.turns.cut(cut.response, cut.heard_ms) {
+            self.recorder.turn(turn);
+        }
+        self.tell_agent(AgentInput::Interrupted { response: cut.response, heard_ms: cut.heard_ms });
+        tracing::info!(call_sid = %self.call_sid, response = cut.response, heard_ms = cut.heard_ms, "barge-in");
+    }
+
+    fn send_due(&mut self) {
+        let started = self.playback.take_due(tokio::time::Instant::now(), &mut self.out);
+        if !started.is_empty() {
+            let at = now_ms();
+            for response in started {
+                self.turns.first_frame_sent(response, at);
+            }
+        }
+    }
+
+    /// Writes what is waiting for the socket.
+    async fn flush(&mut self, socket: &mut WebSocket) -> Result<(), axum::Error> {
+        for out in self.out.drain(..) {
+            let text = match out {
+                Out::Media(frame) => {
+                    self.counters.frames_out += 1;
+                    media_stream::media_frame(&self.stream_sid, &frame)
+                }
+                Out::Mark(name) => media_stream::mark_frame(&self.stream_sid, &name),
+                Out::Clear => media_stream::clear_frame(&self.stream_sid),
+            };
+            socket.send(Message::Text(text.into())).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(self, end: StreamEnd, mut socket: WebSocket) {
+        let Session { relay, call_sid, stream_sid, started_at, counters, playback, mut turns, recorder, to_agent, hangup, .. } = self;
+        // The agent's input closing is how it learns the call is over.
+        drop(to_agent);
+        let calls = relay.calls.as_ref();
+        if end == StreamEnd::AgentHangup {
+            // Completed before the socket closes, so `stream_ended` hangs up rather than falls back.
+            let patch = CallPatch { end_reason: Some("agent_hangup".into()), ..Default::default() };
+            if let Err(e) = calls.transition(&call_sid, &[CallStatus::Streaming], CallStatus::Completed, &patch, now_ms()).await {
+                tracing::error!(call_sid = %call_sid, error = %e, "could not mark the call completed; stream_ended will fall back");
+            }
+        }
+        match end {
+            StreamEnd::DrainDeadline => close(&mut socket, NORMAL, "relay draining").await,
+            StreamEnd::AgentHangup => close(&mut socket, NORMAL, hangup.as_deref().unwrap_or("agent ended the call")).await,
+            StreamEnd::AgentFailed => close(&mut socket, INTERNAL, "voice agent failed").await,
+            StreamEnd::TwilioStop | StreamEnd::SocketClosed | StreamEnd::SocketError => {}
+        }
+        drop(socket);
+
+        if let Some(turn) = turns.take_dirty() {
+            recorder.turn(turn);
+        }
+        let heartbeats = recorder.finish().await;
+        let ended_at = now_ms();
+        let figures = counters.report(Ending {
+            stream_sid: &stream_sid,
+            relay_instance: &relay.config.relay.instance_id,
+            started_at,
+            ended_at,
+            end,
+            marks_sent: playback.marks_sent,
+            agent_audio_dropped: playback.dropped,
+            heartbeats,
+        });
+        let mut delay = Duration::from_millis(100);
+        for attempt in 1..=FIGURES_ATTEMPTS {
+            match calls.finish_stream(&call_sid, &figures).await {
+                Ok(_) => break,
+                Err(e) if attempt == FIGURES_ATTEMPTS => tracing::error!(call_sid = %call_sid, error = %e, "stream figures not written"),
+                Err(_) => {
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                }
+            }
+        }
+        let detail = json!({ "end": end.as_str(), "duration_ms": figures.duration_ms(), "frames_in": figures.frames_in, "frames_out": figures.frames_out });
+        let event = CallEvent { at: ended_at, kind: "stream_closed".into(), key: format!("stream_closed:{stream_sid}"), detail };
+        if let Err(e) = calls.add_event(&call_sid, &event).await {
+            tracing::warn!(call_sid = %call_sid, error = %e, "stream_closed event not written");
+        }
+        tracing::info!(
+            call_sid = %call_sid,
+            end = end.as_str(),
+            duration_ms = figures.duration_ms(),
+            frames_in = figures.frames_in,
+            frames_out = figures.frames_out,
+            gaps = figures.gaps,
+            bad_frames = figures.bad_frames.values().sum::<u64>(),
+            barge_ins = figures.barge_ins,
+            heartbeats,
+            frame_us_p99 = figures.frame_us_p99,
+            "stream closed"
+        );
+    }
+}

@@ -1,0 +1,67 @@
+//! The WebSocket handshake. Twilio signs the upgrade request over the `wss://` URL it was given
+//! (no body), so a forged upgrade is refused with 403 before any WebSocket exists. A draining
+//! relay refuses with 503, and its `/readyz` fails, so the load balancer sends new calls elsewhere.
+
+use crate::Relay;
+use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use callkeeper_core::signature::{self, Algorithm, SignedBody, SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER};
+use serde_json::json;
+
+/// The subprotocol Twilio may offer; echoed only when offered.
+pub const SUBPROTOCOL: &str = "audio.twilio.com";
+/// A frame is counted as oversized above `MAX_FRAME_BYTES` and skipped; only far beyond that
+/// (here) does the WebSocket layer give up on the socket.
+const MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+fn plain(status: StatusCode, reason: &str) -> Response {
+    (status, [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{reason}\n")).into_response()
+}
+
+pub async fn upgrade(
+    State(relay): State<Relay>,
+    uri: Uri,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if relay.drain.is_draining() {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "relay draining: not taking new streams");
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let Some(given) = header(SIGNATURE_HEADER) else {
+        return plain(StatusCode::FORBIDDEN, "missing X-Twilio-Signature");
+    };
+    let Some(algorithm) = Algorithm::from_settings_header(header(SIGNATURE_SETTINGS_HEADER)) else {
+        return plain(StatusCode::FORBIDDEN, "unsupported signature algorithm");
+    };
+    let path_and_query = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+    let url = relay.config.relay_public_url.join(path_and_query);
+    let key = relay.config.twilio_auth_token.expose().as_bytes();
+    if !signature::validate(key, algorithm, url.as_str(), SignedBody::Form(&[]), given) {
+        tracing::warn!(url = %url, "invalid Twilio signature on a stream upgrade");
+        return plain(StatusCode::FORBIDDEN, "invalid X-Twilio-Signature");
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let live = relay.drain.enter();
+    ws.protocols([SUBPROTOCOL])
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| crate::session::run(relay, socket, live))
+}
+
+/// Ready when not draining and the store answers.
+pub async fn readyz(State(relay): State<Relay>) -> (StatusCode, Json<serde_json::Value>) {
+    if relay.drain.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining", "live_calls": relay.drain.live() })));
+    }
+    match relay.calls.ping().await {
+        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready", "live_calls": relay.drain.live() }))),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "reason": e.to_string() }))),
+    }
+}
