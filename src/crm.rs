@@ -45,8 +45,9 @@ pub async fn show(store: &dyn CallStore, call_sid: &CallSid, as_json: bool) -> a
     let Some(call) = store.get_call(call_sid).await? else { return Ok(None) };
     let events = store.events(call_sid).await?;
     let recordings = store.recordings(call_sid).await?;
+    let turns = store.turns(call_sid).await?;
     if as_json {
-        let doc = json!({ "call": call, "events": events, "recordings": recordings });
+        let doc = json!({ "call": call, "turns": turns, "events": events, "recordings": recordings });
         return Ok(Some(serde_json::to_string_pretty(&doc)? + "\n"));
     }
     let mut out = String::new();
@@ -65,6 +66,46 @@ pub async fn show(store: &dyn CallStore, call_sid: &CallSid, as_json: bool) -> a
     )?;
     writeln!(out, "ended       {}", opt(&call.end_reason))?;
     writeln!(out, "twilio      {}", opt(&call.twilio_status))?;
+    writeln!(out, "relay       {}, last media {}", opt(&call.relay_instance), call.heartbeat_at.map_or("-".to_string(), format_ms))?;
+    if let Some(f) = &call.stream {
+        writeln!(
+            out,
+            "media       {} after {:.1}s: {} frames in ({} missing), {} out, {} marks heard of {}, {} barge-in(s), {} heartbeat(s), bad frames {:?}, {}/{} µs per frame p50/p99",
+            f.end.as_str(),
+            f.duration_ms() as f64 / 1000.0,
+            f.frames_in,
+            f.gaps,
+            f.frames_out,
+            f.marks_heard,
+            f.marks_sent,
+            f.barge_ins,
+            f.heartbeats,
+            f.bad_frames,
+            f.frame_us_p50,
+            f.frame_us_p99,
+        )?;
+    }
+    writeln!(out, "\nturns")?;
+    if turns.is_empty() {
+        writeln!(out, "  none")?;
+    }
+    for t in &turns {
+        let since = |at: Option<i64>| match (t.caller_stopped_at, at) {
+            (Some(stop), Some(at)) => format!("{} ms", at - stop),
+            (None, Some(at)) => format_ms(at),
+            (_, None) => "-".into(),
+        };
+        writeln!(
+            out,
+            "  #{:<2} caller stopped {}  first audio {}  first heard {}{}  agent: {}",
+            t.seq,
+            t.caller_stopped_at.map_or("-".to_string(), format_ms),
+            since(t.first_audio_at),
+            since(t.first_mark_at),
+            if t.interrupted { format!("  cut at {} ms", t.heard_ms.unwrap_or(0)) } else { String::new() },
+            t.agent_text.as_deref().unwrap_or("-"),
+        )?;
+    }
     writeln!(out, "\nrecordings")?;
     if recordings.is_empty() {
         writeln!(out, "  none yet")?;

@@ -1,6 +1,8 @@
-//! The `callkeeper` command's library: the local server (`serve`) and the CRM views (`calls`),
-//! kept here so the end-to-end tests start exactly what users start.
+//! The `callkeeper` command's library: the local server (`serve`), the simulator (`simulate`) and
+//! the CRM views (`calls`), kept here so the end-to-end tests start exactly what users start.
 
 pub mod crm;
 pub mod local_config;
+pub mod media_client;
 pub mod server;
+pub mod simulate;

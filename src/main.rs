@@ -1,7 +1,7 @@
 //! `callkeeper`: run the system locally, and look at what it keeps.
 
-use callkeeper::crm;
 use callkeeper::server::{shutdown_signal, ServeOptions, Server};
+use callkeeper::{crm, simulate};
 use callkeeper_core::ids::CallSid;
 use callkeeper_core::store::embedded;
 use clap::{Parser, Subcommand};
@@ -28,6 +28,30 @@ enum Command {
         /// The address to listen on; 0.0.0.0 to accept connections from other machines.
         #[arg(long, default_value = "127.0.0.1")]
         host: IpAddr,
+    },
+    /// Play Twilio's side of a call against a running `callkeeper serve`: a caller rings, hears
+    /// the agent, speaks, and hangs up. Prints what the caller experienced and the call's record.
+    Simulate {
+        /// The port `callkeeper serve` listens on.
+        #[arg(long, env = "PORT", default_value_t = 8080)]
+        port: u16,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: IpAddr,
+        #[arg(long, default_value = "+972501234567")]
+        from: String,
+        #[arg(long, default_value = "+97231234567")]
+        to: String,
+        /// Caller turns after the greeting.
+        #[arg(long, default_value_t = 1)]
+        turns: u32,
+        /// What the caller says: `he`, `en`, or a raw μ-law 8 kHz file. Default: the agent's language.
+        #[arg(long)]
+        caller: Option<String>,
+        /// Write what the caller heard to this WAV file.
+        #[arg(long)]
+        save_audio: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
     },
     /// What the CRM holds about calls.
     Calls {
@@ -77,6 +101,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let server = Server::bind(&ServeOptions { addr: SocketAddr::new(host, port), data_dir: cli.data_dir.clone() }).await?;
             println!("{}", server.banner(&cli.data_dir));
             server.run(shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Simulate { port, host, from, to, turns, caller, save_audio, json } => {
+            let server = SocketAddr::new(host, port);
+            let (config, _) = callkeeper::local_config::resolve(&cli.data_dir, server)?;
+            let caller_audio = match caller.as_deref() {
+                None => simulate::caller_audio(&config.language).to_vec(),
+                Some(language @ ("he" | "en")) => simulate::caller_audio(language).to_vec(),
+                Some(path) => std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read caller audio {path}: {e}"))?,
+            };
+            let options = simulate::Options { server, from, to, turns, caller_audio, save_audio };
+            let report = simulate::run(&config, &options).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{}", simulate::describe(&report));
+            }
+            // The server's record of the call, when it keeps it in this data folder.
+            if !json && cli.data_dir.join(embedded::DATABASE_FILE).exists() {
+                let stores = embedded::open_stores(&cli.data_dir, config.queue_max_receives)?;
+                let sid = CallSid::parse(&report.call_sid)?;
+                if let Some(text) = crm::show(stores.calls.as_ref(), &sid, false).await? {
+                    println!("\n{text}");
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Calls { command } => {

@@ -1,9 +1,12 @@
-//! `callkeeper serve`: the whole system in one process on one port, on the embedded store.
+//! `callkeeper serve`: the whole system in one process on one port, on the embedded store: the
+//! webhooks, and the relay's media WebSocket.
 
 use crate::local_config::{self, Source};
 use callkeeper_core::config::Config;
 use callkeeper_core::store::{embedded, Stores};
-use callkeeper_functions::{router, AppState, Route};
+use callkeeper_functions::{stamped, webhooks, AppState, Route};
+use callkeeper_relay::Relay;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,9 +18,35 @@ pub struct ServeOptions {
     pub data_dir: PathBuf,
 }
 
-/// Everything the process serves, on one Router.
-pub fn app(config: Arc<Config>, stores: Stores) -> axum::Router {
-    router(AppState { config, stores }, &Route::ALL)
+/// Everything the process serves on one port: the webhooks and the relay.
+pub struct App {
+    pub router: axum::Router,
+    pub relay: Relay,
+}
+
+/// The app with the voice agent the configuration names.
+pub fn app(config: Arc<Config>, stores: Stores) -> App {
+    let relay = Relay::new(config.clone(), stores.calls.clone());
+    app_with_relay(config, stores, relay)
+}
+
+pub fn app_with_relay(config: Arc<Config>, stores: Stores, relay: Relay) -> App {
+    let router = stamped(webhooks(AppState { config, stores }, &Route::ALL).merge(callkeeper_relay::routes(relay.clone())));
+    App { router, relay }
+}
+
+/// Serves `app` until `shutdown` resolves, then drains the relay's live calls (up to the
+/// deadline) while still answering webhooks, then stops.
+pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let drain = app.relay.drain.clone();
+    let deadline = app.relay.config.relay.drain_deadline;
+    let stop = async move {
+        shutdown.await;
+        let drained = drain.run(deadline).await;
+        tracing::info!(live_at_start = drained.live_at_start, closed_at_deadline = drained.closed_at_deadline, "drained");
+    };
+    axum::serve(listener, app.router).with_graceful_shutdown(stop).await?;
+    Ok(())
 }
 
 /// A bound, configured server, not yet serving: tests read its address and config first.
@@ -38,11 +67,9 @@ impl Server {
         Ok(Server { listener, addr, config: Arc::new(config), stores, source })
     }
 
-    /// Serves until `shutdown` resolves, then finishes the requests in flight.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let app = app(self.config, self.stores);
-        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await?;
-        Ok(())
+    /// Serves until `shutdown` resolves, then drains (see [`serve`]).
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        serve(self.listener, app(self.config, self.stores), shutdown).await
     }
 
     /// What to tell the user at start: where we listen and the URLs to give Twilio.

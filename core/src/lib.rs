@@ -24,6 +24,6 @@ pub mod stream_token;
 pub mod telemetry;
 pub mod time;
 pub mod twiml;
-#[cfg(feature = "test-support")]
+#[cfg(feature = "twiml-reader")]
 pub mod twiml_reader;
 pub mod url;

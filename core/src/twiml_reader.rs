@@ -1,4 +1,5 @@
-//! Reads TwiML back into a tree, for tests that check documents element by element.
+//! Reads TwiML back into a tree: for tests that check documents element by element, and for the
+//! simulator, which follows the webhooks' answers as Twilio does.
 
 /// A parsed TwiML element.
 #[derive(Debug, Clone)]
@@ -21,41 +22,42 @@ impl El {
     }
 }
 
-fn element(e: &quick_xml::events::BytesStart<'_>) -> El {
-    El {
-        name: String::from_utf8(e.name().as_ref().to_vec()).unwrap(),
-        attrs: e
-            .attributes()
-            .map(|a| {
-                let a = a.unwrap();
-                (String::from_utf8(a.key.as_ref().to_vec()).unwrap(), a.unescape_value().unwrap().into_owned())
-            })
-            .collect(),
-        text: String::new(),
-        children: vec![],
+fn element(e: &quick_xml::events::BytesStart<'_>) -> Result<El, String> {
+    let utf8 = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string());
+    let mut attrs = Vec::new();
+    for a in e.attributes() {
+        let a = a.map_err(|e| e.to_string())?;
+        attrs.push((utf8(a.key.as_ref())?, a.unescape_value().map_err(|e| e.to_string())?.into_owned()));
     }
+    Ok(El { name: utf8(e.name().as_ref())?, attrs, text: String::new(), children: vec![] })
 }
 
-/// Parses a TwiML document and returns its `<Response>`.
-pub fn parse_twiml(doc: &str) -> El {
+/// Parses a TwiML document and returns its `<Response>`, or why it is not TwiML.
+pub fn try_parse_twiml(doc: &str) -> Result<El, String> {
     use quick_xml::events::Event;
     let mut reader = quick_xml::Reader::from_str(doc);
     let mut stack = vec![El { name: "#doc".into(), attrs: vec![], text: String::new(), children: vec![] }];
     loop {
-        match reader.read_event().expect("well-formed TwiML") {
-            Event::Start(e) => stack.push(element(&e)),
-            Event::Empty(e) => stack.last_mut().unwrap().children.push(element(&e)),
-            Event::Text(t) => stack.last_mut().unwrap().text.push_str(&t.unescape().unwrap()),
+        match reader.read_event().map_err(|e| format!("not well-formed XML: {e}"))? {
+            Event::Start(e) => stack.push(element(&e)?),
+            Event::Empty(e) => stack.last_mut().ok_or("unbalanced")?.children.push(element(&e)?),
+            Event::Text(t) => stack.last_mut().ok_or("unbalanced")?.text.push_str(&t.unescape().map_err(|e| e.to_string())?),
             Event::End(_) => {
-                let el = stack.pop().unwrap();
-                stack.last_mut().unwrap().children.push(el);
+                let el = stack.pop().ok_or("unbalanced")?;
+                stack.last_mut().ok_or("unbalanced")?.children.push(el);
             }
             Event::Eof => break,
             _ => {}
         }
     }
-    let doc = stack.pop().unwrap();
-    assert_eq!(doc.children.len(), 1, "one root element");
-    assert_eq!(doc.children[0].name, "Response");
-    doc.children[0].clone()
+    let mut doc = stack.pop().ok_or("unbalanced")?;
+    match (doc.children.len(), doc.children.first().map(|c| c.name.as_str())) {
+        (1, Some("Response")) => Ok(doc.children.remove(0)),
+        _ => Err("the root element must be one <Response>".into()),
+    }
+}
+
+/// Parses a TwiML document and returns its `<Response>`; panics otherwise (tests).
+pub fn parse_twiml(doc: &str) -> El {
+    try_parse_twiml(doc).unwrap_or_else(|e| panic!("{e}: {doc}"))
 }

@@ -382,7 +382,9 @@ impl Session {
             StreamEnd::DrainDeadline => close(&mut socket, NORMAL, "relay draining").await,
             StreamEnd::AgentHangup => close(&mut socket, NORMAL, hangup.as_deref().unwrap_or("agent ended the call")).await,
             StreamEnd::AgentFailed => close(&mut socket, INTERNAL, "voice agent failed").await,
-            StreamEnd::TwilioStop | StreamEnd::SocketClosed | StreamEnd::SocketError => {}
+            // Completes the closing handshake Twilio began (or answers its `stop`).
+            StreamEnd::TwilioStop | StreamEnd::SocketClosed => close(&mut socket, NORMAL, "stream ended").await,
+            StreamEnd::SocketError => {}
         }
         drop(socket);
 
