@@ -38,15 +38,7 @@ pub fn app_with_relay(config: Arc<Config>, stores: Stores, relay: Relay) -> App 
 /// Serves `app` until `shutdown` resolves, then drains the relay's live calls (up to the
 /// deadline) while still answering webhooks, then stops.
 pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let drain = app.relay.drain.clone();
-    let deadline = app.relay.config.relay.drain_deadline;
-    let stop = async move {
-        shutdown.await;
-        let drained = drain.run(deadline).await;
-        tracing::info!(live_at_start = drained.live_at_start, closed_at_deadline = drained.closed_at_deadline, "drained");
-    };
-    axum::serve(listener, app.router).with_graceful_shutdown(stop).await?;
-    Ok(())
+    callkeeper_relay::service::serve(listener, app.router, &app.relay, shutdown).await
 }
 
 /// A bound, configured server, not yet serving: tests read its address and config first.
@@ -91,6 +83,7 @@ impl Server {
              \x20 WhatsApp sender, \"When a message comes in\": {}\n\
              \x20 WhatsApp sender, status callback:           {}\n\
              (stream_status, stream_ended and recording_done are set by the TwiML itself.)\n\
+             media stream: {} (voice agent: {})\n\
              health: {}/healthz",
             info.version,
             info.git_sha,
@@ -101,27 +94,11 @@ impl Server {
             url(Route::OutboundCall),
             url(Route::WhatsappInbound),
             url(Route::WhatsappStatus),
+            self.config.relay_public_url.join(callkeeper_relay::STREAM_PATH),
+            self.config.relay.voice_agent.as_str(),
             self.config.public_base_url,
         )
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutting down");
-}
+pub use callkeeper_relay::service::shutdown_signal;

@@ -27,23 +27,28 @@ impl Drop for Killed {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_with_no_configuration_then_read_the_crm() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = callkeeper(dir.path()).args(["serve", "--port", "0"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+/// `callkeeper serve --port 0` in `dir`: the running server, its address and its banner.
+fn serve(dir: &std::path::Path) -> (Killed, String, String) {
+    let mut child = callkeeper(dir).args(["serve", "--port", "0"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
-    let _guard = Killed(child);
-
-    // The banner names the address, the generated secrets, and the URLs to give Twilio.
     let mut lines = BufReader::new(stdout).lines();
     let first = lines.next().unwrap().unwrap();
     let addr = first.rsplit(' ').next().unwrap().to_string();
-    let mut banner = vec![first.clone()];
-    for _ in 0..9 {
-        banner.push(lines.next().unwrap().unwrap());
+    let mut banner = vec![first];
+    while !banner.last().unwrap().starts_with("health:") {
+        banner.push(lines.next().expect("the banner ends with the health URL").unwrap());
     }
-    let banner = banner.join("\n");
+    (Killed(child), addr, banner.join("\n"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_no_configuration_then_read_the_crm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, addr, banner) = serve(dir.path());
+
+    // The banner names the address, the generated secrets, and the URLs to give Twilio.
     assert!(banner.contains("generated secrets"), "{banner}");
+    assert!(banner.contains(&format!("media stream: ws://{addr}/ws/twilio-media (voice agent: embedded)")), "{banner}");
     let incoming_url = format!("http://{addr}/webhook/incoming_call");
     assert!(banner.contains(&incoming_url), "{banner}");
     assert!(banner.contains(&format!("http://{addr}/webhook/whatsapp/inbound")), "{banner}");
@@ -95,6 +100,38 @@ async fn serve_with_no_configuration_then_read_the_crm() {
     let malformed = callkeeper(dir.path()).args(["calls", "show", "CA-nope"]).output().unwrap();
     assert_eq!(malformed.status.code(), Some(1));
     assert!(String::from_utf8(malformed.stderr).unwrap().contains("CallSid must be CA followed by 32 hex digits"));
+}
+
+/// The "done when": a simulated call against `callkeeper serve` hears the embedded agent,
+/// and its turns, heartbeats and stream figures are in the store.
+#[test]
+fn a_simulated_call_hears_the_agent_and_leaves_its_turns_heartbeats_and_figures_in_the_crm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, addr, _) = serve(dir.path());
+    let port = addr.rsplit(':').next().unwrap();
+    let heard = dir.path().join("heard.wav");
+    let out = callkeeper(dir.path()).args(["simulate", "--port", port, "--json", "--save-audio"]).arg(&heard).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["subprotocol"], "audio.twilio.com");
+    assert!(report["greeting_ms"].as_u64().unwrap() > 3000, "the Hebrew greeting was heard: {report}");
+    assert!(report["answer_after_ms"][0].as_u64().is_some(), "and an answer to the caller: {report}");
+    assert_eq!(report["close"], "1000 stream ended");
+    let wav = std::fs::read(&heard).unwrap();
+    assert_eq!(&wav[..4], b"RIFF");
+    assert_eq!(wav.len() as u64, 44 + report["agent_audio_ms"].as_u64().unwrap() * 16);
+
+    let sid = report["call_sid"].as_str().unwrap();
+    let show = callkeeper(dir.path()).args(["calls", "show", sid, "--json"]).output().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    let call = &doc["call"];
+    assert_eq!((call["status"].as_str(), call["end_reason"].as_str()), (Some("completed"), Some("caller_hangup")));
+    assert!(call["heartbeat_at"].as_i64().is_some(), "{call}");
+    assert!(call["stream"]["heartbeats"].as_u64().unwrap() >= 2, "{call}");
+    assert!(call["stream"]["frames_out"].as_u64().unwrap() > 300, "{call}");
+    let turns = doc["turns"].as_array().unwrap();
+    assert_eq!(turns.len(), 2, "the greeting and one answer: {turns:?}");
+    assert!(turns[1]["caller_stopped_at"].is_i64() && turns[1]["first_audio_at"].is_i64() && turns[1]["first_mark_at"].is_i64());
 }
 
 #[test]

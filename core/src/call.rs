@@ -132,7 +132,7 @@ pub struct Call {
     /// The relay instance holding (or that held) the stream.
     pub relay_instance: Option<String>,
     /// The stream's figures, once it has ended.
-    pub stream: Option<StreamFigures>,
+    pub stream: Option<Box<StreamFigures>>,
 }
 
 /// A call to create. Its initial status is `awaiting_stream` for calls answered with TwiML in the

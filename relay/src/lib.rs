@@ -5,13 +5,14 @@
 //! - [`upgrade`]: the handshake, signed by Twilio, checked before the upgrade;
 //! - [`session`]: one call's stream: frames in, paced audio out, barge-in, heartbeats, figures;
 //! - [`agent`]: the voice agent interface, and the embedded and silent agents;
-//! - [`drain`]: SIGTERM without dropping calls.
+//! - [`drain`]: SIGTERM without dropping calls; [`service`] serves until SIGTERM, then drains.
 
 pub mod agent;
 pub mod drain;
 pub mod figures;
 pub mod playback;
 pub mod recorder;
+pub mod service;
 pub mod session;
 pub mod turns;
 pub mod upgrade;

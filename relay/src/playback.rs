@@ -193,7 +193,7 @@ impl Playback {
     /// Twilio echoes at once) are ignored.
     pub fn on_mark(&mut self, name: &str) -> Option<Heard> {
         let position = self.pending_marks.iter().position(|p| p.name == name)?;
-        let mark = self.pending_marks.drain(..=position).last().expect("position is in range");
+        let mark = self.pending_marks.drain(..=position).next_back().expect("position is in range");
         let first = self.heard.is_none_or(|(r, _)| r != mark.response);
         self.heard = Some((mark.response, mark.frames));
         Some(Heard { response: mark.response, heard_ms: mark.frames * FRAME.as_millis() as u64, first })

@@ -3,10 +3,14 @@
 
 #![allow(dead_code)]
 
+use callkeeper::media_client::{Dial, MediaCall};
 use callkeeper_core::config::Config;
-use callkeeper_core::ids::random_sid;
+use callkeeper_core::ids::{random_sid, CallSid};
 use callkeeper_core::signature::{compute, Algorithm};
 use callkeeper_core::store::{embedded, Stores};
+use callkeeper_core::stream_report::StreamFigures;
+use callkeeper_relay::agent::VoiceAgent;
+use callkeeper_relay::Relay;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,12 +22,21 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub config: Arc<Config>,
     pub stores: Stores,
+    pub relay: Relay,
     pub client: reqwest::Client,
     pub data_dir: tempfile::TempDir,
+    /// Sends the server its SIGTERM: it drains, then stops.
+    pub shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    pub server: tokio::task::JoinHandle<()>,
 }
 
 /// Starts the app with the base settings plus `extra` (`FALLBACK_MODE`, …).
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    spawn_app_with_agent(extra, None).await
+}
+
+/// Starts the app; with `agent`, the relay talks to it instead of the configured one.
+pub async fn spawn_app_with_agent(extra: &[(&str, &str)], agent: Option<Arc<dyn VoiceAgent>>) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut settings: HashMap<String, String> = HashMap::from([
@@ -39,9 +52,20 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     let config = Arc::new(Config::from_lookup(|k| settings.get(k).cloned()).unwrap());
     let data_dir = tempfile::tempdir().unwrap();
     let stores = embedded::open_stores(data_dir.path(), config.queue_max_receives).unwrap();
-    let app = callkeeper::server::app(config.clone(), stores.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    TestApp { addr, config, stores, client: reqwest::Client::new(), data_dir }
+    let mut relay = Relay::new(config.clone(), stores.calls.clone());
+    if let Some(agent) = agent {
+        relay.agent = agent;
+    }
+    let app = callkeeper::server::app_with_relay(config.clone(), stores.clone(), relay.clone());
+    let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        callkeeper::server::serve(listener, app, async move {
+            let _ = stop.await;
+        })
+        .await
+        .unwrap()
+    });
+    TestApp { addr, config, stores, relay, client: reqwest::Client::new(), data_dir, shutdown: Some(shutdown), server }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -89,6 +113,50 @@ pub fn incoming_call_form(call_sid: &str, from: &str) -> Vec<(String, String)> {
         ("To", "+97231234567"),
         ("ToCountry", "IL"),
     ])
+}
+
+/// The public URL of the media stream, as the TwiML gives it to Twilio.
+pub const STREAM_URL: &str = "wss://relay.example.com/ws/twilio-media";
+
+impl TestApp {
+    /// Answers a call through `incoming_call`; returns the `<Stream>`'s parameters.
+    pub async fn answer(&self, call_sid: &str) -> Vec<(String, String)> {
+        let twiml = twiml_of(self.post("/webhook/incoming_call", &incoming_call_form(call_sid, "+972501234567")).await).await;
+        let stream = twiml.find("Stream").expect("the TwiML connects a stream");
+        assert_eq!(stream.attr("url"), Some(STREAM_URL));
+        stream.children.iter().map(|p| (p.attr("name").unwrap().to_string(), p.attr("value").unwrap().to_string())).collect()
+    }
+
+    /// Opens the media WebSocket as Twilio does: signed, offering the subprotocol.
+    pub async fn dial(&self) -> anyhow::Result<MediaCall> {
+        self.dial_with(Some(AUTH_TOKEN), true).await
+    }
+
+    pub async fn dial_with(&self, token: Option<&str>, offer_subprotocol: bool) -> anyhow::Result<MediaCall> {
+        let dial = Dial { connect_to: self.addr, public_url: STREAM_URL, path: "/ws/twilio-media", auth_token: token, offer_subprotocol };
+        MediaCall::dial(&dial, &random_sid("MZ")).await
+    }
+
+    /// A call answered, its stream opened and started: what Twilio does in the first second.
+    pub async fn start_call(&self) -> (CallSid, MediaCall) {
+        let sid = new_call_sid();
+        let parameters = self.answer(&sid).await;
+        let call = self.dial().await.unwrap();
+        call.connected();
+        call.start(&sid, ACCOUNT_SID, &parameters);
+        (CallSid::parse(&sid).unwrap(), call)
+    }
+
+    /// Waits for the relay to record the stream's end.
+    pub async fn figures(&self, sid: &CallSid) -> StreamFigures {
+        for _ in 0..500 {
+            if let Some(figures) = self.stores.calls.get_call(sid).await.unwrap().and_then(|c| c.stream) {
+                return *figures;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("no stream figures for {sid}");
+    }
 }
 
 pub fn new_call_sid() -> String {

@@ -203,7 +203,7 @@ pub async fn stream_figures_and_turns_are_kept(s: &Stores) {
     assert!(s.calls.finish_stream(sid, &figures).await.unwrap());
     assert!(!s.calls.finish_stream(&call_sid(), &figures).await.unwrap());
     let c = s.calls.get_call(sid).await.unwrap().unwrap();
-    assert_eq!(c.stream.as_ref(), Some(&figures));
+    assert_eq!(c.stream.as_deref(), Some(&figures));
     assert_eq!(c.status, CallStatus::Streaming, "figures never move the status");
 
     let mut greeting = Turn::new(0, None);

@@ -69,37 +69,27 @@ impl VoiceAgent for EmbeddedAgent {
         "embedded"
     }
 
-    async fn converse(&self, call: CallInfo, mut link: AgentLink) -> Result<(), AgentError> {
+    async fn converse(&self, _call: CallInfo, mut link: AgentLink) -> Result<(), AgentError> {
         let mut response: ResponseId = 1;
         if !say(&link, response, &self.greeting).await {
             return Ok(());
         }
         let mut vad = Vad::default();
         while let Some(input) = link.input.recv().await {
-            match input {
-                AgentInput::Audio { mulaw, received_at } => match vad.push(&mulaw) {
-                    Some(VadEvent::SpeechStarted) => {
-                        if link.output.send(AgentOutput::SpeechStarted).await.is_err() {
-                            break;
-                        }
-                    }
-                    Some(VadEvent::SpeechEnded { frames_ago }) => {
-                        let at: Millis = received_at - i64::from(frames_ago) * 20;
-                        if link.output.send(AgentOutput::CallerTurnEnded { at }).await.is_err() {
-                            break;
-                        }
-                        response += 1;
-                        if !say(&link, response, &self.reply).await {
-                            break;
-                        }
-                    }
-                    None => {}
-                },
-                AgentInput::Interrupted { response: cut, heard_ms } => {
-                    // Its audio is already with the relay, which dropped the rest: nothing to cancel.
-                    tracing::debug!(call_sid = %call.call_sid, response = cut, heard_ms, "embedded agent interrupted");
+            // Only the caller's audio matters here. An `Interrupted` needs nothing: the prompt's
+            // audio is already with the relay, which dropped what was not heard.
+            let AgentInput::Audio { mulaw, received_at } = input else { continue };
+            let relay_listening = match vad.push(&mulaw) {
+                Some(VadEvent::SpeechStarted) => link.output.send(AgentOutput::SpeechStarted).await.is_ok(),
+                Some(VadEvent::SpeechEnded { frames_ago }) => {
+                    let at: Millis = received_at - i64::from(frames_ago) * 20;
+                    response += 1;
+                    link.output.send(AgentOutput::CallerTurnEnded { at }).await.is_ok() && say(&link, response, &self.reply).await
                 }
-                AgentInput::Dtmf { .. } | AgentInput::Heard { .. } => {}
+                None => true,
+            };
+            if !relay_listening {
+                break;
             }
         }
         Ok(())

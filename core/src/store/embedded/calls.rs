@@ -42,7 +42,7 @@ fn call_row(r: &Row<'_>) -> rusqlite::Result<Call> {
         twilio_status: r.get(14)?,
         heartbeat_at: r.get(15)?,
         relay_instance: r.get(16)?,
-        stream: r.get::<_, Option<FiguresColumn>>(17)?.map(|f| f.0),
+        stream: r.get::<_, Option<FiguresColumn>>(17)?.map(|f| Box::new(f.0)),
     })
 }
 
