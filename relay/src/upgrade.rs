@@ -16,6 +16,11 @@ pub const SUBPROTOCOL: &str = "audio.twilio.com";
 /// A frame is counted as oversized above `MAX_FRAME_BYTES` and skipped; only far beyond that
 /// (here) does the WebSocket layer give up on the socket.
 const MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// Twilio's frames are ~300 bytes. tungstenite's default 128 KiB read buffer per socket would be
+/// most of a call's memory; this one grows if a large frame comes.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Writes leave at once (each frame is paced already); the buffer only holds one frame.
+const WRITE_BUFFER_BYTES: usize = 0;
 
 fn plain(status: StatusCode, reason: &str) -> Response {
     (status, [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{reason}\n")).into_response()
@@ -52,6 +57,8 @@ pub async fn upgrade(
     ws.protocols([SUBPROTOCOL])
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .on_upgrade(move |socket| crate::session::run(relay, socket, live))
 }
 

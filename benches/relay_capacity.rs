@@ -1,0 +1,214 @@
+//! Benchmark (not a test): what one core of the relay holds.
+//!
+//! Starts the real `callkeeper serve` (release build) pinned to CPU 0, and from this process,
+//! pinned to CPU 1, plays N concurrent calls at Twilio's real-time pace (50 media frames a second
+//! each) for a steady window. Reports, per load, the server's CPU share of its one core, its
+//! memory per call, the time it spends per inbound frame (p50/p99, from the stream figures it
+//! writes), heartbeat writes per call-minute, and whether every frame was accounted for.
+//!
+//! With `--agent embedded` the caller speaks for one second every six, so the agent answers and
+//! audio flows both ways (paced playback, marks, VAD); with `--agent silent` it only listens.
+//!
+//! `cargo bench --bench relay_capacity` (or `-- --agent silent --calls 100,250,500 --secs 20`).
+
+use callkeeper::media_client::{Dial, MediaCall};
+use callkeeper_core::ids::{random_sid, CallSid};
+use callkeeper_core::store::embedded;
+use callkeeper_core::twiml_reader::try_parse_twiml;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+const BIN: &str = env!("CARGO_BIN_EXE_callkeeper");
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn has_taskset() -> bool {
+    Command::new("taskset").arg("-V").output().is_ok_and(|o| o.status.success())
+}
+
+fn start_server(agent: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = if has_taskset() {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0", BIN]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    for name in ["PUBLIC_BASE_URL", "RELAY_PUBLIC_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "PORT"] {
+        command.env_remove(name);
+    }
+    let mut child = command
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--port", "0"])
+        .env("VOICE_AGENT", agent)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    let addr: SocketAddr = first.rsplit(' ').next().unwrap().parse().unwrap();
+    Server { child, addr, dir }
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse().unwrap()
+}
+
+/// The caller's line: silence, or with `speaks`, a loud second every six.
+fn caller_frame(frame_index: u64, speaks: bool, tone: &[u8]) -> Vec<u8> {
+    if speaks && frame_index % 300 < 50 {
+        tone.to_vec()
+    } else {
+        vec![0xFF; 160]
+    }
+}
+
+async fn one_call(server: SocketAddr, config: Arc<callkeeper_core::config::Config>, until: Instant, speaks: bool) -> (CallSid, u64) {
+    let client = reqwest::Client::new();
+    let sid = random_sid("CA");
+    let form: Vec<(String, String)> = [
+        ("AccountSid", config.twilio_account_sid.as_str()),
+        ("CallSid", sid.as_str()),
+        ("CallStatus", "ringing"),
+        ("Direction", "inbound"),
+        ("From", "+972501234567"),
+        ("To", "+97231234567"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let (status, twiml) = callkeeper::simulate::post_webhook(&client, &config, server, "/webhook/incoming_call", &form).await.unwrap();
+    assert_eq!(status, 200);
+    let response = try_parse_twiml(&twiml).unwrap();
+    let stream = response.find("Stream").unwrap();
+    let url = stream.attr("url").unwrap().to_string();
+    let parameters: Vec<(String, String)> =
+        stream.children.iter().map(|p| (p.attr("name").unwrap().to_string(), p.attr("value").unwrap().to_string())).collect();
+    let token = config.twilio_auth_token.expose().to_string();
+    let dial = Dial { connect_to: server, public_url: &url, path: "/ws/twilio-media", auth_token: Some(&token), offer_subprotocol: true };
+    let mut call = MediaCall::dial(&dial, &random_sid("MZ")).await.unwrap();
+    call.connected();
+    call.start(&sid, config.twilio_account_sid.as_str(), &parameters);
+    let tone: Vec<u8> = (0..160).map(|i| callkeeper_core::mulaw::encode((8000.0 * (i as f64 * 0.3).sin()) as i16)).collect();
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while Instant::now() < until {
+        tokio::time::sleep_until(started + Duration::from_millis(20) * sent as u32).await;
+        call.media(&caller_frame(sent, speaks, &tone));
+        sent += 1;
+    }
+    call.stop();
+    (CallSid::parse(&sid).unwrap(), sent)
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+async fn scenario(agent: &str, calls: usize, steady: Duration) {
+    let server = start_server(agent);
+    let pid = server.child.id();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (config, _) = callkeeper::local_config::resolve(server.dir.path(), server.addr).unwrap();
+    let config = Arc::new(config);
+    let rss_idle = rss_kib(pid);
+    let addr = server.addr;
+
+    // Ramp the calls up over two seconds, hold them all for the steady window, then stop them.
+    let ramp = Duration::from_secs(2);
+    let settle = Duration::from_secs(2);
+    let t0 = Instant::now();
+    let until = t0 + ramp + settle + steady;
+    let speaks = agent == "embedded";
+    let mut tasks = Vec::new();
+    for i in 0..calls {
+        let config = config.clone();
+        let at = t0 + ramp.mul_f64(i as f64 / calls as f64);
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            one_call(addr, config, until, speaks).await
+        }));
+    }
+    tokio::time::sleep_until(t0 + ramp + settle).await;
+    let (cpu0, wall0) = (cpu_secs(pid), Instant::now());
+    let rss_live = rss_kib(pid);
+    tokio::time::sleep_until(until).await;
+    let cpu_share = (cpu_secs(pid) - cpu0) / wall0.elapsed().as_secs_f64();
+
+    let mut sent = Vec::new();
+    for t in tasks {
+        sent.push(t.await.unwrap());
+    }
+    // Read what the relay wrote about each stream.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stores = embedded::open_stores(server.dir.path(), 5).unwrap();
+    let (mut p50s, mut p99s, mut lost, mut beats, mut minutes, mut out) = (vec![], vec![], 0u64, 0u64, 0f64, 0u64);
+    for (sid, frames) in &sent {
+        let call = stores.calls.get_call(sid).await.unwrap().unwrap();
+        let f = call.stream.expect("figures written");
+        lost += frames.saturating_sub(f.frames_in) + f.gaps;
+        p50s.push(f.frame_us_p50);
+        p99s.push(f.frame_us_p99);
+        beats += f.heartbeats;
+        minutes += f.duration_ms() as f64 / 60_000.0;
+        out += f.frames_out;
+    }
+    p99s.sort_unstable();
+    println!(
+        "agent={agent:<8} calls={calls:<4} cpu={:>5.1}% of one core  → ~{:>5.0} calls/core  rss/call={:>5.1} KiB  frame p50={}µs p99={}µs (worst call p99 {}µs)  frames lost={lost}  out={out}  heartbeats/call-min={:.1}",
+        cpu_share * 100.0,
+        calls as f64 / cpu_share,
+        (rss_live.saturating_sub(rss_idle)) as f64 / calls as f64,
+        median(p50s),
+        median(p99s.clone()),
+        p99s.last().unwrap(),
+        beats as f64 / minutes,
+    );
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    if has_taskset() {
+        let _ = Command::new("taskset").args(["-pc", "1", &std::process::id().to_string()]).output();
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let secs: u64 = arg("--secs").map_or(20, |s| s.parse().unwrap());
+    let agents: Vec<String> = arg("--agent").map_or(vec!["silent".into(), "embedded".into()], |a| vec![a]);
+    let loads: Vec<usize> = arg("--calls").map_or(vec![100, 250, 500], |c| c.split(',').map(|n| n.parse().unwrap()).collect());
+    println!("relay capacity: server pinned to CPU 0, callers on CPU 1, {secs} s steady at 50 frames/s per call");
+    for agent in &agents {
+        for &calls in &loads {
+            scenario(agent, calls, Duration::from_secs(secs)).await;
+        }
+    }
+}
