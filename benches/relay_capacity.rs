@@ -168,6 +168,9 @@ async fn scenario(agent: &str, calls: usize, steady: Duration) {
     for t in tasks {
         sent.push(t.await.unwrap());
     }
+    // Whether the callers kept real-time pace: if this core fell behind, the load was less than claimed.
+    let expected: f64 = (0..calls).map(|i| (until - (t0 + ramp.mul_f64(i as f64 / calls as f64))).as_secs_f64() * 50.0).sum();
+    let pace = sent.iter().map(|(_, n)| *n as f64).sum::<f64>() / expected;
     // Read what the relay wrote about each stream.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let stores = embedded::open_stores(server.dir.path(), 5).unwrap();
@@ -184,7 +187,7 @@ async fn scenario(agent: &str, calls: usize, steady: Duration) {
     }
     p99s.sort_unstable();
     println!(
-        "agent={agent:<8} calls={calls:<4} cpu={:>5.1}% of one core  → ~{:>5.0} calls/core  rss/call={:>5.1} KiB  frame p50={}µs p99={}µs (worst call p99 {}µs)  frames lost={lost}  out={out}  heartbeats/call-min={:.1}",
+        "agent={agent:<8} calls={calls:<4} cpu={:>5.1}% of one core  → ~{:>5.0} calls/core  rss/call={:>5.1} KiB  frame p50={}µs p99={}µs (worst call p99 {}µs)  frames lost={lost}  out={out}  heartbeats/call-min={:.1}  all-in CPU/frame={:.1}µs  callers at {:.1}% of real-time pace",
         cpu_share * 100.0,
         calls as f64 / cpu_share,
         (rss_live.saturating_sub(rss_idle)) as f64 / calls as f64,
@@ -192,6 +195,8 @@ async fn scenario(agent: &str, calls: usize, steady: Duration) {
         median(p99s.clone()),
         p99s.last().unwrap(),
         beats as f64 / minutes,
+        cpu_share * 1e6 / (calls as f64 * 50.0),
+        pace * 100.0,
     );
 }
 
