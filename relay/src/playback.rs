@@ -199,6 +199,11 @@ impl Playback {
         Some(Heard { response: mark.response, heard_ms: mark.frames * FRAME.as_millis() as u64, first })
     }
 
+    /// How long until everything queued or sent has played.
+    pub fn time_to_play(&self, now: Instant) -> Duration {
+        FRAME * (self.queue.len() + usize::from(self.partial.is_some())) as u32 + self.play_head.saturating_duration_since(now)
+    }
+
     /// Whether the caller is hearing, or is about to hear, the agent.
     pub fn is_audible(&self) -> bool {
         !self.queue.is_empty() || !self.pending_marks.is_empty() || self.partial.is_some()

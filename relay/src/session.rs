@@ -27,6 +27,8 @@ use tokio::sync::mpsc;
 
 /// From the upgrade to `start`. Twilio sends both at once.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After an agent's hang-up, how long past the end of its audio to wait for the last mark.
+const HANGUP_GRACE: Duration = Duration::from_secs(2);
 /// Tries of the figures write when the stream ends.
 const FIGURES_ATTEMPTS: u32 = 3;
 
@@ -155,8 +157,9 @@ struct Session {
     recorder: Recorder,
     to_agent: mpsc::Sender<AgentInput>,
     from_agent: mpsc::Receiver<AgentOutput>,
-    /// The agent asked to end the call once its audio has played.
-    hangup: Option<String>,
+    /// The agent asked to end the call once its audio has played: why, and the latest moment
+    /// to end it even if Twilio never echoes the last mark.
+    hangup: Option<(String, tokio::time::Instant)>,
     out: Vec<Out>,
 }
 
@@ -209,6 +212,7 @@ impl Session {
                 return StreamEnd::AgentHangup;
             }
             let due = self.playback.next_due();
+            let hangup_by = self.hangup.as_ref().map(|(_, by)| *by);
             tokio::select! {
                 biased;
                 Ok(()) = closing.changed() => if *closing.borrow() {
@@ -242,6 +246,10 @@ impl Session {
                     None if self.hangup.is_some() => agent_open = false,
                     None => return StreamEnd::AgentFailed,
                 },
+                _ = tokio::time::sleep_until(hangup_by.unwrap_or_else(tokio::time::Instant::now)), if hangup_by.is_some() => {
+                    tracing::warn!(call_sid = %self.call_sid, "the agent's last audio was never confirmed played; ending the call");
+                    return StreamEnd::AgentHangup;
+                }
                 _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
                     self.send_due();
                     if self.flush(socket).await.is_err() {
@@ -322,7 +330,8 @@ impl Session {
             AgentOutput::Transcript { speaker, text } => self.turns.transcript(speaker, &text),
             AgentOutput::Hangup { reason } => {
                 tracing::info!(call_sid = %self.call_sid, reason, "agent hangs up once its audio has played");
-                self.hangup = Some(reason);
+                let now = tokio::time::Instant::now();
+                self.hangup = Some((reason, now + self.playback.time_to_play(now) + HANGUP_GRACE));
             }
         }
     }
@@ -380,7 +389,9 @@ impl Session {
         }
         match end {
             StreamEnd::DrainDeadline => close(&mut socket, NORMAL, "relay draining").await,
-            StreamEnd::AgentHangup => close(&mut socket, NORMAL, hangup.as_deref().unwrap_or("agent ended the call")).await,
+            StreamEnd::AgentHangup => {
+                close(&mut socket, NORMAL, hangup.as_ref().map_or("agent ended the call", |(reason, _)| reason)).await
+            }
             StreamEnd::AgentFailed => close(&mut socket, INTERNAL, "voice agent failed").await,
             // Completes the closing handshake Twilio began (or answers its `stop`).
             StreamEnd::TwilioStop | StreamEnd::SocketClosed => close(&mut socket, NORMAL, "stream ended").await,
