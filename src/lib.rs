@@ -1,8 +1,9 @@
-//! The `callkeeper` command's library: the local server (`serve`), the simulator (`simulate`) and
-//! the CRM views (`calls`), kept here so the end-to-end tests start exactly what users start.
+//! The `callkeeper` command's library: the local server (`serve`), the simulator (`simulate`),
+//! outbound calls (`call`) and the CRM views (`calls`), kept here so the end-to-end tests start exactly what users start.
 
 pub mod crm;
 pub mod local_config;
 pub mod media_client;
+pub mod outbound;
 pub mod server;
 pub mod simulate;

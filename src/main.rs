@@ -1,7 +1,7 @@
 //! `callkeeper`: run the system locally, and look at what it keeps.
 
 use callkeeper::server::{shutdown_signal, ServeOptions, Server};
-use callkeeper::{crm, simulate};
+use callkeeper::{crm, outbound, simulate};
 use callkeeper_core::ids::CallSid;
 use callkeeper_core::store::embedded;
 use clap::{Parser, Subcommand};
@@ -52,6 +52,22 @@ enum Command {
         save_audio: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+    },
+    /// Place an outbound call through Twilio: answered, it gets the same TwiML (the agent, the
+    /// recording) and the same watchdog as an incoming call. Needs the Twilio settings.
+    Call {
+        /// The number to call, +E164.
+        #[arg(long)]
+        to: String,
+        /// The caller id, +E164; default `TWILIO_PHONE_NUMBER`.
+        #[arg(long)]
+        from: Option<String>,
+        /// Ask Twilio to tell a person from an answering machine (`AnsweredBy` on the call).
+        #[arg(long)]
+        detect_machine: bool,
+        /// The port of the local server whose URLs the call uses, when no Twilio settings are set.
+        #[arg(long, env = "PORT", default_value_t = 8080)]
+        port: u16,
     },
     /// What the CRM holds about calls.
     Calls {
@@ -126,6 +142,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("\n{text}");
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Call { to, from, detect_machine, port } => {
+            let (config, _) = callkeeper::local_config::resolve(&cli.data_dir, SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port))?;
+            let stores = embedded::open_stores(&cli.data_dir, config.queue_max_receives)?;
+            let placed = outbound::place(&config, stores.calls.as_ref(), &to, from.as_deref(), detect_machine).await?;
+            println!("{placed}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Calls { command } => {

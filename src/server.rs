@@ -4,6 +4,8 @@
 use crate::local_config::{self, Source};
 use callkeeper_core::config::Config;
 use callkeeper_core::store::{embedded, Stores};
+use callkeeper_core::twilio_rest::TwilioRest;
+use callkeeper_core::watchdog::Watchdog;
 use callkeeper_functions::{stamped, webhooks, AppState, Route};
 use callkeeper_relay::Relay;
 use std::future::Future;
@@ -18,27 +20,46 @@ pub struct ServeOptions {
     pub data_dir: PathBuf,
 }
 
-/// Everything the process serves on one port: the webhooks and the relay.
+/// Everything the process runs: the webhooks and the relay on one port, and the watchdog.
 pub struct App {
     pub router: axum::Router,
     pub relay: Relay,
+    /// `None` when there is no Twilio account to redirect calls through.
+    pub watchdog: Option<Watchdog>,
 }
 
-/// The app with the voice agent the configuration names.
-pub fn app(config: Arc<Config>, stores: Stores) -> App {
+/// The app with the voice agent the configuration names, and a watchdog when `with_watchdog`.
+pub fn app(config: Arc<Config>, stores: Stores, with_watchdog: bool) -> App {
     let relay = Relay::new(config.clone(), stores.calls.clone());
-    app_with_relay(config, stores, relay)
+    let watchdog = with_watchdog.then(|| Watchdog::new(stores.calls.clone(), TwilioRest::from_config(&config), config.clone()));
+    app_with(config, stores, relay, watchdog)
 }
 
-pub fn app_with_relay(config: Arc<Config>, stores: Stores, relay: Relay) -> App {
+pub fn app_with(config: Arc<Config>, stores: Stores, relay: Relay, watchdog: Option<Watchdog>) -> App {
     let router = stamped(webhooks(AppState { config, stores }, &Route::ALL).merge(callkeeper_relay::routes(relay.clone())));
-    App { router, relay }
+    App { router, relay, watchdog }
 }
 
-/// Serves `app` until `shutdown` resolves, then drains the relay's live calls (up to the
-/// deadline) while still answering webhooks, then stops.
+/// Serves `app` (and runs its watchdog) until `shutdown` resolves, then drains the relay's live
+/// calls (up to the deadline) while still answering webhooks and watching calls, then stops.
 pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    callkeeper_relay::service::serve(listener, app.router, &app.relay, shutdown).await
+    let (stopped, watchdog_stop) = tokio::sync::oneshot::channel::<()>();
+    let watchdog = app.watchdog.map(|watchdog| {
+        tokio::spawn(async move {
+            let run = watchdog.run_until(async {
+                let _ = watchdog_stop.await;
+            });
+            run.await
+        })
+    });
+    let served = callkeeper_relay::service::serve(listener, app.router, &app.relay, shutdown).await;
+    let _ = stopped.send(());
+    if let Some(task) = watchdog {
+        if let Ok(run) = task.await {
+            tracing::info!(passes = run.passes, redirected = run.totals.redirected, "watchdog stopped");
+        }
+    }
+    served
 }
 
 /// A bound, configured server, not yet serving: tests read its address and config first.
@@ -61,7 +82,14 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then drains (see [`serve`]).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        serve(self.listener, app(self.config, self.stores), shutdown).await
+        let with_watchdog = self.watches();
+        serve(self.listener, app(self.config, self.stores, with_watchdog), shutdown).await
+    }
+
+    /// Whether the watchdog runs: not with generated local secrets, which have no Twilio account
+    /// to redirect calls through (unless `TWILIO_API_BASE` points at a fake one).
+    pub fn watches(&self) -> bool {
+        self.source == Source::Environment || std::env::var_os("TWILIO_API_BASE").is_some()
     }
 
     /// What to tell the user at start: where we listen and the URLs to give Twilio.
@@ -84,6 +112,7 @@ impl Server {
              \x20 WhatsApp sender, status callback:           {}\n\
              (stream_status, stream_ended and recording_done are set by the TwiML itself.)\n\
              media stream: {} (voice agent: {})\n\
+             watchdog: {}\n\
              health: {}/healthz",
             info.version,
             info.git_sha,
@@ -96,6 +125,11 @@ impl Server {
             url(Route::WhatsappStatus),
             self.config.relay_public_url.join(callkeeper_relay::STREAM_PATH),
             self.config.relay.voice_agent.as_str(),
+            if self.watches() {
+                format!("every {} s, redirecting stale calls through {}", self.config.watchdog.poll.as_secs(), self.config.twilio_api_base)
+            } else {
+                "off (no Twilio account configured)".to_string()
+            },
             self.config.public_base_url,
         )
     }

@@ -133,6 +133,19 @@ pub struct Call {
     pub relay_instance: Option<String>,
     /// The stream's figures, once it has ended.
     pub stream: Option<Box<StreamFigures>>,
+    /// The watchdog claimed the call for the fallback and has not yet got Twilio to redirect
+    /// it: it stays on the watchdog's list until it has.
+    pub redirect_pending: bool,
+}
+
+/// What the watchdog reads of a call on its list (active, or with a redirect pending).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveCall {
+    pub call_sid: CallSid,
+    pub status: CallStatus,
+    pub status_at: Millis,
+    pub heartbeat_at: Option<Millis>,
+    pub redirect_pending: bool,
 }
 
 /// A call to create. Its initial status is `awaiting_stream` for calls answered with TwiML in the
@@ -159,6 +172,7 @@ pub struct CallPatch {
     pub end_reason: Option<String>,
     pub twilio_status: Option<String>,
     pub relay_instance: Option<String>,
+    pub redirect_pending: Option<bool>,
 }
 
 /// Something that happened to a call, kept in order for `calls show` and audits.

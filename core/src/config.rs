@@ -95,6 +95,19 @@ pub struct Config {
     /// Receives before a job moves to the dead-letter queue.
     pub queue_max_receives: u32,
     pub relay: RelaySettings,
+    /// Twilio's REST API; tests point it at a fake.
+    pub twilio_api_base: String,
+    /// The number outbound calls come from unless `--from` says otherwise.
+    pub twilio_phone_number: Option<E164>,
+    pub watchdog: WatchdogSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct WatchdogSettings {
+    /// How often a watchdog looks for stale calls.
+    pub poll: Duration,
+    /// How long one scheduled invocation keeps polling (EventBridge starts one a minute).
+    pub run_for: Duration,
 }
 
 /// Every setting, with its default where it has one: the README's table is made from this.
@@ -119,6 +132,10 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("VOICE_AGENT", "embedded", "`embedded` (built-in prompts, no network) or `silent` (listens only)"),
     ("DRAIN_DEADLINE_SECS", "110", "on SIGTERM, how long the relay lets live calls go on"),
     ("RELAY_INSTANCE_ID", "host name and process id", "names the relay on the calls it holds"),
+    ("TWILIO_API_BASE", "https://api.twilio.com", "Twilio's REST API (tests point it at a fake)"),
+    ("TWILIO_PHONE_NUMBER", "", "the number `callkeeper call` calls from unless `--from` is given"),
+    ("WATCHDOG_POLL_SECS", "2", "how often the watchdog looks for stale calls"),
+    ("WATCHDOG_RUN_SECS", "55", "how long one scheduled watchdog invocation keeps polling"),
 ];
 
 /// Voices we know to speak a language well enough for the apology; others must be configured.
@@ -175,6 +192,10 @@ impl Config {
         let relay_public_url = relay.and_then(|v| check(AbsoluteUrl::ws_base(&v, "RELAY_PUBLIC_URL")));
         let greeting_url = get("GREETING_URL").and_then(|v| check(AbsoluteUrl::http(&v, "GREETING_URL")));
         let fallback_audio = get("FALLBACK_AUDIO_URL").and_then(|v| check(AbsoluteUrl::http(&v, "FALLBACK_AUDIO_URL")));
+        let twilio_api_base = match get("TWILIO_API_BASE") {
+            None => crate::twilio_rest::DEFAULT_API_BASE.to_string(),
+            Some(v) => check(AbsoluteUrl::http_base(&v, "TWILIO_API_BASE")).map(|u| u.to_string()).unwrap_or_default(),
+        };
 
         let twilio_account_sid = account.and_then(|v| {
             AccountSid::parse(&v).map_err(|_| errors.push("TWILIO_ACCOUNT_SID must be AC followed by 32 hex digits".into())).ok()
@@ -199,6 +220,8 @@ impl Config {
         let dial_timeout_secs = number("DIAL_TIMEOUT_SECS", 20, 5..=600) as u32;
         let queue_max_receives = number("QUEUE_MAX_RECEIVES", 5, 1..=1000) as u32;
         let drain_deadline = number("DRAIN_DEADLINE_SECS", 110, 0..=3600);
+        let watchdog_poll = number("WATCHDOG_POLL_SECS", 2, 1..=60);
+        let watchdog_run = number("WATCHDOG_RUN_SECS", 55, 0..=900);
         if heartbeat_stale <= heartbeat_interval {
             errors.push(format!(
                 "HEARTBEAT_STALE_SECS ({heartbeat_stale}) must be longer than HEARTBEAT_INTERVAL_SECS ({heartbeat_interval})"
@@ -236,6 +259,13 @@ impl Config {
         };
 
         let stream_token_secret = get("STREAM_TOKEN_SECRET").map(Secret::new);
+        let twilio_phone_number = get("TWILIO_PHONE_NUMBER").and_then(|v| {
+            let parsed = E164::parse(&v);
+            if parsed.is_none() {
+                errors.push(format!("TWILIO_PHONE_NUMBER must be +E164, got {v:?}"));
+            }
+            parsed
+        });
         let voice_agent = match get("VOICE_AGENT").as_deref() {
             None | Some("embedded") => VoiceAgentKind::Embedded,
             Some("silent") => VoiceAgentKind::Silent,
@@ -271,6 +301,9 @@ impl Config {
                     language,
                     queue_max_receives,
                     relay: RelaySettings { drain_deadline: Duration::from_secs(drain_deadline), instance_id, voice_agent },
+                    twilio_api_base,
+                    twilio_phone_number,
+                    watchdog: WatchdogSettings { poll: Duration::from_secs(watchdog_poll), run_for: Duration::from_secs(watchdog_run) },
                 })
             }
             _ => Err(ConfigError(errors)),

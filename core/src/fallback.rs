@@ -49,14 +49,35 @@ pub enum Claim {
     NotFound,
 }
 
-/// Moves an active call to `fallback` with `reason`, recording who decided (`by`).
-pub async fn claim(store: &dyn CallStore, config: &Config, call_sid: &CallSid, reason: &str, by: &str) -> StoreResult<Claim> {
+/// Who claims a call for the fallback, and so how the caller gets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimedBy {
+    /// Twilio asked what follows the stream: the fallback is the answer.
+    StreamEnded,
+    /// The call is live on some other TwiML: it must be redirected through the REST API, and
+    /// stays on the watchdog's list (`redirect_pending`) until Twilio has taken the redirect.
+    Watchdog,
+}
+
+impl ClaimedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimedBy::StreamEnded => "stream_ended",
+            ClaimedBy::Watchdog => "watchdog",
+        }
+    }
+}
+
+/// Moves an active call to `fallback` with `reason`, recording who decided.
+pub async fn claim(store: &dyn CallStore, config: &Config, call_sid: &CallSid, reason: &str, by: ClaimedBy) -> StoreResult<Claim> {
     let at = now_ms();
     let patch = CallPatch {
         fallback_reason: Some(reason.to_string()),
         fallback_action: Some(config.fallback.mode.as_str().to_string()),
+        redirect_pending: Some(by == ClaimedBy::Watchdog),
         ..Default::default()
     };
+    let by = by.as_str();
     let from = [CallStatus::Ringing, CallStatus::AwaitingStream, CallStatus::Streaming];
     Ok(match store.transition(call_sid, &from, CallStatus::Fallback, &patch, at).await? {
         Transition::Applied(call) => {

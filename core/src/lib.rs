@@ -23,7 +23,9 @@ pub mod stream_report;
 pub mod stream_token;
 pub mod telemetry;
 pub mod time;
+pub mod twilio_rest;
 pub mod twiml;
 #[cfg(feature = "twiml-reader")]
 pub mod twiml_reader;
 pub mod url;
+pub mod watchdog;

@@ -13,3 +13,24 @@ pub async fn run(routes: &[Route]) -> Result<(), lambda_http::Error> {
     let app = router(AppState { config: Arc::new(config), stores }, routes);
     lambda_http::run(app).await
 }
+
+/// The watchdog function: EventBridge invokes it every minute, and each invocation keeps passing
+/// over the active calls every `WATCHDOG_POLL_SECS` for `WATCHDOG_RUN_SECS` (keep it under the
+/// function's timeout), so a stale call is found in seconds, not a minute. Answers what it did.
+pub async fn run_watchdog() -> Result<(), lambda_runtime::Error> {
+    use callkeeper_core::twilio_rest::TwilioRest;
+    use callkeeper_core::watchdog::Watchdog;
+    callkeeper_core::telemetry::init();
+    let config = Arc::new(Config::from_env().inspect_err(|e| tracing::error!(error = %e, "refusing to start"))?);
+    let stores = stores_from_env(config.queue_max_receives).inspect_err(|e| tracing::error!(error = %e, "refusing to start"))?;
+    let watchdog = Watchdog::new(stores.calls.clone(), TwilioRest::from_config(&config), config.clone());
+    let handler = lambda_runtime::service_fn(|_event: lambda_runtime::LambdaEvent<serde_json::Value>| {
+        let (watchdog, run_for) = (watchdog.clone(), config.watchdog.run_for);
+        async move {
+            let run = watchdog.run_for(run_for).await;
+            tracing::info!(passes = run.passes, redirected = run.totals.redirected, failed = run.totals.failed, "watchdog invocation done");
+            Ok::<_, lambda_runtime::Error>(serde_json::to_value(&run)?)
+        }
+    });
+    lambda_runtime::run(handler).await
+}

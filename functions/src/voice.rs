@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use callkeeper_core::call::{Call, CallEvent, CallPatch, CallStatus, Created, Direction, NewCall};
-use callkeeper_core::fallback::{self, Claim};
+use callkeeper_core::fallback::{self, Claim, ClaimedBy};
 use callkeeper_core::form::Form;
 use callkeeper_core::ids::{AccountSid, CallSid};
 use callkeeper_core::phone::E164;
@@ -106,7 +106,12 @@ pub async fn stream_ended(State(state): State<AppState>, SignedForm(form): Signe
     };
 
     let (decision, reason, doc) = if call_is_over(twilio_status) {
-        end(store, &call, "caller_hangup").await?;
+        // `completed`: someone hung up; an outbound call's `busy`, `no-answer`, … say why it never began.
+        let end_reason = match twilio_status {
+            Some("completed") | None => "caller_hangup".to_string(),
+            Some(other) => other.replace('-', "_"),
+        };
+        end(store, &call, &end_reason).await?;
         ("hangup", "caller_hung_up", twiml::hangup())
     } else if form.get("RecordingSid").is_some() || form.get("RecordingUrl").is_some() {
         end(store, &call, "voicemail_recorded").await?;
@@ -142,7 +147,7 @@ async fn connect_ended(state: &AppState, call: &Call) -> Result<(&'static str, &
         CallStatus::Streaming => "stream_ended_abnormally",
         _ => "stream_never_started",
     };
-    match fallback::claim(store, &state.config, &call.call_sid, reason, "stream_ended").await? {
+    match fallback::claim(store, &state.config, &call.call_sid, reason, ClaimedBy::StreamEnded).await? {
         Claim::Won(_) => Ok(("fallback", reason, fallback::twiml(&state.config))),
         // A retry of this post, or the watchdog got there first: the same fallback again.
         Claim::AlreadyInFallback(_) => Ok(("fallback", "already_in_fallback", fallback::twiml(&state.config))),

@@ -56,7 +56,8 @@ pub async fn spawn_app_with_agent(extra: &[(&str, &str)], agent: Option<Arc<dyn 
     if let Some(agent) = agent {
         relay.agent = agent;
     }
-    let app = callkeeper::server::app_with_relay(config.clone(), stores.clone(), relay.clone());
+    // Tests that want a watchdog start their own, against their fake Twilio.
+    let app = callkeeper::server::app_with(config.clone(), stores.clone(), relay.clone(), None);
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         callkeeper::server::serve(listener, app, async move {

@@ -25,6 +25,7 @@ macro_rules! store_contract_tests {
             concurrent_transitions_apply_once,
             patches_keep_unset_fields,
             heartbeats_only_while_streaming,
+            active_calls_are_the_calls_on_the_line_and_pending_redirects,
             stream_figures_and_turns_are_kept,
             events_are_idempotent_by_key,
             recent_calls_newest_first,
@@ -175,6 +176,47 @@ pub async fn heartbeats_only_while_streaming(s: &Stores) {
     let c = s.calls.get_call(sid).await.unwrap().unwrap();
     assert_eq!((c.status, c.heartbeat_at), (CallStatus::Fallback, Some(call.at + 5_000)));
     assert!(!s.calls.heartbeat(&call_sid(), call.at).await.unwrap(), "nor is one for an unknown call");
+}
+
+pub async fn active_calls_are_the_calls_on_the_line_and_pending_redirects(s: &Stores) {
+    let mut sids = Vec::new();
+    for (i, status) in
+        [CallStatus::AwaitingStream, CallStatus::Streaming, CallStatus::Ringing, CallStatus::Streaming].into_iter().enumerate()
+    {
+        let mut call = new_call(status);
+        call.at += i as i64;
+        s.calls.create_call(&call).await.unwrap();
+        sids.push(call.call_sid);
+    }
+    let listed = |calls: Vec<crate::call::ActiveCall>| -> Vec<CallSid> {
+        calls.into_iter().map(|c| c.call_sid).filter(|sid| sids.contains(sid)).collect()
+    };
+    assert_eq!(listed(s.calls.active_calls(1000).await.unwrap()), sids, "oldest status first");
+
+    // One ends, one falls back with its redirect pending, one falls back without.
+    let at = now_ms() + 10;
+    s.calls.transition(&sids[0], &[CallStatus::AwaitingStream], CallStatus::Completed, &CallPatch::default(), at).await.unwrap();
+    let pending = CallPatch { redirect_pending: Some(true), ..Default::default() };
+    s.calls.transition(&sids[1], &[CallStatus::Streaming], CallStatus::Fallback, &pending, at).await.unwrap();
+    s.calls.transition(&sids[3], &[CallStatus::Streaming], CallStatus::Fallback, &CallPatch::default(), at).await.unwrap();
+    let active = s.calls.active_calls(1000).await.unwrap();
+    assert_eq!(listed(active.clone()), vec![sids[2].clone(), sids[1].clone()]);
+    let fallen = active.iter().find(|c| c.call_sid == sids[1]).unwrap();
+    assert_eq!((fallen.status, fallen.redirect_pending), (CallStatus::Fallback, true));
+
+    // An ended call is off the list even if its redirect never went through.
+    let mut ended = new_call(CallStatus::Streaming);
+    ended.at = at;
+    s.calls.create_call(&ended).await.unwrap();
+    s.calls.transition(&ended.call_sid, &[CallStatus::Streaming], CallStatus::Fallback, &pending, at).await.unwrap();
+    s.calls.transition(&ended.call_sid, &[CallStatus::Fallback], CallStatus::Completed, &CallPatch::default(), at).await.unwrap();
+    assert!(!s.calls.active_calls(1000).await.unwrap().iter().any(|c| c.call_sid == ended.call_sid));
+
+    // Redirected: off the list.
+    let done = CallPatch { redirect_pending: Some(false), ..Default::default() };
+    assert!(s.calls.patch_call(&sids[1], &done, at + 1).await.unwrap());
+    assert_eq!(listed(s.calls.active_calls(1000).await.unwrap()), vec![sids[2].clone()]);
+    assert!(!s.calls.get_call(&sids[1]).await.unwrap().unwrap().redirect_pending);
 }
 
 pub async fn stream_figures_and_turns_are_kept(s: &Stores) {

@@ -14,7 +14,7 @@ pub mod open;
 #[cfg(feature = "test-support")]
 pub mod contract;
 
-use crate::call::{Call, CallEvent, CallPatch, CallStatus, Created, NewCall, Transition};
+use crate::call::{ActiveCall, Call, CallEvent, CallPatch, CallStatus, Created, NewCall, Transition};
 use crate::ids::{CallSid, MessageSid, RecordingSid};
 use crate::job::{DeadLetter, Delivery, Job, QueueName};
 use crate::message::{Message, MessageStatusUpdate, StatusApplied, TimelineItem};
@@ -79,6 +79,9 @@ pub trait CallStore: Send + Sync {
     async fn patch_call(&self, call_sid: &CallSid, patch: &CallPatch, at: Millis) -> StoreResult<bool>;
     /// Newest first.
     async fn recent_calls(&self, limit: usize) -> StoreResult<Vec<Call>>;
+    /// The watchdog's list, through the sparse index of calls still on the line, or in
+    /// `fallback` with a redirect pending; oldest status first. Never a scan of all calls.
+    async fn active_calls(&self, limit: usize) -> StoreResult<Vec<ActiveCall>>;
 
     /// The relay's heartbeat: when it last saw media. Written only while the call is `streaming`,
     /// so a late beat cannot bring back a call that fell back or ended; `false` then (or when

@@ -2,7 +2,7 @@
 
 use super::sql_types::{FiguresColumn, MediaList};
 use super::EmbeddedStore;
-use crate::call::{Call, CallEvent, CallPatch, CallStatus, Created, NewCall, Transition};
+use crate::call::{ActiveCall, Call, CallEvent, CallPatch, CallStatus, Created, NewCall, Transition};
 use crate::ids::{CallSid, MessageSid, RecordingSid};
 use crate::message::{status_rank, Message, MessageStatusUpdate, StatusApplied, TimelineItem};
 use crate::phone::E164;
@@ -15,7 +15,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
 const CALL_COLUMNS: &str = "call_sid, account_sid, from_addr, to_addr, contact, direction, status, created_at, updated_at, \
-     status_at, stream_sid, fallback_reason, fallback_action, end_reason, twilio_status, heartbeat_at, relay_instance, stream_figures";
+     status_at, stream_sid, fallback_reason, fallback_action, end_reason, twilio_status, heartbeat_at, relay_instance, stream_figures, redirect_pending";
 
 const RECORDING_COLUMNS: &str =
     "recording_sid, call_sid, url, status, duration_secs, channels, source, error_code, created_at, updated_at, job_enqueued_at";
@@ -43,6 +43,7 @@ fn call_row(r: &Row<'_>) -> rusqlite::Result<Call> {
         heartbeat_at: r.get(15)?,
         relay_instance: r.get(16)?,
         stream: r.get::<_, Option<FiguresColumn>>(17)?.map(|f| Box::new(f.0)),
+        redirect_pending: r.get(18)?,
     })
 }
 
@@ -138,12 +139,14 @@ fn touch_contact(conn: &Connection, phone: &E164, at: Millis, profile_name: Opti
 /// `SET` fragment for a patch: every field is `coalesce(?, field)`, so `None` keeps the value.
 const PATCH_SET: &str = "stream_sid = coalesce(?, stream_sid), fallback_reason = coalesce(?, fallback_reason), \
      fallback_action = coalesce(?, fallback_action), end_reason = coalesce(?, end_reason), \
-     twilio_status = coalesce(?, twilio_status), relay_instance = coalesce(?, relay_instance)";
+     twilio_status = coalesce(?, twilio_status), relay_instance = coalesce(?, relay_instance), \
+     redirect_pending = coalesce(?, redirect_pending)";
 
 fn patch_values(patch: &CallPatch) -> impl Iterator<Item = Value> + use<> {
-    [&patch.stream_sid, &patch.fallback_reason, &patch.fallback_action, &patch.end_reason, &patch.twilio_status, &patch.relay_instance]
-        .map(|v| v.clone().map_or(Value::Null, Value::Text))
-        .into_iter()
+    let text =
+        [&patch.stream_sid, &patch.fallback_reason, &patch.fallback_action, &patch.end_reason, &patch.twilio_status, &patch.relay_instance]
+            .map(|v| v.clone().map_or(Value::Null, Value::Text));
+    text.into_iter().chain([patch.redirect_pending.map_or(Value::Null, |b| Value::Integer(i64::from(b)))])
 }
 
 #[async_trait]
@@ -159,7 +162,7 @@ impl CallStore for EmbeddedStore {
             let tx = conn.transaction()?;
             let inserted = tx.execute(
                 &format!(
-                    "INSERT INTO calls ({CALL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, NULL, NULL, NULL, NULL, ?9, NULL, NULL, NULL)
+                    "INSERT INTO calls ({CALL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, NULL, NULL, NULL, NULL, ?9, NULL, NULL, NULL, 0)
                      ON CONFLICT (call_sid) DO NOTHING"
                 ),
                 params![c.call_sid, c.account_sid, c.from, c.to, c.contact, c.direction, c.status, c.at, c.twilio_status],
@@ -232,6 +235,25 @@ impl CallStore for EmbeddedStore {
     async fn recent_calls(&self, limit: usize) -> StoreResult<Vec<Call>> {
         self.with_conn(move |conn| {
             query(conn, &format!("SELECT {CALL_COLUMNS} FROM calls ORDER BY created_at DESC, call_sid LIMIT ?1"), [limit as i64], call_row)
+        })
+        .await
+    }
+
+    async fn active_calls(&self, limit: usize) -> StoreResult<Vec<ActiveCall>> {
+        self.with_conn(move |conn| {
+            // The WHERE is the partial index's own, so SQLite reads the index, not the table's calls.
+            let sql = "SELECT call_sid, status, status_at, heartbeat_at, redirect_pending FROM calls
+                       WHERE status IN ('ringing', 'awaiting_stream', 'streaming') OR (status = 'fallback' AND redirect_pending = 1)
+                       ORDER BY status_at LIMIT ?1";
+            query(conn, sql, [limit as i64], |r| {
+                Ok(ActiveCall {
+                    call_sid: r.get(0)?,
+                    status: r.get(1)?,
+                    status_at: r.get(2)?,
+                    heartbeat_at: r.get(3)?,
+                    redirect_pending: r.get(4)?,
+                })
+            })
         })
         .await
     }
@@ -495,5 +517,25 @@ impl CallStore for EmbeddedStore {
             Ok(items)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_watchdog_reads_the_sparse_index_never_the_whole_table() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut conn).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT call_sid, status, status_at, heartbeat_at, redirect_pending FROM calls
+                 WHERE status IN ('ringing', 'awaiting_stream', 'streaming') OR (status = 'fallback' AND redirect_pending = 1) ORDER BY status_at LIMIT 10",
+            )
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(plan, ["SCAN calls USING INDEX calls_active"], "a walk of the partial index only");
     }
 }

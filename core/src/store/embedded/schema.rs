@@ -110,6 +110,13 @@ CREATE TABLE turns (
     PRIMARY KEY (call_sid, seq)
 );
 "#,
+    r#"
+-- The watchdog: a call it claimed stays on its list until Twilio has taken the redirect.
+ALTER TABLE calls ADD COLUMN redirect_pending INTEGER NOT NULL DEFAULT 0;
+DROP INDEX calls_active;
+CREATE INDEX calls_active ON calls (status_at)
+    WHERE status IN ('ringing', 'awaiting_stream', 'streaming') OR (status = 'fallback' AND redirect_pending = 1);
+"#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

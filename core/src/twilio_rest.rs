@@ -1,0 +1,361 @@
+//! Twilio's REST API, the parts callkeeper needs: redirect or hang up a live call, place an
+//! outbound call, fetch a recording, send a WhatsApp or SMS message.
+//!
+//! Requests retry with exponential backoff on 429, 5xx and network errors, bounded in attempts
+//! and in total time, honouring `Retry-After`. A request that creates something (a call, a
+//! message) is retried only when Twilio cannot have acted on it (429, or no connection), so a
+//! retry never places a second call. Both of Twilio's error bodies are understood: the 2010 API's
+//! `{"code", "message", "more_info", "status"}` and the product APIs' `{"errors": [{"code",
+//! "message", …}]}`. Codes 21220 and 20404 on a call mean it is over, which is an answer, not a
+//! failure.
+
+use crate::config::Config;
+use crate::ids::{AccountSid, CallSid};
+use crate::secrets::Secret;
+use crate::url::AbsoluteUrl;
+use serde_json::Value;
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub const DEFAULT_API_BASE: &str = "https://api.twilio.com";
+
+/// "Call is not in-progress. Cannot redirect."
+pub const CALL_NOT_IN_PROGRESS: u32 = 21220;
+/// "The requested resource was not found."
+pub const NOT_FOUND: u32 = 20404;
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+    /// No retry starts after this much time since the first attempt.
+    pub total: Duration,
+    /// Each attempt's own timeout.
+    pub per_attempt: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 4,
+            first_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(2),
+            total: Duration::from_secs(10),
+            per_attempt: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RestError {
+    /// Twilio answered with an error.
+    #[error("Twilio answered HTTP {status}{}: {message}", code.map(|c| format!(" (error {c})")).unwrap_or_default())]
+    Api { status: u16, code: Option<u32>, message: String, more_info: Option<String> },
+    /// No answer: connection, timeout, TLS.
+    #[error("could not reach Twilio: {0}")]
+    Network(String),
+    /// The answer was not what the API documents.
+    #[error("unexpected answer from Twilio: {0}")]
+    Unexpected(String),
+}
+
+impl RestError {
+    pub fn code(&self) -> Option<u32> {
+        match self {
+            RestError::Api { code, .. } => *code,
+            _ => None,
+        }
+    }
+
+    /// Worth another try: Twilio was busy or failed, or did not answer.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RestError::Api { status, .. } => *status == 429 || *status >= 500,
+            RestError::Network(_) => true,
+            RestError::Unexpected(_) => false,
+        }
+    }
+}
+
+/// Reads either of Twilio's error bodies.
+pub fn parse_error(status: u16, body: &str) -> RestError {
+    let value: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let first = value.get("errors").and_then(|e| e.get(0)).unwrap_or(&value);
+    let code = first.get("code").and_then(|c| c.as_u64().or_else(|| c.as_str().and_then(|s| s.parse().ok()))).map(|c| c as u32);
+    let message = first.get("message").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| {
+        let text: String = body.chars().take(200).collect();
+        if text.trim().is_empty() {
+            "no details".to_string()
+        } else {
+            text
+        }
+    });
+    let more_info = first.get("more_info").or_else(|| first.get("infoUrl")).and_then(Value::as_str).map(str::to_string);
+    RestError::Api { status, code, message, more_info }
+}
+
+/// What to do with a live call.
+#[derive(Debug, Clone)]
+pub enum CallUpdate {
+    /// Replace its TwiML: the call moves on at once.
+    Twiml(String),
+    Url(AbsoluteUrl),
+    /// Hang up.
+    Complete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Updated {
+    /// Twilio took the update; the call's status as it answered.
+    Done { status: String },
+    /// The call had already ended (21220 or 20404): nothing to update.
+    CallOver { code: u32 },
+}
+
+/// An outbound call to place.
+#[derive(Debug, Clone, Default)]
+pub struct OutboundCall {
+    pub to: String,
+    pub from: String,
+    /// Where Twilio fetches the call's TwiML when answered, or the TwiML itself.
+    pub url: Option<AbsoluteUrl>,
+    pub twiml: Option<String>,
+    pub status_callback: Option<AbsoluteUrl>,
+    /// e.g. `["initiated", "ringing", "answered", "completed"]`.
+    pub status_callback_events: Vec<String>,
+    /// Record the whole call from the API (the TwiML can record instead).
+    pub record: bool,
+    pub recording_channels: Option<String>,
+    pub recording_status_callback: Option<AbsoluteUrl>,
+    /// `Enable` or `DetectMessageEnd`.
+    pub machine_detection: Option<String>,
+    pub timeout_secs: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    pub sid: String,
+    pub status: String,
+}
+
+/// A WhatsApp or SMS message to send. WhatsApp addresses are `whatsapp:+E164`.
+#[derive(Debug, Clone, Default)]
+pub struct OutboundMessage {
+    pub to: String,
+    pub from: String,
+    pub body: String,
+    pub media_urls: Vec<AbsoluteUrl>,
+    pub status_callback: Option<AbsoluteUrl>,
+}
+
+#[derive(Clone)]
+pub struct TwilioRest {
+    http: reqwest::Client,
+    base: String,
+    account: AccountSid,
+    auth_token: Secret,
+    retry: RetryPolicy,
+}
+
+impl TwilioRest {
+    pub fn new(base: &str, account: AccountSid, auth_token: Secret, retry: RetryPolicy) -> TwilioRest {
+        let http = reqwest::Client::builder().timeout(retry.per_attempt).build().expect("a TLS client builds");
+        TwilioRest { http, base: base.trim_end_matches('/').to_string(), account, auth_token, retry }
+    }
+
+    pub fn from_config(config: &Config) -> TwilioRest {
+        TwilioRest::new(
+            &config.twilio_api_base,
+            config.twilio_account_sid.clone(),
+            config.twilio_auth_token.clone(),
+            RetryPolicy::default(),
+        )
+    }
+
+    fn account_url(&self, path: &str) -> String {
+        format!("{}/2010-04-01/Accounts/{}{path}", self.base, self.account)
+    }
+
+    /// Redirects or hangs up a live call.
+    pub async fn update_call(&self, call_sid: &CallSid, update: &CallUpdate) -> Result<Updated, RestError> {
+        let form: Vec<(&str, String)> = match update {
+            CallUpdate::Twiml(doc) => vec![("Twiml", doc.clone())],
+            CallUpdate::Url(url) => vec![("Url", url.to_string()), ("Method", "POST".into())],
+            CallUpdate::Complete => vec![("Status", "completed".into())],
+        };
+        let url = self.account_url(&format!("/Calls/{call_sid}.json"));
+        match self.send(reqwest::Method::POST, &url, Some(&form), true).await {
+            Ok(body) => Ok(Updated::Done { status: json_field(&body, "status")? }),
+            Err(e) => match e.code() {
+                Some(code @ (CALL_NOT_IN_PROGRESS | NOT_FOUND)) => Ok(Updated::CallOver { code }),
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// Places an outbound call.
+    pub async fn create_call(&self, call: &OutboundCall) -> Result<Created, RestError> {
+        let mut form: Vec<(&str, String)> = vec![("To", call.to.clone()), ("From", call.from.clone())];
+        match (&call.url, &call.twiml) {
+            (Some(url), _) => form.extend([("Url", url.to_string()), ("Method", "POST".into())]),
+            (None, Some(twiml)) => form.push(("Twiml", twiml.clone())),
+            (None, None) => return Err(RestError::Unexpected("an outbound call needs a Url or TwiML".into())),
+        }
+        if let Some(cb) = &call.status_callback {
+            form.extend([("StatusCallback", cb.to_string()), ("StatusCallbackMethod", "POST".into())]);
+            form.extend(call.status_callback_events.iter().map(|e| ("StatusCallbackEvent", e.clone())));
+        }
+        if call.record {
+            form.push(("Record", "true".into()));
+        }
+        if let Some(channels) = &call.recording_channels {
+            form.push(("RecordingChannels", channels.clone()));
+        }
+        if let Some(cb) = &call.recording_status_callback {
+            form.push(("RecordingStatusCallback", cb.to_string()));
+        }
+        if let Some(mode) = &call.machine_detection {
+            form.push(("MachineDetection", mode.clone()));
+        }
+        if let Some(secs) = call.timeout_secs {
+            form.push(("Timeout", secs.to_string()));
+        }
+        let body = self.send(reqwest::Method::POST, &self.account_url("/Calls.json"), Some(&form), false).await?;
+        Ok(Created { sid: json_field(&body, "sid")?, status: json_field(&body, "status")? })
+    }
+
+    /// Sends a WhatsApp or SMS message.
+    pub async fn send_message(&self, message: &OutboundMessage) -> Result<Created, RestError> {
+        let mut form: Vec<(&str, String)> =
+            vec![("To", message.to.clone()), ("From", message.from.clone()), ("Body", message.body.clone())];
+        form.extend(message.media_urls.iter().map(|u| ("MediaUrl", u.to_string())));
+        if let Some(cb) = &message.status_callback {
+            form.push(("StatusCallback", cb.to_string()));
+        }
+        let body = self.send(reqwest::Method::POST, &self.account_url("/Messages.json"), Some(&form), false).await?;
+        Ok(Created { sid: json_field(&body, "sid")?, status: json_field(&body, "status")? })
+    }
+
+    /// Downloads a recording's media (the `RecordingUrl` Twilio gave, with `.wav` or `.mp3`).
+    pub async fn fetch_recording(&self, media_url: &str) -> Result<Vec<u8>, RestError> {
+        self.send_bytes(reqwest::Method::GET, media_url, None, true).await
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        form: Option<&[(&str, String)]>,
+        idempotent: bool,
+    ) -> Result<Value, RestError> {
+        let bytes = self.send_bytes(method, url, form, idempotent).await?;
+        serde_json::from_slice(&bytes).map_err(|e| RestError::Unexpected(format!("not JSON: {e}")))
+    }
+
+    /// One request with the retry policy. A request that is not `idempotent` is retried only
+    /// when Twilio surely did not act on it.
+    async fn send_bytes(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        form: Option<&[(&str, String)]>,
+        idempotent: bool,
+    ) -> Result<Vec<u8>, RestError> {
+        let started = Instant::now();
+        let mut delay = self.retry.first_delay;
+        let mut attempt = 1;
+        loop {
+            let (result, retry_after) = self.attempt(method.clone(), url, form).await;
+            let error = match result {
+                Ok(bytes) => return Ok(bytes),
+                Err(e) => e,
+            };
+            let retryable = match (&error, idempotent) {
+                (_, true) => error.is_transient(),
+                (RestError::Api { status: 429, .. }, false) => true,
+                (RestError::Network(reason), false) => reason.starts_with("connect"),
+                _ => false,
+            };
+            let wait = retry_after.unwrap_or(delay).min(self.retry.max_delay);
+            if !retryable || attempt >= self.retry.attempts || started.elapsed() + wait > self.retry.total {
+                if attempt > 1 {
+                    tracing::warn!(%url, attempts = attempt, error = %error, "Twilio request failed after retries");
+                }
+                return Err(error);
+            }
+            tracing::info!(%url, attempt, error = %error, wait_ms = wait.as_millis() as u64, "Twilio request failed; retrying");
+            tokio::time::sleep(wait).await;
+            delay = (delay * 2).min(self.retry.max_delay);
+            attempt += 1;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        form: Option<&[(&str, String)]>,
+    ) -> (Result<Vec<u8>, RestError>, Option<Duration>) {
+        let mut request = self.http.request(method, url).basic_auth(self.account.as_str(), Some(self.auth_token.expose()));
+        if let Some(form) = form {
+            let body: String =
+                form_urlencoded::Serializer::new(String::new()).extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str()))).finish();
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                let kind = if e.is_connect() {
+                    "connect"
+                } else if e.is_timeout() {
+                    "timeout"
+                } else {
+                    "request"
+                };
+                return (Err(RestError::Network(format!("{kind}: {e}"))), None);
+            }
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes.to_vec(),
+            Err(e) => return (Err(RestError::Network(format!("body: {e}"))), None),
+        };
+        if (200..300).contains(&status) {
+            (Ok(bytes), None)
+        } else {
+            (Err(parse_error(status, &String::from_utf8_lossy(&bytes))), retry_after)
+        }
+    }
+}
+
+fn json_field(body: &Value, name: &str) -> Result<String, RestError> {
+    body.get(name).and_then(Value::as_str).map(str::to_string).ok_or_else(|| RestError::Unexpected(format!("no \"{name}\" in the answer")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_error_shapes_are_read() {
+        let classic = r#"{"code": 21220, "message": "Call is not in-progress. Cannot redirect.", "more_info": "https://www.twilio.com/docs/errors/21220", "status": 400}"#;
+        match parse_error(400, classic) {
+            RestError::Api { status: 400, code: Some(21220), message, more_info: Some(info) } => {
+                assert!(message.starts_with("Call is not in-progress") && info.ends_with("21220"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let product = r#"{"errors": [{"code": 20404, "message": "Not Found", "infoUrl": "https://www.twilio.com/docs/api/errors/20404", "context": "null"}]}"#;
+        assert_eq!(parse_error(404, product).code(), Some(20404));
+        let html = parse_error(502, "<html>Bad Gateway</html>");
+        assert!(matches!(html, RestError::Api { status: 502, code: None, ref message, .. } if message.contains("Bad Gateway")));
+        assert_eq!(parse_error(503, "").to_string(), "Twilio answered HTTP 503: no details");
+    }
+}

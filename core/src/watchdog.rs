@@ -1,0 +1,252 @@
+//! The watchdog: no caller sits in silence. It finds calls whose stream never started or went
+//! quiet, while the caller is still on the line, and redirects them to the fallback through
+//! Twilio's REST API.
+//!
+//! Each pass reads the store's active-call index once (never a scan of all calls) and decides
+//! from what the index holds. A stale call is claimed with the same conditional write
+//! `stream_ended` uses ([`fallback::claim`]), so one call gets one redirect however many watchdogs
+//! run and whatever `stream_ended` does. A claimed call stays on the list (`redirect_pending`)
+//! until Twilio has taken the redirect; a call Twilio says is over (21220, 20404) is closed out.
+//! Every decision is an event on the call, with its times.
+
+use crate::call::{ActiveCall, CallEvent, CallPatch, CallStatus};
+use crate::config::{Config, Timeouts};
+use crate::fallback::{self, Claim, ClaimedBy};
+use crate::store::{CallStore, StoreResult};
+use crate::time::{now_ms, Millis};
+use crate::twilio_rest::{CallUpdate, TwilioRest, Updated};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+
+/// Calls read per pass; more than one relay fleet holds.
+const ACTIVE_LIMIT: usize = 10_000;
+/// Redirects in flight at once within a pass.
+const CONCURRENT_REDIRECTS: usize = 16;
+
+/// Why a call needs the fallback, and since when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stale {
+    pub reason: &'static str,
+    /// When it became stale: the start timeout's or the heartbeat's deadline.
+    pub since: Millis,
+}
+
+/// Whether the call on the list is stale at `now`.
+pub fn staleness(call: &ActiveCall, now: Millis, timeouts: &Timeouts) -> Option<Stale> {
+    let deadline = |from: Millis, limit: Duration| from + limit.as_millis() as Millis;
+    let stale = match call.status {
+        CallStatus::AwaitingStream => Stale { reason: "stream_never_started", since: deadline(call.status_at, timeouts.stream_start) },
+        // Until its first heartbeat, a stream is as fresh as the moment it started.
+        CallStatus::Streaming => {
+            Stale { reason: "heartbeat_stale", since: deadline(call.heartbeat_at.unwrap_or(call.status_at), timeouts.heartbeat_stale) }
+        }
+        // Not answered yet (Twilio has not asked for TwiML), or already handled.
+        CallStatus::Ringing | CallStatus::Fallback | CallStatus::Completed => return None,
+    };
+    (now >= stale.since).then_some(stale)
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PassReport {
+    /// Calls on the list.
+    pub active: usize,
+    pub stale: usize,
+    pub redirected: usize,
+    /// Claimed by someone else first, or ended meanwhile.
+    pub already_handled: usize,
+    /// Twilio said the call was over: closed out.
+    pub call_over: usize,
+    /// The redirect failed; it stays pending when the failure may pass.
+    pub failed: usize,
+    /// Store operations this pass issued.
+    pub store_reads: u64,
+    pub store_writes: u64,
+}
+
+impl PassReport {
+    fn add(&mut self, other: &PassReport) {
+        self.stale += other.stale;
+        self.redirected += other.redirected;
+        self.already_handled += other.already_handled;
+        self.call_over += other.call_over;
+        self.failed += other.failed;
+        self.store_reads += other.store_reads;
+        self.store_writes += other.store_writes;
+    }
+}
+
+/// What a run of passes did (one scheduled invocation, or `serve`'s loop so far).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RunReport {
+    pub passes: u64,
+    pub store_errors: u64,
+    pub totals: PassReport,
+}
+
+#[derive(Clone)]
+pub struct Watchdog {
+    calls: Arc<dyn CallStore>,
+    twilio: TwilioRest,
+    config: Arc<Config>,
+}
+
+impl Watchdog {
+    pub fn new(calls: Arc<dyn CallStore>, twilio: TwilioRest, config: Arc<Config>) -> Watchdog {
+        Watchdog { calls, twilio, config }
+    }
+
+    /// One look at the list, acting on every stale call.
+    pub async fn pass(&self) -> StoreResult<PassReport> {
+        let now = now_ms();
+        let list = self.calls.active_calls(ACTIVE_LIMIT).await?;
+        let mut report = PassReport { active: list.len(), store_reads: 1, ..Default::default() };
+        let mut work = JoinSet::new();
+        let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_REDIRECTS));
+        for call in list {
+            let stale = if call.redirect_pending {
+                Some(Stale { reason: "redirect_retry", since: call.status_at })
+            } else {
+                staleness(&call, now, &self.config.timeouts)
+            };
+            let Some(stale) = stale else { continue };
+            let (watchdog, permits) = (self.clone(), permits.clone());
+            work.spawn(async move {
+                let _permit = permits.acquire_owned().await.expect("never closed");
+                watchdog.handle(&call, stale, now).await
+            });
+        }
+        while let Some(done) = work.join_next().await {
+            match done {
+                Ok(Ok(one)) => report.add(&one),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "watchdog: store failed on a stale call; it is retried next pass");
+                    report.failed += 1;
+                }
+                Err(e) => tracing::error!(error = %e, "watchdog task failed"),
+            }
+        }
+        Ok(report)
+    }
+
+    async fn handle(&self, call: &ActiveCall, stale: Stale, detected_at: Millis) -> StoreResult<PassReport> {
+        let mut report = PassReport { stale: 1, ..Default::default() };
+        let sid = &call.call_sid;
+        if !call.redirect_pending {
+            report.store_writes += 1;
+            match fallback::claim(self.calls.as_ref(), &self.config, sid, stale.reason, ClaimedBy::Watchdog).await? {
+                Claim::Won(_) => report.store_writes += 1, // and its event
+                Claim::AlreadyInFallback(_) | Claim::Ended(_) | Claim::NotFound => {
+                    report.already_handled = 1;
+                    return Ok(report);
+                }
+            }
+            tracing::warn!(call_sid = %sid, reason = stale.reason, stale_ms = detected_at - stale.since, "watchdog: redirecting the call to the fallback");
+        }
+        let requested_at = now_ms();
+        let twiml = fallback::twiml(&self.config).into_string();
+        let outcome = self.twilio.update_call(sid, &CallUpdate::Twiml(twiml)).await;
+        let answered_at = now_ms();
+        let times = json!({
+            "reason": stale.reason,
+            "stale_at": stale.since,
+            "detected_at": detected_at,
+            "requested_at": requested_at,
+            "detection_ms": requested_at - stale.since,
+            "twilio_ms": answered_at - requested_at,
+        });
+        let done = CallPatch { redirect_pending: Some(false), ..Default::default() };
+        let (kind, detail) = match outcome {
+            Ok(Updated::Done { status }) => {
+                self.calls.patch_call(sid, &done, answered_at).await?;
+                report.redirected = 1;
+                tracing::info!(call_sid = %sid, detection_ms = requested_at - stale.since, "watchdog: call redirected");
+                ("watchdog_redirected", json!({ "times": times, "twilio_status": status }))
+            }
+            Ok(Updated::CallOver { code }) => {
+                let patch = CallPatch { end_reason: Some("ended_before_fallback".into()), ..done };
+                self.calls.transition(sid, &[CallStatus::Fallback], CallStatus::Completed, &patch, answered_at).await?;
+                report.call_over = 1;
+                tracing::info!(call_sid = %sid, code, "watchdog: the call was already over; closed out");
+                ("watchdog_call_over", json!({ "times": times, "twilio_code": code }))
+            }
+            Err(error) => {
+                report.failed = 1;
+                let transient = error.is_transient();
+                if !transient {
+                    // Twilio refused for good (credentials, a bad request): retrying every pass would not help.
+                    self.calls.patch_call(sid, &done, answered_at).await?;
+                }
+                tracing::error!(call_sid = %sid, error = %error, retried_next_pass = transient, "watchdog: redirect failed");
+                ("watchdog_redirect_failed", json!({ "times": times, "error": error.to_string(), "retried_next_pass": transient }))
+            }
+        };
+        report.store_writes += 2;
+        let event = CallEvent { at: answered_at, kind: kind.into(), key: format!("{kind}:{requested_at}"), detail };
+        self.calls.add_event(sid, &event).await?;
+        Ok(report)
+    }
+
+    /// Passes every `poll` until `until` resolves.
+    pub async fn run_until(&self, until: impl std::future::Future<Output = ()>) -> RunReport {
+        let mut run = RunReport::default();
+        let mut ticker = tokio::time::interval(self.config.watchdog.poll);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                _ = &mut until => return run,
+                _ = ticker.tick() => {}
+            }
+            run.passes += 1;
+            match self.pass().await {
+                Ok(report) => run.totals.add(&report),
+                Err(e) => {
+                    run.store_errors += 1;
+                    tracing::error!(error = %e, "watchdog pass failed; trying again next poll");
+                }
+            }
+        }
+    }
+
+    /// Passes for `duration`: one scheduled invocation.
+    pub async fn run_for(&self, duration: Duration) -> RunReport {
+        self.run_until(tokio::time::sleep(duration)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::CallSid;
+
+    fn call(status: CallStatus, status_at: Millis, heartbeat_at: Option<Millis>) -> ActiveCall {
+        ActiveCall {
+            call_sid: CallSid::parse(&crate::ids::random_sid("CA")).unwrap(),
+            status,
+            status_at,
+            heartbeat_at,
+            redirect_pending: false,
+        }
+    }
+
+    #[test]
+    fn stale_after_the_start_timeout_or_the_heartbeat_limit() {
+        let t = Timeouts {
+            stream_start: Duration::from_secs(8),
+            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_stale: Duration::from_secs(15),
+        };
+        let waiting = call(CallStatus::AwaitingStream, 1_000, None);
+        assert_eq!(staleness(&waiting, 8_999, &t), None);
+        assert_eq!(staleness(&waiting, 9_000, &t), Some(Stale { reason: "stream_never_started", since: 9_000 }));
+        let fresh_stream = call(CallStatus::Streaming, 1_000, None);
+        assert_eq!(staleness(&fresh_stream, 15_999, &t), None, "no heartbeat yet: counts from the start");
+        let beating = call(CallStatus::Streaming, 1_000, Some(20_000));
+        assert_eq!(staleness(&beating, 34_999, &t), None);
+        assert_eq!(staleness(&beating, 35_000, &t), Some(Stale { reason: "heartbeat_stale", since: 35_000 }));
+        assert_eq!(staleness(&call(CallStatus::Ringing, 0, None), 1_000_000, &t), None);
+    }
+}

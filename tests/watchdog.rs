@@ -1,0 +1,232 @@
+//! No call lost: the watchdog against a fake Twilio REST server (wiremock) over loopback, with
+//! calls answered by the real webhooks and streams held by the real relay.
+
+mod common;
+
+use callkeeper_core::call::CallStatus;
+use callkeeper_core::ids::CallSid;
+use callkeeper_core::twilio_rest::TwilioRest;
+use callkeeper_core::watchdog::Watchdog;
+use common::*;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use wiremock::matchers::{method, path_regex};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+/// Tight timeouts so the suite is quick: a stream must start within 1 s, a heartbeat every 1 s,
+/// stale after 2 s, a pass every 1 s.
+async fn app_and_twilio() -> (TestApp, MockServer) {
+    let twilio = MockServer::start().await;
+    let app = spawn_app_with(&[
+        ("STREAM_START_TIMEOUT_SECS", "1"),
+        ("HEARTBEAT_INTERVAL_SECS", "1"),
+        ("HEARTBEAT_STALE_SECS", "2"),
+        ("WATCHDOG_POLL_SECS", "1"),
+        ("VOICE_AGENT", "silent"),
+        ("TWILIO_API_BASE", &twilio.uri()),
+    ])
+    .await;
+    (app, twilio)
+}
+
+fn twilio_accepts_redirects() -> Mock {
+    Mock::given(method("POST"))
+        .and(path_regex(r"^/2010-04-01/Accounts/AC[0-9a-f]{32}/Calls/CA[0-9a-f]{32}\.json$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({ "sid": "CA", "status": "in-progress" })))
+}
+
+/// Runs a watchdog until the returned sender is dropped or fired.
+fn start_watchdog(app: &TestApp) -> oneshot::Sender<()> {
+    let watchdog = Watchdog::new(app.stores.calls.clone(), TwilioRest::from_config(&app.config), app.config.clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        watchdog
+            .run_until(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    stop
+}
+
+/// The redirects Twilio received, by call sid.
+async fn redirects(twilio: &MockServer) -> Vec<String> {
+    let requests = twilio.received_requests().await.unwrap_or_default();
+    requests.iter().filter_map(|r| r.url.path().rsplit('/').next().map(|last| last.trim_end_matches(".json").to_string())).collect()
+}
+
+/// Waits for the watchdog's event on the call, and returns its detail.
+async fn watchdog_event(app: &TestApp, sid: &CallSid, kind: &str, within: Duration) -> serde_json::Value {
+    let until = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < until {
+        if let Some(event) = app.stores.calls.events(sid).await.unwrap().into_iter().find(|e| e.kind == kind) {
+            return event.detail;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no {kind} event on {sid} within {within:?}: {:?}", app.stores.calls.events(sid).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_stream_never_starts_is_redirected_within_the_start_timeout_plus_one_poll() {
+    let (app, twilio) = app_and_twilio().await;
+    twilio_accepts_redirects().expect(1).mount(&twilio).await;
+    let _watchdog = start_watchdog(&app);
+
+    // GIVEN a call answered with the stream TwiML, whose stream never connects.
+    let sid = new_call_sid();
+    app.answer(&sid).await;
+    let sid = CallSid::parse(&sid).unwrap();
+    let answered_at = app.stores.calls.get_call(&sid).await.unwrap().unwrap().status_at;
+
+    // THEN the watchdog redirects it to the fallback while the caller is on the line.
+    let detail = watchdog_event(&app, &sid, "watchdog_redirected", Duration::from_secs(4)).await;
+    let times = &detail["times"];
+    assert_eq!(times["reason"], "stream_never_started");
+    let requested_at = times["requested_at"].as_i64().unwrap();
+    assert!(requested_at - answered_at <= 1_000 + 1_000 + 250, "start timeout + one poll: {detail}");
+    assert!(times["detection_ms"].as_i64().unwrap() <= 1_250, "{detail}");
+
+    let request = &twilio.received_requests().await.unwrap()[0];
+    let form: Vec<(String, String)> = form_urlencoded::parse(&request.body).into_owned().collect();
+    let twiml = parse_twiml(&form.iter().find(|(k, _)| k == "Twiml").expect("the fallback TwiML").1);
+    assert!(twiml.find("Record").is_some(), "voicemail, the default fallback");
+    assert!(request.headers["authorization"].to_str().unwrap().starts_with("Basic "));
+
+    let call = app.stores.calls.get_call(&sid).await.unwrap().unwrap();
+    assert_eq!(
+        (call.status, call.fallback_reason.as_deref(), call.redirect_pending),
+        (CallStatus::Fallback, Some("stream_never_started"), false)
+    );
+    let fallback = app.stores.calls.events(&sid).await.unwrap().into_iter().find(|e| e.kind == "fallback").unwrap();
+    assert_eq!(fallback.detail["by"], "watchdog");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_stops_sending_media_is_redirected() {
+    let (app, twilio) = app_and_twilio().await;
+    twilio_accepts_redirects().expect(1).mount(&twilio).await;
+    let _watchdog = start_watchdog(&app);
+
+    let (sid, mut call) = app.start_call().await;
+    call.silence(Duration::from_millis(1500)).await;
+    // The socket stays open, but no more media comes.
+    let detail = watchdog_event(&app, &sid, "watchdog_redirected", Duration::from_secs(5)).await;
+    assert_eq!(detail["times"]["reason"], "heartbeat_stale");
+    assert!(detail["times"]["detection_ms"].as_i64().unwrap() <= 1_250, "{detail}");
+    let stored = app.stores.calls.get_call(&sid).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.fallback_reason.as_deref()), (CallStatus::Fallback, Some("heartbeat_stale")));
+    drop(call);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_stream_is_never_touched() {
+    let (app, twilio) = app_and_twilio().await;
+    twilio_accepts_redirects().expect(0).mount(&twilio).await;
+    let _watchdog = start_watchdog(&app);
+
+    let (sid, mut call) = app.start_call().await;
+    call.silence(Duration::from_secs(5)).await;
+    assert_eq!(app.stores.calls.get_call(&sid).await.unwrap().unwrap().status, CallStatus::Streaming);
+    assert!(redirects(&twilio).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_call_gets_no_redirect_and_one_twilio_says_is_over_is_closed_out() {
+    let (app, twilio) = app_and_twilio().await;
+    // Twilio says every call it is asked about is over.
+    let over = serde_json::json!({ "code": 21220, "message": "Call is not in-progress. Cannot redirect.", "status": 400 });
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(400).set_body_json(over)).mount(&twilio).await;
+
+    // A call that ended (the caller hung up before the stream) is not on the watchdog's list.
+    let ended = new_call_sid();
+    app.answer(&ended).await;
+    let mut hangup = incoming_call_form(&ended, "+972501234567");
+    hangup.retain(|(k, _)| k != "CallStatus");
+    hangup.push(("CallStatus".into(), "completed".into()));
+    assert_eq!(app.post("/webhook/stream_ended", &hangup).await.status(), 200);
+
+    // A call we still think is live, which Twilio knows is over.
+    let gone = new_call_sid();
+    app.answer(&gone).await;
+    let _watchdog = start_watchdog(&app);
+    let gone = CallSid::parse(&gone).unwrap();
+    let detail = watchdog_event(&app, &gone, "watchdog_call_over", Duration::from_secs(4)).await;
+    assert_eq!(detail["twilio_code"], 21220);
+    let call = app.stores.calls.get_call(&gone).await.unwrap().unwrap();
+    assert_eq!(
+        (call.status, call.end_reason.as_deref(), call.redirect_pending),
+        (CallStatus::Completed, Some("ended_before_fallback"), false)
+    );
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let asked = redirects(&twilio).await;
+    assert_eq!(asked, vec![gone.to_string()], "one request for the live-looking call, none for the ended one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_watchdogs_at_once_make_one_redirect_per_call() {
+    let (app, twilio) = app_and_twilio().await;
+    twilio_accepts_redirects().mount(&twilio).await;
+    let mut sids = Vec::new();
+    for _ in 0..10 {
+        let sid = new_call_sid();
+        app.answer(&sid).await;
+        sids.push(sid);
+    }
+    let _first = start_watchdog(&app);
+    let _second = start_watchdog(&app);
+    for sid in &sids {
+        watchdog_event(&app, &CallSid::parse(sid).unwrap(), "watchdog_redirected", Duration::from_secs(4)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut asked = redirects(&twilio).await;
+    asked.sort();
+    sids.sort();
+    assert_eq!(asked, sids, "each call redirected exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twilio_answering_500_then_200_is_retried() {
+    let (app, twilio) = app_and_twilio().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(500)).up_to_n_times(1).with_priority(1).expect(1).mount(&twilio).await;
+    twilio_accepts_redirects().expect(1).mount(&twilio).await;
+    let _watchdog = start_watchdog(&app);
+    let sid = new_call_sid();
+    app.answer(&sid).await;
+    let sid = CallSid::parse(&sid).unwrap();
+    watchdog_event(&app, &sid, "watchdog_redirected", Duration::from_secs(4)).await;
+    assert_eq!(redirects(&twilio).await, vec![sid.to_string(), sid.to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_that_keeps_failing_stays_pending_and_goes_through_when_twilio_recovers() {
+    let (app, twilio) = app_and_twilio().await;
+    // Down for the whole first pass's retries (4 attempts), then back.
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(503)).up_to_n_times(4).with_priority(1).mount(&twilio).await;
+    twilio_accepts_redirects().mount(&twilio).await;
+    let _watchdog = start_watchdog(&app);
+    let sid = new_call_sid();
+    app.answer(&sid).await;
+    let sid = CallSid::parse(&sid).unwrap();
+    let failed = watchdog_event(&app, &sid, "watchdog_redirect_failed", Duration::from_secs(6)).await;
+    assert_eq!(failed["retried_next_pass"], true);
+    watchdog_event(&app, &sid, "watchdog_redirected", Duration::from_secs(4)).await;
+    let call = app.stores.calls.get_call(&sid).await.unwrap().unwrap();
+    assert_eq!((call.status, call.redirect_pending), (CallStatus::Fallback, false));
+    assert_eq!(redirects(&twilio).await.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_ended_and_the_watchdog_never_both_act() {
+    let (app, twilio) = app_and_twilio().await;
+    twilio_accepts_redirects().expect(0).mount(&twilio).await;
+    let sid = new_call_sid();
+    app.answer(&sid).await;
+    // Twilio reports the stream ended first: stream_ended claims the call and serves the fallback.
+    let twiml = twiml_of(app.post("/webhook/stream_ended", &incoming_call_form(&sid, "+972501234567")).await).await;
+    assert!(twiml.find("Record").is_some());
+    let _watchdog = start_watchdog(&app);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(redirects(&twilio).await.is_empty(), "the watchdog sees a call already in its fallback");
+}
