@@ -12,7 +12,16 @@ const BIN: &str = env!("CARGO_BIN_EXE_callkeeper");
 /// A command with none of the Twilio settings a developer's shell might carry.
 fn callkeeper(data_dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(BIN);
-    for name in ["PUBLIC_BASE_URL", "RELAY_PUBLIC_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "PORT", "CALLKEEPER_DATA_DIR"] {
+    for name in [
+        "PUBLIC_BASE_URL",
+        "RELAY_PUBLIC_URL",
+        "TWILIO_ACCOUNT_SID",
+        "TWILIO_AUTH_TOKEN",
+        "TWILIO_API_BASE",
+        "TWILIO_PHONE_NUMBER",
+        "PORT",
+        "CALLKEEPER_DATA_DIR",
+    ] {
         cmd.env_remove(name);
     }
     cmd.arg("--data-dir").arg(data_dir);
@@ -132,6 +141,44 @@ fn a_simulated_call_hears_the_agent_and_leaves_its_turns_heartbeats_and_figures_
     let turns = doc["turns"].as_array().unwrap();
     assert_eq!(turns.len(), 2, "the greeting and one answer: {turns:?}");
     assert!(turns[1]["caller_stopped_at"].is_i64() && turns[1]["first_audio_at"].is_i64() && turns[1]["first_mark_at"].is_i64());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_places_an_outbound_call_through_twilio_and_keeps_it_ringing() {
+    use wiremock::matchers::{body_string_contains, method, path};
+    let twilio = wiremock::MockServer::start().await;
+    let placed = "CA00000000000000000000000000000abc";
+    wiremock::Mock::given(method("POST"))
+        .and(path(format!("/2010-04-01/Accounts/{}/Calls.json", common::ACCOUNT_SID)))
+        .and(body_string_contains("To=%2B972501112222"))
+        .and(body_string_contains("From=%2B97231234567"))
+        .and(body_string_contains("Url=https%3A%2F%2Fck.example.com%2Fwebhook%2Foutbound_call"))
+        .and(body_string_contains("StatusCallback=https%3A%2F%2Fck.example.com%2Fwebhook%2Fstream_ended"))
+        .respond_with(wiremock::ResponseTemplate::new(201).set_body_json(serde_json::json!({ "sid": placed, "status": "queued" })))
+        .expect(1)
+        .mount(&twilio)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let twilio_env = [
+        ("PUBLIC_BASE_URL", "https://ck.example.com".to_string()),
+        ("RELAY_PUBLIC_URL", "wss://relay.example.com".to_string()),
+        ("TWILIO_ACCOUNT_SID", common::ACCOUNT_SID.to_string()),
+        ("TWILIO_AUTH_TOKEN", common::AUTH_TOKEN.to_string()),
+        ("TWILIO_PHONE_NUMBER", "+97231234567".to_string()),
+        ("TWILIO_API_BASE", twilio.uri()),
+    ];
+    let out = callkeeper(dir.path()).args(["call", "--to", "+972501112222"]).envs(twilio_env.clone()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), format!("calling +972501112222 from +97231234567: {placed} (queued)"));
+
+    let show = callkeeper(dir.path()).args(["calls", "show", placed, "--json"]).output().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!((doc["call"]["status"].as_str(), doc["call"]["direction"].as_str()), (Some("ringing"), Some("outbound")));
+    assert_eq!(doc["call"]["contact"], "+972501112222");
+
+    let bad = callkeeper(dir.path()).args(["call", "--to", "0501112222"]).envs(twilio_env).output().unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8(bad.stderr).unwrap().contains("--to must be a +E164 number"));
 }
 
 #[test]
