@@ -14,7 +14,6 @@
 use callkeeper::media_client::{Dial, MediaCall};
 use callkeeper_core::ids::{random_sid, CallSid};
 use callkeeper_core::store::embedded;
-use callkeeper_core::twiml_reader::try_parse_twiml;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -92,31 +91,20 @@ fn caller_frame(frame_index: u64, speaks: bool, tone: &[u8]) -> Vec<u8> {
 }
 
 async fn one_call(server: SocketAddr, config: Arc<callkeeper_core::config::Config>, until: Instant, speaks: bool) -> (CallSid, u64) {
-    let client = reqwest::Client::new();
     let sid = random_sid("CA");
-    let form: Vec<(String, String)> = [
-        ("AccountSid", config.twilio_account_sid.as_str()),
-        ("CallSid", sid.as_str()),
-        ("CallStatus", "ringing"),
-        ("Direction", "inbound"),
-        ("From", "+972501234567"),
-        ("To", "+97231234567"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let (status, twiml) = callkeeper::simulate::post_webhook(&client, &config, server, "/webhook/incoming_call", &form).await.unwrap();
-    assert_eq!(status, 200);
-    let response = try_parse_twiml(&twiml).unwrap();
-    let stream = response.find("Stream").unwrap();
-    let url = stream.attr("url").unwrap().to_string();
-    let parameters: Vec<(String, String)> =
-        stream.children.iter().map(|p| (p.attr("name").unwrap().to_string(), p.attr("value").unwrap().to_string())).collect();
+    let answered =
+        callkeeper::simulate::ring(&reqwest::Client::new(), &config, server, &sid, "+972501234567", "+97231234567").await.unwrap();
     let token = config.twilio_auth_token.expose().to_string();
-    let dial = Dial { connect_to: server, public_url: &url, path: "/ws/twilio-media", auth_token: Some(&token), offer_subprotocol: true };
+    let dial = Dial {
+        connect_to: server,
+        public_url: &answered.stream_url,
+        path: &answered.path,
+        auth_token: Some(&token),
+        offer_subprotocol: true,
+    };
     let mut call = MediaCall::dial(&dial, &random_sid("MZ")).await.unwrap();
     call.connected();
-    call.start(&sid, config.twilio_account_sid.as_str(), &parameters);
+    call.start(&sid, config.twilio_account_sid.as_str(), &answered.parameters);
     let tone: Vec<u8> = (0..160).map(|i| callkeeper_core::mulaw::encode((8000.0 * (i as f64 * 0.3).sin()) as i16)).collect();
     let started = Instant::now();
     let mut sent = 0u64;

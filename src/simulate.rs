@@ -108,23 +108,45 @@ async fn listen_to_agent(call: &mut MediaCall, frames_before: u64) -> bool {
     false
 }
 
-pub async fn run(config: &Config, options: &Options) -> anyhow::Result<Report> {
-    let client = reqwest::Client::new();
-    let call_sid = random_sid("CA");
-    let form = incoming_form(config, &call_sid, &options.from, &options.to);
-    let (status, twiml) = post_webhook(&client, config, options.server, "/webhook/incoming_call", &form).await?;
+/// The stream Twilio is told to open when a call is answered.
+pub struct Answered {
+    /// The `<Stream url>`, which the upgrade is signed over.
+    pub stream_url: String,
+    /// Its path, to request on the server's socket.
+    pub path: String,
+    /// The `<Parameter>`s, for `start`.
+    pub parameters: Vec<(String, String)>,
+}
+
+/// Rings callkeeper as Twilio does (a signed `incoming_call`) and reads the stream from the TwiML.
+pub async fn ring(
+    client: &reqwest::Client,
+    config: &Config,
+    server: SocketAddr,
+    call_sid: &str,
+    from: &str,
+    to: &str,
+) -> anyhow::Result<Answered> {
+    let form = incoming_form(config, call_sid, from, to);
+    let (status, twiml) = post_webhook(client, config, server, "/webhook/incoming_call", &form).await?;
     anyhow::ensure!(status == 200, "incoming_call answered HTTP {status}: {twiml}");
     let response = try_parse_twiml(&twiml).map_err(|e| anyhow::anyhow!("incoming_call's answer is not TwiML ({e}): {twiml}"))?;
     let stream = response.find("Stream").ok_or_else(|| anyhow::anyhow!("the TwiML connects no stream: {twiml}"))?;
     let stream_url = stream.attr("url").ok_or_else(|| anyhow::anyhow!("<Stream> has no url"))?.to_string();
-    let parameters: Vec<(String, String)> = stream
+    let parameters = stream
         .children
         .iter()
         .filter(|c| c.name == "Parameter")
         .filter_map(|p| Some((p.attr("name")?.to_string(), p.attr("value")?.to_string())))
         .collect();
     let path = url::Url::parse(&stream_url)?.path().to_string();
+    Ok(Answered { stream_url, path, parameters })
+}
 
+pub async fn run(config: &Config, options: &Options) -> anyhow::Result<Report> {
+    let client = reqwest::Client::new();
+    let call_sid = random_sid("CA");
+    let Answered { stream_url, path, parameters } = ring(&client, config, options.server, &call_sid, &options.from, &options.to).await?;
     let dial = Dial {
         connect_to: options.server,
         public_url: &stream_url,
@@ -156,7 +178,7 @@ pub async fn run(config: &Config, options: &Options) -> anyhow::Result<Report> {
     let close = call.closed(Duration::from_secs(2)).await.map(|c| format!("{} {}", c.code, c.reason));
 
     // The caller hung up: Twilio tells `<Connect action>` the call is over.
-    let mut ended = form.clone();
+    let mut ended = incoming_form(config, &call_sid, &options.from, &options.to);
     ended.retain(|(k, _)| k != "CallStatus");
     ended.push(("CallStatus".into(), "completed".into()));
     post_webhook(&client, config, options.server, "/webhook/stream_ended", &ended).await?;
