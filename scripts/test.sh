@@ -2,7 +2,8 @@
 # The whole test suite, on a fresh machine or a laptop: README's test command, and what CI runs.
 #
 # - Python tools go into a virtual environment under ~/.cache (nothing installed system-wide):
-#   the twilio package, whose RequestValidator our signature fixture is checked against.
+#   the twilio package, whose RequestValidator our signature fixture is checked against, and
+#   moto, whose server the AWS adapters' tests run against (the same SDK calls production makes).
 # - Cargo builds into a shared target folder outside the clone, so rebuilds stay fast.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,18 @@ if "$VENV/bin/python" -W ignore -c 'import audioop' 2>/dev/null; then
 else
   echo "   (not checked: this Python has no audioop, which left CPython in 3.13; the committed tables are still replayed)"
 fi
+
+echo "== moto_server (DynamoDB, SQS, S3 emulated) for the AWS adapters' tests"
+port="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+"$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" > "${TMPDIR:-/tmp}/callkeeper-moto.log" 2>&1 &
+moto_pid=$!
+trap 'rm -f "$fresh"; rm -rf "$tables"; kill "$moto_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  if "$VENV/bin/python" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/')" 2>/dev/null; then break; fi
+  sleep 0.1
+done
+export CALLKEEPER_TEST_AWS_ENDPOINT="http://127.0.0.1:$port"
+echo "   at $CALLKEEPER_TEST_AWS_ENDPOINT"
 
 echo "== cargo test"
 cargo test --workspace --locked "$@"

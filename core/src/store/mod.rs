@@ -8,6 +8,7 @@
 //! `embedded` (SQLite and a folder) is the laptop default. Every adapter passes the same
 //! contract suite in [`contract`].
 
+pub mod aws;
 pub mod embedded;
 pub mod open;
 
@@ -135,8 +136,9 @@ pub trait JobQueue: Send + Sync {
     async fn receive(&self, queue: QueueName, max: usize, visibility: Duration) -> StoreResult<Vec<Delivery>>;
     /// Done: deletes the message. A stale receipt (the message was received again since) does nothing.
     async fn ack(&self, queue: QueueName, receipt: &str) -> StoreResult<()>;
-    /// Failed: keeps `error` for `dlq show`, and makes the message visible again after `retry_after`.
-    async fn release(&self, queue: QueueName, receipt: &str, error: &str, retry_after: Duration) -> StoreResult<()>;
+    /// Failed: keeps `error` for `dlq show`, and makes the message visible again after `retry_after`
+    /// (rounded up to whole seconds on SQS).
+    async fn release(&self, queue: QueueName, delivery: &Delivery, error: &str, retry_after: Duration) -> StoreResult<()>;
     async fn depth(&self, queue: QueueName) -> StoreResult<QueueDepth>;
 
     /// Oldest first.

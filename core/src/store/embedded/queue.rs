@@ -89,8 +89,8 @@ impl JobQueue for EmbeddedStore {
         .await
     }
 
-    async fn release(&self, queue: QueueName, receipt: &str, error: &str, retry_after: Duration) -> StoreResult<()> {
-        let (receipt, error) = (receipt.to_string(), error.to_string());
+    async fn release(&self, queue: QueueName, delivery: &Delivery, error: &str, retry_after: Duration) -> StoreResult<()> {
+        let (receipt, error) = (delivery.receipt.clone(), error.to_string());
         self.with_conn(move |conn| {
             conn.execute(
                 "UPDATE jobs SET visible_at = ?1, last_error = ?2 WHERE queue = ?3 AND receipt = ?4 AND dead_at IS NULL",
