@@ -3,7 +3,9 @@
 use callkeeper::server::{shutdown_signal, ServeOptions, Server};
 use callkeeper::{crm, outbound, simulate};
 use callkeeper_core::ids::CallSid;
+use callkeeper_core::store::aws::{self, AwsNames};
 use callkeeper_core::store::embedded;
+use callkeeper_core::store::open::{open, StoreKind};
 use clap::{Parser, Subcommand};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -15,6 +17,11 @@ struct Cli {
     /// The data folder of the embedded store.
     #[arg(long, global = true, env = "CALLKEEPER_DATA_DIR", default_value = callkeeper_core::store::open::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
+    /// Where calls, jobs and recordings are kept: `embedded` (SQLite and a folder in --data-dir)
+    /// or `aws` (DynamoDB, SQS and S3, named by CALLKEEPER_TABLE, CALLKEEPER_BUCKET,
+    /// TRANSCRIPTION_QUEUE, REPLIES_QUEUE; honours AWS_ENDPOINT_URL).
+    #[arg(long, global = true, env = "CALLKEEPER_STORE", default_value = "embedded", value_parser = ["embedded", "aws"])]
+    store: String,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -69,6 +76,9 @@ enum Command {
         #[arg(long, env = "PORT", default_value_t = 8080)]
         port: u16,
     },
+    /// Create the AWS table, queues (with their dead-letter queues) and bucket on an empty
+    /// endpoint (`AWS_ENDPOINT_URL`, e.g. moto or LocalStack), with the names from the environment.
+    DevResources,
     /// What the CRM holds about calls.
     Calls {
         #[command(subcommand)]
@@ -111,10 +121,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(command) => command,
         None => Cli::parse_from(["callkeeper", "serve"]).command.expect("serve parses"),
     };
+    let kind = StoreKind::parse(&cli.store)?;
     match command {
         Command::Serve { port, host } => {
             callkeeper_core::telemetry::init();
-            let server = Server::bind(&ServeOptions { addr: SocketAddr::new(host, port), data_dir: cli.data_dir.clone() }).await?;
+            let server =
+                Server::bind(&ServeOptions { addr: SocketAddr::new(host, port), data_dir: cli.data_dir.clone(), store: kind }).await?;
             println!("{}", server.banner(&cli.data_dir));
             server.run(shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
@@ -135,8 +147,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", simulate::describe(&report));
             }
             // The server's record of the call, when it keeps it in this data folder.
-            if !json && cli.data_dir.join(embedded::DATABASE_FILE).exists() {
-                let stores = embedded::open_stores(&cli.data_dir, config.queue_max_receives)?;
+            if !json && (kind == StoreKind::Aws || cli.data_dir.join(embedded::DATABASE_FILE).exists()) {
+                let stores = open(kind, &cli.data_dir, config.queue_max_receives).await?;
                 let sid = CallSid::parse(&report.call_sid)?;
                 if let Some(text) = crm::show(stores.calls.as_ref(), &sid, false).await? {
                     println!("\n{text}");
@@ -146,17 +158,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Call { to, from, detect_machine, port } => {
             let (config, _) = callkeeper::local_config::resolve(&cli.data_dir, SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port))?;
-            let stores = embedded::open_stores(&cli.data_dir, config.queue_max_receives)?;
+            let stores = open(kind, &cli.data_dir, config.queue_max_receives).await?;
             let placed = outbound::place(&config, stores.calls.as_ref(), &to, from.as_deref(), detect_machine).await?;
             println!("{placed}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::DevResources => {
+            let names = AwsNames::from_env();
+            let max_receives = callkeeper_core::config::queue_max_receives_from_env()?;
+            aws::create_resources(&aws::sdk_config().await, &names, max_receives).await?;
+            println!(
+                "created table {}, queues {} and {} (each with a -dlq after {max_receives} receives), bucket {}",
+                names.table, names.transcription_queue, names.replies_queue, names.bucket
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Calls { command } => {
-            let db = cli.data_dir.join(embedded::DATABASE_FILE);
-            if !db.exists() {
+            if kind == StoreKind::Embedded && !cli.data_dir.join(embedded::DATABASE_FILE).exists() {
                 anyhow::bail!("no callkeeper data in {} (start `callkeeper serve` there, or pass --data-dir)", cli.data_dir.display());
             }
-            let stores = embedded::open_stores(&cli.data_dir, 5)?;
+            let stores = open(kind, &cli.data_dir, 5).await?;
             match command {
                 CallsCommand::List { limit, json } => print!("{}", crm::list(stores.calls.as_ref(), limit, json).await?),
                 CallsCommand::Show { call_sid, json } => {

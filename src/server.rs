@@ -3,7 +3,8 @@
 
 use crate::local_config::{self, Source};
 use callkeeper_core::config::Config;
-use callkeeper_core::store::{embedded, Stores};
+use callkeeper_core::store::open::{open, StoreKind};
+use callkeeper_core::store::Stores;
 use callkeeper_core::twilio_rest::TwilioRest;
 use callkeeper_core::watchdog::Watchdog;
 use callkeeper_functions::{stamped, webhooks, AppState, Route};
@@ -18,6 +19,7 @@ use tokio::net::TcpListener;
 pub struct ServeOptions {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    pub store: StoreKind,
 }
 
 /// Everything the process runs: the webhooks and the relay on one port, and the watchdog.
@@ -69,6 +71,7 @@ pub struct Server {
     pub config: Arc<Config>,
     pub stores: Stores,
     pub source: Source,
+    pub store: StoreKind,
 }
 
 impl Server {
@@ -76,8 +79,8 @@ impl Server {
         let listener = TcpListener::bind(options.addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.addr))?;
         let addr = listener.local_addr()?;
         let (config, source) = local_config::resolve(&options.data_dir, addr)?;
-        let stores = embedded::open_stores(&options.data_dir, config.queue_max_receives)?;
-        Ok(Server { listener, addr, config: Arc::new(config), stores, source })
+        let stores = open(options.store, &options.data_dir, config.queue_max_receives).await?;
+        Ok(Server { listener, addr, config: Arc::new(config), stores, source, store: options.store })
     }
 
     /// Serves until `shutdown` resolves, then drains (see [`serve`]).
@@ -104,7 +107,7 @@ impl Server {
             ),
         };
         format!(
-            "callkeeper {} ({}) listening on {}\n  data folder:  {}\n  config:       {}\n\n\
+            "callkeeper {} ({}) listening on {}\n  store:        {}\n  config:       {}\n\n\
              Give Twilio these URLs (HTTP POST):\n\
              \x20 phone number, \"A call comes in\":           {}\n\
              \x20 outbound calls' Url:                        {}\n\
@@ -117,7 +120,16 @@ impl Server {
             info.version,
             info.git_sha,
             self.addr,
-            data_dir.display(),
+            match self.store {
+                StoreKind::Embedded => format!("embedded, in {}", data_dir.display()),
+                StoreKind::Aws => {
+                    let names = callkeeper_core::store::aws::AwsNames::from_env();
+                    format!(
+                        "aws: table {}, bucket {}, queues {} and {}",
+                        names.table, names.bucket, names.transcription_queue, names.replies_queue
+                    )
+                }
+            },
             config_line,
             url(Route::IncomingCall),
             url(Route::OutboundCall),

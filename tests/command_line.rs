@@ -38,7 +38,11 @@ impl Drop for Killed {
 
 /// `callkeeper serve --port 0` in `dir`: the running server, its address and its banner.
 fn serve(dir: &std::path::Path) -> (Killed, String, String) {
-    let mut child = callkeeper(dir).args(["serve", "--port", "0"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    serve_with(callkeeper(dir))
+}
+
+fn serve_with(mut command: Command) -> (Killed, String, String) {
+    let mut child = command.args(["serve", "--port", "0"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let first = lines.next().unwrap().unwrap();
@@ -179,6 +183,57 @@ async fn call_places_an_outbound_call_through_twilio_and_keeps_it_ringing() {
     let bad = callkeeper(dir.path()).args(["call", "--to", "0501112222"]).envs(twilio_env).output().unwrap();
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8(bad.stderr).unwrap().contains("--to must be a +E164 number"));
+}
+
+/// The AWS settings of a fresh set of resources on the test's moto_server.
+fn aws_env() -> Vec<(&'static str, String)> {
+    let endpoint = std::env::var("CALLKEEPER_TEST_AWS_ENDPOINT").expect("run the suite with ./scripts/test.sh, which starts moto_server");
+    let suffix = common::new_call_sid()[2..14].to_string();
+    vec![
+        ("CALLKEEPER_STORE", "aws".into()),
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_REGION", "eu-west-1".into()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("CALLKEEPER_TABLE", format!("ck-{suffix}")),
+        ("CALLKEEPER_BUCKET", format!("ck-recordings-{suffix}")),
+        ("TRANSCRIPTION_QUEUE", format!("ck-transcription-{suffix}")),
+        ("REPLIES_QUEUE", format!("ck-replies-{suffix}")),
+    ]
+}
+
+/// The same "done when" as above, on the aws adapter: dev-resources creates the table, queues and
+/// bucket on moto, serve runs on them, and the CRM read back from DynamoDB has the call.
+#[test]
+fn on_the_aws_store_a_simulated_call_lands_in_dynamodb() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = aws_env();
+    let created = callkeeper(dir.path()).arg("dev-resources").envs(env.clone()).output().unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert!(String::from_utf8(created.stdout).unwrap().starts_with("created table ck-"));
+
+    let mut command = callkeeper(dir.path());
+    command.envs(env.clone());
+    let (_server, addr, banner) = serve_with(command);
+    assert!(banner.contains("store:        aws: table ck-"), "{banner}");
+    let port = addr.rsplit(':').next().unwrap();
+    let out = callkeeper(dir.path()).args(["simulate", "--port", port, "--json"]).envs(env.clone()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["greeting_ms"].as_u64().unwrap() > 3000, "{report}");
+
+    let sid = report["call_sid"].as_str().unwrap();
+    let show = callkeeper(dir.path()).args(["calls", "show", sid, "--json"]).envs(env.clone()).output().unwrap();
+    assert!(show.status.success(), "{}", String::from_utf8_lossy(&show.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(doc["call"]["status"], "completed");
+    assert!(doc["call"]["stream"]["heartbeats"].as_u64().unwrap() >= 2, "{doc}");
+    assert_eq!(doc["turns"].as_array().unwrap().len(), 2);
+    let kinds: Vec<&str> = doc["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["twiml_served", "stream_started", "stream_closed", "stream_ended"]);
+    let list = callkeeper(dir.path()).args(["calls", "list"]).envs(env).output().unwrap();
+    assert!(String::from_utf8(list.stdout).unwrap().contains(sid));
+    assert!(!dir.path().join("callkeeper.sqlite3").exists(), "nothing kept locally");
 }
 
 #[test]

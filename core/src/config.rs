@@ -320,6 +320,19 @@ impl Config {
     }
 }
 
+/// `QUEUE_MAX_RECEIVES` alone, for commands that need no Twilio settings (`dev-resources`).
+pub fn queue_max_receives_from_env() -> Result<u32, ConfigError> {
+    match std::env::var("QUEUE_MAX_RECEIVES").ok().filter(|v| !v.trim().is_empty()) {
+        None => Ok(5),
+        Some(v) => v
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ConfigError(vec![format!("QUEUE_MAX_RECEIVES must be a whole number from 1 to 1000, got {v:?}")])),
+    }
+}
+
 /// One secret fewer to deploy: the webhook and the relay both hold the auth token already.
 fn derive_stream_secret(auth_token: &Secret) -> Secret {
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(auth_token.expose().as_bytes()).expect("HMAC takes a key of any length");

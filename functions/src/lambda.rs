@@ -9,7 +9,7 @@ use std::sync::Arc;
 pub async fn run(routes: &[Route]) -> Result<(), lambda_http::Error> {
     callkeeper_core::telemetry::init();
     let config = Config::from_env().inspect_err(|e| tracing::error!(error = %e, "refusing to start"))?;
-    let stores = stores_from_env(config.queue_max_receives).inspect_err(|e| tracing::error!(error = %e, "refusing to start"))?;
+    let stores = stores_from_env(config.queue_max_receives).await.inspect_err(|e| tracing::error!(error = %e, "refusing to start"))?;
     let app = router(AppState { config: Arc::new(config), stores }, routes);
     lambda_http::run(app).await
 }
@@ -22,7 +22,7 @@ pub async fn run_watchdog() -> Result<(), lambda_runtime::Error> {
     use callkeeper_core::watchdog::Watchdog;
     callkeeper_core::telemetry::init();
     let config = Arc::new(Config::from_env().inspect_err(|e| tracing::error!(error = %e, "refusing to start"))?);
-    let stores = stores_from_env(config.queue_max_receives).inspect_err(|e| tracing::error!(error = %e, "refusing to start"))?;
+    let stores = stores_from_env(config.queue_max_receives).await.inspect_err(|e| tracing::error!(error = %e, "refusing to start"))?;
     let watchdog = Watchdog::new(stores.calls.clone(), TwilioRest::from_config(&config), config.clone());
     let handler = lambda_runtime::service_fn(|_event: lambda_runtime::LambdaEvent<serde_json::Value>| {
         let (watchdog, run_for) = (watchdog.clone(), config.watchdog.run_for);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 async fn main() -> anyhow::Result<()> {
     callkeeper_core::telemetry::init();
     let config = Arc::new(Config::from_env().inspect_err(|e| tracing::error!(error = %e, "refusing to start"))?);
-    let stores = stores_from_env(config.queue_max_receives).inspect_err(|e| tracing::error!(error = %e, "refusing to start"))?;
+    let stores = stores_from_env(config.queue_max_receives).await.inspect_err(|e| tracing::error!(error = %e, "refusing to start"))?;
     let port: u16 = match std::env::var("PORT") {
         Ok(p) => p.parse().map_err(|_| anyhow::anyhow!("PORT must be a port number, got {p:?}"))?,
         Err(_) => 8080,
