@@ -23,6 +23,7 @@ pub mod stream_report;
 pub mod stream_token;
 pub mod telemetry;
 pub mod time;
+pub mod transcript;
 pub mod twilio_rest;
 pub mod twiml;
 #[cfg(feature = "twiml-reader")]

@@ -39,6 +39,7 @@ store_contract_tests!(@cases aws_stores();
     heartbeats_only_while_streaming,
     active_calls_are_the_calls_on_the_line_and_pending_redirects,
     stream_figures_and_turns_are_kept,
+    jobs_are_claimed_once_and_transcripts_kept,
     events_are_idempotent_by_key,
     recent_calls_newest_first,
     recordings_upsert_and_keep_job_mark,

@@ -27,6 +27,7 @@ macro_rules! store_contract_tests {
             heartbeats_only_while_streaming,
             active_calls_are_the_calls_on_the_line_and_pending_redirects,
             stream_figures_and_turns_are_kept,
+            jobs_are_claimed_once_and_transcripts_kept,
             events_are_idempotent_by_key,
             recent_calls_newest_first,
             recordings_upsert_and_keep_job_mark,
@@ -262,6 +263,43 @@ pub async fn stream_figures_and_turns_are_kept(s: &Stores) {
     s.calls.put_turn(sid, &answer).await.unwrap();
     assert_eq!(s.calls.turns(sid).await.unwrap(), vec![greeting, answer], "in order of seq, the last write of each");
     assert!(s.calls.turns(&call_sid()).await.unwrap().is_empty());
+}
+
+pub async fn jobs_are_claimed_once_and_transcripts_kept(s: &Stores) {
+    use crate::transcript::{JobClaim, Line, Speaker, Transcript};
+    let job = random_sid("RE");
+    let at = now_ms();
+    let lease = Duration::from_secs(60);
+    assert_eq!(s.calls.claim_job(&job, at, lease).await.unwrap(), JobClaim::Claimed);
+    assert_eq!(s.calls.claim_job(&job, at + 1, lease).await.unwrap(), JobClaim::Busy, "another worker's lease runs");
+    // It failed: the claim is dropped and the retry claims it at once.
+    s.calls.drop_job_claim(&job).await.unwrap();
+    assert_eq!(s.calls.claim_job(&job, at + 2, lease).await.unwrap(), JobClaim::Claimed);
+    // A worker that died: its lease runs out and another claims it.
+    assert_eq!(s.calls.claim_job(&job, at + 61_000, lease).await.unwrap(), JobClaim::Claimed);
+    s.calls.finish_job(&job, at + 62_000).await.unwrap();
+    s.calls.drop_job_claim(&job).await.unwrap();
+    assert_eq!(s.calls.claim_job(&job, at + 200_000, lease).await.unwrap(), JobClaim::Done, "done stays done");
+
+    let call = new_call(CallStatus::Completed);
+    s.calls.create_call(&call).await.unwrap();
+    let transcript = Transcript {
+        recording_sid: RecordingSid::parse(&job).unwrap(),
+        created_at: at,
+        language: "he".into(),
+        lines: vec![
+            Line { speaker: Speaker::Caller, start_ms: 0, end_ms: 1_500, text: "שלום, אני מחפש דירה".into() },
+            Line { speaker: Speaker::Agent, start_ms: 1_700, end_ms: 3_000, text: "במה אפשר לעזור?".into() },
+        ],
+        summary: Some("looking for a flat".into()),
+        intent: Some("buy".into()),
+        lead: serde_json::json!({ "name": null, "budget": "2M", "area": "Tel Aviv" }),
+        note: None,
+        blob_key: Some("recordings/x.wav".into()),
+    };
+    s.calls.put_transcript(&call.call_sid, &transcript).await.unwrap();
+    assert_eq!(s.calls.transcripts(&call.call_sid).await.unwrap(), vec![transcript]);
+    assert!(s.calls.transcripts(&call_sid()).await.unwrap().is_empty());
 }
 
 pub async fn events_are_idempotent_by_key(s: &Stores) {

@@ -22,6 +22,7 @@ use crate::message::{Message, MessageStatusUpdate, StatusApplied, TimelineItem};
 use crate::phone::E164;
 use crate::recording::Recording;
 use crate::stream_report::{StreamFigures, Turn};
+use crate::transcript::{JobClaim, Transcript};
 use crate::time::Millis;
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -94,6 +95,17 @@ pub trait CallStore: Send + Sync {
     async fn put_turn(&self, call_sid: &CallSid, turn: &Turn) -> StoreResult<()>;
     /// In order of `seq`.
     async fn turns(&self, call_sid: &CallSid) -> StoreResult<Vec<Turn>>;
+
+    /// Claims the job `key` (a RecordingSid) for `lease`: `Done` if it was finished before,
+    /// `Busy` if another worker's lease still runs.
+    async fn claim_job(&self, key: &str, at: Millis, lease: Duration) -> StoreResult<JobClaim>;
+    /// The job is done: every later claim answers `Done`.
+    async fn finish_job(&self, key: &str, at: Millis) -> StoreResult<()>;
+    /// The job failed: drops the claim, so its retry can claim it at once.
+    async fn drop_job_claim(&self, key: &str) -> StoreResult<()>;
+    /// Inserts or replaces the call's transcript of one recording.
+    async fn put_transcript(&self, call_sid: &CallSid, transcript: &Transcript) -> StoreResult<()>;
+    async fn transcripts(&self, call_sid: &CallSid) -> StoreResult<Vec<Transcript>>;
 
     /// Records an event; `false` when an event with the same key was already recorded.
     async fn add_event(&self, call_sid: &CallSid, event: &CallEvent) -> StoreResult<bool>;

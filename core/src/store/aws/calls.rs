@@ -9,12 +9,17 @@ use crate::phone::E164;
 use crate::recording::Recording;
 use crate::store::{CallStore, Contact, MessageWrite, StoreError, StoreResult};
 use crate::stream_report::{StreamFigures, Turn};
+use crate::transcript::{JobClaim, Transcript};
+use std::time::Duration;
 use crate::time::Millis;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
+
+/// A job claim is kept a month (TTL), long past any redelivery of its job.
+const JOB_CLAIM_TTL_SECS: i64 = 30 * 24 * 3600;
 
 #[derive(Clone)]
 pub struct DynamoStore {
@@ -482,6 +487,75 @@ impl CallStore for DynamoStore {
 
     async fn turns(&self, call_sid: &CallSid) -> StoreResult<Vec<Turn>> {
         self.query_prefix(call_pk(call_sid), "TURN#").await?.into_iter().map(|item| from_item(item, "turn")).collect()
+    }
+
+    async fn claim_job(&self, job: &str, at: Millis, lease: Duration) -> StoreResult<JobClaim> {
+        let item = HashMap::from([
+            ("claimed_at".to_string(), n(at)),
+            ("lease_until".to_string(), n(at + lease.as_millis() as Millis)),
+            ("expires_at".to_string(), n(at / 1000 + JOB_CLAIM_TTL_SECS)),
+        ]);
+        let mut item = item;
+        item.extend(key(format!("JOB#{job}"), "CLAIM"));
+        // Free when: never claimed, expired (TTL deletes late), or a lease that ran out and never finished.
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR expires_at < :now_secs OR (attribute_not_exists(done_at) AND lease_until <= :now)")
+            .expression_attribute_values(":now", n(at))
+            .expression_attribute_values(":now_secs", n(at / 1000));
+        match put.send().await {
+            Ok(_) => Ok(JobClaim::Claimed),
+            Err(e) if condition_failed(&e) => {
+                let done = self.get(format!("JOB#{job}"), "CLAIM").await?.is_some_and(|item| item.contains_key("done_at"));
+                Ok(if done { JobClaim::Done } else { JobClaim::Busy })
+            }
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+
+    async fn finish_job(&self, job: &str, at: Millis) -> StoreResult<()> {
+        let mut update = Update::default();
+        update.set_once("done_at", n(at)).set("expires_at", n(at / 1000 + JOB_CLAIM_TTL_SECS)).set_once("claimed_at", n(at)).set_once("lease_until", n(at));
+        let builder = self.client.update_item().table_name(&self.table).set_key(Some(key(format!("JOB#{job}"), "CLAIM")));
+        update.apply(builder, None).send().await.map_err(sdk_error)?;
+        Ok(())
+    }
+
+    async fn drop_job_claim(&self, job: &str) -> StoreResult<()> {
+        let delete = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("JOB#{job}"), "CLAIM")))
+            .condition_expression("attribute_not_exists(done_at)");
+        match delete.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e) => Ok(()),
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+
+    async fn put_transcript(&self, call_sid: &CallSid, transcript: &Transcript) -> StoreResult<()> {
+        let mut item = key(call_pk(call_sid), format!("TRANSCRIPT#{}", transcript.recording_sid));
+        item.insert("created_at".into(), n(transcript.created_at));
+        // Free-form (the lead's fields follow a configurable schema): kept as JSON text.
+        item.insert("doc".into(), s(serde_json::to_string(transcript).expect("a transcript serializes")));
+        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(sdk_error)?;
+        Ok(())
+    }
+
+    async fn transcripts(&self, call_sid: &CallSid) -> StoreResult<Vec<Transcript>> {
+        let mut transcripts = self
+            .query_prefix(call_pk(call_sid), "TRANSCRIPT#")
+            .await?
+            .iter()
+            .map(|item| serde_json::from_str::<Transcript>(&attr_s(item, "doc")).map_err(|e| StoreError::Corrupt(format!("transcript: {e}"))))
+            .collect::<StoreResult<Vec<_>>>()?;
+        transcripts.sort_by(|a, b| (a.created_at, a.recording_sid.as_str()).cmp(&(b.created_at, b.recording_sid.as_str())));
+        Ok(transcripts)
     }
 
     async fn add_event(&self, call_sid: &CallSid, event: &CallEvent) -> StoreResult<bool> {

@@ -9,6 +9,8 @@ use crate::phone::E164;
 use crate::recording::Recording;
 use crate::store::{CallStore, Contact, MessageWrite, StoreError, StoreResult};
 use crate::stream_report::{StreamFigures, Turn};
+use crate::transcript::{JobClaim, Transcript};
+use std::time::Duration;
 use crate::time::Millis;
 use async_trait::async_trait;
 use rusqlite::types::Value;
@@ -305,6 +307,70 @@ impl CallStore for EmbeddedStore {
         let sid = call_sid.clone();
         self.with_conn(move |conn| {
             query(conn, &format!("SELECT {TURN_COLUMNS} FROM turns WHERE call_sid = ?1 ORDER BY seq"), [sid], turn_row)
+        })
+        .await
+    }
+
+    async fn claim_job(&self, key: &str, at: Millis, lease: Duration) -> StoreResult<JobClaim> {
+        let (key, until) = (key.to_string(), at + lease.as_millis() as Millis);
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let current: Option<(Millis, Option<Millis>)> =
+                tx.query_row("SELECT lease_until, done_at FROM job_claims WHERE key = ?1", [&key], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+            let claim = match current {
+                Some((_, Some(_))) => JobClaim::Done,
+                Some((lease_until, None)) if lease_until > at => JobClaim::Busy,
+                _ => {
+                    tx.execute(
+                        "INSERT INTO job_claims (key, claimed_at, lease_until) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (key) DO UPDATE SET claimed_at = excluded.claimed_at, lease_until = excluded.lease_until",
+                        params![key, at, until],
+                    )?;
+                    JobClaim::Claimed
+                }
+            };
+            tx.commit()?;
+            Ok(claim)
+        })
+        .await
+    }
+
+    async fn finish_job(&self, key: &str, at: Millis) -> StoreResult<()> {
+        let key = key.to_string();
+        self.with_conn(move |conn| {
+            conn.execute(
+                "INSERT INTO job_claims (key, claimed_at, lease_until, done_at) VALUES (?1, ?2, ?2, ?2)
+                 ON CONFLICT (key) DO UPDATE SET done_at = coalesce(done_at, excluded.done_at)",
+                params![key, at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn drop_job_claim(&self, key: &str) -> StoreResult<()> {
+        let key = key.to_string();
+        self.with_conn(move |conn| Ok(conn.execute("DELETE FROM job_claims WHERE key = ?1 AND done_at IS NULL", [key]).map(|_| ())?)).await
+    }
+
+    async fn put_transcript(&self, call_sid: &CallSid, transcript: &Transcript) -> StoreResult<()> {
+        let (sid, t) = (call_sid.clone(), transcript.clone());
+        let doc = serde_json::to_string(transcript).expect("a transcript serializes");
+        self.with_conn(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO transcripts (call_sid, recording_sid, created_at, doc) VALUES (?1, ?2, ?3, ?4)",
+                params![sid, t.recording_sid, t.created_at, doc],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn transcripts(&self, call_sid: &CallSid) -> StoreResult<Vec<Transcript>> {
+        let sid = call_sid.clone();
+        self.with_conn(move |conn| {
+            let docs = query(conn, "SELECT doc FROM transcripts WHERE call_sid = ?1 ORDER BY created_at, recording_sid", [sid], |r| r.get::<_, String>(0))?;
+            docs.iter().map(|d| serde_json::from_str(d).map_err(|e| StoreError::Corrupt(format!("transcript: {e}")))).collect()
         })
         .await
     }

@@ -117,6 +117,22 @@ DROP INDEX calls_active;
 CREATE INDEX calls_active ON calls (status_at)
     WHERE status IN ('ringing', 'awaiting_stream', 'streaming') OR (status = 'fallback' AND redirect_pending = 1);
 "#,
+    r#"
+-- The transcription worker: one claim per job (by RecordingSid), and the transcripts.
+CREATE TABLE job_claims (
+    key         TEXT PRIMARY KEY,
+    claimed_at  INTEGER NOT NULL,
+    lease_until INTEGER NOT NULL,
+    done_at     INTEGER
+);
+CREATE TABLE transcripts (
+    call_sid      TEXT NOT NULL,
+    recording_sid TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    doc           TEXT NOT NULL,
+    PRIMARY KEY (call_sid, recording_sid)
+);
+"#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
