@@ -4,7 +4,9 @@
 use crate::local_config::{self, Source};
 use callkeeper_core::config::Config;
 use callkeeper_core::store::open::{open, StoreKind};
+use callkeeper_core::store::JobQueue;
 use callkeeper_core::store::Stores;
+use callkeeper_core::transcription::Transcriber;
 use callkeeper_core::twilio_rest::TwilioRest;
 use callkeeper_core::watchdog::Watchdog;
 use callkeeper_functions::{stamped, webhooks, AppState, Route};
@@ -28,18 +30,24 @@ pub struct App {
     pub relay: Relay,
     /// `None` when there is no Twilio account to redirect calls through.
     pub watchdog: Option<Watchdog>,
+    /// The transcription worker and the queue it takes jobs from.
+    pub worker: Option<(Arc<dyn JobQueue>, Transcriber)>,
 }
 
 /// The app with the voice agent the configuration names, and a watchdog when `with_watchdog`.
 pub fn app(config: Arc<Config>, stores: Stores, with_watchdog: bool) -> App {
     let relay = Relay::new(config.clone(), stores.calls.clone());
     let watchdog = with_watchdog.then(|| Watchdog::new(stores.calls.clone(), TwilioRest::from_config(&config), config.clone()));
-    app_with(config, stores, relay, watchdog)
+    let transcriber = Transcriber::new(stores.calls.clone(), stores.blobs.clone(), TwilioRest::from_config(&config), config.clone());
+    let mut app = app_with(config, stores.clone(), relay, watchdog);
+    app.worker = Some((stores.queue.clone(), transcriber));
+    app
 }
 
+/// The app without a worker: tests run theirs.
 pub fn app_with(config: Arc<Config>, stores: Stores, relay: Relay, watchdog: Option<Watchdog>) -> App {
     let router = stamped(webhooks(AppState { config, stores }, &Route::ALL).merge(callkeeper_relay::routes(relay.clone())));
-    App { router, relay, watchdog }
+    App { router, relay, watchdog, worker: None }
 }
 
 /// Serves `app` (and runs its watchdog) until `shutdown` resolves, then drains the relay's live
@@ -54,8 +62,22 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
             run.await
         })
     });
+    let (worker_stopped, worker_stop) = tokio::sync::watch::channel(false);
+    let worker = app.worker.map(|(queue, transcriber)| {
+        tokio::spawn(async move {
+            let mut stop = worker_stop;
+            let until = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            callkeeper_core::worker::run_until(queue.as_ref(), &transcriber, std::time::Duration::from_secs(1), until).await
+        })
+    });
     let served = callkeeper_relay::service::serve(listener, app.router, &app.relay, shutdown).await;
     let _ = stopped.send(());
+    let _ = worker_stopped.send(true);
+    if let Some(task) = worker {
+        let _ = task.await;
+    }
     if let Some(task) = watchdog {
         if let Ok(run) = task.await {
             tracing::info!(passes = run.passes, redirected = run.totals.redirected, "watchdog stopped");

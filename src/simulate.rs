@@ -215,22 +215,6 @@ pub fn describe(r: &Report) -> String {
 
 /// μ-law audio as a 16-bit PCM WAV file anyone can play.
 pub fn wav(mulaw: &[u8]) -> Vec<u8> {
-    let data_len = (mulaw.len() * 2) as u32;
-    let mut out = Vec::with_capacity(44 + data_len as usize);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    out.extend_from_slice(&1u16.to_le_bytes()); // mono
-    out.extend_from_slice(&8000u32.to_le_bytes());
-    out.extend_from_slice(&16000u32.to_le_bytes()); // bytes per second
-    out.extend_from_slice(&2u16.to_le_bytes()); // block align
-    out.extend_from_slice(&16u16.to_le_bytes()); // bits per sample
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    for &code in mulaw {
-        out.extend_from_slice(&callkeeper_core::mulaw::decode(code).to_le_bytes());
-    }
-    out
+    let samples: Vec<i16> = mulaw.iter().map(|&code| callkeeper_core::mulaw::decode(code)).collect();
+    callkeeper_core::wav::mono(&samples, callkeeper_core::mulaw::SAMPLE_RATE)
 }

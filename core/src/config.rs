@@ -100,6 +100,49 @@ pub struct Config {
     /// The number outbound calls come from unless `--from` says otherwise.
     pub twilio_phone_number: Option<E164>,
     pub watchdog: WatchdogSettings,
+    /// `None` without `OPENAI_API_KEY`: recordings are still kept, and calls say transcription
+    /// is not configured.
+    pub openai: Option<OpenAiSettings>,
+    pub transcription: TranscriptionSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct OpenAiSettings {
+    pub api_key: Secret,
+    /// e.g. `https://api.openai.com/v1`; tests point it at a fake.
+    pub base_url: String,
+    pub transcribe_model: String,
+    pub extract_model: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TranscriptionSettings {
+    /// ISO 639-1, e.g. `he`: asked of the transcription.
+    pub language: String,
+    /// Recordings shorter than this are recorded and skipped.
+    pub min_secs: u64,
+    /// Delete the recording from Twilio once it is kept and transcribed.
+    pub delete_from_twilio: bool,
+    /// The JSON schema of the post-call extraction.
+    pub extraction_schema: serde_json::Value,
+    /// A failed job's first backoff, doubling with each receive.
+    pub retry_base: Duration,
+}
+
+/// The default extraction: a summary, the caller's intent, and a real-estate lead's details.
+pub fn default_extraction_schema() -> serde_json::Value {
+    let text = serde_json::json!({ "type": ["string", "null"] });
+    serde_json::json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["summary", "intent", "name", "budget", "area", "property_type", "callback_time"],
+        "properties": {
+            "summary": { "type": "string", "description": "Two or three sentences on the call." },
+            "intent": { "type": "string", "description": "What the caller wants, in a few words." },
+            "name": text, "budget": text, "area": text, "property_type": text,
+            "callback_time": { "type": ["string", "null"], "description": "When to call back, as the caller said it." }
+        }
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +179,15 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("TWILIO_PHONE_NUMBER", "", "the number `callkeeper call` calls from unless `--from` is given"),
     ("WATCHDOG_POLL_SECS", "2", "how often the watchdog looks for stale calls"),
     ("WATCHDOG_RUN_SECS", "55", "how long one scheduled watchdog invocation keeps polling"),
+    ("OPENAI_API_KEY", "", "turns on transcription and extraction; without it recordings are kept untranscribed"),
+    ("OPENAI_BASE_URL", "https://api.openai.com/v1", "OpenAI's API (tests point it at a fake)"),
+    ("OPENAI_TRANSCRIBE_MODEL", "whisper-1", "transcription model (segment timestamps need whisper-1)"),
+    ("OPENAI_EXTRACT_MODEL", "gpt-4o-mini", "post-call extraction model"),
+    ("TRANSCRIPTION_LANGUAGE", "from AGENT_LANGUAGE", "ISO 639-1 language asked of the transcription, e.g. `he`"),
+    ("MIN_RECORDING_SECS", "2", "shorter recordings are recorded and skipped"),
+    ("DELETE_TWILIO_RECORDINGS", "false", "delete each recording from Twilio once kept and transcribed"),
+    ("EXTRACTION_SCHEMA_FILE", "built in", "JSON schema of the post-call extraction (summary, intent, lead fields)"),
+    ("JOB_RETRY_BASE_SECS", "2", "a failed job's first backoff, doubling with each receive (at most 5 minutes)"),
 ];
 
 /// Voices we know to speak a language well enough for the apology; others must be configured.
@@ -222,6 +274,8 @@ impl Config {
         let drain_deadline = number("DRAIN_DEADLINE_SECS", 110, 0..=3600);
         let watchdog_poll = number("WATCHDOG_POLL_SECS", 2, 1..=60);
         let watchdog_run = number("WATCHDOG_RUN_SECS", 55, 0..=900);
+        let min_recording_secs = number("MIN_RECORDING_SECS", 2, 0..=3600);
+        let job_retry_base = number("JOB_RETRY_BASE_SECS", 2, 0..=60);
         if heartbeat_stale <= heartbeat_interval {
             errors.push(format!(
                 "HEARTBEAT_STALE_SECS ({heartbeat_stale}) must be longer than HEARTBEAT_INTERVAL_SECS ({heartbeat_interval})"
@@ -259,6 +313,33 @@ impl Config {
         };
 
         let stream_token_secret = get("STREAM_TOKEN_SECRET").map(Secret::new);
+        let openai = get("OPENAI_API_KEY").map(|key| OpenAiSettings {
+            api_key: Secret::new(key),
+            base_url: get("OPENAI_BASE_URL").unwrap_or_else(|| "https://api.openai.com/v1".into()).trim_end_matches('/').to_string(),
+            transcribe_model: get("OPENAI_TRANSCRIBE_MODEL").unwrap_or_else(|| "whisper-1".into()),
+            extract_model: get("OPENAI_EXTRACT_MODEL").unwrap_or_else(|| "gpt-4o-mini".into()),
+        });
+        let delete_from_twilio = match get("DELETE_TWILIO_RECORDINGS").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(v) => {
+                errors.push(format!("DELETE_TWILIO_RECORDINGS must be true or false, got {v:?}"));
+                false
+            }
+        };
+        let extraction_schema = match get("EXTRACTION_SCHEMA_FILE") {
+            None => default_extraction_schema(),
+            Some(path) => match std::fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+            {
+                Ok(schema) => schema,
+                Err(e) => {
+                    errors.push(format!("EXTRACTION_SCHEMA_FILE {path}: {e}"));
+                    default_extraction_schema()
+                }
+            },
+        };
         let twilio_phone_number = get("TWILIO_PHONE_NUMBER").and_then(|v| {
             let parsed = E164::parse(&v);
             if parsed.is_none() {
@@ -298,12 +379,20 @@ impl Config {
                     },
                     fallback: Fallback { mode, apology, voicemail_max_secs, dial_timeout_secs },
                     greeting_url,
-                    language,
                     queue_max_receives,
                     relay: RelaySettings { drain_deadline: Duration::from_secs(drain_deadline), instance_id, voice_agent },
                     twilio_api_base,
                     twilio_phone_number,
                     watchdog: WatchdogSettings { poll: Duration::from_secs(watchdog_poll), run_for: Duration::from_secs(watchdog_run) },
+                    openai,
+                    transcription: TranscriptionSettings {
+                        language: get("TRANSCRIPTION_LANGUAGE").unwrap_or_else(|| language.split('-').next().unwrap_or("he").to_string()),
+                        min_secs: min_recording_secs,
+                        delete_from_twilio,
+                        extraction_schema,
+                        retry_base: Duration::from_secs(job_retry_base),
+                    },
+                    language,
                 })
             }
             _ => Err(ConfigError(errors)),

@@ -242,6 +242,16 @@ impl TwilioRest {
         self.send_bytes(reqwest::Method::GET, media_url, None, true).await
     }
 
+    /// Deletes a recording from Twilio (once it is kept elsewhere). A recording already gone is fine.
+    pub async fn delete_recording(&self, recording_sid: &crate::ids::RecordingSid) -> Result<(), RestError> {
+        let url = self.account_url(&format!("/Recordings/{recording_sid}.json"));
+        match self.send_bytes(reqwest::Method::DELETE, &url, None, true).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some(NOT_FOUND) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn send(
         &self,
         method: reqwest::Method,

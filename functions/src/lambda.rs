@@ -34,3 +34,19 @@ pub async fn run_watchdog() -> Result<(), lambda_runtime::Error> {
     });
     lambda_runtime::run(handler).await
 }
+
+/// The transcription worker: SQS invokes it with a batch; it answers which messages failed, so
+/// only those come back (`ReportBatchItemFailures`).
+pub async fn run_transcriber() -> Result<(), lambda_runtime::Error> {
+    use callkeeper_core::transcription::Transcriber;
+    use callkeeper_core::twilio_rest::TwilioRest;
+    callkeeper_core::telemetry::init();
+    let config = Arc::new(Config::from_env().inspect_err(|e| tracing::error!(error = %e, "refusing to start"))?);
+    let stores = stores_from_env(config.queue_max_receives).await.inspect_err(|e| tracing::error!(error = %e, "refusing to start"))?;
+    let transcriber = Transcriber::new(stores.calls.clone(), stores.blobs.clone(), TwilioRest::from_config(&config), config.clone());
+    let handler = lambda_runtime::service_fn(|event: lambda_runtime::LambdaEvent<aws_lambda_events::event::sqs::SqsEvent>| {
+        let (queue, transcriber) = (stores.queue.clone(), transcriber.clone());
+        async move { Ok::<_, lambda_runtime::Error>(crate::transcribe::handle_batch(queue.as_ref(), &transcriber, event.payload).await) }
+    });
+    lambda_runtime::run(handler).await
+}

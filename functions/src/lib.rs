@@ -9,6 +9,7 @@ pub mod health;
 pub mod lambda;
 pub mod recording;
 pub mod signed_form;
+pub mod transcribe;
 pub mod voice;
 pub mod whatsapp;
 

@@ -9,14 +9,14 @@ use crate::phone::E164;
 use crate::recording::Recording;
 use crate::store::{CallStore, Contact, MessageWrite, StoreError, StoreResult};
 use crate::stream_report::{StreamFigures, Turn};
-use crate::transcript::{JobClaim, Transcript};
-use std::time::Duration;
 use crate::time::Millis;
+use crate::transcript::{JobClaim, Transcript};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
+use std::time::Duration;
 
 /// A job claim is kept a month (TTL), long past any redelivery of its job.
 const JOB_CLAIM_TTL_SECS: i64 = 30 * 24 * 3600;
@@ -503,7 +503,9 @@ impl CallStore for DynamoStore {
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk) OR expires_at < :now_secs OR (attribute_not_exists(done_at) AND lease_until <= :now)")
+            .condition_expression(
+                "attribute_not_exists(pk) OR expires_at < :now_secs OR (attribute_not_exists(done_at) AND lease_until <= :now)",
+            )
             .expression_attribute_values(":now", n(at))
             .expression_attribute_values(":now_secs", n(at / 1000));
         match put.send().await {
@@ -518,7 +520,11 @@ impl CallStore for DynamoStore {
 
     async fn finish_job(&self, job: &str, at: Millis) -> StoreResult<()> {
         let mut update = Update::default();
-        update.set_once("done_at", n(at)).set("expires_at", n(at / 1000 + JOB_CLAIM_TTL_SECS)).set_once("claimed_at", n(at)).set_once("lease_until", n(at));
+        update
+            .set_once("done_at", n(at))
+            .set("expires_at", n(at / 1000 + JOB_CLAIM_TTL_SECS))
+            .set_once("claimed_at", n(at))
+            .set_once("lease_until", n(at));
         let builder = self.client.update_item().table_name(&self.table).set_key(Some(key(format!("JOB#{job}"), "CLAIM")));
         update.apply(builder, None).send().await.map_err(sdk_error)?;
         Ok(())
@@ -552,7 +558,9 @@ impl CallStore for DynamoStore {
             .query_prefix(call_pk(call_sid), "TRANSCRIPT#")
             .await?
             .iter()
-            .map(|item| serde_json::from_str::<Transcript>(&attr_s(item, "doc")).map_err(|e| StoreError::Corrupt(format!("transcript: {e}"))))
+            .map(|item| {
+                serde_json::from_str::<Transcript>(&attr_s(item, "doc")).map_err(|e| StoreError::Corrupt(format!("transcript: {e}")))
+            })
             .collect::<StoreResult<Vec<_>>>()?;
         transcripts.sort_by(|a, b| (a.created_at, a.recording_sid.as_str()).cmp(&(b.created_at, b.recording_sid.as_str())));
         Ok(transcripts)

@@ -9,12 +9,12 @@ use crate::phone::E164;
 use crate::recording::Recording;
 use crate::store::{CallStore, Contact, MessageWrite, StoreError, StoreResult};
 use crate::stream_report::{StreamFigures, Turn};
-use crate::transcript::{JobClaim, Transcript};
-use std::time::Duration;
 use crate::time::Millis;
+use crate::transcript::{JobClaim, Transcript};
 use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+use std::time::Duration;
 
 const CALL_COLUMNS: &str = "call_sid, account_sid, from_addr, to_addr, contact, direction, status, created_at, updated_at, \
      status_at, stream_sid, fallback_reason, fallback_action, end_reason, twilio_status, heartbeat_at, relay_instance, stream_figures, redirect_pending";
@@ -315,8 +315,9 @@ impl CallStore for EmbeddedStore {
         let (key, until) = (key.to_string(), at + lease.as_millis() as Millis);
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
-            let current: Option<(Millis, Option<Millis>)> =
-                tx.query_row("SELECT lease_until, done_at FROM job_claims WHERE key = ?1", [&key], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+            let current: Option<(Millis, Option<Millis>)> = tx
+                .query_row("SELECT lease_until, done_at FROM job_claims WHERE key = ?1", [&key], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
             let claim = match current {
                 Some((_, Some(_))) => JobClaim::Done,
                 Some((lease_until, None)) if lease_until > at => JobClaim::Busy,
@@ -369,7 +370,9 @@ impl CallStore for EmbeddedStore {
     async fn transcripts(&self, call_sid: &CallSid) -> StoreResult<Vec<Transcript>> {
         let sid = call_sid.clone();
         self.with_conn(move |conn| {
-            let docs = query(conn, "SELECT doc FROM transcripts WHERE call_sid = ?1 ORDER BY created_at, recording_sid", [sid], |r| r.get::<_, String>(0))?;
+            let docs = query(conn, "SELECT doc FROM transcripts WHERE call_sid = ?1 ORDER BY created_at, recording_sid", [sid], |r| {
+                r.get::<_, String>(0)
+            })?;
             docs.iter().map(|d| serde_json::from_str(d).map_err(|e| StoreError::Corrupt(format!("transcript: {e}")))).collect()
         })
         .await

@@ -1,0 +1,6 @@
+//! The transcription worker Lambda, triggered by the transcription queue.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    callkeeper_functions::lambda::run_transcriber().await
+}

@@ -1,0 +1,235 @@
+//! The transcription worker end to end: `recording_done` enqueues, the worker downloads the
+//! recording from a fake Twilio, keeps it in the blob store, transcribes both channels and
+//! extracts the lead with a fake OpenAI, and writes it all on the call. Fakes are wiremock
+//! servers on loopback.
+
+mod common;
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use callkeeper_core::ids::CallSid;
+use callkeeper_core::job::QueueName;
+use callkeeper_core::transcript::Speaker;
+use callkeeper_core::transcription::{blob_key, Transcriber, NOT_CONFIGURED};
+use callkeeper_core::twilio_rest::TwilioRest;
+use callkeeper_core::worker::poll_once;
+use common::*;
+use std::time::Duration;
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+struct Fakes {
+    twilio: MockServer,
+    openai: MockServer,
+}
+
+/// A 3-second dual-channel recording, as Twilio serves `RecordingUrl.wav`.
+fn dual_channel_wav() -> Vec<u8> {
+    let tone = |f: f64| (0..24_000).map(|i| (4000.0 * (i as f64 * f).sin()) as i16).collect::<Vec<_>>();
+    callkeeper_core::wav::interleaved(&[tone(0.05), tone(0.09)], 8000)
+}
+
+async fn fakes() -> Fakes {
+    fakes_failing(0).await
+}
+
+/// The fakes, with OpenAI failing its first `failures` transcriptions.
+async fn fakes_failing(failures: u64) -> Fakes {
+    let twilio = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/2010-04-01/Accounts/AC[0-9a-f]{32}/Recordings/RE[0-9a-f]{32}\.wav$"))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(dual_channel_wav()))
+        .mount(&twilio)
+        .await;
+    let openai = MockServer::start().await;
+    if failures > 0 {
+        let overloaded = ResponseTemplate::new(500).set_body_json(serde_json::json!({ "error": { "message": "overloaded" } }));
+        Mock::given(method("POST"))
+            .and(path("/v1/audio/transcriptions"))
+            .respond_with(overloaded)
+            .up_to_n_times(failures)
+            .with_priority(1)
+            .mount(&openai)
+            .await;
+    }
+    // The caller's channel is transcribed first, then the agent's.
+    let caller = serde_json::json!({ "text": "שלום אני מחפש דירה", "segments": [
+        { "start": 0.0, "end": 1.5, "text": " שלום, אני מחפש דירה בתל אביב." },
+        { "start": 4.0, "end": 5.0, "text": " עד שני מיליון." } ] });
+    let agent = serde_json::json!({ "text": "במה אפשר לעזור", "segments": [{ "start": 2.0, "end": 3.2, "text": " מה התקציב?" }] });
+    Mock::given(method("POST"))
+        .and(path("/v1/audio/transcriptions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(caller))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&openai)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/audio/transcriptions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(agent))
+        .mount(&openai)
+        .await;
+    let fields = serde_json::json!({ "summary": "מחפש דירה בתל אביב עד שני מיליון.", "intent": "לקנות דירה", "name": null, "budget": "2,000,000", "area": "תל אביב", "property_type": "דירה", "callback_time": null });
+    let completion = serde_json::json!({ "choices": [{ "message": { "role": "assistant", "content": fields.to_string() } }] });
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion))
+        .mount(&openai)
+        .await;
+    Fakes { twilio, openai }
+}
+
+async fn app_with_fakes(fakes: &Fakes, extra: &[(&str, &str)]) -> TestApp {
+    let openai = format!("{}/v1", fakes.openai.uri());
+    let mut settings = vec![
+        ("TWILIO_API_BASE", fakes.twilio.uri()),
+        ("OPENAI_API_KEY", "sk-test".into()),
+        ("OPENAI_BASE_URL", openai),
+        ("QUEUE_MAX_RECEIVES", "3".into()),
+    ];
+    settings.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    spawn_app_with(&settings).await
+}
+
+fn transcriber(app: &TestApp) -> Transcriber {
+    Transcriber::new(app.stores.calls.clone(), app.stores.blobs.clone(), TwilioRest::from_config(&app.config), app.config.clone())
+}
+
+/// A call answered, then its recording reported done: the job is on the queue.
+async fn recorded_call(app: &TestApp, twilio: &MockServer) -> (CallSid, String) {
+    let sid = new_call_sid();
+    app.answer(&sid).await;
+    let recording = callkeeper_core::ids::random_sid("RE");
+    let url = format!("{}/2010-04-01/Accounts/{ACCOUNT_SID}/Recordings/{recording}", twilio.uri());
+    let form = params(&[
+        ("AccountSid", ACCOUNT_SID),
+        ("CallSid", &sid),
+        ("RecordingSid", &recording),
+        ("RecordingStatus", "completed"),
+        ("RecordingSource", "StartCallRecording"),
+        ("RecordingUrl", &url),
+        ("RecordingDuration", "3"),
+        ("RecordingChannels", "2"),
+    ]);
+    assert!(app.post("/webhook/recording_done", &form).await.status().is_success());
+    (CallSid::parse(&sid).unwrap(), recording)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_becomes_a_stored_object_and_a_transcript_with_a_summary_on_the_call() {
+    let fakes = fakes().await;
+    let app = app_with_fakes(&fakes, &[]).await;
+    let (sid, recording) = recorded_call(&app, &fakes.twilio).await;
+
+    let polled = poll_once(app.stores.queue.as_ref(), QueueName::Transcription, &transcriber(&app)).await.unwrap();
+    assert_eq!((polled.received, polled.done), (1, 1));
+
+    let transcripts = app.stores.calls.transcripts(&sid).await.unwrap();
+    assert_eq!(transcripts.len(), 1);
+    let t = &transcripts[0];
+    assert_eq!(t.language, "he");
+    let said: Vec<(Speaker, u64, &str)> = t.lines.iter().map(|l| (l.speaker, l.start_ms, l.text.as_str())).collect();
+    assert_eq!(
+        said,
+        [
+            (Speaker::Caller, 0, "שלום, אני מחפש דירה בתל אביב."),
+            (Speaker::Agent, 2000, "מה התקציב?"),
+            (Speaker::Caller, 4000, "עד שני מיליון.")
+        ]
+    );
+    assert_eq!(t.summary.as_deref(), Some("מחפש דירה בתל אביב עד שני מיליון."));
+    assert_eq!(t.intent.as_deref(), Some("לקנות דירה"));
+    assert_eq!((t.lead["budget"].as_str(), t.lead["area"].as_str()), (Some("2,000,000"), Some("תל אביב")));
+    let key = t.blob_key.clone().unwrap();
+    let created = app.stores.calls.recordings(&sid).await.unwrap()[0].created_at;
+    assert_eq!(key, blob_key(&sid, &callkeeper_core::ids::RecordingSid::parse(&recording).unwrap(), created));
+    assert_eq!(app.stores.blobs.get(&key).await.unwrap(), Some(dual_channel_wav()), "the recording is kept as Twilio served it");
+
+    // The extraction asked for the configured schema, with the transcript.
+    let requests = fakes.openai.received_requests().await.unwrap();
+    let chat = requests.iter().find(|r| r.url.path() == "/v1/chat/completions").unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&chat.body).unwrap();
+    assert_eq!(body["response_format"]["json_schema"]["schema"]["required"][0], "summary");
+    assert!(body["messages"][1]["content"].as_str().unwrap().contains("מה התקציב?"));
+    assert!(chat.headers["authorization"].to_str().unwrap() == "Bearer sk-test");
+    assert_eq!(app.stores.queue.depth(QueueName::Transcription).await.unwrap().visible, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_failing_is_retried_dead_lettered_after_n_redriven_then_done() {
+    // OpenAI fails the first three transcriptions: every receive the queue allows (3).
+    let fakes = fakes_failing(3).await;
+    let app = app_with_fakes(&fakes, &[("JOB_RETRY_BASE_SECS", "0")]).await;
+    let (sid, _) = recorded_call(&app, &fakes.twilio).await;
+    let worker = transcriber(&app);
+    let queue = app.stores.queue.as_ref();
+    for attempt in 1..=3 {
+        let polled = poll_once(queue, QueueName::Transcription, &worker).await.unwrap();
+        assert_eq!((polled.received, polled.failed), (1, 1), "attempt {attempt}");
+    }
+    let polled = poll_once(queue, QueueName::Transcription, &worker).await.unwrap();
+    assert_eq!(polled.received, 0, "the fourth receive dead-letters it instead");
+    let dead = queue.dead_letters(QueueName::Transcription, 10).await.unwrap();
+    assert_eq!(dead.len(), 1, "dead-lettered after 3 receives");
+    assert!(dead[0].last_error.as_deref().unwrap().contains("OpenAI answered HTTP 500: overloaded"), "{:?}", dead[0].last_error);
+    assert!(app.stores.calls.transcripts(&sid).await.unwrap().is_empty());
+
+    assert_eq!(queue.redrive(QueueName::Transcription, Some(&dead[0].id)).await.unwrap(), 1);
+    let polled = poll_once(queue, QueueName::Transcription, &worker).await.unwrap();
+    assert_eq!(polled.done, 1);
+    assert_eq!(app.stores.calls.transcripts(&sid).await.unwrap()[0].lines.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_job_makes_one_transcription() {
+    let fakes = fakes().await;
+    let app = app_with_fakes(&fakes, &[]).await;
+    let (sid, recording) = recorded_call(&app, &fakes.twilio).await;
+    // The same job again, as a redelivery or a retried webhook would enqueue it.
+    let job = callkeeper_core::job::Job::Transcribe {
+        call_sid: sid.clone(),
+        recording_sid: callkeeper_core::ids::RecordingSid::parse(&recording).unwrap(),
+    };
+    callkeeper_core::store::enqueue(app.stores.queue.as_ref(), &job).await.unwrap();
+    let polled = poll_once(app.stores.queue.as_ref(), QueueName::Transcription, &transcriber(&app)).await.unwrap();
+    assert_eq!((polled.received, polled.done), (2, 2), "both acknowledged");
+    let transcriptions =
+        fakes.openai.received_requests().await.unwrap().iter().filter(|r| r.url.path() == "/v1/audio/transcriptions").count();
+    assert_eq!(transcriptions, 2, "one recording, two channels, transcribed once");
+    assert_eq!(app.stores.calls.transcripts(&sid).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_openai_key_the_recording_is_kept_and_the_call_says_so() {
+    let fakes = fakes().await;
+    let app = spawn_app_with(&[("TWILIO_API_BASE", &fakes.twilio.uri())]).await;
+    let (sid, _) = recorded_call(&app, &fakes.twilio).await;
+    poll_once(app.stores.queue.as_ref(), QueueName::Transcription, &transcriber(&app)).await.unwrap();
+    let t = &app.stores.calls.transcripts(&sid).await.unwrap()[0];
+    assert_eq!((t.note.as_deref(), t.lines.len()), (Some(NOT_CONFIGURED), 0));
+    assert!(app.stores.blobs.get(t.blob_key.as_ref().unwrap()).await.unwrap().is_some());
+    assert!(fakes.openai.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_one_bad_message_reports_only_that_one() {
+    let fakes = fakes().await;
+    let app = app_with_fakes(&fakes, &[]).await;
+    let (sid, _) = recorded_call(&app, &fakes.twilio).await;
+    let good = app.stores.queue.receive(QueueName::Transcription, 1, Duration::from_secs(60)).await.unwrap().remove(0);
+    let bad_id = "not-a-job-0001".to_string();
+    let record = |id: &str, receipt: &str, body: &str| {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(id.to_string());
+        m.receipt_handle = Some(receipt.to_string());
+        m.body = Some(body.to_string());
+        m.attributes.insert("ApproximateReceiveCount".into(), "1".into());
+        m
+    };
+    let mut event = SqsEvent::default();
+    event.records = vec![record(&good.id, &good.receipt, &good.body), record(&bad_id, "stale-receipt", "{\"kind\":\"nonsense\"}")];
+    let response = callkeeper_functions::transcribe::handle_batch(app.stores.queue.as_ref(), &transcriber(&app), event).await;
+    let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    assert_eq!(failed, [bad_id.as_str()]);
+    assert_eq!(app.stores.calls.transcripts(&sid).await.unwrap().len(), 1);
+}
