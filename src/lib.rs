@@ -2,6 +2,7 @@
 //! outbound calls (`call`) and the CRM views (`calls`), kept here so the end-to-end tests start exactly what users start.
 
 pub mod crm;
+pub mod dlq;
 pub mod local_config;
 pub mod media_client;
 pub mod outbound;

@@ -1,8 +1,9 @@
 //! `callkeeper`: run the system locally, and look at what it keeps.
 
 use callkeeper::server::{shutdown_signal, ServeOptions, Server};
-use callkeeper::{crm, outbound, simulate};
+use callkeeper::{crm, dlq, outbound, simulate};
 use callkeeper_core::ids::CallSid;
+use callkeeper_core::job::QueueName;
 use callkeeper_core::store::aws::{self, AwsNames};
 use callkeeper_core::store::embedded;
 use callkeeper_core::store::open::{open, StoreKind};
@@ -79,10 +80,35 @@ enum Command {
     /// Create the AWS table, queues (with their dead-letter queues) and bucket on an empty
     /// endpoint (`AWS_ENDPOINT_URL`, e.g. moto or LocalStack), with the names from the environment.
     DevResources,
+    /// The dead-letter queues: jobs that failed too often.
+    Dlq {
+        /// `transcription` or `replies`.
+        #[arg(long, default_value = "transcription", global = true, value_parser = ["transcription", "replies"])]
+        queue: String,
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// What the CRM holds about calls.
     Calls {
         #[command(subcommand)]
         command: CallsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// The dead letters, oldest first, with the error each last failed with.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One dead letter: its job, receives, times and last error.
+    Show { id: String },
+    /// Send one dead letter (or all, with --all) back to its queue with a fresh receive count.
+    Redrive {
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
     },
 }
 
@@ -171,6 +197,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "created table {}, queues {} and {} (each with a -dlq after {max_receives} receives), bucket {}",
                 names.table, names.transcription_queue, names.replies_queue, names.bucket
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dlq { queue, command } => {
+            let name = QueueName::parse(&queue).expect("clap checked the name");
+            if kind == StoreKind::Embedded && !cli.data_dir.join(embedded::DATABASE_FILE).exists() {
+                anyhow::bail!("no callkeeper data in {} (start `callkeeper serve` there, or pass --data-dir)", cli.data_dir.display());
+            }
+            let max_receives = callkeeper_core::config::queue_max_receives_from_env()?;
+            let stores = open(kind, &cli.data_dir, max_receives).await?;
+            let queue = stores.queue.as_ref();
+            match command {
+                DlqCommand::List { json } => print!("{}", dlq::list(queue, name, json).await?),
+                DlqCommand::Show { id } => match dlq::show(queue, name, &id).await? {
+                    Some(text) => print!("{text}"),
+                    None => {
+                        eprintln!("callkeeper: no dead letter {id} in the {queue} queue", queue = name.as_str());
+                        return Ok(ExitCode::from(2));
+                    }
+                },
+                DlqCommand::Redrive { id, all } => {
+                    if id.is_none() && !all {
+                        anyhow::bail!("name a dead letter to redrive, or pass --all");
+                    }
+                    print!("{}", dlq::redrive(queue, name, id.as_deref()).await?);
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Calls { command } => {

@@ -236,6 +236,47 @@ fn on_the_aws_store_a_simulated_call_lands_in_dynamodb() {
     assert!(!dir.path().join("callkeeper.sqlite3").exists(), "nothing kept locally");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_lists_shows_and_redrives_a_dead_job() {
+    use callkeeper_core::job::QueueName;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let stores = callkeeper_core::store::embedded::open_stores(dir.path(), 2).unwrap();
+        let q = QueueName::Transcription;
+        let id = stores.queue.send(q, r#"{"kind":"transcribe"}"#).await.unwrap();
+        for n in 1..=2 {
+            let got = stores.queue.receive(q, 1, Duration::from_secs(30)).await.unwrap().remove(0);
+            stores.queue.release(q, &got, &format!("OpenAI answered HTTP 500 ({n})"), Duration::ZERO).await.unwrap();
+        }
+        assert!(stores.queue.receive(q, 1, Duration::from_secs(30)).await.unwrap().is_empty(), "dead now");
+        id
+    };
+    let run = |args: &[&str]| {
+        let out = callkeeper(dir.path()).arg("dlq").args(args).output().unwrap();
+        (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (code, list, _) = run(&["list"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        list.contains("transcription queue: 0 waiting, 0 in flight, 1 dead")
+            && list.contains(&id)
+            && list.contains("OpenAI answered HTTP 500 (2)"),
+        "{list}"
+    );
+    let (_, show, _) = run(&["show", &id]);
+    let letter: serde_json::Value = serde_json::from_str(&show).unwrap();
+    assert_eq!((letter["receive_count"].as_u64(), letter["body"].as_str()), (Some(2), Some(r#"{"kind":"transcribe"}"#)));
+    assert_eq!(run(&["show", "nope"]).0, Some(2));
+    assert_eq!(run(&["redrive"]).0, Some(1), "names one, or --all");
+    let (code, redriven, _) = run(&["redrive", &id]);
+    assert_eq!((code, redriven.trim()), (Some(0), format!("{id} sent back to the transcription queue").as_str()));
+    let (_, after, _) = run(&["list", "--json"]);
+    assert_eq!(after.trim(), "[]");
+    let (_, replies, _) = run(&["--queue", "replies", "list"]);
+    assert!(replies.starts_with("replies queue: 0 waiting"), "{replies}");
+}
+
 #[test]
 fn partial_twilio_configuration_refuses_to_start_naming_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();

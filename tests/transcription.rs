@@ -233,3 +233,75 @@ async fn a_batch_with_one_bad_message_reports_only_that_one() {
     assert_eq!(failed, [bad_id.as_str()]);
     assert_eq!(app.stores.calls.transcripts(&sid).await.unwrap().len(), 1);
 }
+
+/// The same worker on the aws adapter (DynamoDB, SQS, S3 on moto): the recording lands in S3,
+/// the transcript in DynamoDB, and a duplicate job is acknowledged without a second transcription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_aws_adapter_a_recording_lands_in_s3_and_its_transcript_in_dynamodb() {
+    use callkeeper_core::call::{CallStatus, Direction, NewCall};
+    use callkeeper_core::ids::{AccountSid, RecordingSid};
+    use callkeeper_core::recording::Recording;
+    use callkeeper_core::store::aws::{connect, create_resources, AwsNames};
+    let fakes = fakes().await;
+    let app = app_with_fakes(&fakes, &[]).await;
+    let endpoint = std::env::var("CALLKEEPER_TEST_AWS_ENDPOINT").expect("run the suite with ./scripts/test.sh, which starts moto_server");
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("eu-west-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "moto"))
+        .load()
+        .await;
+    let names = AwsNames::with_suffix(&new_call_sid()[2..14]);
+    create_resources(&sdk, &names, 3).await.unwrap();
+    let stores = connect(&sdk, &names, 3).await.unwrap();
+
+    let sid = CallSid::parse(&new_call_sid()).unwrap();
+    let recording = RecordingSid::parse(&callkeeper_core::ids::random_sid("RE")).unwrap();
+    let at = callkeeper_core::time::now_ms();
+    let call = NewCall {
+        call_sid: sid.clone(),
+        account_sid: AccountSid::parse(ACCOUNT_SID).unwrap(),
+        from: "+972501234567".into(),
+        to: "+97231234567".into(),
+        contact: callkeeper_core::phone::E164::parse("+972501234567"),
+        direction: Direction::Inbound,
+        status: CallStatus::Completed,
+        twilio_status: None,
+        at,
+    };
+    stores.calls.create_call(&call).await.unwrap();
+    let url = format!("{}/2010-04-01/Accounts/{ACCOUNT_SID}/Recordings/{recording}", fakes.twilio.uri());
+    let stored = Recording {
+        recording_sid: recording.clone(),
+        call_sid: sid.clone(),
+        url: Some(url),
+        status: "completed".into(),
+        duration_secs: Some(3),
+        channels: Some(2),
+        source: Some("StartCallRecording".into()),
+        error_code: None,
+        created_at: at,
+        updated_at: at,
+        job_enqueued_at: None,
+    };
+    stores.calls.put_recording(&stored).await.unwrap();
+    let job = callkeeper_core::job::Job::Transcribe { call_sid: sid.clone(), recording_sid: recording.clone() };
+    callkeeper_core::store::enqueue(stores.queue.as_ref(), &job).await.unwrap();
+    callkeeper_core::store::enqueue(stores.queue.as_ref(), &job).await.unwrap();
+
+    let worker = Transcriber::new(stores.calls.clone(), stores.blobs.clone(), TwilioRest::from_config(&app.config), app.config.clone());
+    let mut done = 0;
+    for _ in 0..5 {
+        done += poll_once(stores.queue.as_ref(), QueueName::Transcription, &worker).await.unwrap().done;
+        if done == 2 {
+            break;
+        }
+    }
+    assert_eq!(done, 2, "both deliveries acknowledged");
+    let transcripts = stores.calls.transcripts(&sid).await.unwrap();
+    assert_eq!((transcripts.len(), transcripts[0].lines.len()), (1, 3));
+    assert_eq!(stores.blobs.get(&blob_key(&sid, &recording, at)).await.unwrap(), Some(dual_channel_wav()));
+    let transcriptions =
+        fakes.openai.received_requests().await.unwrap().iter().filter(|r| r.url.path() == "/v1/audio/transcriptions").count();
+    assert_eq!(transcriptions, 2, "transcribed once (two channels)");
+}
