@@ -3,12 +3,14 @@
 
 use crate::local_config::{self, Source};
 use callkeeper_core::config::Config;
+use callkeeper_core::replies::Replier;
 use callkeeper_core::store::open::{open, StoreKind};
 use callkeeper_core::store::JobQueue;
 use callkeeper_core::store::Stores;
 use callkeeper_core::transcription::Transcriber;
 use callkeeper_core::twilio_rest::TwilioRest;
 use callkeeper_core::watchdog::Watchdog;
+use callkeeper_core::worker::JobHandler;
 use callkeeper_functions::{stamped, webhooks, AppState, Route};
 use callkeeper_relay::Relay;
 use std::future::Future;
@@ -30,24 +32,28 @@ pub struct App {
     pub relay: Relay,
     /// `None` when there is no Twilio account to redirect calls through.
     pub watchdog: Option<Watchdog>,
-    /// The transcription worker and the queue it takes jobs from.
-    pub worker: Option<(Arc<dyn JobQueue>, Transcriber)>,
+    /// The queue workers (transcription, WhatsApp replies) and the queue they take jobs from.
+    pub workers: Option<(Arc<dyn JobQueue>, Vec<Arc<dyn JobHandler>>)>,
 }
 
 /// The app with the voice agent the configuration names, and a watchdog when `with_watchdog`.
 pub fn app(config: Arc<Config>, stores: Stores, with_watchdog: bool) -> App {
     let relay = Relay::new(config.clone(), stores.calls.clone());
     let watchdog = with_watchdog.then(|| Watchdog::new(stores.calls.clone(), TwilioRest::from_config(&config), config.clone()));
-    let transcriber = Transcriber::new(stores.calls.clone(), stores.blobs.clone(), TwilioRest::from_config(&config), config.clone());
+    let twilio = TwilioRest::from_config(&config);
+    let handlers: Vec<Arc<dyn JobHandler>> = vec![
+        Arc::new(Transcriber::new(stores.calls.clone(), stores.blobs.clone(), twilio.clone(), config.clone())),
+        Arc::new(Replier::new(stores.calls.clone(), twilio, config.clone())),
+    ];
     let mut app = app_with(config, stores.clone(), relay, watchdog);
-    app.worker = Some((stores.queue.clone(), transcriber));
+    app.workers = Some((stores.queue.clone(), handlers));
     app
 }
 
 /// The app without a worker: tests run theirs.
 pub fn app_with(config: Arc<Config>, stores: Stores, relay: Relay, watchdog: Option<Watchdog>) -> App {
     let router = stamped(webhooks(AppState { config, stores }, &Route::ALL).merge(callkeeper_relay::routes(relay.clone())));
-    App { router, relay, watchdog, worker: None }
+    App { router, relay, watchdog, workers: None }
 }
 
 /// Serves `app` (and runs its watchdog) until `shutdown` resolves, then drains the relay's live
@@ -63,19 +69,24 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
         })
     });
     let (worker_stopped, worker_stop) = tokio::sync::watch::channel(false);
-    let worker = app.worker.map(|(queue, transcriber)| {
-        tokio::spawn(async move {
-            let mut stop = worker_stop;
-            let until = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            callkeeper_core::worker::run_until(queue.as_ref(), &transcriber, std::time::Duration::from_secs(1), until).await
+    let workers: Vec<_> = app
+        .workers
+        .into_iter()
+        .flat_map(|(queue, handlers)| handlers.into_iter().map(move |handler| (queue.clone(), handler)))
+        .map(|(queue, handler)| {
+            let mut stop = worker_stop.clone();
+            tokio::spawn(async move {
+                let until = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                callkeeper_core::worker::run_until(queue.as_ref(), handler.as_ref(), std::time::Duration::from_secs(1), until).await
+            })
         })
-    });
+        .collect();
     let served = callkeeper_relay::service::serve(listener, app.router, &app.relay, shutdown).await;
     let _ = stopped.send(());
     let _ = worker_stopped.send(true);
-    if let Some(task) = worker {
+    for task in workers {
         let _ = task.await;
     }
     if let Some(task) = watchdog {

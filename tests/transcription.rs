@@ -121,7 +121,7 @@ async fn a_recording_becomes_a_stored_object_and_a_transcript_with_a_summary_on_
     let app = app_with_fakes(&fakes, &[]).await;
     let (sid, recording) = recorded_call(&app, &fakes.twilio).await;
 
-    let polled = poll_once(app.stores.queue.as_ref(), QueueName::Transcription, &transcriber(&app)).await.unwrap();
+    let polled = poll_once(app.stores.queue.as_ref(), &transcriber(&app)).await.unwrap();
     assert_eq!((polled.received, polled.done), (1, 1));
 
     let transcripts = app.stores.calls.transcripts(&sid).await.unwrap();
@@ -164,10 +164,10 @@ async fn openai_failing_is_retried_dead_lettered_after_n_redriven_then_done() {
     let worker = transcriber(&app);
     let queue = app.stores.queue.as_ref();
     for attempt in 1..=3 {
-        let polled = poll_once(queue, QueueName::Transcription, &worker).await.unwrap();
+        let polled = poll_once(queue, &worker).await.unwrap();
         assert_eq!((polled.received, polled.failed), (1, 1), "attempt {attempt}");
     }
-    let polled = poll_once(queue, QueueName::Transcription, &worker).await.unwrap();
+    let polled = poll_once(queue, &worker).await.unwrap();
     assert_eq!(polled.received, 0, "the fourth receive dead-letters it instead");
     let dead = queue.dead_letters(QueueName::Transcription, 10).await.unwrap();
     assert_eq!(dead.len(), 1, "dead-lettered after 3 receives");
@@ -175,7 +175,7 @@ async fn openai_failing_is_retried_dead_lettered_after_n_redriven_then_done() {
     assert!(app.stores.calls.transcripts(&sid).await.unwrap().is_empty());
 
     assert_eq!(queue.redrive(QueueName::Transcription, Some(&dead[0].id)).await.unwrap(), 1);
-    let polled = poll_once(queue, QueueName::Transcription, &worker).await.unwrap();
+    let polled = poll_once(queue, &worker).await.unwrap();
     assert_eq!(polled.done, 1);
     assert_eq!(app.stores.calls.transcripts(&sid).await.unwrap()[0].lines.len(), 3);
 }
@@ -191,7 +191,7 @@ async fn a_duplicate_job_makes_one_transcription() {
         recording_sid: callkeeper_core::ids::RecordingSid::parse(&recording).unwrap(),
     };
     callkeeper_core::store::enqueue(app.stores.queue.as_ref(), &job).await.unwrap();
-    let polled = poll_once(app.stores.queue.as_ref(), QueueName::Transcription, &transcriber(&app)).await.unwrap();
+    let polled = poll_once(app.stores.queue.as_ref(), &transcriber(&app)).await.unwrap();
     assert_eq!((polled.received, polled.done), (2, 2), "both acknowledged");
     let transcriptions =
         fakes.openai.received_requests().await.unwrap().iter().filter(|r| r.url.path() == "/v1/audio/transcriptions").count();
@@ -204,7 +204,7 @@ async fn without_an_openai_key_the_recording_is_kept_and_the_call_says_so() {
     let fakes = fakes().await;
     let app = spawn_app_with(&[("TWILIO_API_BASE", &fakes.twilio.uri())]).await;
     let (sid, _) = recorded_call(&app, &fakes.twilio).await;
-    poll_once(app.stores.queue.as_ref(), QueueName::Transcription, &transcriber(&app)).await.unwrap();
+    poll_once(app.stores.queue.as_ref(), &transcriber(&app)).await.unwrap();
     let t = &app.stores.calls.transcripts(&sid).await.unwrap()[0];
     assert_eq!((t.note.as_deref(), t.lines.len()), (Some(NOT_CONFIGURED), 0));
     assert!(app.stores.blobs.get(t.blob_key.as_ref().unwrap()).await.unwrap().is_some());
@@ -228,7 +228,7 @@ async fn a_batch_with_one_bad_message_reports_only_that_one() {
     };
     let mut event = SqsEvent::default();
     event.records = vec![record(&good.id, &good.receipt, &good.body), record(&bad_id, "stale-receipt", "{\"kind\":\"nonsense\"}")];
-    let response = callkeeper_functions::transcribe::handle_batch(app.stores.queue.as_ref(), &transcriber(&app), event).await;
+    let response = callkeeper_functions::queue_worker::handle_batch(app.stores.queue.as_ref(), &transcriber(&app), event).await;
     let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(failed, [bad_id.as_str()]);
     assert_eq!(app.stores.calls.transcripts(&sid).await.unwrap().len(), 1);
@@ -292,7 +292,7 @@ async fn on_the_aws_adapter_a_recording_lands_in_s3_and_its_transcript_in_dynamo
     let worker = Transcriber::new(stores.calls.clone(), stores.blobs.clone(), TwilioRest::from_config(&app.config), app.config.clone());
     let mut done = 0;
     for _ in 0..5 {
-        done += poll_once(stores.queue.as_ref(), QueueName::Transcription, &worker).await.unwrap().done;
+        done += poll_once(stores.queue.as_ref(), &worker).await.unwrap().done;
         if done == 2 {
             break;
         }

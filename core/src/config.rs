@@ -104,6 +104,15 @@ pub struct Config {
     /// is not configured.
     pub openai: Option<OpenAiSettings>,
     pub transcription: TranscriptionSettings,
+    pub replies: ReplySettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplySettings {
+    /// How the WhatsApp agent behaves, for the LLM.
+    pub system_prompt: String,
+    /// The answer without an OpenAI key.
+    pub fixed_text: String,
 }
 
 #[derive(Debug, Clone)]
@@ -128,6 +137,11 @@ pub struct TranscriptionSettings {
     /// A failed job's first backoff, doubling with each receive.
     pub retry_base: Duration,
 }
+
+const DEFAULT_REPLY_PROMPT: &str = "You are the business's WhatsApp assistant. Answer in the customer's language (Hebrew unless they \
+     wrote otherwise), briefly and politely. Use what they said before, in calls and messages. If you cannot help, say a person \
+     will get back to them.";
+const DEFAULT_REPLY_TEXT: &str = "תודה על פנייתך! קיבלנו את ההודעה ונחזור אליך בהקדם.";
 
 /// The default extraction: a summary, the caller's intent, and a real-estate lead's details.
 pub fn default_extraction_schema() -> serde_json::Value {
@@ -187,6 +201,8 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("MIN_RECORDING_SECS", "2", "shorter recordings are recorded and skipped"),
     ("DELETE_TWILIO_RECORDINGS", "false", "delete each recording from Twilio once kept and transcribed"),
     ("EXTRACTION_SCHEMA_FILE", "built in", "JSON schema of the post-call extraction (summary, intent, lead fields)"),
+    ("REPLY_SYSTEM_PROMPT", "a short, polite Hebrew assistant", "how the WhatsApp agent answers (with OPENAI_API_KEY)"),
+    ("REPLY_FIXED_TEXT", "a thank-you in Hebrew", "the WhatsApp answer without OPENAI_API_KEY"),
     ("JOB_RETRY_BASE_SECS", "2", "a failed job's first backoff, doubling with each receive (at most 5 minutes)"),
 ];
 
@@ -391,6 +407,10 @@ impl Config {
                         delete_from_twilio,
                         extraction_schema,
                         retry_base: Duration::from_secs(job_retry_base),
+                    },
+                    replies: ReplySettings {
+                        system_prompt: get("REPLY_SYSTEM_PROMPT").unwrap_or_else(|| DEFAULT_REPLY_PROMPT.to_string()),
+                        fixed_text: get("REPLY_FIXED_TEXT").unwrap_or_else(|| DEFAULT_REPLY_TEXT.to_string()),
                     },
                     language,
                 })

@@ -17,6 +17,7 @@ pub mod mulaw;
 pub mod openai;
 pub mod phone;
 pub mod recording;
+pub mod replies;
 pub mod secrets;
 pub mod signature;
 pub mod store;

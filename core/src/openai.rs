@@ -78,6 +78,17 @@ impl OpenAi {
         Ok(lines)
     }
 
+    /// The next message of a conversation: `history` is (role, text), oldest first.
+    pub async fn reply(&self, system: &str, history: &[(&str, String)]) -> Result<String, OpenAiError> {
+        let mut messages = vec![json!({ "role": "system", "content": system })];
+        messages.extend(history.iter().map(|(role, text)| json!({ "role": role, "content": text })));
+        let body = json!({ "model": self.settings.extract_model, "messages": messages });
+        let answer = self.send(self.http.post(format!("{}/chat/completions", self.settings.base_url)).json(&body)).await?;
+        let text =
+            answer["choices"][0]["message"]["content"].as_str().ok_or_else(|| OpenAiError::Unexpected("no message content".into()))?;
+        Ok(text.trim().to_string())
+    }
+
     /// The transcript's fields under `schema`, by the extraction model.
     pub async fn extract(&self, transcript: &str, schema: &Value, language: &str) -> Result<Value, OpenAiError> {
         let system = format!(

@@ -1,12 +1,49 @@
-//! Running a queue's jobs: receive, do, acknowledge; or keep the failure and let the message come
+//! Running a queue's jobs (transcriptions, WhatsApp replies): receive, do, acknowledge; or keep the failure and let the message come
 //! back later (backing off with each receive), until the queue dead-letters it. The same code
 //! runs inside `callkeeper serve` (polling the queue) and in the SQS-triggered Lambda (which gets
 //! the messages in its event).
 
 use crate::job::{Delivery, QueueName};
+use crate::replies::Replier;
 use crate::store::{JobQueue, StoreResult};
-use crate::transcription::{Outcome, Transcriber};
+use crate::transcription::Transcriber;
 use std::time::Duration;
+
+/// What does a queue's jobs.
+#[async_trait::async_trait]
+pub trait JobHandler: Send + Sync {
+    fn queue(&self) -> QueueName;
+    /// A failed job's first backoff.
+    fn retry_base(&self) -> Duration;
+    /// Does one job; the outcome or the failure, as a line for logs and `dlq show`.
+    async fn handle(&self, body: &str) -> Result<String, String>;
+}
+
+#[async_trait::async_trait]
+impl JobHandler for Transcriber {
+    fn queue(&self) -> QueueName {
+        QueueName::Transcription
+    }
+    fn retry_base(&self) -> Duration {
+        Transcriber::retry_base(self)
+    }
+    async fn handle(&self, body: &str) -> Result<String, String> {
+        Transcriber::handle(self, body).await.map(|o| format!("{o:?}")).map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait::async_trait]
+impl JobHandler for Replier {
+    fn queue(&self) -> QueueName {
+        QueueName::Replies
+    }
+    fn retry_base(&self) -> Duration {
+        Duration::from_secs(2)
+    }
+    async fn handle(&self, body: &str) -> Result<String, String> {
+        Replier::handle(self, body).await.map(|o| format!("{o:?}")).map_err(|e| e.to_string())
+    }
+}
 
 /// How long a received job stays hidden while a worker does it.
 pub const VISIBILITY: Duration = Duration::from_secs(360);
@@ -18,22 +55,17 @@ pub fn retry_after(base: Duration, receive_count: u32) -> Duration {
 }
 
 /// Does one delivered job. `Err` is the failure, already kept on the message for `dlq show`.
-pub async fn process(
-    queue: &dyn JobQueue,
-    name: QueueName,
-    delivery: &Delivery,
-    transcriber: &Transcriber,
-) -> StoreResult<Result<Outcome, String>> {
-    match transcriber.handle(&delivery.body).await {
+pub async fn process(queue: &dyn JobQueue, delivery: &Delivery, handler: &dyn JobHandler) -> StoreResult<Result<String, String>> {
+    let name = handler.queue();
+    match handler.handle(&delivery.body).await {
         Ok(outcome) => {
-            tracing::info!(job = %delivery.id, ?outcome, "job done");
+            tracing::info!(queue = name.as_str(), job = %delivery.id, outcome, "job done");
             queue.ack(name, &delivery.receipt).await?;
             Ok(Ok(outcome))
         }
-        Err(e) => {
-            let error = e.to_string();
-            tracing::warn!(job = %delivery.id, receive_count = delivery.receive_count, error, "job failed; it comes back later");
-            queue.release(name, delivery, &error, retry_after(transcriber.retry_base(), delivery.receive_count)).await?;
+        Err(error) => {
+            tracing::warn!(queue = name.as_str(), job = %delivery.id, receive_count = delivery.receive_count, error, "job failed; it comes back later");
+            queue.release(name, delivery, &error, retry_after(handler.retry_base(), delivery.receive_count)).await?;
             Ok(Err(error))
         }
     }
@@ -47,12 +79,12 @@ pub struct Polled {
     pub failed: usize,
 }
 
-/// Receives what is visible (up to 10) and does it.
-pub async fn poll_once(queue: &dyn JobQueue, name: QueueName, transcriber: &Transcriber) -> StoreResult<Polled> {
-    let deliveries = queue.receive(name, 10, VISIBILITY).await?;
+/// Receives what is visible on the handler's queue (up to 10) and does it.
+pub async fn poll_once(queue: &dyn JobQueue, handler: &dyn JobHandler) -> StoreResult<Polled> {
+    let deliveries = queue.receive(handler.queue(), 10, VISIBILITY).await?;
     let mut polled = Polled { received: deliveries.len(), ..Default::default() };
     for delivery in &deliveries {
-        match process(queue, name, delivery, transcriber).await? {
+        match process(queue, delivery, handler).await? {
             Ok(_) => polled.done += 1,
             Err(_) => polled.failed += 1,
         }
@@ -60,19 +92,19 @@ pub async fn poll_once(queue: &dyn JobQueue, name: QueueName, transcriber: &Tran
     Ok(polled)
 }
 
-/// Polls the transcription queue every `idle` while it is empty, until `until` resolves.
-pub async fn run_until(queue: &dyn JobQueue, transcriber: &Transcriber, idle: Duration, until: impl std::future::Future<Output = ()>) {
+/// Polls the handler's queue every `idle` while it is empty, until `until` resolves.
+pub async fn run_until(queue: &dyn JobQueue, handler: &dyn JobHandler, idle: Duration, until: impl std::future::Future<Output = ()>) {
     tokio::pin!(until);
     loop {
         let polled = tokio::select! {
             _ = &mut until => return,
-            polled = poll_once(queue, QueueName::Transcription, transcriber) => polled,
+            polled = poll_once(queue, handler) => polled,
         };
         let wait = match polled {
             Ok(p) if p.received > 0 => Duration::ZERO,
             Ok(_) => idle,
             Err(e) => {
-                tracing::error!(error = %e, "transcription queue unavailable; trying again");
+                tracing::error!(queue = handler.queue().as_str(), error = %e, "queue unavailable; trying again");
                 idle
             }
         };

@@ -35,18 +35,31 @@ pub async fn run_watchdog() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(handler).await
 }
 
-/// The transcription worker: SQS invokes it with a batch; it answers which messages failed, so
-/// only those come back (`ReportBatchItemFailures`).
-pub async fn run_transcriber() -> Result<(), lambda_runtime::Error> {
+/// Which queue worker a Lambda runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Worker {
+    Transcribe,
+    Reply,
+}
+
+/// A queue worker: SQS invokes it with a batch; it answers which messages failed, so only those
+/// come back (`ReportBatchItemFailures`).
+pub async fn run_worker(worker: Worker) -> Result<(), lambda_runtime::Error> {
+    use callkeeper_core::replies::Replier;
     use callkeeper_core::transcription::Transcriber;
     use callkeeper_core::twilio_rest::TwilioRest;
+    use callkeeper_core::worker::JobHandler;
     callkeeper_core::telemetry::init();
     let config = Arc::new(Config::from_env().inspect_err(|e| tracing::error!(error = %e, "refusing to start"))?);
     let stores = stores_from_env(config.queue_max_receives).await.inspect_err(|e| tracing::error!(error = %e, "refusing to start"))?;
-    let transcriber = Transcriber::new(stores.calls.clone(), stores.blobs.clone(), TwilioRest::from_config(&config), config.clone());
-    let handler = lambda_runtime::service_fn(|event: lambda_runtime::LambdaEvent<aws_lambda_events::event::sqs::SqsEvent>| {
-        let (queue, transcriber) = (stores.queue.clone(), transcriber.clone());
-        async move { Ok::<_, lambda_runtime::Error>(crate::transcribe::handle_batch(queue.as_ref(), &transcriber, event.payload).await) }
+    let twilio = TwilioRest::from_config(&config);
+    let handler: Arc<dyn JobHandler> = match worker {
+        Worker::Transcribe => Arc::new(Transcriber::new(stores.calls.clone(), stores.blobs.clone(), twilio, config.clone())),
+        Worker::Reply => Arc::new(Replier::new(stores.calls.clone(), twilio, config.clone())),
+    };
+    let handler_fn = lambda_runtime::service_fn(|event: lambda_runtime::LambdaEvent<aws_lambda_events::event::sqs::SqsEvent>| {
+        let (queue, handler) = (stores.queue.clone(), handler.clone());
+        async move { Ok::<_, lambda_runtime::Error>(crate::queue_worker::handle_batch(queue.as_ref(), handler.as_ref(), event.payload).await) }
     });
-    lambda_runtime::run(handler).await
+    lambda_runtime::run(handler_fn).await
 }

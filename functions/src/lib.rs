@@ -7,9 +7,9 @@
 pub mod app;
 pub mod health;
 pub mod lambda;
+pub mod queue_worker;
 pub mod recording;
 pub mod signed_form;
-pub mod transcribe;
 pub mod voice;
 pub mod whatsapp;
 

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    callkeeper_functions::lambda::run_transcriber().await
+    callkeeper_functions::lambda::run_worker(callkeeper_functions::lambda::Worker::Transcribe).await
 }

@@ -1,13 +1,13 @@
-//! The transcription Lambda's batch: each SQS record is one job. Failed ones keep their error
-//! (for `dlq show`) and are reported back as batch item failures; the rest are deleted by Lambda.
+//! A queue worker Lambda's batch (transcriptions or WhatsApp replies): each SQS record is one
+//! job. Failed ones keep their error (for `dlq show`) and are reported back as batch item
+//! failures; the rest are deleted by Lambda.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use callkeeper_core::job::{Delivery, QueueName};
+use callkeeper_core::job::Delivery;
 use callkeeper_core::store::JobQueue;
-use callkeeper_core::transcription::Transcriber;
-use callkeeper_core::worker::retry_after;
+use callkeeper_core::worker::{retry_after, JobHandler};
 
-pub async fn handle_batch(queue: &dyn JobQueue, transcriber: &Transcriber, event: SqsEvent) -> SqsBatchResponse {
+pub async fn handle_batch(queue: &dyn JobQueue, handler: &dyn JobHandler, event: SqsEvent) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
@@ -17,14 +17,12 @@ pub async fn handle_batch(queue: &dyn JobQueue, transcriber: &Transcriber, event
             receive_count: record.attributes.get("ApproximateReceiveCount").and_then(|v| v.parse().ok()).unwrap_or(1),
             body: record.body.clone().unwrap_or_default(),
         };
-        match transcriber.handle(&delivery.body).await {
-            Ok(outcome) => tracing::info!(job = %id, ?outcome, "job done"),
-            Err(e) => {
-                let error = e.to_string();
+        match handler.handle(&delivery.body).await {
+            Ok(outcome) => tracing::info!(job = %id, outcome, "job done"),
+            Err(error) => {
                 tracing::warn!(job = %id, receive_count = delivery.receive_count, error, "job failed; reported back to SQS");
-                if let Err(e) = queue
-                    .release(QueueName::Transcription, &delivery, &error, retry_after(transcriber.retry_base(), delivery.receive_count))
-                    .await
+                if let Err(e) =
+                    queue.release(handler.queue(), &delivery, &error, retry_after(handler.retry_base(), delivery.receive_count)).await
                 {
                     tracing::error!(job = %id, error = %e, "could not keep the job's error");
                 }

@@ -1,0 +1,129 @@
+//! The WhatsApp reply worker: answers an inbound message from the contact's recent timeline
+//! (calls and messages), with the LLM under the configured system prompt, or with the configured
+//! fixed text when there is no OpenAI key. WhatsApp allows a free-form answer only within 24
+//! hours of the customer's last message; outside it the worker records that a template is
+//! needed instead of sending.
+
+use crate::config::Config;
+use crate::ids::{random_sid, MessageSid};
+use crate::job::Job;
+use crate::message::{Message, MessageDirection, TimelineItem};
+use crate::openai::OpenAi;
+use crate::store::CallStore;
+use crate::time::{now_ms, Millis};
+use crate::transcript::JobClaim;
+use crate::transcription::{JobError, CLAIM_LEASE};
+use crate::twilio_rest::{OutboundMessage, TwilioRest};
+use std::sync::Arc;
+
+/// WhatsApp's customer service window.
+pub const WINDOW_MS: Millis = 24 * 3600 * 1000;
+/// Timeline items the LLM sees.
+const HISTORY: usize = 20;
+/// The status recorded on an answer that could not be sent: the window had closed.
+pub const TEMPLATE_NEEDED: &str = "template_needed";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replied {
+    Sent { message_sid: String },
+    TemplateNeeded,
+    Duplicate,
+}
+
+#[derive(Clone)]
+pub struct Replier {
+    calls: Arc<dyn CallStore>,
+    twilio: TwilioRest,
+    openai: Option<OpenAi>,
+    config: Arc<Config>,
+}
+
+impl Replier {
+    pub fn new(calls: Arc<dyn CallStore>, twilio: TwilioRest, config: Arc<Config>) -> Replier {
+        Replier { calls, twilio, openai: config.openai.clone().map(OpenAi::new), config }
+    }
+
+    pub async fn handle(&self, body: &str) -> Result<Replied, JobError> {
+        let message_sid = match Job::from_body(body) {
+            Ok(Job::WhatsappReply { message_sid, .. }) => message_sid,
+            Ok(other) => return Err(JobError::BadJob(format!("{other:?}"))),
+            Err(e) => return Err(JobError::BadJob(e.to_string())),
+        };
+        let key = format!("reply:{message_sid}");
+        match self.calls.claim_job(&key, now_ms(), CLAIM_LEASE).await? {
+            JobClaim::Done => return Ok(Replied::Duplicate),
+            JobClaim::Busy => return Err(JobError::Busy),
+            JobClaim::Claimed => {}
+        }
+        match self.reply(&message_sid).await {
+            Ok(done) => {
+                self.calls.finish_job(&key, now_ms()).await?;
+                Ok(done)
+            }
+            Err(e) => {
+                let _ = self.calls.drop_job_claim(&key).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn compose(&self, inbound: &Message) -> Result<String, JobError> {
+        let Some(openai) = &self.openai else { return Ok(self.config.replies.fixed_text.clone()) };
+        let mut timeline = self.calls.timeline(&inbound.contact, HISTORY).await?;
+        timeline.reverse();
+        let history: Vec<(&str, String)> = timeline
+            .iter()
+            .map(|item| match item {
+                TimelineItem::Message(m) if m.direction == MessageDirection::Inbound => ("user", m.body.clone()),
+                TimelineItem::Message(m) => ("assistant", m.body.clone()),
+                TimelineItem::Call(c) => (
+                    "system",
+                    format!(
+                        "(a phone call on {}; it ended: {})",
+                        crate::time::format_ms(c.created_at),
+                        c.end_reason.as_deref().unwrap_or("-")
+                    ),
+                ),
+            })
+            .filter(|(_, text)| !text.is_empty())
+            .collect();
+        Ok(openai.reply(&self.config.replies.system_prompt, &history).await?)
+    }
+
+    async fn reply(&self, message_sid: &MessageSid) -> Result<Replied, JobError> {
+        let inbound =
+            self.calls.get_message(message_sid).await?.ok_or_else(|| JobError::BadJob(format!("no message {message_sid} to answer")))?;
+        let text = self.compose(&inbound).await?;
+        let now = now_ms();
+        // The customer's address is the inbound sender; ours is where they wrote.
+        let (to, from) = (inbound.from.clone(), inbound.to.clone());
+        let mut outbound = Message {
+            message_sid: MessageSid::parse(&random_sid("SM")).expect("a fresh sid parses"),
+            account_sid: inbound.account_sid.clone(),
+            channel: inbound.channel,
+            direction: MessageDirection::Outbound,
+            contact: inbound.contact.clone(),
+            from: from.clone(),
+            to: to.clone(),
+            body: text.clone(),
+            media: vec![],
+            profile_name: None,
+            status: TEMPLATE_NEEDED.into(),
+            error_code: None,
+            created_at: now,
+            updated_at: now,
+            reply_enqueued_at: None,
+        };
+        if now - inbound.created_at > WINDOW_MS {
+            tracing::warn!(message_sid = %message_sid, "outside WhatsApp's 24-hour window: a template is needed");
+            self.calls.put_message(&outbound).await?;
+            return Ok(Replied::TemplateNeeded);
+        }
+        let status_callback = Some(self.config.webhook_url("/webhook/whatsapp/status"));
+        let sent = self.twilio.send_message(&OutboundMessage { to, from, body: text, media_urls: vec![], status_callback }).await?;
+        outbound.message_sid = MessageSid::parse(&sent.sid).map_err(|e| JobError::BadJob(format!("Twilio's message sid: {e}")))?;
+        outbound.status = sent.status;
+        self.calls.put_message(&outbound).await?;
+        Ok(Replied::Sent { message_sid: sent.sid })
+    }
+}

@@ -1,0 +1,122 @@
+//! The WhatsApp reply worker: an inbound message is answered through a fake Twilio, from the
+//! contact's timeline with a fake OpenAI (or the fixed text without a key), and never outside
+//! WhatsApp's 24-hour window.
+
+mod common;
+
+use callkeeper_core::ids::{random_sid, MessageSid};
+use callkeeper_core::job::Job;
+use callkeeper_core::message::{MessageDirection, TimelineItem};
+use callkeeper_core::phone::E164;
+use callkeeper_core::replies::{Replier, TEMPLATE_NEEDED};
+use callkeeper_core::twilio_rest::TwilioRest;
+use callkeeper_core::worker::poll_once;
+use common::*;
+use wiremock::matchers::{body_string_contains, method, path, path_regex};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const CUSTOMER: &str = "+972507654321";
+
+fn inbound(message_sid: &str, body: &str) -> Vec<(String, String)> {
+    params(&[
+        ("AccountSid", ACCOUNT_SID),
+        ("MessageSid", message_sid),
+        ("From", &format!("whatsapp:{CUSTOMER}")),
+        ("To", "whatsapp:+14155238886"),
+        ("Body", body),
+        ("ProfileName", "דנה"),
+        ("NumMedia", "0"),
+        ("SmsStatus", "received"),
+    ])
+}
+
+async fn twilio_sends(expected_body: &str) -> (MockServer, String) {
+    let twilio = MockServer::start().await;
+    let sent = random_sid("SM");
+    Mock::given(method("POST"))
+        .and(path_regex(r"^/2010-04-01/Accounts/AC[0-9a-f]{32}/Messages\.json$"))
+        .and(body_string_contains("To=whatsapp%3A%2B972507654321"))
+        .and(body_string_contains("From=whatsapp%3A%2B14155238886"))
+        .and(body_string_contains(form_urlencoded::byte_serialize(expected_body.as_bytes()).collect::<String>()))
+        .and(body_string_contains("StatusCallback=https%3A%2F%2Fck.example.com%2Fwebhook%2Fwhatsapp%2Fstatus"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({ "sid": sent, "status": "queued" })))
+        .expect(1)
+        .mount(&twilio)
+        .await;
+    (twilio, sent)
+}
+
+fn replier(app: &TestApp) -> Replier {
+    Replier::new(app.stores.calls.clone(), TwilioRest::from_config(&app.config), app.config.clone())
+}
+
+async fn outbound(app: &TestApp) -> Vec<callkeeper_core::message::Message> {
+    let timeline = app.stores.calls.timeline(&E164::parse(CUSTOMER).unwrap(), 10).await.unwrap();
+    timeline
+        .into_iter()
+        .filter_map(|item| match item {
+            TimelineItem::Message(m) if m.direction == MessageDirection::Outbound => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_message_is_answered_by_the_llm_from_the_timeline() {
+    let answer = "שלום דנה! איזה אזור מעניין אותך?";
+    let (twilio, sent) = twilio_sends(answer).await;
+    let openai = MockServer::start().await;
+    let completion = serde_json::json!({ "choices": [{ "message": { "role": "assistant", "content": answer } }] });
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(body_string_contains("מחפשת דירה"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion))
+        .expect(1)
+        .mount(&openai)
+        .await;
+    let openai_base = format!("{}/v1", openai.uri());
+    let app = spawn_app_with(&[("TWILIO_API_BASE", &twilio.uri()), ("OPENAI_API_KEY", "sk-test"), ("OPENAI_BASE_URL", &openai_base)]).await;
+    let msid = random_sid("SM");
+    twiml_of(app.post("/webhook/whatsapp/inbound", &inbound(&msid, "היי, מחפשת דירה")).await).await;
+
+    let polled = poll_once(app.stores.queue.as_ref(), &replier(&app)).await.unwrap();
+    assert_eq!((polled.received, polled.done), (1, 1));
+    let replies = outbound(&app).await;
+    assert_eq!(replies.len(), 1);
+    assert_eq!((replies[0].message_sid.as_str(), replies[0].body.as_str(), replies[0].status.as_str()), (sent.as_str(), answer, "queued"));
+    // The system prompt went first.
+    let chat: serde_json::Value = serde_json::from_slice(&openai.received_requests().await.unwrap()[0].body).unwrap();
+    assert_eq!(chat["messages"][0]["role"], "system");
+    assert_eq!(chat["messages"].as_array().unwrap().last().unwrap()["content"], "היי, מחפשת דירה");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_openai_key_the_fixed_text_is_sent() {
+    let (twilio, _) = twilio_sends("תודה! נחזור אליך.").await;
+    let app = spawn_app_with(&[("TWILIO_API_BASE", &twilio.uri()), ("REPLY_FIXED_TEXT", "תודה! נחזור אליך.")]).await;
+    twiml_of(app.post("/webhook/whatsapp/inbound", &inbound(&random_sid("SM"), "שלום")).await).await;
+    assert_eq!(poll_once(app.stores.queue.as_ref(), &replier(&app)).await.unwrap().done, 1);
+    assert_eq!(outbound(&app).await[0].body, "תודה! נחזור אליך.");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_the_24_hour_window_nothing_is_sent_and_a_template_is_noted() {
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(201)).expect(0).mount(&twilio).await;
+    let app = spawn_app_with(&[("TWILIO_API_BASE", &twilio.uri())]).await;
+    let msid = random_sid("SM");
+    twiml_of(app.post("/webhook/whatsapp/inbound", &inbound(&msid, "שלום")).await).await;
+    // The job waited more than a day (the worker was down): the window has closed.
+    let sid = MessageSid::parse(&msid).unwrap();
+    let mut old = app.stores.calls.get_message(&sid).await.unwrap().unwrap();
+    old.message_sid = MessageSid::parse(&random_sid("SM")).unwrap();
+    old.created_at -= 25 * 3600 * 1000;
+    app.stores.calls.put_message(&old).await.unwrap();
+    let job = Job::WhatsappReply { message_sid: old.message_sid.clone(), contact: old.contact.clone() };
+    let queue = app.stores.queue.as_ref();
+    queue.receive(callkeeper_core::job::QueueName::Replies, 10, std::time::Duration::from_secs(600)).await.unwrap();
+    callkeeper_core::store::enqueue(queue, &job).await.unwrap();
+    assert_eq!(poll_once(queue, &replier(&app)).await.unwrap().done, 1);
+    let replies = outbound(&app).await;
+    assert_eq!((replies.len(), replies[0].status.as_str()), (1, TEMPLATE_NEEDED));
+}
