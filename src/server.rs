@@ -32,8 +32,13 @@ pub struct App {
     pub relay: Relay,
     /// `None` when there is no Twilio account to redirect calls through.
     pub watchdog: Option<Watchdog>,
-    /// The queue workers (transcription, WhatsApp replies) and the queue they take jobs from.
-    pub workers: Option<(Arc<dyn JobQueue>, Vec<Arc<dyn JobHandler>>)>,
+    pub workers: Option<Workers>,
+}
+
+/// The queue workers (transcription, WhatsApp replies) and the queue they take jobs from.
+pub struct Workers {
+    pub queue: Arc<dyn JobQueue>,
+    pub handlers: Vec<Arc<dyn JobHandler>>,
 }
 
 /// The app with the voice agent the configuration names, and a watchdog when `with_watchdog`.
@@ -46,7 +51,7 @@ pub fn app(config: Arc<Config>, stores: Stores, with_watchdog: bool) -> App {
         Arc::new(Replier::new(stores.calls.clone(), twilio, config.clone())),
     ];
     let mut app = app_with(config, stores.clone(), relay, watchdog);
-    app.workers = Some((stores.queue.clone(), handlers));
+    app.workers = Some(Workers { queue: stores.queue.clone(), handlers });
     app
 }
 
@@ -72,7 +77,7 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
     let workers: Vec<_> = app
         .workers
         .into_iter()
-        .flat_map(|(queue, handlers)| handlers.into_iter().map(move |handler| (queue.clone(), handler)))
+        .flat_map(|Workers { queue, handlers }| handlers.into_iter().map(move |handler| (queue.clone(), handler)))
         .map(|(queue, handler)| {
             let mut stop = worker_stop.clone();
             tokio::spawn(async move {
