@@ -118,7 +118,13 @@ async fn recorded_call(app: &TestApp, twilio: &MockServer) -> (CallSid, String) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recording_becomes_a_stored_object_and_a_transcript_with_a_summary_on_the_call() {
     let fakes = fakes().await;
-    let app = app_with_fakes(&fakes, &[]).await;
+    Mock::given(method("DELETE"))
+        .and(path_regex(r"^/2010-04-01/Accounts/AC[0-9a-f]{32}/Recordings/RE[0-9a-f]{32}\.json$"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&fakes.twilio)
+        .await;
+    let app = app_with_fakes(&fakes, &[("DELETE_TWILIO_RECORDINGS", "true")]).await;
     let (sid, recording) = recorded_call(&app, &fakes.twilio).await;
 
     let polled = poll_once(app.stores.queue.as_ref(), &transcriber(&app)).await.unwrap();
@@ -153,6 +159,21 @@ async fn a_recording_becomes_a_stored_object_and_a_transcript_with_a_summary_on_
     assert!(body["messages"][1]["content"].as_str().unwrap().contains("מה התקציב?"));
     assert!(chat.headers["authorization"].to_str().unwrap() == "Bearer sk-test");
     assert_eq!(app.stores.queue.depth(QueueName::Transcription).await.unwrap().visible, 0);
+    let kinds: Vec<String> = app.stores.calls.events(&sid).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert!(kinds.ends_with(&["transcribed".to_string(), "twilio_recording_deleted".to_string()]), "{kinds:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_too_short_recording_is_recorded_and_skipped_not_retried() {
+    let fakes = fakes().await;
+    let app = app_with_fakes(&fakes, &[("MIN_RECORDING_SECS", "5")]).await;
+    let (sid, _) = recorded_call(&app, &fakes.twilio).await;
+    let polled = poll_once(app.stores.queue.as_ref(), &transcriber(&app)).await.unwrap();
+    assert_eq!((polled.done, polled.failed), (1, 0), "acknowledged, not retried");
+    let skipped = app.stores.calls.events(&sid).await.unwrap().into_iter().find(|e| e.kind == "transcription_skipped").unwrap();
+    assert_eq!(skipped.detail["reason"], "the recording is shorter than 5 s");
+    assert!(app.stores.calls.transcripts(&sid).await.unwrap().is_empty());
+    assert!(fakes.twilio.received_requests().await.unwrap().is_empty(), "nothing downloaded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,16 +255,16 @@ async fn a_batch_with_one_bad_message_reports_only_that_one() {
     assert_eq!(app.stores.calls.transcripts(&sid).await.unwrap().len(), 1);
 }
 
-/// The same worker on the aws adapter (DynamoDB, SQS, S3 on moto): the recording lands in S3,
-/// the transcript in DynamoDB, and a duplicate job is acknowledged without a second transcription.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_the_aws_adapter_a_recording_lands_in_s3_and_its_transcript_in_dynamodb() {
+/// Fresh aws stores on moto, with a completed call whose recording the fake Twilio serves, and
+/// its transcription job enqueued twice (a duplicate delivery).
+async fn aws_recorded_call(
+    fakes: &Fakes,
+    max_receives: u32,
+) -> (callkeeper_core::store::Stores, CallSid, callkeeper_core::ids::RecordingSid, i64) {
     use callkeeper_core::call::{CallStatus, Direction, NewCall};
     use callkeeper_core::ids::{AccountSid, RecordingSid};
     use callkeeper_core::recording::Recording;
     use callkeeper_core::store::aws::{connect, create_resources, AwsNames};
-    let fakes = fakes().await;
-    let app = app_with_fakes(&fakes, &[]).await;
     let endpoint = std::env::var("CALLKEEPER_TEST_AWS_ENDPOINT").expect("run the suite with ./scripts/test.sh, which starts moto_server");
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
@@ -252,9 +273,8 @@ async fn on_the_aws_adapter_a_recording_lands_in_s3_and_its_transcript_in_dynamo
         .load()
         .await;
     let names = AwsNames::with_suffix(&new_call_sid()[2..14]);
-    create_resources(&sdk, &names, 3).await.unwrap();
-    let stores = connect(&sdk, &names, 3).await.unwrap();
-
+    create_resources(&sdk, &names, max_receives).await.unwrap();
+    let stores = connect(&sdk, &names, max_receives).await.unwrap();
     let sid = CallSid::parse(&new_call_sid()).unwrap();
     let recording = RecordingSid::parse(&callkeeper_core::ids::random_sid("RE")).unwrap();
     let at = callkeeper_core::time::now_ms();
@@ -287,6 +307,17 @@ async fn on_the_aws_adapter_a_recording_lands_in_s3_and_its_transcript_in_dynamo
     stores.calls.put_recording(&stored).await.unwrap();
     let job = callkeeper_core::job::Job::Transcribe { call_sid: sid.clone(), recording_sid: recording.clone() };
     callkeeper_core::store::enqueue(stores.queue.as_ref(), &job).await.unwrap();
+    (stores, sid, recording, at)
+}
+
+/// The same worker on the aws adapter (DynamoDB, SQS, S3 on moto): the recording lands in S3,
+/// the transcript in DynamoDB, and a duplicate job is acknowledged without a second transcription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_aws_adapter_a_recording_lands_in_s3_and_its_transcript_in_dynamodb() {
+    let fakes = fakes().await;
+    let app = app_with_fakes(&fakes, &[]).await;
+    let (stores, sid, recording, at) = aws_recorded_call(&fakes, 3).await;
+    let job = callkeeper_core::job::Job::Transcribe { call_sid: sid.clone(), recording_sid: recording.clone() };
     callkeeper_core::store::enqueue(stores.queue.as_ref(), &job).await.unwrap();
 
     let worker = Transcriber::new(stores.calls.clone(), stores.blobs.clone(), TwilioRest::from_config(&app.config), app.config.clone());
@@ -304,4 +335,39 @@ async fn on_the_aws_adapter_a_recording_lands_in_s3_and_its_transcript_in_dynamo
     let transcriptions =
         fakes.openai.received_requests().await.unwrap().iter().filter(|r| r.url.path() == "/v1/audio/transcriptions").count();
     assert_eq!(transcriptions, 2, "transcribed once (two channels)");
+}
+
+/// On SQS: OpenAI failing every receive the redrive policy allows dead-letters the job, with its
+/// error for `dlq show`; redriven, it is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_aws_adapter_a_failing_job_is_dead_lettered_redriven_and_done() {
+    let fakes = fakes_failing(2).await;
+    let app = app_with_fakes(&fakes, &[("JOB_RETRY_BASE_SECS", "0")]).await;
+    let (stores, sid, _, _) = aws_recorded_call(&fakes, 2).await;
+    let worker = Transcriber::new(stores.calls.clone(), stores.blobs.clone(), TwilioRest::from_config(&app.config), app.config.clone());
+    let queue = stores.queue.as_ref();
+    let mut failed = 0;
+    for _ in 0..10 {
+        failed += poll_once(queue, &worker).await.unwrap().failed;
+        if failed == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(failed, 2);
+    // SQS moves it on the receive after maxReceiveCount.
+    let mut dead = Vec::new();
+    for _ in 0..10 {
+        assert_eq!(poll_once(queue, &worker).await.unwrap().done, 0);
+        dead = queue.dead_letters(QueueName::Transcription, 10).await.unwrap();
+        if !dead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].last_error.as_deref().unwrap().contains("overloaded"), "{:?}", dead[0]);
+    assert_eq!(queue.redrive(QueueName::Transcription, Some(&dead[0].id)).await.unwrap(), 1);
+    assert_eq!(poll_once(queue, &worker).await.unwrap().done, 1);
+    assert_eq!(stores.calls.transcripts(&sid).await.unwrap()[0].lines.len(), 3);
 }
