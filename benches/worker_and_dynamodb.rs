@@ -111,18 +111,6 @@ fn config(twilio: &MockServer, openai: &MockServer) -> Arc<Config> {
     Arc::new(Config::from_lookup(|k| settings.get(k).cloned()).unwrap())
 }
 
-async fn moto() -> Option<aws_config::SdkConfig> {
-    let endpoint = std::env::var("CALLKEEPER_TEST_AWS_ENDPOINT").ok()?;
-    Some(
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(endpoint)
-            .region(aws_config::Region::new("eu-west-1"))
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "moto"))
-            .load()
-            .await,
-    )
-}
-
 /// The aws stores, with DynamoDB calls counted.
 async fn aws_stores(sdk: &aws_config::SdkConfig, counter: &Counter) -> Stores {
     let names = AwsNames::with_suffix(&random_sid("x")[1..13]);
@@ -163,20 +151,22 @@ fn recording_form(sid: &str, recording: &str, twilio: &MockServer, minutes: u32)
     ])
 }
 
+/// callkeeper on `stores`, on a loopback port, without its own workers: the benchmark drives them.
+async fn serve_on(stores: &Stores, config: &Arc<Config>) -> std::net::SocketAddr {
+    let relay = callkeeper_relay::Relay::new(config.clone(), stores.calls.clone());
+    let app = callkeeper::server::app_with(config.clone(), stores.clone(), relay, None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(callkeeper::server::serve(listener, app, std::future::pending()));
+    addr
+}
+
 /// Times the worker on recordings of 1, 5 and 10 minutes.
 async fn worker_per_minute(label: &str, stores: Stores) {
     for minutes in [1u32, 5, 10] {
         let (twilio, openai) = fakes(minutes).await;
         let config = config(&twilio, &openai);
-        let app = callkeeper::server::app_with(
-            config.clone(),
-            stores.clone(),
-            callkeeper_relay::Relay::new(config.clone(), stores.calls.clone()),
-            None,
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(callkeeper::server::serve(listener, app, std::future::pending()));
+        let addr = serve_on(&stores, &config).await;
         let client = reqwest::Client::new();
         let worker = Transcriber::new(stores.calls.clone(), stores.blobs.clone(), TwilioRest::from_config(&config), config.clone());
         let mut times = Vec::new();
@@ -204,15 +194,7 @@ async fn dynamodb_per_call(sdk: &aws_config::SdkConfig) {
     let stores = aws_stores(sdk, &counter).await;
     let (twilio, openai) = fakes(1).await;
     let config = config(&twilio, &openai);
-    let app = callkeeper::server::app_with(
-        config.clone(),
-        stores.clone(),
-        callkeeper_relay::Relay::new(config.clone(), stores.calls.clone()),
-        None,
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(callkeeper::server::serve(listener, app, std::future::pending()));
+    let addr = serve_on(&stores, &config).await;
     let client = reqwest::Client::new();
     counter.0.lock().unwrap().clear();
 
@@ -261,7 +243,7 @@ async fn dynamodb_per_call(sdk: &aws_config::SdkConfig) {
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
     worker_per_minute("embedded", callkeeper_core::store::embedded::open_stores(dir.path(), 5).unwrap()).await;
-    match moto().await {
+    match callkeeper_core::store::contract::moto_sdk().await {
         Some(sdk) => {
             worker_per_minute("aws/moto", aws_stores(&sdk, &Counter::default()).await).await;
             dynamodb_per_call(&sdk).await;

@@ -265,13 +265,7 @@ async fn aws_recorded_call(
     use callkeeper_core::ids::{AccountSid, RecordingSid};
     use callkeeper_core::recording::Recording;
     use callkeeper_core::store::aws::{connect, create_resources, AwsNames};
-    let endpoint = std::env::var("CALLKEEPER_TEST_AWS_ENDPOINT").expect("run the suite with ./scripts/test.sh, which starts moto_server");
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new("eu-west-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "moto"))
-        .load()
-        .await;
+    let sdk = callkeeper_core::store::contract::require_moto().await;
     let names = AwsNames::with_suffix(&new_call_sid()[2..14]);
     create_resources(&sdk, &names, max_receives).await.unwrap();
     let stores = connect(&sdk, &names, max_receives).await.unwrap();

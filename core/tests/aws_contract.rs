@@ -9,19 +9,8 @@ use callkeeper_core::store_contract_tests;
 
 const MAX_RECEIVES: u32 = 3;
 
-pub async fn moto_sdk() -> aws_config::SdkConfig {
-    let endpoint = std::env::var("CALLKEEPER_TEST_AWS_ENDPOINT")
-        .expect("CALLKEEPER_TEST_AWS_ENDPOINT is not set: run the suite with ./scripts/test.sh, which starts moto_server");
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new("eu-west-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "moto"))
-        .load()
-        .await
-}
-
 async fn aws_stores() -> (Stores, ()) {
-    let sdk = moto_sdk().await;
+    let sdk = callkeeper_core::store::contract::require_moto().await;
     let mut b = [0u8; 6];
     callkeeper_core::secrets::fill_random(&mut b);
     let names = AwsNames::with_suffix(&hex::encode(b));

@@ -51,6 +51,25 @@ macro_rules! store_contract_tests {
     };
 }
 
+/// The SDK's configuration for the test's `moto_server`: the endpoint `scripts/test.sh` exports
+/// as `CALLKEEPER_TEST_AWS_ENDPOINT`, static test credentials, a region. `None` when unset.
+pub async fn moto_sdk() -> Option<aws_config::SdkConfig> {
+    let endpoint = std::env::var("CALLKEEPER_TEST_AWS_ENDPOINT").ok()?;
+    Some(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(aws_config::Region::new("eu-west-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "moto"))
+            .load()
+            .await,
+    )
+}
+
+/// [`moto_sdk`], for tests that cannot run without it.
+pub async fn require_moto() -> aws_config::SdkConfig {
+    moto_sdk().await.expect("CALLKEEPER_TEST_AWS_ENDPOINT is not set: run the suite with ./scripts/test.sh, which starts moto_server")
+}
+
 pub fn call_sid() -> CallSid {
     CallSid::parse(&random_sid("CA")).unwrap()
 }
