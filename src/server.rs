@@ -64,33 +64,31 @@ pub fn app_with(config: Arc<Config>, stores: Stores, relay: Relay, watchdog: Opt
 /// Serves `app` (and runs its watchdog) until `shutdown` resolves, then drains the relay's live
 /// calls (up to the deadline) while still answering webhooks and watching calls, then stops.
 pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let (stopped, watchdog_stop) = tokio::sync::oneshot::channel::<()>();
+    // One signal stops the background loops once the server (and its drain) is done.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
     let watchdog = app.watchdog.map(|watchdog| {
-        tokio::spawn(async move {
-            let run = watchdog.run_until(async {
-                let _ = watchdog_stop.await;
-            });
-            run.await
-        })
+        let until = until();
+        tokio::spawn(async move { watchdog.run_until(until).await })
     });
-    let (worker_stopped, worker_stop) = tokio::sync::watch::channel(false);
     let workers: Vec<_> = app
         .workers
         .into_iter()
         .flat_map(|Workers { queue, handlers }| handlers.into_iter().map(move |handler| (queue.clone(), handler)))
         .map(|(queue, handler)| {
-            let mut stop = worker_stop.clone();
+            let until = until();
             tokio::spawn(async move {
-                let until = async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                };
                 callkeeper_core::worker::run_until(queue.as_ref(), handler.as_ref(), std::time::Duration::from_secs(1), until).await
             })
         })
         .collect();
     let served = callkeeper_relay::service::serve(listener, app.router, &app.relay, shutdown).await;
-    let _ = stopped.send(());
-    let _ = worker_stopped.send(true);
+    let _ = stop.send(true);
     for task in workers {
         let _ = task.await;
     }

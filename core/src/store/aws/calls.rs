@@ -137,15 +137,12 @@ impl DynamoStore {
         DynamoStore { client, table: table.to_string() }
     }
 
-    pub(crate) fn client(&self) -> &Client {
-        &self.client
+    pub(crate) async fn put(&self, item: Item) -> StoreResult<()> {
+        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(sdk_error)?;
+        Ok(())
     }
 
-    pub(crate) fn table(&self) -> &str {
-        &self.table
-    }
-
-    async fn get(&self, pk: String, sk: &str) -> StoreResult<Option<Item>> {
+    pub(crate) async fn get(&self, pk: String, sk: &str) -> StoreResult<Option<Item>> {
         let out = self
             .client
             .get_item()

@@ -68,7 +68,7 @@ impl SqsQueue {
     }
 
     async fn job_error(&self, id: &str) -> StoreResult<Option<JobError>> {
-        let item = self.table.get_item(Self::error_key(id)).await?;
+        let item = self.table.get(format!("JOBERR#{id}"), "JOBERR").await?;
         // TTL deletes late: an expired error is gone.
         let error: Option<JobError> = item.map(|i| from_item(i, "job error")).transpose()?;
         Ok(error.filter(|e| e.expires_at > now_ms() / 1000))
@@ -118,19 +118,6 @@ impl SqsQueue {
             dead_at: error.as_ref().map_or(sent_at, |e| e.at),
             last_error: error.map(|e| e.error),
         })
-    }
-}
-
-impl DynamoStore {
-    pub(crate) async fn get_item(&self, key: Item) -> StoreResult<Option<Item>> {
-        let out =
-            self.client().get_item().table_name(self.table()).set_key(Some(key)).consistent_read(true).send().await.map_err(sdk_error)?;
-        Ok(out.item)
-    }
-
-    pub(crate) async fn put(&self, item: Item) -> StoreResult<()> {
-        self.client().put_item().table_name(self.table()).set_item(Some(item)).send().await.map_err(sdk_error)?;
-        Ok(())
     }
 }
 
