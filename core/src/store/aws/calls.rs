@@ -478,7 +478,7 @@ impl CallStore for DynamoStore {
     async fn put_turn(&self, call_sid: &CallSid, turn: &Turn) -> StoreResult<()> {
         let mut item = to_attrs(turn);
         item.extend(key(call_pk(call_sid), format!("TURN#{:05}", turn.seq)));
-        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(sdk_error)?;
+        self.put(item).await?;
         Ok(())
     }
 
@@ -546,7 +546,7 @@ impl CallStore for DynamoStore {
         item.insert("created_at".into(), n(transcript.created_at));
         // Free-form (the lead's fields follow a configurable schema): kept as JSON text.
         item.insert("doc".into(), s(serde_json::to_string(transcript).expect("a transcript serializes")));
-        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(sdk_error)?;
+        self.put(item).await?;
         Ok(())
     }
 
@@ -614,7 +614,7 @@ impl CallStore for DynamoStore {
         let pointer = HashMap::from([("call_sid".to_string(), s(r.call_sid.as_str()))]);
         let mut item = key(format!("REC#{}", r.recording_sid), "REC");
         item.extend(pointer);
-        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(sdk_error)?;
+        self.put(item).await?;
         from_item(out.attributes.unwrap_or_default(), "recording")
     }
 

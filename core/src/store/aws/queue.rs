@@ -3,7 +3,7 @@
 //! worker's error, so `release` keeps it in the table (`JOBERR#{id}`, expiring with the
 //! message's retention) where `dlq show` reads it.
 
-use super::items::{from_item, key, to_attrs, Item};
+use super::items::{from_item, key, to_attrs};
 use super::{dead_letter_queue_name, sdk_error, AwsNames, DynamoStore};
 use crate::job::{DeadLetter, Delivery, QueueName};
 use crate::store::{JobQueue, QueueDepth, StoreError, StoreResult};
@@ -63,12 +63,13 @@ impl SqsQueue {
         &self.urls[&queue]
     }
 
-    fn error_key(id: &str) -> Item {
-        key(format!("JOBERR#{id}"), "JOBERR")
+    /// The item keeping a message's last error.
+    fn error_pk(id: &str) -> String {
+        format!("JOBERR#{id}")
     }
 
     async fn job_error(&self, id: &str) -> StoreResult<Option<JobError>> {
-        let item = self.table.get(format!("JOBERR#{id}"), "JOBERR").await?;
+        let item = self.table.get(Self::error_pk(id), "JOBERR").await?;
         // TTL deletes late: an expired error is gone.
         let error: Option<JobError> = item.map(|i| from_item(i, "job error")).transpose()?;
         Ok(error.filter(|e| e.expires_at > now_ms() / 1000))
@@ -175,7 +176,7 @@ impl JobQueue for SqsQueue {
         let record =
             JobError { error: error.to_string(), receive_count: delivery.receive_count, at, expires_at: at / 1000 + ERROR_TTL_SECS };
         let mut item = to_attrs(&record);
-        item.extend(Self::error_key(&delivery.id));
+        item.extend(key(Self::error_pk(&delivery.id), "JOBERR"));
         self.table.put(item).await?;
         let visible_in = retry_after.as_secs_f64().ceil() as i32;
         match self
