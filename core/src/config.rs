@@ -204,6 +204,10 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("REPLY_SYSTEM_PROMPT", "a short, polite Hebrew assistant", "how the WhatsApp agent answers (with OPENAI_API_KEY)"),
     ("REPLY_FIXED_TEXT", "a thank-you in Hebrew", "the WhatsApp answer without OPENAI_API_KEY"),
     ("JOB_RETRY_BASE_SECS", "2", "a failed job's first backoff, doubling with each receive (at most 5 minutes)"),
+    ("TWILIO_AUTH_TOKEN_SSM_PARAMETER", "", "in AWS: the SSM parameter holding the auth token, read at start"),
+    ("STREAM_TOKEN_SECRET_SSM_PARAMETER", "", "in AWS: the SSM parameter holding the stream token secret"),
+    ("OPENAI_API_KEY_SSM_PARAMETER", "", "in AWS: the SSM parameter holding the OpenAI key"),
+    ("METRICS_NAMESPACE", "", "emit CloudWatch metrics (EMF lines on stdout) in this namespace; off when unset"),
 ];
 
 /// Voices we know to speak a language well enough for the apology; others must be configured.

@@ -81,6 +81,7 @@ pub async fn claim(store: &dyn CallStore, config: &Config, call_sid: &CallSid, r
     let from = [CallStatus::Ringing, CallStatus::AwaitingStream, CallStatus::Streaming];
     Ok(match store.transition(call_sid, &from, CallStatus::Fallback, &patch, at).await? {
         Transition::Applied(call) => {
+            crate::metrics::record(crate::metrics::FALLBACKS, 1.0, &[reason]);
             let detail = serde_json::json!({ "reason": reason, "action": config.fallback.mode.as_str(), "by": by });
             store.add_event(call_sid, &CallEvent { at, kind: "fallback".into(), key: "fallback".into(), detail }).await?;
             Claim::Won(call)

@@ -30,6 +30,16 @@ pub enum Replied {
     Duplicate,
 }
 
+impl Replied {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Replied::Sent { .. } => "sent",
+            Replied::TemplateNeeded => "template_needed",
+            Replied::Duplicate => "duplicate",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Replier {
     calls: Arc<dyn CallStore>,

@@ -52,6 +52,17 @@ pub enum Outcome {
     Kept,
 }
 
+impl Outcome {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Transcribed { .. } => "transcribed",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Skipped(_) => "skipped",
+            Outcome::Kept => "kept",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Transcriber {
     calls: Arc<dyn CallStore>,

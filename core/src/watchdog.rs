@@ -103,6 +103,16 @@ impl Watchdog {
         let now = now_ms();
         let list = self.calls.active_calls(ACTIVE_LIMIT).await?;
         let mut report = PassReport { active: list.len(), store_reads: 1, ..Default::default() };
+        // The oldest heartbeat among streaming calls: how close the relays run to the stale line.
+        // A call streaming for less than one interval has none yet, and counts from its start.
+        let lag = list
+            .iter()
+            .filter(|c| c.status == CallStatus::Streaming && !c.redirect_pending)
+            .map(|c| now - c.heartbeat_at.unwrap_or(c.status_at))
+            .max();
+        if let Some(lag) = lag {
+            crate::metrics::record(crate::metrics::HEARTBEAT_LAG, lag.max(0) as f64, &[]);
+        }
         let mut work = JoinSet::new();
         let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_REDIRECTS));
         for call in list {

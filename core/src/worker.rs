@@ -15,8 +15,28 @@ pub trait JobHandler: Send + Sync {
     fn queue(&self) -> QueueName;
     /// A failed job's first backoff.
     fn retry_base(&self) -> Duration;
-    /// Does one job; the outcome or the failure, as a line for logs and `dlq show`.
-    async fn handle(&self, body: &str) -> Result<String, String>;
+    /// Does one job; the outcome, or the failure as a line for logs and `dlq show`.
+    async fn handle(&self, body: &str) -> Result<Done, String>;
+}
+
+/// A job done: what kind of outcome (a metric's dimension: `transcribed`, `kept`, `sent`…)
+/// and the whole of it, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Done {
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+impl Done {
+    fn of<T: std::fmt::Debug>(kind: &'static str, outcome: T) -> Done {
+        Done { kind, detail: format!("{outcome:?}") }
+    }
+}
+
+/// Counts a job's outcome (`failed` for a failure) for the dashboard.
+pub fn record_outcome(queue: QueueName, outcome: &Result<Done, String>) {
+    let kind = outcome.as_ref().map_or("failed", |done| done.kind);
+    crate::metrics::record(crate::metrics::JOB_OUTCOMES, 1.0, &[queue.as_str(), kind]);
 }
 
 #[async_trait::async_trait]
@@ -27,8 +47,8 @@ impl JobHandler for Transcriber {
     fn retry_base(&self) -> Duration {
         Transcriber::retry_base(self)
     }
-    async fn handle(&self, body: &str) -> Result<String, String> {
-        Transcriber::handle(self, body).await.map(|o| format!("{o:?}")).map_err(|e| e.to_string())
+    async fn handle(&self, body: &str) -> Result<Done, String> {
+        Transcriber::handle(self, body).await.map(|o| Done::of(o.kind(), o)).map_err(|e| e.to_string())
     }
 }
 
@@ -40,8 +60,8 @@ impl JobHandler for Replier {
     fn retry_base(&self) -> Duration {
         Duration::from_secs(2)
     }
-    async fn handle(&self, body: &str) -> Result<String, String> {
-        Replier::handle(self, body).await.map(|o| format!("{o:?}")).map_err(|e| e.to_string())
+    async fn handle(&self, body: &str) -> Result<Done, String> {
+        Replier::handle(self, body).await.map(|o| Done::of(o.kind(), o)).map_err(|e| e.to_string())
     }
 }
 
@@ -57,11 +77,13 @@ pub fn retry_after(base: Duration, receive_count: u32) -> Duration {
 /// Does one delivered job. `Err` is the failure, already kept on the message for `dlq show`.
 pub async fn process(queue: &dyn JobQueue, delivery: &Delivery, handler: &dyn JobHandler) -> StoreResult<Result<String, String>> {
     let name = handler.queue();
-    match handler.handle(&delivery.body).await {
-        Ok(outcome) => {
-            tracing::info!(queue = name.as_str(), job = %delivery.id, outcome, "job done");
+    let outcome = handler.handle(&delivery.body).await;
+    record_outcome(name, &outcome);
+    match outcome {
+        Ok(done) => {
+            tracing::info!(queue = name.as_str(), job = %delivery.id, outcome = done.detail, "job done");
             queue.ack(name, &delivery.receipt).await?;
-            Ok(Ok(outcome))
+            Ok(Ok(done.detail))
         }
         Err(error) => {
             tracing::warn!(queue = name.as_str(), job = %delivery.id, receive_count = delivery.receive_count, error, "job failed; it comes back later");

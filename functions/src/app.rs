@@ -99,6 +99,9 @@ async fn stamp_and_log(request: Request, next: Next) -> Response {
     }
     let status = response.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Some(route) = path.strip_prefix("/webhook/") {
+        callkeeper_core::metrics::record(callkeeper_core::metrics::WEBHOOK_LATENCY, latency_ms, &[route]);
+    }
     if status >= 500 {
         tracing::error!(%method, %path, status, latency_ms, "request");
     } else if status >= 400 {

@@ -1,17 +1,14 @@
-//! What every Lambda binary runs: configuration checked once, the stores opened, and the
-//! router for its routes served through the Lambda runtime API.
+//! What every Lambda binary runs: started once (secrets, configuration, stores: see
+//! [`callkeeper_core::startup`]), then its handler served through the Lambda runtime API.
 
 use crate::app::{router, AppState, Route};
-use callkeeper_core::config::Config;
-use callkeeper_core::store::open::stores_from_env;
+use callkeeper_core::startup;
 use std::sync::Arc;
 
+/// A webhook function: the router for its routes, behind API Gateway's HTTP API.
 pub async fn run(routes: &[Route]) -> Result<(), lambda_http::Error> {
-    callkeeper_core::telemetry::init();
-    let config = Config::from_env().inspect_err(|e| tracing::error!(error = %e, "refusing to start"))?;
-    let stores = stores_from_env(config.queue_max_receives).await.inspect_err(|e| tracing::error!(error = %e, "refusing to start"))?;
-    let app = router(AppState { config: Arc::new(config), stores }, routes);
-    lambda_http::run(app).await
+    let (config, stores) = startup::from_env().await?;
+    lambda_http::run(router(AppState { config, stores }, routes)).await
 }
 
 /// The watchdog function: EventBridge invokes it every minute, and each invocation keeps passing
@@ -20,9 +17,7 @@ pub async fn run(routes: &[Route]) -> Result<(), lambda_http::Error> {
 pub async fn run_watchdog() -> Result<(), lambda_runtime::Error> {
     use callkeeper_core::twilio_rest::TwilioRest;
     use callkeeper_core::watchdog::Watchdog;
-    callkeeper_core::telemetry::init();
-    let config = Arc::new(Config::from_env().inspect_err(|e| tracing::error!(error = %e, "refusing to start"))?);
-    let stores = stores_from_env(config.queue_max_receives).await.inspect_err(|e| tracing::error!(error = %e, "refusing to start"))?;
+    let (config, stores) = startup::from_env().await?;
     let watchdog = Watchdog::new(stores.calls.clone(), TwilioRest::from_config(&config), config.clone());
     let handler = lambda_runtime::service_fn(|_event: lambda_runtime::LambdaEvent<serde_json::Value>| {
         let (watchdog, run_for) = (watchdog.clone(), config.watchdog.run_for);
@@ -49,9 +44,7 @@ pub async fn run_worker(worker: Worker) -> Result<(), lambda_runtime::Error> {
     use callkeeper_core::transcription::Transcriber;
     use callkeeper_core::twilio_rest::TwilioRest;
     use callkeeper_core::worker::JobHandler;
-    callkeeper_core::telemetry::init();
-    let config = Arc::new(Config::from_env().inspect_err(|e| tracing::error!(error = %e, "refusing to start"))?);
-    let stores = stores_from_env(config.queue_max_receives).await.inspect_err(|e| tracing::error!(error = %e, "refusing to start"))?;
+    let (config, stores) = startup::from_env().await?;
     let twilio = TwilioRest::from_config(&config);
     let handler: Arc<dyn JobHandler> = match worker {
         Worker::Transcribe => Arc::new(Transcriber::new(stores.calls.clone(), stores.blobs.clone(), twilio, config.clone())),

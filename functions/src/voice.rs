@@ -5,7 +5,7 @@ use crate::signed_form::SignedForm;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use callkeeper_core::call::{Call, CallEvent, CallPatch, CallStatus, Created, Direction, NewCall};
+use callkeeper_core::call::{Call, CallEvent, CallPatch, CallStatus, Created, Direction, NewCall, Transition};
 use callkeeper_core::fallback::{self, Claim, ClaimedBy};
 use callkeeper_core::form::Form;
 use callkeeper_core::ids::{AccountSid, CallSid};
@@ -13,7 +13,7 @@ use callkeeper_core::phone::E164;
 use callkeeper_core::store::CallStore;
 use callkeeper_core::time::{now_ms, Millis};
 use callkeeper_core::twiml::{self, StreamCall};
-use callkeeper_core::{stream_token, twiml::Twiml};
+use callkeeper_core::{metrics, stream_token, twiml::Twiml};
 use serde_json::json;
 
 pub const STREAM_PATH: &str = "/ws/twilio-media";
@@ -36,11 +36,15 @@ async fn answer(state: &AppState, form: &Form, direction: Direction) -> Result<R
     let new = new_call(form, &call_sid, direction, at)?;
     let store = state.stores.calls.as_ref();
     match store.create_call(&new).await? {
-        Created::New(_) => {}
+        Created::New(_) => metrics::record(metrics::CALLS_ANSWERED, 1.0, &[direction.as_str()]),
         // An outbound call we placed waits in `ringing` until Twilio asks for its TwiML.
         Created::Existing(call) if call.status == CallStatus::Ringing => {
             let patch = CallPatch { twilio_status: new.twilio_status.clone(), ..Default::default() };
-            store.transition(&call_sid, &[CallStatus::Ringing], CallStatus::AwaitingStream, &patch, at).await?;
+            if let Transition::Applied(_) =
+                store.transition(&call_sid, &[CallStatus::Ringing], CallStatus::AwaitingStream, &patch, at).await?
+            {
+                metrics::record(metrics::CALLS_ANSWERED, 1.0, &[direction.as_str()]);
+            }
         }
         Created::Existing(call) => {
             tracing::info!(call_sid = %call_sid, status = %call.status, "retried call webhook; answering the same TwiML")

@@ -1,17 +1,12 @@
-//! `callkeeper-relay`: the relay on its own, as the Fargate service runs it. Configuration from
-//! the environment (the same settings as the webhooks), the stores by `CALLKEEPER_STORE`, and
-//! `PORT` (default 8080) on all interfaces, behind the load balancer's TLS.
+//! `callkeeper-relay`: the relay on its own, as the Fargate service runs it. Started like the
+//! functions (secrets by SSM parameter, the same settings, the stores by `CALLKEEPER_STORE`),
+//! on `PORT` (default 8080) on all interfaces, behind the load balancer's TLS.
 
-use callkeeper_core::config::Config;
-use callkeeper_core::store::open::stores_from_env;
 use callkeeper_relay::{router, service, Relay};
-use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    callkeeper_core::telemetry::init();
-    let config = Arc::new(Config::from_env().inspect_err(|e| tracing::error!(error = %e, "refusing to start"))?);
-    let stores = stores_from_env(config.queue_max_receives).await.inspect_err(|e| tracing::error!(error = %e, "refusing to start"))?;
+    let (config, stores) = callkeeper_core::startup::from_env().await?;
     let port: u16 = match std::env::var("PORT") {
         Ok(p) => p.parse().map_err(|_| anyhow::anyhow!("PORT must be a port number, got {p:?}"))?,
         Err(_) => 8080,

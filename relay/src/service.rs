@@ -14,13 +14,31 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let drain = relay.drain.clone();
     let deadline = relay.config.relay.drain_deadline;
+    let reporter = callkeeper_core::metrics::enabled().then(|| tokio::spawn(report_connections(relay.clone())));
     let stop = async move {
         shutdown.await;
         let drained = drain.run(deadline).await;
         tracing::info!(live_at_start = drained.live_at_start, closed_at_deadline = drained.closed_at_deadline, "drained");
     };
-    axum::serve(listener, router).with_graceful_shutdown(stop).await?;
+    let served = axum::serve(listener, router).with_graceful_shutdown(stop).await;
+    if let Some(reporter) = reporter {
+        reporter.abort();
+    }
+    served?;
     Ok(())
+}
+
+/// How often a relay reports the streams it holds: often enough that a one-minute maximum on
+/// the dashboard sees every relay several times.
+const CONNECTIONS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn report_connections(relay: Relay) {
+    let mut every = tokio::time::interval(CONNECTIONS_EVERY);
+    loop {
+        every.tick().await;
+        let live = relay.drain.live() as f64;
+        callkeeper_core::metrics::record(callkeeper_core::metrics::RELAY_CONNECTIONS, live, &[&relay.config.relay.instance_id]);
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -15,12 +15,12 @@ use crate::recorder::Recorder;
 use crate::turns::TurnLog;
 use crate::Relay;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use callkeeper_core::call::{Call, CallEvent, CallPatch, CallStatus, Transition};
+use callkeeper_core::call::{Call, CallEvent, CallPatch, CallStatus, Direction, Transition};
 use callkeeper_core::ids::CallSid;
 use callkeeper_core::media_stream::{self, FrameError, Inbound, Start};
 use callkeeper_core::stream_report::StreamEnd;
-use callkeeper_core::stream_token;
 use callkeeper_core::time::{now_ms, Millis};
+use callkeeper_core::{metrics, stream_token};
 use serde_json::json;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -143,6 +143,11 @@ async fn admit(relay: &Relay, start: Start) -> Result<(Start, Call), Refusal> {
         tracing::warn!(call_sid = %call_sid, error = %e, "stream_started event not written");
     }
     tracing::info!(call_sid = %call_sid, stream_sid = %start.stream_sid, agent = relay.agent.name(), "stream started");
+    // An inbound call is created by the webhook that answers it, so this is answer to start.
+    // (An outbound call is created when placed, and its ringing would count too.)
+    if call.direction == Direction::Inbound {
+        metrics::record(metrics::STREAM_START_LATENCY, (at - call.created_at).max(0) as f64, &[]);
+    }
     Ok((start, call))
 }
 
@@ -286,6 +291,10 @@ impl Session {
                     self.counters.marks_heard += 1;
                     if heard.first {
                         if let Some(turn) = self.turns.first_heard(heard.response, now_ms()) {
+                            // The agent's answer time: end of the caller's speech to its first audio.
+                            if let (Some(stopped), Some(audio)) = (turn.caller_stopped_at, turn.first_audio_at) {
+                                metrics::record(metrics::TURN_LATENCY, (audio - stopped).max(0) as f64, &[]);
+                            }
                             self.recorder.turn(turn);
                         }
                     }

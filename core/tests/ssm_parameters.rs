@@ -1,0 +1,34 @@
+//! Secrets by SSM parameter name, read the way a deployed function or the relay reads them at
+//! start, against moto_server's SSM.
+
+use callkeeper_core::parameters::{fetch, wanted};
+use callkeeper_core::store::contract::require_moto;
+
+fn lookup(pairs: Vec<(&'static str, String)>) -> impl Fn(&str) -> Option<String> {
+    move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
+}
+
+#[tokio::test]
+async fn secure_strings_are_read_decrypted_and_a_missing_one_is_named() {
+    let sdk = require_moto().await;
+    let ssm = aws_sdk_ssm::Client::new(&sdk);
+    let prefix = format!("/callkeeper-test/{}", callkeeper_core::secrets::Secret::generate().expose());
+    let token_name = format!("{prefix}/twilio-auth-token");
+    ssm.put_parameter()
+        .name(&token_name)
+        .value("twilio-token-from-ssm")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+
+    let env = lookup(vec![("TWILIO_AUTH_TOKEN_SSM_PARAMETER", token_name.clone()), ("PUBLIC_BASE_URL", "https://x".into())]);
+    let values = fetch(&ssm, wanted(&env).unwrap()).await.unwrap();
+    assert_eq!(values.len(), 1);
+    assert_eq!(values["TWILIO_AUTH_TOKEN"], "twilio-token-from-ssm");
+
+    let missing = format!("{prefix}/openai-key");
+    let env = lookup(vec![("TWILIO_AUTH_TOKEN_SSM_PARAMETER", token_name), ("OPENAI_API_KEY_SSM_PARAMETER", missing.clone())]);
+    let err = fetch(&ssm, wanted(&env).unwrap()).await.unwrap_err().to_string();
+    assert_eq!(err, format!("secrets: OPENAI_API_KEY_SSM_PARAMETER: could not read parameter {missing}: not found"));
+}
