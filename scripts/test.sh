@@ -38,17 +38,41 @@ else
   echo "   (not checked: this Python has no audioop, which left CPython in 3.13; the committed tables are still replayed)"
 fi
 
-echo "== moto_server (DynamoDB, SQS, S3 emulated) for the AWS adapters' tests"
+echo "== sample Lambda events match events/gen_events.py (signed by twilio-python)"
+events="$(mktemp -d)"
+trap 'rm -f "$fresh"; rm -rf "$tables" "$events"' EXIT
+"$VENV/bin/python" events/gen_events.py "$events"
+for f in "$events"/*.json; do
+  cmp -s "$f" "events/$(basename "$f")" || { echo "events/$(basename "$f") differs from what events/gen_events.py writes; regenerate: $VENV/bin/python events/gen_events.py events/" >&2; exit 1; }
+done
+
+echo "== infra/template.yaml: cfn-lint, and sam validate --lint"
+"$VENV/bin/cfn-lint" infra/template.yaml
+# SAM CLI has its own environment: its pinned boto3 and moto's would fight.
+SAM_VENV="${CALLKEEPER_SAM_VENV:-$HOME/.cache/callkeeper-sam-venv}"
+if [ ! -x "$SAM_VENV/bin/sam" ]; then
+  python3 -m venv "$SAM_VENV"
+  "$SAM_VENV/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-sam.txt
+fi
+# Offline: no AWS account is asked anything; a region is all it needs.
+AWS_DEFAULT_REGION=eu-west-1 AWS_ACCESS_KEY_ID=offline AWS_SECRET_ACCESS_KEY=offline SAM_CLI_TELEMETRY=0 \
+  "$SAM_VENV/bin/sam" validate --lint --config-file samconfig.toml
+
+echo "== moto_server (DynamoDB, SQS, S3, SSM emulated) for the AWS adapters' tests"
 port="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" > "${TMPDIR:-/tmp}/callkeeper-moto.log" 2>&1 &
 moto_pid=$!
-trap 'rm -f "$fresh"; rm -rf "$tables"; kill "$moto_pid" 2>/dev/null || true' EXIT
+trap 'rm -f "$fresh"; rm -rf "$tables" "$events"; kill "$moto_pid" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
   if "$VENV/bin/python" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/')" 2>/dev/null; then break; fi
   sleep 0.1
 done
 export CALLKEEPER_TEST_AWS_ENDPOINT="http://127.0.0.1:$port"
 echo "   at $CALLKEEPER_TEST_AWS_ENDPOINT"
+
+echo "== the function binaries, for tests/lambda_events.rs to run under cargo-lambda's emulator"
+cargo build --locked --quiet -p callkeeper-functions --bins
+export CALLKEEPER_TEST_CARGO_LAMBDA="$VENV/bin/cargo-lambda"
 
 echo "== cargo test"
 cargo test --workspace --locked "$@"

@@ -28,7 +28,13 @@ fn callkeeper(data_dir: &std::path::Path) -> Command {
     cmd
 }
 
-struct Killed(Child);
+/// A running `serve`, killed on drop; what it printed after its banner is kept.
+struct Killed(Child, std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+impl Killed {
+    fn output(&self) -> Vec<String> {
+        self.1.lock().unwrap().clone()
+    }
+}
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -51,7 +57,10 @@ fn serve_with(mut command: Command) -> (Killed, String, String) {
     while !banner.last().unwrap().starts_with("health:") {
         banner.push(lines.next().expect("the banner ends with the health URL").unwrap());
     }
-    (Killed(child), addr, banner.join("\n"))
+    let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = output.clone();
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(|line| kept.lock().unwrap().push(line)));
+    (Killed(child, output), addr, banner.join("\n"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,11 +125,14 @@ async fn serve_with_no_configuration_then_read_the_crm() {
 }
 
 /// The "done when": a simulated call against `callkeeper serve` hears the embedded agent,
-/// and its turns, heartbeats and stream figures are in the store.
+/// and its turns, heartbeats and stream figures are in the store. With `METRICS_NAMESPACE`, the
+/// server prints the call's metrics as CloudWatch EMF, as the relay does on Fargate.
 #[test]
 fn a_simulated_call_hears_the_agent_and_leaves_its_turns_heartbeats_and_figures_in_the_crm() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, addr, _) = serve(dir.path());
+    let mut command = callkeeper(dir.path());
+    command.env("METRICS_NAMESPACE", "Callkeeper/cli-test");
+    let (server, addr, _) = serve_with(command);
     let port = addr.rsplit(':').next().unwrap();
     let heard = dir.path().join("heard.wav");
     let out = callkeeper(dir.path()).args(["simulate", "--port", port, "--json", "--save-audio"]).arg(&heard).output().unwrap();
@@ -145,6 +157,23 @@ fn a_simulated_call_hears_the_agent_and_leaves_its_turns_heartbeats_and_figures_
     let turns = doc["turns"].as_array().unwrap();
     assert_eq!(turns.len(), 2, "the greeting and one answer: {turns:?}");
     assert!(turns[1]["caller_stopped_at"].is_i64() && turns[1]["first_audio_at"].is_i64() && turns[1]["first_mark_at"].is_i64());
+
+    let metrics: Vec<serde_json::Value> = server
+        .output()
+        .iter()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|doc: &serde_json::Value| doc.get("_aws").is_some())
+        .collect();
+    let value = |name: &str| metrics.iter().find(|doc| doc.get(name).is_some()).map(|doc| doc[name].as_f64().unwrap());
+    assert_eq!(value("CallsAnswered"), Some(1.0), "{metrics:?}");
+    assert!(value("WebhookLatency").is_some(), "{metrics:?}");
+    let stream_start = value("StreamStartLatency").expect("the stream's start latency");
+    assert!((0.0..5000.0).contains(&stream_start), "{stream_start}");
+    let turn = value("TurnLatency").expect("the answer's latency");
+    let stopped_to_audio = turns[1]["first_audio_at"].as_f64().unwrap() - turns[1]["caller_stopped_at"].as_f64().unwrap();
+    assert_eq!(turn, stopped_to_audio, "the turn written and the metric agree");
+    assert!(value("RelayConnections").is_some(), "the relay reports its streams: {metrics:?}");
+    assert!(metrics.iter().all(|doc| doc["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Callkeeper/cli-test"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

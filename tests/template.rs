@@ -1,0 +1,97 @@
+//! infra/template.yaml against the code it deploys: every webhook has its route, every setting
+//! the template sets is one the code reads, every metric the code emits is on the dashboard or
+//! an alarm, and the queues are set up as the workers expect. (cfn-lint and `sam validate`
+//! check the template itself: see scripts/test.sh.)
+
+use callkeeper_core::config::SETTINGS;
+use callkeeper_core::metrics::CATALOG;
+use callkeeper_functions::Route;
+
+fn template() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/infra/template.yaml")).unwrap()
+}
+
+/// Settings read outside `Config`: the store's, the relay binary's port, logging.
+const OTHER_SETTINGS: &[&str] =
+    &["CALLKEEPER_STORE", "CALLKEEPER_TABLE", "CALLKEEPER_BUCKET", "TRANSCRIPTION_QUEUE", "REPLIES_QUEUE", "PORT", "LOG_FORMAT"];
+
+/// Every `NAME: value` (function environments) and `{ Name: NAME, Value: … }` (the relay's):
+/// CloudFormation's own keys are CamelCase, so an UPPER_SNAKE key is a setting.
+fn settings_set(template: &str) -> Vec<String> {
+    let upper = |s: &str| s.len() > 1 && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    let mut names = Vec::new();
+    for line in template.lines() {
+        let line = line.trim().trim_start_matches("- ");
+        if let Some(rest) = line.strip_prefix("{ Name: ") {
+            let name = rest.split(',').next().unwrap().trim();
+            if upper(name) {
+                names.push(name.to_string());
+            }
+        } else if let Some((key, rest)) = line.split_once(':') {
+            if upper(key) && !rest.starts_with(':') {
+                names.push(key.to_string());
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn every_webhook_has_its_route() {
+    let template = template();
+    for route in Route::ALL {
+        assert!(template.contains(&format!("RouteKey: POST {}\n", route.path())), "no route for {}", route.path());
+    }
+}
+
+#[test]
+fn every_setting_the_template_sets_is_read_by_the_code() {
+    let names = settings_set(&template());
+    assert!(names.len() > 30, "found the settings: {names:?}");
+    for name in &names {
+        let known = SETTINGS.iter().any(|(setting, _, _)| setting == name) || OTHER_SETTINGS.contains(&name.as_str());
+        assert!(known, "infra/template.yaml sets {name}, which nothing reads");
+    }
+    for needed in ["PUBLIC_BASE_URL", "RELAY_PUBLIC_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN_SSM_PARAMETER", "METRICS_NAMESPACE"] {
+        let times = names.iter().filter(|n| *n == needed).count();
+        assert_eq!(times, 2, "{needed} is set for the functions and for the relay");
+    }
+    assert!(!names.iter().any(|n| n == "TWILIO_AUTH_TOKEN" || n == "OPENAI_API_KEY"), "secrets come by SSM parameter");
+}
+
+#[test]
+fn every_metric_the_code_emits_is_watched() {
+    let template = template();
+    for metric in CATALOG {
+        // In the dashboard's JSON: a metric array, or a SEARCH expression's MetricName=\"…\".
+        let named = template.contains(&format!("\"{}\"", metric.name))
+            || template.contains(&format!("\\\"{}\\\"", metric.name))
+            || [" ", "\n"].iter().any(|end| template.contains(&format!("MetricName: {}{end}", metric.name)));
+        assert!(named, "{} is on neither the dashboard nor an alarm", metric.name);
+    }
+}
+
+#[test]
+fn the_queues_are_what_the_workers_expect() {
+    let template = template();
+    // The code finds a dead-letter queue by its queue's name plus "-dlq".
+    for queue in ["transcription", "replies"] {
+        assert!(template.contains(&format!("QueueName: !Sub \"${{AWS::StackName}}-{queue}\"\n")));
+        assert!(template.contains(&format!("QueueName: !Sub \"${{AWS::StackName}}-{queue}-dlq\"\n")));
+    }
+    assert_eq!(template.matches("maxReceiveCount: 5\n").count(), 2);
+    assert_eq!(template.matches("QUEUE_MAX_RECEIVES: \"5\"").count() + template.matches("QUEUE_MAX_RECEIVES, Value: \"5\"").count(), 2);
+    // Visibility at least six times the worker's timeout, as Lambda advises for SQS.
+    let after = |marker: &str, key: &str| -> u64 {
+        let from = template.find(marker).unwrap_or_else(|| panic!("{marker}"));
+        let rest = &template[from..];
+        let at = rest.find(key).unwrap() + key.len();
+        rest[at..].split_whitespace().next().unwrap().trim_matches('"').parse().unwrap()
+    };
+    let transcribe_timeout = after("  TranscribeFunction:\n", "Timeout: ");
+    let reply_timeout = after("  ReplyFunction:\n", "Timeout: ");
+    assert!(after("  TranscriptionQueue:\n", "VisibilityTimeout: ") >= 6 * transcribe_timeout);
+    assert!(after("  RepliesQueue:\n", "VisibilityTimeout: ") >= 6 * reply_timeout);
+    // The watchdog's minute of polling fits in its timeout.
+    assert!(after("  WatchdogFunction:\n", "WATCHDOG_RUN_SECS: \"") + 10 <= after("  WatchdogFunction:\n", "Timeout: "));
+}
