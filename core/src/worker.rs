@@ -33,10 +33,13 @@ impl Done {
     }
 }
 
-/// Counts a job's outcome (`failed` for a failure) for the dashboard.
-pub fn record_outcome(queue: QueueName, outcome: &Result<Done, String>) {
+/// Does one job and counts its outcome (`failed` for a failure) for the dashboard: how both the
+/// polling loop and the SQS-triggered Lambda run a job.
+pub async fn attempt(handler: &dyn JobHandler, body: &str) -> Result<Done, String> {
+    let outcome = handler.handle(body).await;
     let kind = outcome.as_ref().map_or("failed", |done| done.kind);
-    crate::metrics::record(crate::metrics::JOB_OUTCOMES, 1.0, &[queue.as_str(), kind]);
+    crate::metrics::record(crate::metrics::JOB_OUTCOMES, 1.0, &[handler.queue().as_str(), kind]);
+    outcome
 }
 
 #[async_trait::async_trait]
@@ -77,9 +80,7 @@ pub fn retry_after(base: Duration, receive_count: u32) -> Duration {
 /// Does one delivered job. `Err` is the failure, already kept on the message for `dlq show`.
 pub async fn process(queue: &dyn JobQueue, delivery: &Delivery, handler: &dyn JobHandler) -> StoreResult<Result<String, String>> {
     let name = handler.queue();
-    let outcome = handler.handle(&delivery.body).await;
-    record_outcome(name, &outcome);
-    match outcome {
+    match attempt(handler, &delivery.body).await {
         Ok(done) => {
             tracing::info!(queue = name.as_str(), job = %delivery.id, outcome = done.detail, "job done");
             queue.ack(name, &delivery.receipt).await?;

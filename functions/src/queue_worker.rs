@@ -5,7 +5,7 @@
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use callkeeper_core::job::Delivery;
 use callkeeper_core::store::JobQueue;
-use callkeeper_core::worker::{record_outcome, retry_after, JobHandler};
+use callkeeper_core::worker::{attempt, retry_after, JobHandler};
 
 pub async fn handle_batch(queue: &dyn JobQueue, handler: &dyn JobHandler, event: SqsEvent) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
@@ -17,9 +17,7 @@ pub async fn handle_batch(queue: &dyn JobQueue, handler: &dyn JobHandler, event:
             receive_count: record.attributes.get("ApproximateReceiveCount").and_then(|v| v.parse().ok()).unwrap_or(1),
             body: record.body.clone().unwrap_or_default(),
         };
-        let outcome = handler.handle(&delivery.body).await;
-        record_outcome(handler.queue(), &outcome);
-        match outcome {
+        match attempt(handler, &delivery.body).await {
             Ok(done) => tracing::info!(job = %id, outcome = done.detail, "job done"),
             Err(error) => {
                 tracing::warn!(job = %id, receive_count = delivery.receive_count, error, "job failed; reported back to SQS");
