@@ -95,3 +95,29 @@ fn the_queues_are_what_the_workers_expect() {
     // The watchdog's minute of polling fits in its timeout.
     assert!(after("  WatchdogFunction:\n", "WATCHDOG_RUN_SECS: \"") + 10 <= after("  WatchdogFunction:\n", "Timeout: "));
 }
+
+#[test]
+fn the_dashboard_body_is_json_once_substituted() {
+    let template = template();
+    let start =
+        template.find("DashboardBody: !Sub\n        - |\n").expect("the dashboard's body") + "DashboardBody: !Sub\n        - |\n".len();
+    let end = start + template[start..].find("\n        - Ns:").expect("the body's substitutions");
+    // What CloudFormation's !Sub does: every ${…} becomes a value (none of ours hold a quote).
+    let mut body = String::new();
+    let mut rest = &template[start..end];
+    while let Some(at) = rest.find("${") {
+        body.push_str(&rest[..at]);
+        body.push_str("subst");
+        rest = &rest[at + rest[at..].find('}').unwrap() + 1..];
+    }
+    body.push_str(rest);
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("the dashboard body is not JSON: {e}"));
+    let widgets = doc["widgets"].as_array().unwrap();
+    assert!(widgets.len() >= 11, "{} widgets", widgets.len());
+    for widget in widgets {
+        for key in ["type", "x", "y", "width", "height", "properties"] {
+            assert!(widget.get(key).is_some(), "a widget without {key}: {widget}");
+        }
+        assert!(widget["x"].as_u64().unwrap() + widget["width"].as_u64().unwrap() <= 24, "wider than the grid: {widget}");
+    }
+}
