@@ -49,26 +49,31 @@ pub async fn resolve(lookup: &impl Fn(&str) -> Option<String>) -> Result<HashMap
     fetch(&client, wanted).await
 }
 
-/// Reads each `(setting, parameter)` decrypted; every failure is named.
+/// Reads every `(setting, parameter)` decrypted in one `GetParameters` request (a cold start
+/// waits for it; three secrets fit well inside its ten names). Every failure is named.
 pub async fn fetch(client: &aws_sdk_ssm::Client, wanted: Vec<(&'static str, String)>) -> Result<HashMap<String, String>, ParameterError> {
+    let mut names: Vec<String> = wanted.iter().map(|(_, parameter)| parameter.clone()).collect();
+    names.sort();
+    names.dedup();
+    let out = client.get_parameters().set_names(Some(names)).with_decryption(true).send().await.map_err(|e| {
+        let reason = aws_sdk_ssm::error::DisplayErrorContext(&e).to_string();
+        let named: Vec<String> = wanted.iter().map(|(_, parameter)| parameter.clone()).collect();
+        ParameterError(vec![format!("could not read parameters {}: {reason}", named.join(", "))])
+    })?;
+    // The API takes a name or an ARN, so a result is matched on either.
+    let found = |parameter: &str| {
+        out.parameters().iter().find(|p| p.name() == Some(parameter) || p.arn() == Some(parameter)).and_then(|p| p.value())
+    };
     let mut values = HashMap::new();
     let mut errors = Vec::new();
     for (secret, parameter) in wanted {
         let setting = parameter_setting(secret);
-        match client.get_parameter().name(&parameter).with_decryption(true).send().await {
-            Ok(out) => match out.parameter.and_then(|p| p.value).filter(|v| !v.trim().is_empty()) {
-                Some(value) => {
-                    values.insert(secret.to_string(), value);
-                }
-                None => errors.push(format!("{setting}: parameter {parameter} is empty")),
-            },
-            Err(e) => {
-                let reason = match e.as_service_error() {
-                    Some(service) if service.is_parameter_not_found() => "not found".to_string(),
-                    _ => aws_sdk_ssm::error::DisplayErrorContext(&e).to_string(),
-                };
-                errors.push(format!("{setting}: could not read parameter {parameter}: {reason}"));
+        match found(&parameter) {
+            Some(value) if !value.trim().is_empty() => {
+                values.insert(secret.to_string(), value.to_string());
             }
+            Some(_) => errors.push(format!("{setting}: parameter {parameter} is empty")),
+            None => errors.push(format!("{setting}: could not read parameter {parameter}: not found")),
         }
     }
     if errors.is_empty() {

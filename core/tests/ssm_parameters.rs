@@ -22,10 +22,26 @@ async fn secure_strings_are_read_decrypted_and_a_missing_one_is_named() {
         .await
         .unwrap();
 
+    let secret_name = format!("{prefix}/stream-token-secret");
+    ssm.put_parameter()
+        .name(&secret_name)
+        .value("stream-secret-from-ssm")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+
     let env = lookup(vec![("TWILIO_AUTH_TOKEN_SSM_PARAMETER", token_name.clone()), ("PUBLIC_BASE_URL", "https://x".into())]);
     let values = fetch(&ssm, wanted(&env).unwrap()).await.unwrap();
     assert_eq!(values.len(), 1);
     assert_eq!(values["TWILIO_AUTH_TOKEN"], "twilio-token-from-ssm");
+
+    // Both in one request.
+    let env = lookup(vec![("TWILIO_AUTH_TOKEN_SSM_PARAMETER", token_name.clone()), ("STREAM_TOKEN_SECRET_SSM_PARAMETER", secret_name)]);
+    let values = fetch(&ssm, wanted(&env).unwrap()).await.unwrap();
+    assert_eq!(values.len(), 2);
+    assert_eq!(values["TWILIO_AUTH_TOKEN"], "twilio-token-from-ssm");
+    assert_eq!(values["STREAM_TOKEN_SECRET"], "stream-secret-from-ssm");
 
     let missing = format!("{prefix}/openai-key");
     let env = lookup(vec![("TWILIO_AUTH_TOKEN_SSM_PARAMETER", token_name), ("OPENAI_API_KEY_SSM_PARAMETER", missing.clone())]);

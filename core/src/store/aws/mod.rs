@@ -65,9 +65,13 @@ pub fn dead_letter_queue_name(queue: &str) -> String {
     format!("{queue}-dlq")
 }
 
-/// The SDK's configuration from the environment (region, credentials, `AWS_ENDPOINT_URL`).
+/// The SDK's configuration from the environment (region, credentials, `AWS_ENDPOINT_URL`),
+/// loaded once per process: start-up reads SSM and then opens the stores, and one shared
+/// configuration means one region lookup and one credentials cache (on Fargate each credentials
+/// fetch is a request to the task's metadata endpoint).
 pub async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::load_from_env().await
+    static LOADED: tokio::sync::OnceCell<aws_config::SdkConfig> = tokio::sync::OnceCell::const_new();
+    LOADED.get_or_init(aws_config::load_from_env).await.clone()
 }
 
 /// The three stores on AWS. Resolves the queues' URLs once.
