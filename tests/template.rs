@@ -121,3 +121,29 @@ fn the_dashboard_body_is_json_once_substituted() {
         assert!(widget["x"].as_u64().unwrap() + widget["width"].as_u64().unwrap() <= 24, "wider than the grid: {widget}");
     }
 }
+
+#[test]
+fn alarms_can_reach_their_topic() {
+    let template = template();
+    let from = template.find("  AlarmTopic:\n").expect("the alarm topic");
+    let topic = &template[from..from + template[from..].find("\n\n").unwrap()];
+    // CloudWatch alarms cannot use SNS's AWS-managed key: with it, no notification is delivered.
+    assert!(!topic.contains("alias/aws/sns"), "the alarm topic uses the AWS-managed key:\n{topic}");
+    let alarms = template.matches("Type: AWS::CloudWatch::Alarm\n").count();
+    assert!(alarms >= 5, "{alarms} alarms");
+    assert_eq!(template.matches("AlarmActions: [!Ref AlarmTopic]\n").count(), alarms, "every alarm notifies the topic");
+}
+
+#[test]
+fn secret_parameters_are_named_from_the_root() {
+    // The policy's ARNs are `…:parameter${Name}`: a name without its leading slash would grant
+    // a parameter that does not exist, and the process would not start.
+    let template = template();
+    for parameter in ["TwilioAuthTokenParameter", "StreamTokenSecretParameter", "OpenAiApiKeyParameter"] {
+        let from = template.find(&format!("  {parameter}:\n")).unwrap_or_else(|| panic!("{parameter}"));
+        let block = &template[from..from + template[from..].find("    Description:").unwrap()];
+        let pattern = block.split("AllowedPattern: ").nth(1).unwrap_or_else(|| panic!("{parameter} has no AllowedPattern"));
+        assert!(pattern.trim().starts_with("\"^/") || pattern.trim().starts_with("\"^(/"), "{parameter}: {pattern}");
+        assert!(template.contains(&format!(":parameter${{{parameter}}}\"")), "{parameter} is not in the policy");
+    }
+}
