@@ -8,28 +8,19 @@ fn lookup(pairs: Vec<(&'static str, String)>) -> impl Fn(&str) -> Option<String>
     move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
 }
 
+async fn put_secure(ssm: &aws_sdk_ssm::Client, name: &str, value: &str) {
+    ssm.put_parameter().name(name).value(value).r#type(aws_sdk_ssm::types::ParameterType::SecureString).send().await.unwrap();
+}
+
 #[tokio::test]
 async fn secure_strings_are_read_decrypted_and_a_missing_one_is_named() {
     let sdk = require_moto().await;
     let ssm = aws_sdk_ssm::Client::new(&sdk);
     let prefix = format!("/callkeeper-test/{}", callkeeper_core::secrets::Secret::generate().expose());
     let token_name = format!("{prefix}/twilio-auth-token");
-    ssm.put_parameter()
-        .name(&token_name)
-        .value("twilio-token-from-ssm")
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .send()
-        .await
-        .unwrap();
-
+    put_secure(&ssm, &token_name, "twilio-token-from-ssm").await;
     let secret_name = format!("{prefix}/stream-token-secret");
-    ssm.put_parameter()
-        .name(&secret_name)
-        .value("stream-secret-from-ssm")
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .send()
-        .await
-        .unwrap();
+    put_secure(&ssm, &secret_name, "stream-secret-from-ssm").await;
 
     let env = lookup(vec![("TWILIO_AUTH_TOKEN_SSM_PARAMETER", token_name.clone()), ("PUBLIC_BASE_URL", "https://x".into())]);
     let values = fetch(&ssm, wanted(&env).unwrap()).await.unwrap();
@@ -47,4 +38,11 @@ async fn secure_strings_are_read_decrypted_and_a_missing_one_is_named() {
     let env = lookup(vec![("TWILIO_AUTH_TOKEN_SSM_PARAMETER", token_name), ("OPENAI_API_KEY_SSM_PARAMETER", missing.clone())]);
     let err = fetch(&ssm, wanted(&env).unwrap()).await.unwrap_err().to_string();
     assert_eq!(err, format!("secrets: OPENAI_API_KEY_SSM_PARAMETER: could not read parameter {missing}: not found"));
+
+    // A blank value is named too, not taken as a secret.
+    let blank = format!("{prefix}/blank");
+    put_secure(&ssm, &blank, " ").await;
+    let env = lookup(vec![("OPENAI_API_KEY_SSM_PARAMETER", blank.clone())]);
+    let err = fetch(&ssm, wanted(&env).unwrap()).await.unwrap_err().to_string();
+    assert_eq!(err, format!("secrets: OPENAI_API_KEY_SSM_PARAMETER: parameter {blank} is empty"));
 }
