@@ -147,3 +147,29 @@ fn secret_parameters_are_named_from_the_root() {
         assert!(template.contains(&format!(":parameter${{{parameter}}}\"")), "{parameter} is not in the policy");
     }
 }
+
+#[test]
+fn the_relay_defaults_pass_the_fargate_rule_and_every_cpu_has_its_memories() {
+    let template = template();
+    let parameter = |name: &str, key: &str| -> String {
+        let from = template.find(&format!("  {name}:\n    Type:")).unwrap_or_else(|| panic!("{name}"));
+        let block = &template[from..from + template[from..].find("    Description:").unwrap()];
+        block.split(key).nth(1).unwrap_or_else(|| panic!("{name} {key}")).lines().next().unwrap().trim().to_string()
+    };
+    // `!Equals [!Ref RelayCpu, "512"], !Contains [["1024", …], !Ref RelayMemory]` per CPU.
+    let rule: Vec<(String, Vec<String>)> = template
+        .lines()
+        .filter_map(|line| line.split_once("!Equals [!Ref RelayCpu, \"")?.1.split_once("\"]"))
+        .map(|(cpu, rest)| {
+            let list = rest.split("[[").nth(1).unwrap().split(']').next().unwrap();
+            (cpu.to_string(), list.split(", ").map(|m| m.trim_matches('"').to_string()).collect())
+        })
+        .collect();
+    let cpus: Vec<String> =
+        parameter("RelayCpu", "AllowedValues: ").trim_matches(['[', ']']).split(", ").map(|c| c.trim_matches('"').to_string()).collect();
+    assert_eq!(rule.iter().map(|(cpu, _)| cpu.clone()).collect::<Vec<_>>(), cpus, "a memory list for every RelayCpu value");
+    let (cpu, memory) = (parameter("RelayCpu", "Default: "), parameter("RelayMemory", "Default: "));
+    let (cpu, memory) = (cpu.trim_matches('"'), memory.trim_matches('"'));
+    let allowed = &rule.iter().find(|(c, _)| c == cpu).unwrap().1;
+    assert!(allowed.iter().any(|m| m == memory), "the defaults {cpu}/{memory} break the rule: {allowed:?}");
+}
