@@ -55,10 +55,9 @@ pub async fn fetch(client: &aws_sdk_ssm::Client, wanted: Vec<(&'static str, Stri
     let mut names: Vec<String> = wanted.iter().map(|(_, parameter)| parameter.clone()).collect();
     names.sort();
     names.dedup();
-    let out = client.get_parameters().set_names(Some(names)).with_decryption(true).send().await.map_err(|e| {
-        let reason = aws_sdk_ssm::error::DisplayErrorContext(&e).to_string();
-        let named: Vec<String> = wanted.iter().map(|(_, parameter)| parameter.clone()).collect();
-        ParameterError(vec![format!("could not read parameters {}: {reason}", named.join(", "))])
+    let out = client.get_parameters().set_names(Some(names.clone())).with_decryption(true).send().await.map_err(|e| {
+        let reason = aws_sdk_ssm::error::DisplayErrorContext(&e);
+        ParameterError(vec![format!("could not read parameters {}: {reason}", names.join(", "))])
     })?;
     // The API takes a name or an ARN, so a result is matched on either.
     let found = |parameter: &str| {

@@ -46,3 +46,19 @@ async fn secure_strings_are_read_decrypted_and_a_missing_one_is_named() {
     let err = fetch(&ssm, wanted(&env).unwrap()).await.unwrap_err().to_string();
     assert_eq!(err, format!("secrets: OPENAI_API_KEY_SSM_PARAMETER: parameter {blank} is empty"));
 }
+
+#[tokio::test]
+async fn an_unreachable_ssm_names_every_parameter_it_could_not_read() {
+    // Nothing listens on port 1: the request fails, and start-up must say which secrets it lacks.
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url("http://127.0.0.1:1")
+        .region(aws_config::Region::new("eu-west-1"))
+        .credentials_provider(aws_sdk_ssm::config::Credentials::new("test", "test", None, None, "test"))
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .load()
+        .await;
+    let ssm = aws_sdk_ssm::Client::new(&sdk);
+    let env = lookup(vec![("TWILIO_AUTH_TOKEN_SSM_PARAMETER", "/ck/twilio".into()), ("OPENAI_API_KEY_SSM_PARAMETER", "/ck/openai".into())]);
+    let err = fetch(&ssm, wanted(&env).unwrap()).await.unwrap_err().to_string();
+    assert!(err.starts_with("secrets: could not read parameters /ck/openai, /ck/twilio: "), "{err}");
+}
