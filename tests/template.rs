@@ -11,6 +11,13 @@ fn template() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/infra/template.yaml")).unwrap()
 }
 
+/// One line's value in a parameter's declaration (before its description), e.g. its `Default: `.
+fn parameter_value(template: &str, name: &str, key: &str) -> String {
+    let from = template.find(&format!("  {name}:\n    Type:")).unwrap_or_else(|| panic!("no parameter {name}"));
+    let block = &template[from..from + template[from..].find("    Description:").unwrap()];
+    block.split(key).nth(1).unwrap_or_else(|| panic!("{name} has no {key}")).lines().next().unwrap().trim().to_string()
+}
+
 /// Settings read outside `Config`: the store's, the relay binary's port, logging.
 const OTHER_SETTINGS: &[&str] =
     &["CALLKEEPER_STORE", "CALLKEEPER_TABLE", "CALLKEEPER_BUCKET", "TRANSCRIPTION_QUEUE", "REPLIES_QUEUE", "PORT", "LOG_FORMAT"];
@@ -140,10 +147,8 @@ fn secret_parameters_are_named_from_the_root() {
     // a parameter that does not exist, and the process would not start.
     let template = template();
     for parameter in ["TwilioAuthTokenParameter", "StreamTokenSecretParameter", "OpenAiApiKeyParameter"] {
-        let from = template.find(&format!("  {parameter}:\n")).unwrap_or_else(|| panic!("{parameter}"));
-        let block = &template[from..from + template[from..].find("    Description:").unwrap()];
-        let pattern = block.split("AllowedPattern: ").nth(1).unwrap_or_else(|| panic!("{parameter} has no AllowedPattern"));
-        assert!(pattern.trim().starts_with("\"^/") || pattern.trim().starts_with("\"^(/"), "{parameter}: {pattern}");
+        let pattern = parameter_value(&template, parameter, "AllowedPattern: ");
+        assert!(pattern.starts_with("\"^/") || pattern.starts_with("\"^(/"), "{parameter}: {pattern}");
         assert!(template.contains(&format!(":parameter${{{parameter}}}\"")), "{parameter} is not in the policy");
     }
 }
@@ -151,11 +156,6 @@ fn secret_parameters_are_named_from_the_root() {
 #[test]
 fn the_relay_defaults_pass_the_fargate_rule_and_every_cpu_has_its_memories() {
     let template = template();
-    let parameter = |name: &str, key: &str| -> String {
-        let from = template.find(&format!("  {name}:\n    Type:")).unwrap_or_else(|| panic!("{name}"));
-        let block = &template[from..from + template[from..].find("    Description:").unwrap()];
-        block.split(key).nth(1).unwrap_or_else(|| panic!("{name} {key}")).lines().next().unwrap().trim().to_string()
-    };
     // `!Equals [!Ref RelayCpu, "512"], !Contains [["1024", …], !Ref RelayMemory]` per CPU.
     let rule: Vec<(String, Vec<String>)> = template
         .lines()
@@ -165,10 +165,13 @@ fn the_relay_defaults_pass_the_fargate_rule_and_every_cpu_has_its_memories() {
             (cpu.to_string(), list.split(", ").map(|m| m.trim_matches('"').to_string()).collect())
         })
         .collect();
-    let cpus: Vec<String> =
-        parameter("RelayCpu", "AllowedValues: ").trim_matches(['[', ']']).split(", ").map(|c| c.trim_matches('"').to_string()).collect();
+    let cpus: Vec<String> = parameter_value(&template, "RelayCpu", "AllowedValues: ")
+        .trim_matches(['[', ']'])
+        .split(", ")
+        .map(|c| c.trim_matches('"').to_string())
+        .collect();
     assert_eq!(rule.iter().map(|(cpu, _)| cpu.clone()).collect::<Vec<_>>(), cpus, "a memory list for every RelayCpu value");
-    let (cpu, memory) = (parameter("RelayCpu", "Default: "), parameter("RelayMemory", "Default: "));
+    let (cpu, memory) = (parameter_value(&template, "RelayCpu", "Default: "), parameter_value(&template, "RelayMemory", "Default: "));
     let (cpu, memory) = (cpu.trim_matches('"'), memory.trim_matches('"'));
     let allowed = &rule.iter().find(|(c, _)| c == cpu).unwrap().1;
     assert!(allowed.iter().any(|m| m == memory), "the defaults {cpu}/{memory} break the rule: {allowed:?}");
