@@ -44,23 +44,22 @@ struct JobError {
 
 impl SqsQueue {
     pub async fn connect(client: Client, table: DynamoStore, names: &AwsNames, max_receives: u32) -> StoreResult<SqsQueue> {
-        let url = |name: String| {
-            let client = client.clone();
-            async move {
-                let out = client.get_queue_url().queue_name(&name).send().await.map_err(sdk_error)?;
-                out.queue_url.ok_or_else(|| StoreError::Unavailable(format!("no URL for queue {name}")))
-            }
-        };
         // Every cold start waits for these lookups: all at once, one round trip rather than four.
         let lookups = QueueName::ALL.map(|queue| {
-            let (name, url) = (names.queue(queue), &url);
+            let (client, name) = (&client, names.queue(queue));
             async move {
-                let (queue_url, dead_url) = tokio::try_join!(url(name.to_string()), url(dead_letter_queue_name(name)))?;
+                let dead = dead_letter_queue_name(name);
+                let (queue_url, dead_url) = tokio::try_join!(Self::lookup_url(client, name), Self::lookup_url(client, &dead))?;
                 Ok::<_, StoreError>((queue, Urls { queue: queue_url, dead: dead_url }))
             }
         });
         let urls = futures_util::future::try_join_all(lookups).await?.into_iter().collect();
         Ok(SqsQueue { client, urls, table, max_receives })
+    }
+
+    async fn lookup_url(client: &Client, name: &str) -> StoreResult<String> {
+        let out = client.get_queue_url().queue_name(name).send().await.map_err(sdk_error)?;
+        out.queue_url.ok_or_else(|| StoreError::Unavailable(format!("no URL for queue {name}")))
     }
 
     fn urls(&self, queue: QueueName) -> &Urls {
