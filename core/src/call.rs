@@ -5,6 +5,7 @@
 //!    │             │    │              │            ^
 //!    └─────────────┼────┴──> fallback <┘            │
 //!                  │            └───────────────────┤
+//!                  │         streaming ──> transferred ─┤ (the agent handed the call to a person)
 //!                  └────────────────────────────────┘ (caller hung up before the stream)
 //! ```
 //! Every transition is conditional on the current status, so Twilio's retries and the races
@@ -28,13 +29,21 @@ pub enum CallStatus {
     Streaming,
     /// The stream failed; the caller is in the fallback (voicemail or a person).
     Fallback,
+    /// The agent handed the call to a person (`transfer_to_human`): it rings them now.
+    Transferred,
     /// Over.
     Completed,
 }
 
 impl CallStatus {
-    pub const ALL: [CallStatus; 5] =
-        [CallStatus::Ringing, CallStatus::AwaitingStream, CallStatus::Streaming, CallStatus::Fallback, CallStatus::Completed];
+    pub const ALL: [CallStatus; 6] = [
+        CallStatus::Ringing,
+        CallStatus::AwaitingStream,
+        CallStatus::Streaming,
+        CallStatus::Fallback,
+        CallStatus::Transferred,
+        CallStatus::Completed,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -42,6 +51,7 @@ impl CallStatus {
             CallStatus::AwaitingStream => "awaiting_stream",
             CallStatus::Streaming => "streaming",
             CallStatus::Fallback => "fallback",
+            CallStatus::Transferred => "transferred",
             CallStatus::Completed => "completed",
         }
     }
@@ -63,7 +73,9 @@ impl CallStatus {
                 | (AwaitingStream, Completed)
                 | (Streaming, Fallback)
                 | (Streaming, Completed)
+                | (Streaming, Transferred)
                 | (Fallback, Completed)
+                | (Transferred, Completed)
         )
     }
 
@@ -131,6 +143,9 @@ pub struct Call {
     pub heartbeat_at: Option<Millis>,
     /// The relay instance holding (or that held) the stream.
     pub relay_instance: Option<String>,
+    /// The number the agent transferred the call to.
+    #[serde(default)]
+    pub transfer_to: Option<String>,
     /// The stream's figures, once it has ended.
     pub stream: Option<Box<StreamFigures>>,
     /// The watchdog claimed the call for the fallback and has not yet got Twilio to redirect
@@ -173,6 +188,7 @@ pub struct CallPatch {
     pub twilio_status: Option<String>,
     pub relay_instance: Option<String>,
     pub redirect_pending: Option<bool>,
+    pub transfer_to: Option<String>,
 }
 
 /// Something that happened to a call, kept in order for `calls show` and audits.

@@ -56,6 +56,8 @@ pub enum VoiceAgentKind {
     Embedded,
     /// Listens and says nothing: the call is still recorded and transcribed afterwards.
     Silent,
+    /// OpenAI's Realtime API, speech to speech (needs `OPENAI_API_KEY`).
+    OpenAi,
 }
 
 impl VoiceAgentKind {
@@ -63,8 +65,30 @@ impl VoiceAgentKind {
         match self {
             VoiceAgentKind::Embedded => "embedded",
             VoiceAgentKind::Silent => "silent",
+            VoiceAgentKind::OpenAi => "openai",
         }
     }
+}
+
+/// How the Realtime model finds the end of the caller's turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnDetection {
+    /// By silence: quick and predictable on a phone line.
+    ServerVad,
+    /// By what was said: waits out a caller who pauses mid-sentence.
+    SemanticVad,
+}
+
+#[derive(Debug, Clone)]
+pub struct RealtimeSettings {
+    /// The Realtime WebSocket, without the query: `?model=` is added.
+    pub url: String,
+    pub model: String,
+    pub turn_detection: TurnDetection,
+    /// The input transcription model: the caller's words in the live transcript.
+    pub transcribe_model: String,
+    /// How long the model's socket may take to open and confirm the session.
+    pub connect_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +129,9 @@ pub struct Config {
     pub openai: Option<OpenAiSettings>,
     pub transcription: TranscriptionSettings,
     pub replies: ReplySettings,
+    pub realtime: RealtimeSettings,
+    /// Where the agent's `transfer_to_human` sends a call, unless its profile names a number.
+    pub transfer_number: Option<E164>,
 }
 
 #[derive(Debug, Clone)]
@@ -186,7 +213,12 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("GREETING_URL", "", "audio played before the stream connects"),
     ("AGENT_LANGUAGE", "he-IL", "the agent's and the apology's language"),
     ("QUEUE_MAX_RECEIVES", "5", "receives before a job is dead-lettered"),
-    ("VOICE_AGENT", "embedded", "`embedded` (built-in prompts, no network) or `silent` (listens only)"),
+    ("VOICE_AGENT", "openai with OPENAI_API_KEY, else embedded", "`openai` (the Realtime model), `embedded` (built-in prompts, no network) or `silent` (listens only)"),
+    ("OPENAI_REALTIME_URL", "wss://api.openai.com/v1/realtime", "the Realtime API's WebSocket (tests point it at a fake); the model goes in `?model=`"),
+    ("OPENAI_REALTIME_MODEL", "gpt-realtime", "the speech-to-speech model"),
+    ("REALTIME_TURN_DETECTION", "server_vad", "`server_vad` (by silence) or `semantic_vad` (by what was said)"),
+    ("REALTIME_TRANSCRIBE_MODEL", "gpt-4o-mini-transcribe", "transcribes the caller live, for the call's live transcript"),
+    ("TRANSFER_NUMBER", "", "+E164 the agent's transfer_to_human dials, unless the number's agent profile names one"),
     ("DRAIN_DEADLINE_SECS", "110", "on SIGTERM, how long the relay lets live calls go on"),
     ("RELAY_INSTANCE_ID", "host name and process id", "names the relay on the calls it holds"),
     ("TWILIO_API_BASE", "https://api.twilio.com", "Twilio's REST API (tests point it at a fake)"),
@@ -368,13 +400,38 @@ impl Config {
             parsed
         });
         let voice_agent = match get("VOICE_AGENT").as_deref() {
+            None if openai.is_some() => VoiceAgentKind::OpenAi,
             None | Some("embedded") => VoiceAgentKind::Embedded,
             Some("silent") => VoiceAgentKind::Silent,
+            Some("openai") if openai.is_some() => VoiceAgentKind::OpenAi,
+            Some("openai") => {
+                errors.push("VOICE_AGENT=openai needs OPENAI_API_KEY (or OPENAI_API_KEY_SSM_PARAMETER)".into());
+                VoiceAgentKind::Embedded
+            }
             Some(v) => {
-                errors.push(format!("VOICE_AGENT must be `embedded` or `silent`, got {v:?}"));
+                errors.push(format!("VOICE_AGENT must be `openai`, `embedded` or `silent`, got {v:?}"));
                 VoiceAgentKind::Embedded
             }
         };
+        let realtime_url = get("OPENAI_REALTIME_URL").unwrap_or_else(|| "wss://api.openai.com/v1/realtime".into());
+        if AbsoluteUrl::ws_base(&realtime_url, "OPENAI_REALTIME_URL").is_err() || realtime_url.contains('?') {
+            errors.push(format!("OPENAI_REALTIME_URL must be an absolute ws(s) URL without a query, got {realtime_url:?}"));
+        }
+        let turn_detection = match get("REALTIME_TURN_DETECTION").as_deref() {
+            None | Some("server_vad") => TurnDetection::ServerVad,
+            Some("semantic_vad") => TurnDetection::SemanticVad,
+            Some(v) => {
+                errors.push(format!("REALTIME_TURN_DETECTION must be `server_vad` or `semantic_vad`, got {v:?}"));
+                TurnDetection::ServerVad
+            }
+        };
+        let transfer_number = get("TRANSFER_NUMBER").and_then(|v| {
+            let parsed = E164::parse(&v);
+            if parsed.is_none() {
+                errors.push(format!("TRANSFER_NUMBER must be +E164, got {v:?}"));
+            }
+            parsed
+        });
         let instance_id = get("RELAY_INSTANCE_ID").unwrap_or_else(|| {
             let host = get("HOSTNAME").unwrap_or_else(|| "relay".to_string());
             format!("{host}-{}", std::process::id())
@@ -416,6 +473,14 @@ impl Config {
                         system_prompt: get("REPLY_SYSTEM_PROMPT").unwrap_or_else(|| DEFAULT_REPLY_PROMPT.to_string()),
                         fixed_text: get("REPLY_FIXED_TEXT").unwrap_or_else(|| DEFAULT_REPLY_TEXT.to_string()),
                     },
+                    realtime: RealtimeSettings {
+                        url: realtime_url.trim_end_matches('/').to_string(),
+                        model: get("OPENAI_REALTIME_MODEL").unwrap_or_else(|| "gpt-realtime".into()),
+                        turn_detection,
+                        transcribe_model: get("REALTIME_TRANSCRIBE_MODEL").unwrap_or_else(|| "gpt-4o-mini-transcribe".into()),
+                        connect_timeout: Duration::from_secs(3),
+                    },
+                    transfer_number,
                     language,
                 })
             }
@@ -512,6 +577,26 @@ mod tests {
         pairs.push(("FALLBACK_AUDIO_URL", "https://cdn.example.com/sorry-fr.wav"));
         let config = Config::from_lookup(lookup(&pairs)).unwrap();
         assert!(matches!(config.fallback.apology, Apology::Play(_)));
+    }
+
+    #[test]
+    fn the_realtime_agent_is_the_default_with_a_key() {
+        assert_eq!(Config::from_lookup(lookup(MINIMAL)).unwrap().relay.voice_agent, VoiceAgentKind::Embedded);
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("OPENAI_API_KEY", "sk-test"));
+        let config = Config::from_lookup(lookup(&pairs)).unwrap();
+        assert_eq!(config.relay.voice_agent, VoiceAgentKind::OpenAi);
+        assert_eq!((config.realtime.url.as_str(), config.realtime.model.as_str()), ("wss://api.openai.com/v1/realtime", "gpt-realtime"));
+        assert_eq!(config.realtime.turn_detection, TurnDetection::ServerVad);
+        pairs.push(("VOICE_AGENT", "embedded"));
+        assert_eq!(Config::from_lookup(lookup(&pairs)).unwrap().relay.voice_agent, VoiceAgentKind::Embedded);
+
+        let mut wrong = MINIMAL.to_vec();
+        wrong.extend([("VOICE_AGENT", "openai"), ("OPENAI_REALTIME_URL", "https://x"), ("REALTIME_TURN_DETECTION", "vibes")]);
+        let err = Config::from_lookup(lookup(&wrong)).unwrap_err().to_string();
+        assert!(err.contains("VOICE_AGENT=openai needs OPENAI_API_KEY"), "{err}");
+        assert!(err.contains("OPENAI_REALTIME_URL must be an absolute ws(s) URL"), "{err}");
+        assert!(err.contains("REALTIME_TURN_DETECTION must be"), "{err}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod mulaw;
 pub mod openai;
 pub mod parameters;
 pub mod phone;
+pub mod profile;
 pub mod recording;
 pub mod replies;
 pub mod secrets;

@@ -54,8 +54,20 @@ pub const JOB_OUTCOMES: Metric = Metric { name: "JobOutcomes", unit: Unit::Count
 /// From the end of the caller's speech to the agent's first audio, per turn.
 pub const TURN_LATENCY: Metric = Metric { name: "TurnLatency", unit: Unit::Milliseconds, dimensions: &[], with_total: true };
 
-pub const CATALOG: [Metric; 8] =
-    [CALLS_ANSWERED, STREAM_START_LATENCY, FALLBACKS, WEBHOOK_LATENCY, RELAY_CONNECTIONS, HEARTBEAT_LAG, JOB_OUTCOMES, TURN_LATENCY];
+/// The model's share of a turn: the caller stops → the model's first audio reaches the relay.
+pub const MODEL_LATENCY: Metric = Metric { name: "ModelLatency", unit: Unit::Milliseconds, dimensions: &[], with_total: true };
+
+pub const CATALOG: [Metric; 9] = [
+    CALLS_ANSWERED,
+    STREAM_START_LATENCY,
+    FALLBACKS,
+    WEBHOOK_LATENCY,
+    RELAY_CONNECTIONS,
+    HEARTBEAT_LAG,
+    JOB_OUTCOMES,
+    TURN_LATENCY,
+    MODEL_LATENCY,
+];
 
 pub const NAMESPACE_SETTING: &str = "METRICS_NAMESPACE";
 

@@ -21,6 +21,8 @@ pub enum StreamEnd {
     AgentHangup,
     /// The voice agent could not be started or failed mid-call.
     AgentFailed,
+    /// The agent handed the call to a person (`transfer_to_human`).
+    Transferred,
 }
 
 impl StreamEnd {
@@ -32,6 +34,7 @@ impl StreamEnd {
             StreamEnd::DrainDeadline => "drain_deadline",
             StreamEnd::AgentHangup => "agent_hangup",
             StreamEnd::AgentFailed => "agent_failed",
+            StreamEnd::Transferred => "transferred",
         }
     }
 }
@@ -65,6 +68,9 @@ pub struct StreamFigures {
     /// Time the relay spent on one inbound frame, from read to handled, in microseconds.
     pub frame_us_p50: u64,
     pub frame_us_p99: u64,
+    /// Errors the voice agent reported and went on from (the model's non-fatal `error` events).
+    #[serde(default)]
+    pub agent_errors: u64,
 }
 
 impl StreamFigures {
@@ -80,6 +86,9 @@ pub struct Turn {
     pub seq: u32,
     /// When the agent found the end of the caller's speech.
     pub caller_stopped_at: Option<Millis>,
+    /// When the answer's first audio reached the relay from the agent (the model's audio delta).
+    #[serde(default)]
+    pub model_audio_at: Option<Millis>,
     /// When the first frame of the answer left for Twilio.
     pub first_audio_at: Option<Millis>,
     /// When Twilio reported the answer's first mark played: the caller has heard it.
@@ -97,6 +106,7 @@ impl Turn {
         Turn {
             seq,
             caller_stopped_at,
+            model_audio_at: None,
             first_audio_at: None,
             first_mark_at: None,
             interrupted: false,

@@ -179,17 +179,23 @@ impl Transcriber {
         }
         lines.sort_by_key(|l| (l.start_ms, l.end_ms));
         let text: String = lines.iter().map(|l| format!("{:?}: {}\n", l.speaker, l.text).to_lowercase()).collect();
-        let fields = if lines.is_empty() {
-            json!({})
-        } else {
-            openai.extract(&text, &self.config.transcription.extraction_schema, &language).await?
-        };
+        // The lead is the one the call's agent profile defines, as its agent's save_lead had it.
+        let call = self.calls.get_call(call_sid).await?;
+        let number = call.as_ref().and_then(crate::profile::business_number);
+        let profile = crate::profile::resolve(self.calls.as_ref(), &self.config, number.as_ref()).await?;
+        let fields = if lines.is_empty() { json!({}) } else { openai.extract(&text, &profile.extraction_schema(), &language).await? };
         transcript.summary = fields["summary"].as_str().map(str::to_string);
         transcript.intent = fields["intent"].as_str().map(str::to_string);
         let mut lead = fields.clone();
         if let Some(map) = lead.as_object_mut() {
             map.remove("summary");
             map.remove("intent");
+        }
+        let live = self.calls.lead(call_sid).await?;
+        let added = crate::profile::missing_fields(live.as_ref(), &lead);
+        if added.as_object().is_some_and(|m| !m.is_empty()) {
+            let contact = call.as_ref().and_then(|c| c.contact.clone());
+            self.calls.save_lead(call_sid, contact.as_ref(), &added, now_ms()).await?;
         }
         transcript.lead = lead;
         if lines.is_empty() {

@@ -188,6 +188,17 @@ pub fn fallback(apology: &Apology, step: &FallbackStep<'_>, action: &AbsoluteUrl
     document(vec![apology.element(), next])
 }
 
+/// The agent's transfer: ring a person; `action` learns how the dial ended (nobody answering
+/// gets the voicemail there).
+pub fn transfer(number: &E164, timeout_secs: u32, action: &AbsoluteUrl) -> Twiml {
+    let dial = Element::new("Dial")
+        .attr("action", action.as_str())
+        .attr("method", "POST")
+        .attr("timeout", timeout_secs.to_string())
+        .child(Element::new("Number").text(number.as_str()));
+    document(vec![dial])
+}
+
 pub fn hangup() -> Twiml {
     document(vec![Element::new("Hangup")])
 }

@@ -43,7 +43,7 @@ pub fn staleness(call: &ActiveCall, now: Millis, timeouts: &Timeouts) -> Option<
             Stale { reason: "heartbeat_stale", since: deadline(call.heartbeat_at.unwrap_or(call.status_at), timeouts.heartbeat_stale) }
         }
         // Not answered yet (Twilio has not asked for TwiML), or already handled.
-        CallStatus::Ringing | CallStatus::Fallback | CallStatus::Completed => return None,
+        CallStatus::Ringing | CallStatus::Fallback | CallStatus::Transferred | CallStatus::Completed => return None,
     };
     (now >= stale.since).then_some(stale)
 }

@@ -38,4 +38,7 @@ store_contract_tests!(@cases aws_stores();
     queue_dead_letters_after_max_receives_and_redrives,
     queue_release_keeps_the_error,
     blobs_round_trip,
+    leads_merge_on_the_call_and_its_contact,
+    profiles_are_kept_by_number,
+    a_transfer_keeps_its_number_and_leaves_the_watchdogs_list,
 );

@@ -147,6 +147,12 @@ async fn connect_ended(state: &AppState, call: &Call) -> Result<(&'static str, &
     if call.status == CallStatus::Completed {
         return Ok(("hangup", "agent_finished", twiml::hangup()));
     }
+    // The agent handed the call over but its redirect did not reach Twilio (the relay then
+    // closes the stream): the transfer happens here instead.
+    if let (CallStatus::Transferred, Some(number)) = (call.status, call.transfer_to.as_deref().and_then(E164::parse)) {
+        let action = state.config.webhook_url(crate::Route::StreamEnded.path());
+        return Ok(("transfer", "transfer_by_action", twiml::transfer(&number, state.config.fallback.dial_timeout_secs, &action)));
+    }
     let reason = match call.status {
         CallStatus::Streaming => "stream_ended_abnormally",
         _ => "stream_never_started",
@@ -162,7 +168,7 @@ async fn connect_ended(state: &AppState, call: &Call) -> Result<(&'static str, &
 /// Marks an active or fallen-back call completed, with why. A call already completed stays as it is.
 async fn end(store: &dyn CallStore, call: &Call, reason: &str) -> Result<(), WebhookError> {
     let patch = CallPatch { end_reason: Some(reason.to_string()), ..Default::default() };
-    let from = [CallStatus::Ringing, CallStatus::AwaitingStream, CallStatus::Streaming, CallStatus::Fallback];
+    let from = [CallStatus::Ringing, CallStatus::AwaitingStream, CallStatus::Streaming, CallStatus::Fallback, CallStatus::Transferred];
     store.transition(&call.call_sid, &from, CallStatus::Completed, &patch, now_ms()).await?;
     Ok(())
 }

@@ -71,6 +71,8 @@ pub struct Counters {
     pub marks_heard: u64,
     pub barge_ins: u64,
     pub agent_input_dropped: u64,
+    /// The agent's non-fatal errors (`AgentOutput::Error`).
+    pub agent_errors: u64,
     pub frame_time: Histogram,
     last_chunk: Option<u64>,
 }
@@ -127,6 +129,7 @@ impl Counters {
             heartbeats: e.heartbeats,
             frame_us_p50: self.frame_time.quantile(0.5),
             frame_us_p99: self.frame_time.quantile(0.99),
+            agent_errors: self.agent_errors,
         }
     }
 }

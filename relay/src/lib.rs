@@ -11,9 +11,11 @@ pub mod agent;
 pub mod drain;
 pub mod figures;
 pub mod playback;
+pub mod profiles;
 pub mod recorder;
 pub mod service;
 pub mod session;
+pub mod transfer;
 pub mod turns;
 pub mod upgrade;
 
@@ -22,7 +24,9 @@ use axum::routing::get;
 use axum::Router;
 use callkeeper_core::config::Config;
 use callkeeper_core::store::CallStore;
+use callkeeper_core::twilio_rest::TwilioRest;
 use drain::Drain;
+use profiles::Profiles;
 use std::sync::Arc;
 
 pub use callkeeper_functions::voice::STREAM_PATH;
@@ -34,13 +38,18 @@ pub struct Relay {
     pub calls: Arc<dyn CallStore>,
     pub agent: Arc<dyn VoiceAgent>,
     pub drain: Drain,
+    pub profiles: Profiles,
+    /// Redirects a call the agent transfers.
+    pub twilio: TwilioRest,
 }
 
 impl Relay {
     /// The relay with the agent the configuration names.
     pub fn new(config: Arc<Config>, calls: Arc<dyn CallStore>) -> Relay {
-        let agent = agent::from_config(&config);
-        Relay { config, calls, agent, drain: Drain::default() }
+        let agent = agent::from_config(&config, calls.clone());
+        let profiles = Profiles::new(calls.clone(), config.clone());
+        let twilio = TwilioRest::from_config(&config);
+        Relay { config, calls, agent, drain: Drain::default(), profiles, twilio }
     }
 }
 

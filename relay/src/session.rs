@@ -51,6 +51,15 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
     let _ = socket.send(Message::Close(Some(frame))).await;
 }
 
+/// A close frame's reason is at most 123 bytes: cut at a character boundary.
+fn close_reason(reason: &str) -> String {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_string()
+}
+
 /// Counts a bad frame and logs its kind once per call.
 fn skip_bad_frame(counters: &mut Counters, call: Option<&CallSid>, error: &FrameError) {
     if counters.bad_frame(error.kind()) {
@@ -76,7 +85,8 @@ pub async fn run(relay: Relay, mut socket: WebSocket, live: LiveCall) {
             return;
         }
     };
-    let session = Session::begin(relay, start, call, counters);
+    let profile = relay.profiles.for_call(&call).await;
+    let session = Session::begin(relay, start, call, profile, counters);
     session.pump_and_finish(socket).await;
     drop(live);
 }
@@ -162,14 +172,23 @@ struct Session {
     recorder: Recorder,
     to_agent: mpsc::Sender<AgentInput>,
     from_agent: mpsc::Receiver<AgentOutput>,
-    /// The agent asked to end the call once its audio has played: why, and the latest moment
-    /// to end it even if Twilio never echoes the last mark.
-    hangup: Option<(String, tokio::time::Instant)>,
+    /// The agent asked to end or transfer the call once its audio has played: what, and the
+    /// latest moment to do it even if Twilio never echoes the last mark.
+    finale: Option<(Finale, tokio::time::Instant)>,
+    /// Why the agent failed, for the close frame.
+    failure: Option<String>,
     out: Vec<Out>,
 }
 
+/// How the agent ends its part of the call.
+#[derive(Debug, Clone)]
+enum Finale {
+    Hangup { reason: String },
+    Transfer { to: callkeeper_core::phone::E164, reason: String },
+}
+
 impl Session {
-    fn begin(relay: Relay, start: Start, call: Call, counters: Counters) -> Session {
+    fn begin(relay: Relay, start: Start, call: Call, profile: std::sync::Arc<callkeeper_core::profile::AgentProfile>, counters: Counters) -> Session {
         let started_at = now_ms();
         let recorder = Recorder::start(relay.calls.clone(), call.call_sid.clone(), relay.config.timeouts.heartbeat_interval, started_at);
         let (to_agent, input) = mpsc::channel(INPUT_CAPACITY);
@@ -179,13 +198,19 @@ impl Session {
             stream_sid: start.stream_sid.clone(),
             from: call.from.clone(),
             to: call.to.clone(),
-            language: relay.config.language.clone(),
+            language: profile.language.clone(),
+            contact: call.contact.clone(),
+            transfer_number: profile.transfer_number.clone().or_else(|| relay.config.transfer_number.clone()),
+            profile,
         };
         let agent = relay.agent.clone();
+        // Kept here so a failure can say why before the channel closes.
+        let failed = output.clone();
         tokio::spawn(async move {
             let call_sid = info.call_sid.clone();
             if let Err(e) = agent.converse(info, AgentLink { input, output }).await {
                 tracing::error!(call_sid = %call_sid, error = %e, "voice agent failed");
+                let _ = failed.send(AgentOutput::Failed { reason: e.to_string() }).await;
             }
         });
         Session {
@@ -199,7 +224,8 @@ impl Session {
             recorder,
             to_agent,
             from_agent,
-            hangup: None,
+            finale: None,
+            failure: None,
             out: Vec::new(),
         }
     }
@@ -213,11 +239,11 @@ impl Session {
         let mut closing = self.relay.drain.closing_signal();
         let mut agent_open = true;
         loop {
-            if self.hangup.is_some() && !self.playback.is_audible() {
-                return StreamEnd::AgentHangup;
+            if self.finale.is_some() && !self.playback.is_audible() {
+                return self.end_by_agent().await;
             }
             let due = self.playback.next_due();
-            let hangup_by = self.hangup.as_ref().map(|(_, by)| *by);
+            let finale_by = self.finale.as_ref().map(|(_, by)| *by);
             tokio::select! {
                 biased;
                 Ok(()) = closing.changed() => if *closing.borrow() {
@@ -242,18 +268,22 @@ impl Session {
                     self.counters.frame_time.record(started.elapsed().as_micros() as u64);
                 }
                 output = self.from_agent.recv(), if agent_open => match output {
+                    Some(AgentOutput::Failed { reason }) => {
+                        self.failure = Some(reason);
+                        return StreamEnd::AgentFailed;
+                    }
                     Some(output) => {
                         self.agent_output(output);
                         if self.flush(socket).await.is_err() {
                             return StreamEnd::SocketError;
                         }
                     }
-                    None if self.hangup.is_some() => agent_open = false,
+                    None if self.finale.is_some() => agent_open = false,
                     None => return StreamEnd::AgentFailed,
                 },
-                _ = tokio::time::sleep_until(hangup_by.unwrap_or_else(tokio::time::Instant::now)), if hangup_by.is_some() => {
-                    tracing::warn!(call_sid = %self.call_sid, "the agent's last audio was never confirmed played; ending the call");
-                    return StreamEnd::AgentHangup;
+                _ = tokio::time::sleep_until(finale_by.unwrap_or_else(tokio::time::Instant::now)), if finale_by.is_some() => {
+                    tracing::warn!(call_sid = %self.call_sid, "the agent's last audio was never confirmed played; going on");
+                    return self.end_by_agent().await;
                 }
                 _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
                     self.send_due();
@@ -295,6 +325,9 @@ impl Session {
                             if let (Some(stopped), Some(audio)) = (turn.caller_stopped_at, turn.first_audio_at) {
                                 metrics::record(metrics::TURN_LATENCY, (audio - stopped).max(0) as f64, &[]);
                             }
+                            if let (Some(stopped), Some(model)) = (turn.caller_stopped_at, turn.model_audio_at) {
+                                metrics::record(metrics::MODEL_LATENCY, (model - stopped).max(0) as f64, &[]);
+                            }
                             self.recorder.turn(turn);
                         }
                     }
@@ -320,7 +353,7 @@ impl Session {
     fn agent_output(&mut self, output: AgentOutput) {
         match output {
             AgentOutput::Audio { response, mulaw } => {
-                if let Some(turn) = self.turns.response_audio(response) {
+                if let Some(turn) = self.turns.response_audio(response, now_ms()) {
                     self.recorder.turn(turn);
                 }
                 self.playback.push(response, mulaw);
@@ -336,12 +369,43 @@ impl Session {
                     self.recorder.turn(turn);
                 }
             }
-            AgentOutput::Transcript { speaker, text } => self.turns.transcript(speaker, &text),
+            // The live transcript: written as it comes, so the call has one even without a recording.
+            AgentOutput::Transcript { speaker, text } => {
+                self.turns.transcript(speaker, &text);
+                if let Some(turn) = self.turns.take_dirty() {
+                    self.recorder.turn(turn);
+                }
+            }
             AgentOutput::Hangup { reason } => {
                 tracing::info!(call_sid = %self.call_sid, reason, "agent hangs up once its audio has played");
-                let now = tokio::time::Instant::now();
-                self.hangup = Some((reason, now + self.playback.time_to_play(now) + HANGUP_GRACE));
+                self.finale_after_playback(Finale::Hangup { reason });
             }
+            AgentOutput::Transfer { to, reason } => {
+                tracing::info!(call_sid = %self.call_sid, to = %to.redacted(), reason, "agent transfers the call once its audio has played");
+                self.finale_after_playback(Finale::Transfer { to, reason });
+            }
+            AgentOutput::Error { message } => {
+                self.counters.agent_errors += 1;
+                tracing::debug!(call_sid = %self.call_sid, message, "agent error counted");
+            }
+            // Handled by the pump: it ends the stream.
+            AgentOutput::Failed { .. } => {}
+        }
+    }
+
+    fn finale_after_playback(&mut self, finale: Finale) {
+        let now = tokio::time::Instant::now();
+        self.finale = Some((finale, now + self.playback.time_to_play(now) + HANGUP_GRACE));
+    }
+
+    /// The agent's audio has played (or the grace ran out): hang up, or hand the call over.
+    async fn end_by_agent(&mut self) -> StreamEnd {
+        match self.finale.as_ref().map(|(f, _)| f.clone()) {
+            Some(Finale::Transfer { to, reason }) => {
+                crate::transfer::hand_over(&self.relay, &self.call_sid, &to, &reason).await;
+                StreamEnd::Transferred
+            }
+            _ => StreamEnd::AgentHangup,
         }
     }
 
@@ -385,7 +449,7 @@ impl Session {
     }
 
     async fn finish(self, end: StreamEnd, mut socket: WebSocket) {
-        let Session { relay, call_sid, stream_sid, started_at, counters, playback, mut turns, recorder, to_agent, hangup, .. } = self;
+        let Session { relay, call_sid, stream_sid, started_at, counters, playback, mut turns, recorder, to_agent, finale, failure, .. } = self;
         // The agent's input closing is how it learns the call is over.
         drop(to_agent);
         let calls = relay.calls.as_ref();
@@ -399,9 +463,17 @@ impl Session {
         match end {
             StreamEnd::DrainDeadline => close(&mut socket, NORMAL, "relay draining").await,
             StreamEnd::AgentHangup => {
-                close(&mut socket, NORMAL, hangup.as_ref().map_or("agent ended the call", |(reason, _)| reason)).await
+                let reason = match &finale {
+                    Some((Finale::Hangup { reason }, _)) => reason.as_str(),
+                    _ => "agent ended the call",
+                };
+                close(&mut socket, NORMAL, &close_reason(reason)).await
             }
-            StreamEnd::AgentFailed => close(&mut socket, INTERNAL, "voice agent failed").await,
+            StreamEnd::Transferred => close(&mut socket, NORMAL, "transferred to a person").await,
+            StreamEnd::AgentFailed => {
+                let reason = failure.as_deref().unwrap_or("voice agent failed");
+                close(&mut socket, INTERNAL, &close_reason(reason)).await
+            }
             // Completes the closing handshake Twilio began (or answers its `stop`).
             StreamEnd::TwilioStop | StreamEnd::SocketClosed => close(&mut socket, NORMAL, "stream ended").await,
             StreamEnd::SocketError => {}

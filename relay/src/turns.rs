@@ -46,15 +46,21 @@ impl TurnLog {
 
     /// Audio of `response` arrived. A response nobody's turn asked for (the greeting, or the
     /// agent speaking again) opens a turn of its own.
-    pub fn response_audio(&mut self, response: ResponseId) -> Option<Turn> {
-        match &mut self.open {
-            Some(open) if open.response == Some(response) => None,
+    /// `at` is when it reached the relay: the model's share of the turn's latency ends there.
+    pub fn response_audio(&mut self, response: ResponseId, at: Millis) -> Option<Turn> {
+        let previous = match &mut self.open {
+            Some(open) if open.response == Some(response) => return None,
             Some(open) if open.response.is_none() => {
                 open.response = Some(response);
                 None
             }
             _ => self.open(None, Some(response)),
+        };
+        if let Some(open) = self.open.as_mut() {
+            open.turn.model_audio_at = Some(at);
+            open.dirty = true;
         }
+        previous
     }
 
     fn answering(&mut self, response: ResponseId) -> Option<&mut Open> {
@@ -112,19 +118,19 @@ mod tests {
     #[test]
     fn greeting_then_a_caller_turn() {
         let mut log = TurnLog::default();
-        assert_eq!(log.response_audio(1), None);
+        assert_eq!(log.response_audio(1, 90), None);
         log.first_frame_sent(1, 100);
         log.transcript(Speaker::Agent, "hello");
         let greeting = log.first_heard(1, 180).unwrap();
         assert_eq!(
-            (greeting.seq, greeting.caller_stopped_at, greeting.first_audio_at, greeting.first_mark_at),
-            (0, None, Some(100), Some(180))
+            (greeting.seq, greeting.caller_stopped_at, greeting.model_audio_at, greeting.first_audio_at, greeting.first_mark_at),
+            (0, None, Some(90), Some(100), Some(180))
         );
         assert_eq!(greeting.agent_text.as_deref(), Some("hello"));
         assert_eq!(log.first_heard(1, 190), None, "written once");
 
         assert_eq!(log.caller_stopped(5_000), None, "nothing left to write of the greeting");
-        log.response_audio(2);
+        log.response_audio(2, 5_390);
         log.first_frame_sent(2, 5_400);
         let cut = log.cut(2, 600).unwrap();
         assert_eq!(

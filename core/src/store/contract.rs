@@ -38,6 +38,9 @@ macro_rules! store_contract_tests {
             queue_release_keeps_the_error,
             queue_stale_receipts_do_not_delete,
             blobs_round_trip,
+            leads_merge_on_the_call_and_its_contact,
+            profiles_are_kept_by_number,
+            a_transfer_keeps_its_number_and_leaves_the_watchdogs_list,
         );
     };
     (@cases $stores:expr; $($case:ident),* $(,)?) => {
@@ -262,6 +265,7 @@ pub async fn stream_figures_and_turns_are_kept(s: &Stores) {
         heartbeats: 12,
         frame_us_p50: 9,
         frame_us_p99: 40,
+        agent_errors: 1,
     };
     assert!(s.calls.finish_stream(sid, &figures).await.unwrap());
     assert!(!s.calls.finish_stream(&call_sid(), &figures).await.unwrap());
@@ -275,6 +279,7 @@ pub async fn stream_figures_and_turns_are_kept(s: &Stores) {
     answer.agent_text = Some("שלום".into());
     s.calls.put_turn(sid, &answer).await.unwrap();
     s.calls.put_turn(sid, &greeting).await.unwrap();
+    answer.model_audio_at = Some(call.at + 9_390);
     answer.first_audio_at = Some(call.at + 9_400);
     answer.first_mark_at = Some(call.at + 9_650);
     answer.interrupted = true;
@@ -534,4 +539,67 @@ pub async fn blobs_round_trip(s: &Stores) {
     assert_eq!(s.blobs.get(&key).await.unwrap().as_deref(), Some(&b"RIFF....WAVE"[..]));
     assert!(s.blobs.put("../escape", vec![], "x").await.is_err());
     assert!(s.blobs.put("a//b", vec![], "x").await.is_err());
+}
+
+pub async fn leads_merge_on_the_call_and_its_contact(s: &Stores) {
+    use serde_json::json;
+    let call = new_call(CallStatus::Streaming);
+    s.calls.create_call(&call).await.unwrap();
+    let (sid, contact) = (&call.call_sid, call.contact.as_ref().unwrap());
+    assert_eq!(s.calls.lead(sid).await.unwrap(), None);
+    let first = s.calls.save_lead(sid, Some(contact), &json!({ "name": "Dana", "budget": "2M" }), call.at).await.unwrap();
+    assert_eq!(first, json!({ "name": "Dana", "budget": "2M" }));
+    let merged = s.calls.save_lead(sid, Some(contact), &json!({ "budget": null, "area": "Haifa" }), call.at + 1).await.unwrap();
+    assert_eq!(merged, json!({ "name": "Dana", "budget": "2M", "area": "Haifa" }), "a null erases nothing");
+    assert_eq!(s.calls.lead(sid).await.unwrap(), Some(merged.clone()));
+    // A second call from the same person adds to their contact's lead, not to the first call's.
+    let mut second = new_call(CallStatus::Streaming);
+    second.contact = Some(contact.clone());
+    second.from = contact.to_string();
+    s.calls.create_call(&second).await.unwrap();
+    s.calls.save_lead(&second.call_sid, Some(contact), &json!({ "name": "Dana Levi" }), call.at + 2).await.unwrap();
+    assert_eq!(s.calls.lead(sid).await.unwrap(), Some(merged));
+    let person = s.calls.contact(contact).await.unwrap().unwrap();
+    assert_eq!(person.lead, Some(json!({ "name": "Dana Levi", "budget": "2M", "area": "Haifa" })));
+    assert_eq!(person.first_seen, call.at, "the contact itself is untouched");
+    // A call with no contact (an anonymous caller) keeps its lead on the call only.
+    let other = call_sid();
+    assert_eq!(s.calls.save_lead(&other, None, &json!({ "name": "x" }), call.at).await.unwrap(), json!({ "name": "x" }));
+}
+
+pub async fn profiles_are_kept_by_number(s: &Stores) {
+    use crate::profile::{AgentProfile, ProfileKey};
+    let builtin = AgentProfile::builtin("he-IL", &crate::config::default_extraction_schema());
+    let number = ProfileKey::Number(phone());
+    assert_eq!(s.calls.profile(&number).await.unwrap(), None);
+    let mut sales = builtin.clone();
+    sales.instructions = "You sell flats in Haifa.".into();
+    sales.voice = "cedar".into();
+    s.calls.put_profile(&number, &sales, 10).await.unwrap();
+    s.calls.put_profile(&ProfileKey::Default, &builtin, 11).await.unwrap();
+    assert_eq!(s.calls.profile(&number).await.unwrap(), Some(sales.clone()));
+    sales.instructions = "You rent flats in Haifa.".into();
+    s.calls.put_profile(&number, &sales, 12).await.unwrap();
+    assert_eq!(s.calls.profile(&number).await.unwrap(), Some(sales.clone()), "replaced whole");
+    let listed = s.calls.profiles().await.unwrap();
+    let ours: Vec<_> = listed.iter().filter(|p| p.key == ProfileKey::Default || p.key == number).collect();
+    assert_eq!(ours[0].key, ProfileKey::Default, "the default first");
+    assert_eq!((ours[1].updated_at, &ours[1].profile), (12, &sales));
+}
+
+pub async fn a_transfer_keeps_its_number_and_leaves_the_watchdogs_list(s: &Stores) {
+    let call = new_call(CallStatus::Streaming);
+    s.calls.create_call(&call).await.unwrap();
+    let patch = CallPatch { transfer_to: Some("+972501112222".into()), ..Default::default() };
+    let Transition::Applied(moved) =
+        s.calls.transition(&call.call_sid, &[CallStatus::Streaming], CallStatus::Transferred, &patch, call.at + 5).await.unwrap()
+    else {
+        panic!("streaming → transferred")
+    };
+    assert_eq!((moved.status, moved.transfer_to.as_deref()), (CallStatus::Transferred, Some("+972501112222")));
+    let active = s.calls.active_calls(1000).await.unwrap();
+    assert!(active.iter().all(|a| a.call_sid != call.call_sid), "a transferred call is no longer the watchdog's");
+    assert!(!s.calls.heartbeat(&call.call_sid, call.at + 6).await.unwrap(), "nor the relay's");
+    let done = s.calls.transition(&call.call_sid, &[CallStatus::Transferred], CallStatus::Completed, &CallPatch::default(), call.at + 9).await;
+    assert!(matches!(done.unwrap(), Transition::Applied(c) if c.status == CallStatus::Completed));
 }

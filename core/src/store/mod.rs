@@ -20,6 +20,7 @@ use crate::ids::{CallSid, MessageSid, RecordingSid};
 use crate::job::{DeadLetter, Delivery, Job, QueueName};
 use crate::message::{Message, MessageStatusUpdate, StatusApplied, TimelineItem};
 use crate::phone::E164;
+use crate::profile::{AgentProfile, ProfileKey};
 use crate::recording::Recording;
 use crate::stream_report::{StreamFigures, Turn};
 use crate::time::Millis;
@@ -57,6 +58,17 @@ pub struct Contact {
     pub first_seen: Millis,
     pub last_seen: Millis,
     pub profile_name: Option<String>,
+    /// The lead's fields, merged from every call with this contact.
+    #[serde(default)]
+    pub lead: Option<serde_json::Value>,
+}
+
+/// A stored agent profile, for `agent list`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StoredProfile {
+    pub key: ProfileKey,
+    pub updated_at: Millis,
+    pub profile: AgentProfile,
 }
 
 #[async_trait]
@@ -125,8 +137,36 @@ pub trait CallStore: Send + Sync {
     async fn get_message(&self, message_sid: &MessageSid) -> StoreResult<Option<Message>>;
 
     async fn contact(&self, phone: &E164) -> StoreResult<Option<Contact>>;
+
+    /// Merges `fields` into the lead kept on the call, and on `contact` when there is one (see
+    /// [`crate::profile::merge_lead`]). Returns the call's lead after the merge.
+    async fn save_lead(&self, call_sid: &CallSid, contact: Option<&E164>, fields: &serde_json::Value, at: Millis)
+        -> StoreResult<serde_json::Value>;
+    /// The lead kept on the call, if anything was saved.
+    async fn lead(&self, call_sid: &CallSid) -> StoreResult<Option<serde_json::Value>>;
+
+    /// Inserts or replaces the profile at `key`, whole.
+    async fn put_profile(&self, key: &ProfileKey, profile: &AgentProfile, at: Millis) -> StoreResult<()>;
+    async fn profile(&self, key: &ProfileKey) -> StoreResult<Option<AgentProfile>>;
+    /// Every stored profile, the default first, then by number.
+    async fn profiles(&self) -> StoreResult<Vec<StoredProfile>>;
     /// The contact's calls and messages, newest first.
     async fn timeline(&self, phone: &E164, limit: usize) -> StoreResult<Vec<TimelineItem>>;
+}
+
+/// Profiles as (key, JSON document, updated at) rows, read back and in `agent list`'s order.
+pub(crate) fn stored_profiles(rows: Vec<(String, String, Millis)>) -> StoreResult<Vec<StoredProfile>> {
+    let mut profiles = rows
+        .into_iter()
+        .map(|(key, doc, updated_at)| {
+            let parsed = ProfileKey::parse(Some(&key).filter(|k| *k != "default").map(String::as_str));
+            let key = parsed.map_err(|e| StoreError::Corrupt(format!("profile key: {e}")))?;
+            let profile = serde_json::from_str(&doc).map_err(|e| StoreError::Corrupt(format!("profile {}: {e}", key.as_str())))?;
+            Ok(StoredProfile { key, updated_at, profile })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    profiles.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(profiles)
 }
 
 /// Counts of a queue, for health and the dashboard.

@@ -12,11 +12,16 @@
 //!   beyond the cap is dropped and counted (`agent_audio_dropped`).
 
 pub mod embedded;
+pub mod openai;
 pub mod silent;
 pub mod vad;
 
 use bytes::Bytes;
 use callkeeper_core::ids::CallSid;
+use callkeeper_core::phone::E164;
+use callkeeper_core::profile::AgentProfile;
+use callkeeper_core::store::CallStore;
+use std::sync::Arc;
 use callkeeper_core::time::Millis;
 use tokio::sync::mpsc;
 
@@ -83,6 +88,20 @@ pub enum AgentOutput {
     Hangup {
         reason: String,
     },
+    /// Hand the call to a person: once the agent's audio has played, the relay redirects the
+    /// call to ring `to`.
+    Transfer {
+        to: E164,
+        reason: String,
+    },
+    /// Something went wrong that the conversation survives: counted in the stream's figures.
+    Error {
+        message: String,
+    },
+    /// The agent cannot go on (sent for it when `converse` fails): the stream ends at once.
+    Failed {
+        reason: String,
+    },
 }
 
 /// The call an agent is about to talk to.
@@ -92,8 +111,14 @@ pub struct CallInfo {
     pub stream_sid: String,
     pub from: String,
     pub to: String,
-    /// BCP 47, e.g. `he-IL`.
+    /// BCP 47, e.g. `he-IL`: the profile's.
     pub language: String,
+    /// The other party, when their number is E.164: whose lead `save_lead` adds to.
+    pub contact: Option<E164>,
+    /// How the agent behaves on this number.
+    pub profile: Arc<AgentProfile>,
+    /// Where `transfer_to_human` rings: the profile's number, else `TRANSFER_NUMBER`.
+    pub transfer_number: Option<E164>,
 }
 
 /// The agent's ends of the two channels.
@@ -119,10 +144,15 @@ pub trait VoiceAgent: Send + Sync + 'static {
 }
 
 /// The agent the configuration names.
-pub fn from_config(config: &callkeeper_core::config::Config) -> std::sync::Arc<dyn VoiceAgent> {
+pub fn from_config(config: &callkeeper_core::config::Config, calls: Arc<dyn CallStore>) -> Arc<dyn VoiceAgent> {
     use callkeeper_core::config::VoiceAgentKind;
     match config.relay.voice_agent {
-        VoiceAgentKind::Embedded => std::sync::Arc::new(embedded::EmbeddedAgent::for_language(&config.language)),
-        VoiceAgentKind::Silent => std::sync::Arc::new(silent::SilentAgent),
+        VoiceAgentKind::Embedded => Arc::new(embedded::EmbeddedAgent::for_language(&config.language)),
+        VoiceAgentKind::Silent => Arc::new(silent::SilentAgent),
+        // The configuration refuses `openai` without a key, so this always has one.
+        VoiceAgentKind::OpenAi => match openai::OpenAiAgent::from_config(config, calls) {
+            Some(agent) => Arc::new(agent),
+            None => Arc::new(embedded::EmbeddedAgent::for_language(&config.language)),
+        },
     }
 }

@@ -7,7 +7,8 @@ use crate::ids::{CallSid, MessageSid, RecordingSid};
 use crate::message::{status_rank, Message, MessageDirection, MessageStatusUpdate, StatusApplied, TimelineItem};
 use crate::phone::E164;
 use crate::recording::Recording;
-use crate::store::{CallStore, Contact, MessageWrite, StoreError, StoreResult};
+use crate::profile::{merge_lead, AgentProfile, ProfileKey};
+use crate::store::{stored_profiles, CallStore, Contact, MessageWrite, StoreError, StoreResult, StoredProfile};
 use crate::stream_report::{StreamFigures, Turn};
 use crate::time::Millis;
 use crate::transcript::{JobClaim, Transcript};
@@ -79,6 +80,7 @@ impl Update {
             ("end_reason", &patch.end_reason),
             ("twilio_status", &patch.twilio_status),
             ("relay_instance", &patch.relay_instance),
+            ("transfer_to", &patch.transfer_to),
         ];
         for (field, value) in text {
             if let Some(value) = value {
@@ -280,6 +282,56 @@ struct StoredContact {
     first_seen: Millis,
     last_seen: Millis,
     profile_name: Option<String>,
+    /// The contact's lead, JSON (see `save_lead`).
+    lead_doc: Option<String>,
+}
+
+/// Where the profiles live: one partition, read whole by `agent list`.
+const PROFILES_PK: &str = "PROFILES";
+
+fn profile_sk(key: &ProfileKey) -> String {
+    format!("PROFILE#{}", key.as_str())
+}
+
+/// Tries of a lead merge that lost a race to another writer.
+const LEAD_MERGE_ATTEMPTS: u32 = 5;
+
+impl DynamoStore {
+    /// Merges `fields` into the JSON document in attribute `attr` of one item: read, merge,
+    /// then write only if nobody changed it meanwhile (else read again). `init` are attributes
+    /// the item gets if it is new.
+    async fn merge_doc(&self, pk: String, sk: &str, attr: &str, fields: &serde_json::Value, init: &[(&str, AttributeValue)]) -> StoreResult<serde_json::Value> {
+        for _ in 0..LEAD_MERGE_ATTEMPTS {
+            let old = self.get(pk.clone(), sk).await?.and_then(|item| item.get(attr).and_then(|v| v.as_s().ok()).cloned());
+            let known = match &old {
+                Some(doc) => serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(format!("{attr} of {pk}: {e}")))?,
+                None => serde_json::Value::Null,
+            };
+            let merged = merge_lead(&known, fields);
+            let mut sets = vec!["#doc = :new".to_string()];
+            let mut builder = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(pk.clone(), sk)))
+                .expression_attribute_names("#doc", attr)
+                .expression_attribute_values(":new", s(merged.to_string()));
+            for (i, (name, value)) in init.iter().enumerate() {
+                sets.push(format!("#i{i} = if_not_exists(#i{i}, :i{i})"));
+                builder = builder.expression_attribute_names(format!("#i{i}"), *name).expression_attribute_values(format!(":i{i}"), value.clone());
+            }
+            builder = match &old {
+                Some(doc) => builder.condition_expression("#doc = :old").expression_attribute_values(":old", s(doc.clone())),
+                None => builder.condition_expression("attribute_not_exists(#doc)"),
+            };
+            match builder.update_expression(format!("SET {}", sets.join(", "))).send().await {
+                Ok(_) => return Ok(merged),
+                Err(e) if condition_failed(&e) => continue,
+                Err(e) => return Err(sdk_error(e)),
+            }
+        }
+        Err(StoreError::Unavailable(format!("the lead of {pk} kept changing under {LEAD_MERGE_ATTEMPTS} merges")))
+    }
 }
 
 #[async_trait]
@@ -307,6 +359,7 @@ impl CallStore for DynamoStore {
             twilio_status: new.twilio_status.clone(),
             heartbeat_at: None,
             relay_instance: None,
+            transfer_to: None,
             stream: None,
             redirect_pending: false,
         };
@@ -731,7 +784,49 @@ impl CallStore for DynamoStore {
     async fn contact(&self, phone: &E164) -> StoreResult<Option<Contact>> {
         let Some(item) = self.get(contact_pk(phone), "PROFILE").await? else { return Ok(None) };
         let c: StoredContact = from_item(item, "contact")?;
-        Ok(Some(Contact { phone: c.phone, first_seen: c.first_seen, last_seen: c.last_seen, profile_name: c.profile_name }))
+        let lead = c.lead_doc.map(|doc| serde_json::from_str(&doc)).transpose().map_err(|e| StoreError::Corrupt(format!("contact lead: {e}")))?;
+        Ok(Some(Contact { phone: c.phone, first_seen: c.first_seen, last_seen: c.last_seen, profile_name: c.profile_name, lead }))
+    }
+
+    async fn save_lead(&self, call_sid: &CallSid, contact: Option<&E164>, fields: &serde_json::Value, at: Millis) -> StoreResult<serde_json::Value> {
+        let merged = self.merge_doc(call_pk(call_sid), "LEAD", "doc", fields, &[("updated_at", n(at))]).await?;
+        if let Some(phone) = contact {
+            let init = [("phone", s(phone.as_str())), ("first_seen", n(at)), ("last_seen", n(at))];
+            self.merge_doc(contact_pk(phone), "PROFILE", "lead_doc", fields, &init).await?;
+        }
+        Ok(merged)
+    }
+
+    async fn lead(&self, call_sid: &CallSid) -> StoreResult<Option<serde_json::Value>> {
+        let Some(item) = self.get(call_pk(call_sid), "LEAD").await? else { return Ok(None) };
+        let doc = attr_s(&item, "doc");
+        Ok(Some(serde_json::from_str(&doc).map_err(|e| StoreError::Corrupt(format!("lead of {call_sid}: {e}")))?))
+    }
+
+    async fn put_profile(&self, key_: &ProfileKey, profile: &AgentProfile, at: Millis) -> StoreResult<()> {
+        let mut item = key(PROFILES_PK, profile_sk(key_));
+        item.insert("profile_key".into(), s(key_.as_str()));
+        item.insert("doc".into(), s(serde_json::to_string(profile).expect("profiles serialize")));
+        item.insert("updated_at".into(), n(at));
+        self.put(item).await
+    }
+
+    async fn profile(&self, key_: &ProfileKey) -> StoreResult<Option<AgentProfile>> {
+        let Some(item) = self.get(PROFILES_PK.to_string(), &profile_sk(key_)).await? else { return Ok(None) };
+        let doc = attr_s(&item, "doc");
+        Ok(Some(serde_json::from_str(&doc).map_err(|e| StoreError::Corrupt(format!("profile {}: {e}", key_.as_str())))?))
+    }
+
+    async fn profiles(&self) -> StoreResult<Vec<StoredProfile>> {
+        let items = self.query_prefix(PROFILES_PK.to_string(), "PROFILE#").await?;
+        let rows = items
+            .iter()
+            .map(|item| {
+                let at = item.get("updated_at").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+                (attr_s(item, "profile_key"), attr_s(item, "doc"), at)
+            })
+            .collect();
+        stored_profiles(rows)
     }
 
     async fn timeline(&self, phone: &E164, limit: usize) -> StoreResult<Vec<TimelineItem>> {

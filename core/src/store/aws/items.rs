@@ -5,9 +5,11 @@
 //! | call | `CALL#{CallSid}` | `CALL` | `active` while on the line or a redirect is pending; `recent`; `timeline` when it has a contact |
 //! | call event | `CALL#{CallSid}` | `EVENT#{key}` | (its key makes it idempotent) |
 //! | turn | `CALL#{CallSid}` | `TURN#{seq:05}` | |
+//! | the call's lead (`save_lead`) | `CALL#{CallSid}` | `LEAD` | |
+//! | agent profile | `PROFILES` | `PROFILE#default` or `PROFILE#{E164}` | (one partition: a handful of numbers) |
 //! | recording | `CALL#{CallSid}` | `REC#{RecordingSid}` | |
 //! | recording pointer | `REC#{RecordingSid}` | `REC` | (finds a recording's call) |
-//! | contact | `CONTACT#{E164}` | `PROFILE` | |
+//! | contact (and its merged lead, `lead_doc`) | `CONTACT#{E164}` | `PROFILE` | |
 //! | message | `MSG#{MessageSid}` | `MSG` | `timeline` |
 //! | job error | `JOBERR#{message id}` | `JOBERR` | TTL: what `dlq show` prints |
 //!

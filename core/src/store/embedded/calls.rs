@@ -7,7 +7,8 @@ use crate::ids::{CallSid, MessageSid, RecordingSid};
 use crate::message::{status_rank, Message, MessageStatusUpdate, StatusApplied, TimelineItem};
 use crate::phone::E164;
 use crate::recording::Recording;
-use crate::store::{CallStore, Contact, MessageWrite, StoreError, StoreResult};
+use crate::profile::{merge_lead, AgentProfile, ProfileKey};
+use crate::store::{stored_profiles, CallStore, Contact, MessageWrite, StoreError, StoreResult, StoredProfile};
 use crate::stream_report::{StreamFigures, Turn};
 use crate::time::Millis;
 use crate::transcript::{JobClaim, Transcript};
@@ -17,7 +18,7 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use std::time::Duration;
 
 const CALL_COLUMNS: &str = "call_sid, account_sid, from_addr, to_addr, contact, direction, status, created_at, updated_at, \
-     status_at, stream_sid, fallback_reason, fallback_action, end_reason, twilio_status, heartbeat_at, relay_instance, stream_figures, redirect_pending";
+     status_at, stream_sid, fallback_reason, fallback_action, end_reason, twilio_status, heartbeat_at, relay_instance, stream_figures, redirect_pending, transfer_to";
 
 const RECORDING_COLUMNS: &str =
     "recording_sid, call_sid, url, status, duration_secs, channels, source, error_code, created_at, updated_at, job_enqueued_at";
@@ -46,10 +47,12 @@ fn call_row(r: &Row<'_>) -> rusqlite::Result<Call> {
         relay_instance: r.get(16)?,
         stream: r.get::<_, Option<FiguresColumn>>(17)?.map(|f| Box::new(f.0)),
         redirect_pending: r.get(18)?,
+        transfer_to: r.get(19)?,
     })
 }
 
-const TURN_COLUMNS: &str = "seq, caller_stopped_at, first_audio_at, first_mark_at, interrupted, heard_ms, caller_text, agent_text";
+const TURN_COLUMNS: &str =
+    "seq, caller_stopped_at, first_audio_at, first_mark_at, interrupted, heard_ms, caller_text, agent_text, model_audio_at";
 
 fn turn_row(r: &Row<'_>) -> rusqlite::Result<Turn> {
     Ok(Turn {
@@ -61,6 +64,7 @@ fn turn_row(r: &Row<'_>) -> rusqlite::Result<Turn> {
         heard_ms: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
         caller_text: r.get(6)?,
         agent_text: r.get(7)?,
+        model_audio_at: r.get(8)?,
     })
 }
 
@@ -142,13 +146,16 @@ fn touch_contact(conn: &Connection, phone: &E164, at: Millis, profile_name: Opti
 const PATCH_SET: &str = "stream_sid = coalesce(?, stream_sid), fallback_reason = coalesce(?, fallback_reason), \
      fallback_action = coalesce(?, fallback_action), end_reason = coalesce(?, end_reason), \
      twilio_status = coalesce(?, twilio_status), relay_instance = coalesce(?, relay_instance), \
-     redirect_pending = coalesce(?, redirect_pending)";
+     redirect_pending = coalesce(?, redirect_pending), transfer_to = coalesce(?, transfer_to)";
 
 fn patch_values(patch: &CallPatch) -> impl Iterator<Item = Value> + use<> {
     let text =
         [&patch.stream_sid, &patch.fallback_reason, &patch.fallback_action, &patch.end_reason, &patch.twilio_status, &patch.relay_instance]
             .map(|v| v.clone().map_or(Value::Null, Value::Text));
-    text.into_iter().chain([patch.redirect_pending.map_or(Value::Null, |b| Value::Integer(i64::from(b)))])
+    text.into_iter().chain([
+        patch.redirect_pending.map_or(Value::Null, |b| Value::Integer(i64::from(b))),
+        patch.transfer_to.clone().map_or(Value::Null, Value::Text),
+    ])
 }
 
 #[async_trait]
@@ -164,7 +171,7 @@ impl CallStore for EmbeddedStore {
             let tx = conn.transaction()?;
             let inserted = tx.execute(
                 &format!(
-                    "INSERT INTO calls ({CALL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, NULL, NULL, NULL, NULL, ?9, NULL, NULL, NULL, 0)
+                    "INSERT INTO calls ({CALL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, NULL, NULL, NULL, NULL, ?9, NULL, NULL, NULL, 0, NULL)
                      ON CONFLICT (call_sid) DO NOTHING"
                 ),
                 params![c.call_sid, c.account_sid, c.from, c.to, c.contact, c.direction, c.status, c.at, c.twilio_status],
@@ -285,7 +292,7 @@ impl CallStore for EmbeddedStore {
         let t = turn.clone();
         self.with_conn(move |conn| {
             conn.execute(
-                &format!("INSERT OR REPLACE INTO turns (call_sid, {TURN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                &format!("INSERT OR REPLACE INTO turns (call_sid, {TURN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
                 params![
                     sid,
                     t.seq,
@@ -295,7 +302,8 @@ impl CallStore for EmbeddedStore {
                     t.interrupted,
                     t.heard_ms.map(|v| v as i64),
                     t.caller_text,
-                    t.agent_text
+                    t.agent_text,
+                    t.model_audio_at
                 ],
             )?;
             Ok(())
@@ -556,12 +564,89 @@ impl CallStore for EmbeddedStore {
         let phone = phone.clone();
         self.with_conn(move |conn| {
             Ok(conn
-                .query_row("SELECT phone, first_seen, last_seen, profile_name FROM contacts WHERE phone = ?1", [&phone], |r| {
-                    Ok(Contact { phone: r.get(0)?, first_seen: r.get(1)?, last_seen: r.get(2)?, profile_name: r.get(3)? })
-                })
+                .query_row(
+                    "SELECT phone, first_seen, last_seen, profile_name, leads.doc FROM contacts
+                     LEFT JOIN leads ON leads.owner = 'contact:' || contacts.phone WHERE phone = ?1",
+                    [&phone],
+                    |r| {
+                        Ok(Contact {
+                            phone: r.get(0)?,
+                            first_seen: r.get(1)?,
+                            last_seen: r.get(2)?,
+                            profile_name: r.get(3)?,
+                            lead: r.get::<_, Option<String>>(4)?.and_then(|doc| serde_json::from_str(&doc).ok()),
+                        })
+                    },
+                )
                 .optional()?)
         })
         .await
+    }
+
+    async fn save_lead(&self, call_sid: &CallSid, contact: Option<&E164>, fields: &serde_json::Value, at: Millis) -> StoreResult<serde_json::Value> {
+        let owners: Vec<String> = std::iter::once(format!("call:{call_sid}")).chain(contact.map(|c| format!("contact:{c}"))).collect();
+        let fields = fields.clone();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let mut merged = Vec::new();
+            for owner in &owners {
+                let known: Option<String> = tx.query_row("SELECT doc FROM leads WHERE owner = ?1", [owner], |r| r.get(0)).optional()?;
+                let known = known.map(|doc| serde_json::from_str(&doc)).transpose().map_err(|e| StoreError::Corrupt(format!("lead of {owner}: {e}")))?;
+                let lead = merge_lead(&known.unwrap_or(serde_json::Value::Null), &fields);
+                tx.execute(
+                    "INSERT INTO leads (owner, doc, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (owner) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at",
+                    params![owner, lead.to_string(), at],
+                )?;
+                merged.push(lead);
+            }
+            tx.commit()?;
+            Ok(merged.swap_remove(0))
+        })
+        .await
+    }
+
+    async fn lead(&self, call_sid: &CallSid) -> StoreResult<Option<serde_json::Value>> {
+        let owner = format!("call:{call_sid}");
+        self.with_conn(move |conn| {
+            let doc: Option<String> = conn.query_row("SELECT doc FROM leads WHERE owner = ?1", [&owner], |r| r.get(0)).optional()?;
+            doc.map(|d| serde_json::from_str(&d).map_err(|e| StoreError::Corrupt(format!("lead of {owner}: {e}")))).transpose()
+        })
+        .await
+    }
+
+    async fn put_profile(&self, key: &ProfileKey, profile: &AgentProfile, at: Millis) -> StoreResult<()> {
+        let key = key.as_str().to_string();
+        let doc = serde_json::to_string(profile).expect("profiles serialize");
+        self.with_conn(move |conn| {
+            conn.execute(
+                "INSERT INTO agent_profiles (key, doc, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at",
+                params![key, doc, at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn profile(&self, key: &ProfileKey) -> StoreResult<Option<AgentProfile>> {
+        let key = key.as_str().to_string();
+        self.with_conn(move |conn| {
+            let doc: Option<String> = conn.query_row("SELECT doc FROM agent_profiles WHERE key = ?1", [&key], |r| r.get(0)).optional()?;
+            doc.map(|d| serde_json::from_str(&d).map_err(|e| StoreError::Corrupt(format!("profile {key}: {e}")))).transpose()
+        })
+        .await
+    }
+
+    async fn profiles(&self) -> StoreResult<Vec<StoredProfile>> {
+        let rows = self
+            .with_conn(|conn| {
+                query(conn, "SELECT key, doc, updated_at FROM agent_profiles", [], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Millis>(2)?))
+                })
+            })
+            .await?;
+        stored_profiles(rows)
     }
 
     async fn timeline(&self, phone: &E164, limit: usize) -> StoreResult<Vec<TimelineItem>> {

@@ -133,6 +133,22 @@ CREATE TABLE transcripts (
     PRIMARY KEY (call_sid, recording_sid)
 );
 "#,
+    r#"
+-- The AI agent: when the model's audio reached the relay, where a call was transferred, the
+-- leads saved during calls (on the call and on its contact), and the agent profiles.
+ALTER TABLE turns ADD COLUMN model_audio_at INTEGER;
+ALTER TABLE calls ADD COLUMN transfer_to TEXT;
+CREATE TABLE leads (
+    owner      TEXT PRIMARY KEY, -- `call:CA…` or `contact:+E164`
+    doc        TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE agent_profiles (
+    key        TEXT PRIMARY KEY, -- `default` or `+E164`
+    doc        TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+"#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -1,0 +1,114 @@
+//! The model's WebSocket: opened and configured within the connect timeout, then events in and
+//! out. Every way it can fail is an `AgentError` with a reason for the log.
+
+use super::protocol::{self, ServerEvent, PCMU};
+use crate::agent::AgentError;
+use callkeeper_core::config::RealtimeSettings;
+use callkeeper_core::secrets::Secret;
+use futures_util::{SinkExt, StreamExt};
+use std::sync::{Arc, OnceLock};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+/// The largest event we accept from the model: audio deltas are a few KiB.
+const MAX_MESSAGE: usize = 4 << 20;
+
+pub struct Connection {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+fn unavailable(message: impl Into<String>) -> AgentError {
+    AgentError::Unavailable(message.into())
+}
+
+/// rustls with ring and the webpki roots, built once per process.
+fn tls() -> Connector {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    });
+    Connector::Rustls(config.clone())
+}
+
+/// A session whose audio is not μ-law both ways would be heard as loud static.
+pub fn check_formats(input: Option<&str>, output: Option<&str>) -> Result<(), AgentError> {
+    if input == Some(PCMU) && output == Some(PCMU) {
+        Ok(())
+    } else {
+        Err(unavailable(format!(
+            "the model's session is not μ-law both ways (input {}, output {})",
+            input.unwrap_or("unset"),
+            output.unwrap_or("unset")
+        )))
+    }
+}
+
+impl Connection {
+    /// Connects, sends `update` and waits for its echo, all within the connect timeout.
+    pub async fn open(settings: &RealtimeSettings, key: &Secret, update: String) -> Result<Connection, AgentError> {
+        let opening = async {
+            let url = format!("{}?model={}", settings.url, settings.model);
+            let mut request = url.as_str().into_client_request().map_err(|e| unavailable(format!("bad Realtime URL: {e}")))?;
+            let bearer = HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| unavailable("the OpenAI key is not a header value"))?;
+            request.headers_mut().insert("authorization", bearer);
+            let config = WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE)).max_frame_size(Some(MAX_MESSAGE));
+            let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, Some(tls()))
+                .await
+                .map_err(|e| unavailable(format!("the model refused the connection: {e}")))?;
+            let mut connection = Connection { socket };
+            connection.send(update).await?;
+            loop {
+                match connection.next().await? {
+                    ServerEvent::SessionUpdated { input, output } => {
+                        check_formats(input.as_deref(), output.as_deref())?;
+                        return Ok(connection);
+                    }
+                    error @ ServerEvent::Error { .. } => {
+                        return Err(unavailable(format!("the model refused the session: {error:?}")));
+                    }
+                    _ => {}
+                }
+            }
+        };
+        match tokio::time::timeout(settings.connect_timeout, opening).await {
+            Ok(result) => result,
+            Err(_) => Err(unavailable(format!("no model session within {:?}", settings.connect_timeout))),
+        }
+    }
+
+    pub async fn send(&mut self, event: String) -> Result<(), AgentError> {
+        self.socket.send(Message::text(event)).await.map_err(|e| unavailable(format!("the model's socket failed: {e}")))
+    }
+
+    /// The next event the model sends; frames that are not events are skipped and logged.
+    pub async fn next(&mut self) -> Result<ServerEvent, AgentError> {
+        loop {
+            let message = match self.socket.next().await {
+                None => return Err(unavailable("the model's socket closed without a close frame")),
+                Some(Err(e)) => return Err(unavailable(format!("the model's socket failed: {e}"))),
+                Some(Ok(message)) => message,
+            };
+            match message {
+                Message::Text(text) => match protocol::parse(text.as_str()) {
+                    Ok(event) => return Ok(event),
+                    Err(e) => tracing::warn!(error = e, "model event skipped"),
+                },
+                Message::Close(frame) => {
+                    let why = frame.map(|f| format!("{} {}", u16::from(f.code), f.reason)).unwrap_or_else(|| "no reason".into());
+                    return Err(unavailable(format!("the model closed the session: {why}")));
+                }
+                _ => {}
+            }
+        }
+    }
+}
