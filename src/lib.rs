@@ -3,6 +3,7 @@
 
 pub mod crm;
 pub mod dlq;
+pub mod fake_realtime;
 pub mod local_config;
 pub mod media_client;
 pub mod outbound;

@@ -60,6 +60,8 @@ pub struct Heard {
     pub media_frames: u64,
     pub marks_echoed: Vec<String>,
     pub clears: u64,
+    /// At each `clear`, how much audio had played (bytes of `audio`).
+    pub played_at_clear: Vec<usize>,
     /// When the first and the latest agent frame arrived.
     pub first_media_at: Option<Instant>,
     pub last_media_at: Option<Instant>,
@@ -324,6 +326,7 @@ impl Phone {
                     let keep = heard.audio.len().saturating_sub(unplayed);
                     heard.audio.truncate(keep);
                     heard.clears += 1;
+                    heard.played_at_clear.push(keep);
                 }
                 for (_, name) in std::mem::take(&mut self.marks) {
                     self.echo_mark(&name);

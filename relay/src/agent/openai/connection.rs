@@ -11,7 +11,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 /// The largest event we accept from the model: audio deltas are a few KiB.
@@ -94,7 +95,9 @@ impl Connection {
     pub async fn next(&mut self) -> Result<ServerEvent, AgentError> {
         loop {
             let message = match self.socket.next().await {
-                None => return Err(unavailable("the model's socket closed without a close frame")),
+                None | Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+                    return Err(unavailable("the model's socket closed without a close frame"))
+                }
                 Some(Err(e)) => return Err(unavailable(format!("the model's socket failed: {e}"))),
                 Some(Ok(message)) => message,
             };
