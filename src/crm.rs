@@ -3,6 +3,7 @@
 use callkeeper_core::call::Call;
 use callkeeper_core::ids::CallSid;
 use callkeeper_core::store::CallStore;
+use callkeeper_core::stream_report::Turn;
 use callkeeper_core::time::format_ms;
 use serde_json::json;
 use std::fmt::Write;
@@ -31,6 +32,21 @@ pub async fn list(store: &dyn CallStore, limit: usize, as_json: bool) -> anyhow:
     Ok(out)
 }
 
+/// What was said during the call, as the agent heard and spoke it: per turn, the caller's words
+/// (which ended the turn), then the agent's answer.
+fn live_transcript(turns: &[Turn]) -> Vec<(&'static str, &str)> {
+    let mut lines = Vec::new();
+    for t in turns {
+        if let Some(text) = &t.caller_text {
+            lines.push(("caller", text.as_str()));
+        }
+        if let Some(text) = &t.agent_text {
+            lines.push(("agent", text.as_str()));
+        }
+    }
+    lines
+}
+
 fn outcome(c: &Call) -> String {
     match (&c.fallback_reason, &c.end_reason) {
         (Some(f), Some(e)) => format!("fallback ({f}), ended: {e}"),
@@ -46,8 +62,15 @@ pub async fn show(store: &dyn CallStore, call_sid: &CallSid, as_json: bool) -> a
     let events = store.events(call_sid).await?;
     let recordings = store.recordings(call_sid).await?;
     let turns = store.turns(call_sid).await?;
+    let transcripts = store.transcripts(call_sid).await?;
+    let lead = store.lead(call_sid).await?;
+    let live = live_transcript(&turns);
     if as_json {
-        let doc = json!({ "call": call, "turns": turns, "events": events, "recordings": recordings });
+        let live: Vec<_> = live.iter().map(|(speaker, text)| json!({ "speaker": speaker, "text": text })).collect();
+        let doc = json!({
+            "call": call, "lead": lead, "live_transcript": live, "transcripts": transcripts,
+            "turns": turns, "events": events, "recordings": recordings
+        });
         return Ok(Some(serde_json::to_string_pretty(&doc)? + "\n"));
     }
     let mut out = String::new();
@@ -65,6 +88,9 @@ pub async fn show(store: &dyn CallStore, call_sid: &CallSid, as_json: bool) -> a
         call.fallback_reason.as_ref().map_or("-".to_string(), |r| format!("{r} → {}", opt(&call.fallback_action)))
     )?;
     writeln!(out, "ended       {}", opt(&call.end_reason))?;
+    if let Some(to) = &call.transfer_to {
+        writeln!(out, "transfer    to {to}")?;
+    }
     writeln!(out, "twilio      {}", opt(&call.twilio_status))?;
     writeln!(out, "relay       {}, last media {}", opt(&call.relay_instance), call.heartbeat_at.map_or("-".to_string(), format_ms))?;
     if let Some(f) = &call.stream {
@@ -85,7 +111,35 @@ pub async fn show(store: &dyn CallStore, call_sid: &CallSid, as_json: bool) -> a
             f.frame_us_p99,
         )?;
     }
-    writeln!(out, "\nturns")?;
+    writeln!(out, "\nlead")?;
+    match lead.as_ref().and_then(|l| l.as_object()).filter(|l| !l.is_empty()) {
+        None => writeln!(out, "  nothing saved yet")?,
+        Some(fields) => {
+            for (name, value) in fields {
+                writeln!(out, "  {name:<16} {}", value.as_str().map_or_else(|| value.to_string(), str::to_string))?;
+            }
+        }
+    }
+    writeln!(out, "\nlive transcript (during the call)")?;
+    if live.is_empty() {
+        writeln!(out, "  none")?;
+    }
+    for (speaker, text) in &live {
+        writeln!(out, "  {speaker:<6} {text}")?;
+    }
+    for t in &transcripts {
+        writeln!(out, "\ntranscript of {} ({}, after the call)", t.recording_sid, t.language)?;
+        if let Some(note) = &t.note {
+            writeln!(out, "  ({note})")?;
+        }
+        for line in &t.lines {
+            let speaker = format!("{:?}", line.speaker).to_lowercase();
+            writeln!(out, "  {:>7}  {speaker:<6} {}", format!("{:.1}s", line.start_ms as f64 / 1000.0), line.text)?;
+        }
+        writeln!(out, "  summary  {}", t.summary.as_deref().unwrap_or("-"))?;
+        writeln!(out, "  intent   {}", t.intent.as_deref().unwrap_or("-"))?;
+    }
+    writeln!(out, "\nturns (latency from the caller's end of speech: model, relay, heard)")?;
     if turns.is_empty() {
         writeln!(out, "  none")?;
     }
@@ -95,15 +149,19 @@ pub async fn show(store: &dyn CallStore, call_sid: &CallSid, as_json: bool) -> a
             (None, Some(at)) => format_ms(at),
             (_, None) => "-".into(),
         };
+        let relay = match (t.model_audio_at, t.first_audio_at) {
+            (Some(model), Some(sent)) => format!("+{} ms", sent - model),
+            _ => "-".into(),
+        };
         writeln!(
             out,
-            "  #{:<2} caller stopped {}  first audio {}  first heard {}{}  agent: {}",
+            "  #{:<2} caller stopped {}  model audio {}  sent {} ({relay} relay)  first heard {}{}",
             t.seq,
             t.caller_stopped_at.map_or("-".to_string(), format_ms),
+            since(t.model_audio_at),
             since(t.first_audio_at),
             since(t.first_mark_at),
             if t.interrupted { format!("  cut at {} ms", t.heard_ms.unwrap_or(0)) } else { String::new() },
-            t.agent_text.as_deref().unwrap_or("-"),
         )?;
     }
     writeln!(out, "\nrecordings")?;

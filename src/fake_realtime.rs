@@ -188,7 +188,10 @@ async fn serve_connection(tcp: tokio::net::TcpStream, options: Options, log: Arc
             return Err(refusal(404, "no such endpoint"));
         }
         if headers.get("authorization") != Some(&format!("Bearer {}", options.key)) {
-            return Err(refusal(401, r#"{"error":{"type":"invalid_request_error","code":"invalid_api_key","message":"Incorrect API key provided"}}"#));
+            return Err(refusal(
+                401,
+                r#"{"error":{"type":"invalid_request_error","code":"invalid_api_key","message":"Incorrect API key provided"}}"#,
+            ));
         }
         beta = headers.contains_key("openai-beta");
         Ok(response)
@@ -310,7 +313,9 @@ impl Session {
     }
 
     fn error(&mut self, code: &str, message: &str) {
-        self.emit(json!({ "type": "error", "error": { "type": "invalid_request_error", "code": code, "message": message, "param": null } }));
+        self.emit(
+            json!({ "type": "error", "error": { "type": "invalid_request_error", "code": code, "message": message, "param": null } }),
+        );
     }
 
     fn violation(&self, what: String) {
@@ -358,7 +363,9 @@ impl Session {
                     (_, None | Some(0)) => self.error("invalid_value", "audio_end_ms must be a positive integer"),
                     (Some(sent), Some(at)) if at > sent => {
                         self.error("invalid_value", &format!("Audio content of {sent}ms is already shorter than {at}ms"));
-                        self.emit(json!({ "type": "conversation.item.truncated", "item_id": item, "content_index": 0, "audio_end_ms": sent }));
+                        self.emit(
+                            json!({ "type": "conversation.item.truncated", "item_id": item, "content_index": 0, "audio_end_ms": sent }),
+                        );
                     }
                     (Some(_), Some(at)) => {
                         self.emit(json!({ "type": "conversation.item.truncated", "item_id": item, "content_index": 0, "audio_end_ms": at }))

@@ -7,5 +7,6 @@ pub mod fake_realtime;
 pub mod local_config;
 pub mod media_client;
 pub mod outbound;
+pub mod profiles;
 pub mod server;
 pub mod simulate;

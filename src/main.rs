@@ -1,9 +1,10 @@
 //! `callkeeper`: run the system locally, and look at what it keeps.
 
 use callkeeper::server::{shutdown_signal, ServeOptions, Server};
-use callkeeper::{crm, dlq, outbound, simulate};
+use callkeeper::{crm, dlq, fake_realtime, outbound, profiles, simulate};
 use callkeeper_core::ids::CallSid;
 use callkeeper_core::job::QueueName;
+use callkeeper_core::profile::ProfileKey;
 use callkeeper_core::store::aws::{self, AwsNames};
 use callkeeper_core::store::embedded;
 use callkeeper_core::store::open::{open, StoreKind};
@@ -92,6 +93,43 @@ enum Command {
     Calls {
         #[command(subcommand)]
         command: CallsCommand,
+    },
+    /// The AI agent's profiles: how it behaves on each of the business's numbers.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+    /// A fake of OpenAI's Realtime API on loopback: try the AI agent with no account
+    /// (`OPENAI_API_KEY=sk-fake OPENAI_REALTIME_URL=ws://127.0.0.1:PORT/v1/realtime callkeeper serve`).
+    FakeRealtime {
+        #[arg(long, default_value_t = 8089)]
+        port: u16,
+        /// The key it accepts.
+        #[arg(long, default_value = "sk-fake")]
+        key: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Store a profile (a TOML file) for calls to --number, or the default profile without it.
+    /// A bad file is refused with its line and the reason, and nothing is written.
+    Set {
+        #[arg(long)]
+        number: Option<String>,
+        file: PathBuf,
+    },
+    /// The profile for --number (or the default), or what its calls get instead.
+    Show {
+        #[arg(long)]
+        number: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every stored profile.
+    List {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -222,6 +260,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                     print!("{}", dlq::redrive(queue, name, id.as_deref()).await?);
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::FakeRealtime { port, key } => {
+            let options = fake_realtime::Options { key: key.clone(), ..Default::default() };
+            let fake = fake_realtime::FakeRealtime::start_on(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port), options).await?;
+            println!("fake Realtime API at {} (key {key:?}); Ctrl-C to stop", fake.url());
+            shutdown_signal().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agent { command } => {
+            let stores = open(kind, &cli.data_dir, 5).await?;
+            let calls = stores.calls.as_ref();
+            let key = |number: Option<String>| ProfileKey::parse(number.as_deref()).map_err(|e| anyhow::anyhow!("--number {e}"));
+            match command {
+                AgentCommand::Set { number, file } => match profiles::set(calls, &key(number)?, &file).await? {
+                    Ok(done) => print!("{done}"),
+                    Err(bad) => {
+                        eprintln!("callkeeper: profile refused: {bad}");
+                        return Ok(ExitCode::from(2));
+                    }
+                },
+                AgentCommand::Show { number, json } => print!("{}", profiles::show(calls, &key(number)?, json).await?),
+                AgentCommand::List { json } => print!("{}", profiles::list(calls, json).await?),
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -21,6 +21,10 @@ fn callkeeper(data_dir: &std::path::Path) -> Command {
         "TWILIO_PHONE_NUMBER",
         "PORT",
         "CALLKEEPER_DATA_DIR",
+        "OPENAI_API_KEY",
+        "OPENAI_REALTIME_URL",
+        "OPENAI_BASE_URL",
+        "VOICE_AGENT",
     ] {
         cmd.env_remove(name);
     }
@@ -326,4 +330,75 @@ fn calls_list_on_an_empty_folder_says_so() {
     let out = callkeeper(&dir.path().join("nothing-here")).args(["calls", "list"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8(out.stderr).unwrap().contains("no callkeeper data in"));
+}
+
+/// The "done when" of the AI agent: with a key set, `serve` talks to the Realtime model (here
+/// `callkeeper fake-realtime`), a simulated call hears its greeting and an answer, and the CRM
+/// holds the live transcript.
+#[test]
+fn a_simulated_call_talks_to_the_realtime_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let mut fake = Command::new(BIN).args(["fake-realtime", "--port", &port]).stdout(Stdio::piped()).spawn().unwrap();
+    let first = BufReader::new(fake.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    assert!(first.starts_with("fake Realtime API at ws://127.0.0.1:"), "{first}");
+    let _fake = Killed(fake, Default::default());
+
+    let mut command = callkeeper(dir.path());
+    command
+        .env("OPENAI_API_KEY", "sk-fake")
+        .env("OPENAI_REALTIME_URL", format!("ws://127.0.0.1:{port}/v1/realtime"))
+        // Transcription after the call would go to OpenAI: nowhere, here.
+        .env("OPENAI_BASE_URL", "http://127.0.0.1:9/v1");
+    let (_server, addr, banner) = serve_with(command);
+    assert!(banner.contains("(voice agent: openai)"), "{banner}");
+    let server_port = addr.rsplit(':').next().unwrap();
+    let out = callkeeper(dir.path()).args(["simulate", "--port", server_port, "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["greeting_ms"].as_u64().unwrap() >= 1000, "the model's greeting was heard: {report}");
+    assert!(report["answer_after_ms"][0].as_u64().is_some(), "and its answer: {report}");
+
+    let sid = report["call_sid"].as_str().unwrap();
+    let show = callkeeper(dir.path()).args(["calls", "show", sid, "--json"]).output().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    let live: Vec<String> = doc["live_transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| format!("{}: {}", l["speaker"].as_str().unwrap(), l["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(live[..2], ["agent: שלום, כאן הסוכן הדיגיטלי. במה אפשר לעזור?", "caller: שלום, אני מחפש דירה בחיפה"], "{live:?}");
+    let text = String::from_utf8(callkeeper(dir.path()).args(["calls", "show", sid]).output().unwrap().stdout).unwrap();
+    assert!(text.contains("live transcript (during the call)") && text.contains("שלום, אני מחפש דירה בחיפה"), "{text}");
+}
+
+#[test]
+fn agent_profiles_are_set_shown_and_listed_and_a_bad_file_is_refused_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bakery.toml");
+    std::fs::write(
+        &file,
+        "instructions = \"You answer for Dana's bakery.\"\nlanguage = \"en-US\"\nvoice = \"cedar\"\ntransfer_number = \"+972501112222\"\n",
+    )
+    .unwrap();
+    let out = callkeeper(dir.path()).args(["agent", "set", "--number", "+97231234567"]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("agent profile +97231234567 set"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "instructions = \"x\"\n\nvoice = \"robot\"\n").unwrap();
+    let out = callkeeper(dir.path()).args(["agent", "set"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:3: voice \"robot\" is not one of"), "{err}");
+
+    let list = String::from_utf8(callkeeper(dir.path()).args(["agent", "list"]).output().unwrap().stdout).unwrap();
+    assert!(list.contains("+97231234567") && !list.contains("default"), "nothing half-written: {list}");
+    let show = callkeeper(dir.path()).args(["agent", "show", "--number", "+97231234567", "--json"]).output().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!((doc["profile"]["voice"].as_str(), doc["profile"]["language"].as_str()), (Some("cedar"), Some("en-US")));
+    let other =
+        String::from_utf8(callkeeper(dir.path()).args(["agent", "show", "--number", "+97239999999"]).output().unwrap().stdout).unwrap();
+    assert!(other.starts_with("no profile stored: calls get the built-in profile"), "{other}");
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use callkeeper::fake_realtime::{Fault, FakeRealtime, Options, Plan};
+use callkeeper::fake_realtime::{FakeRealtime, Fault, Options, Plan};
 use callkeeper::media_client::MediaCall;
 use callkeeper::simulate::caller_audio;
 use callkeeper_core::call::CallStatus;
@@ -219,7 +219,10 @@ async fn a_transfer_whose_redirect_fails_still_dials_through_connect_action() {
     let options = script(vec![Plan::say(400, "שלום"), Plan::call("transfer_to_human", json!({ "reason": "x" })), Plan::say(400, "מעביר")]);
     let a = agent(options, &[("TRANSFER_NUMBER", TRANSFER_TO)]).await;
     a.twilio.reset().await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(400).set_body_json(json!({ "code": 21609, "message": "bad" }))).mount(&a.twilio).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({ "code": 21609, "message": "bad" })))
+        .mount(&a.twilio)
+        .await;
     let (sid, mut call) = a.app.start_call().await;
     call.silence(Duration::from_millis(800)).await;
     caller_turn(&mut call).await;
@@ -232,7 +235,8 @@ async fn a_transfer_whose_redirect_fails_still_dials_through_connect_action() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_call_hangs_up_after_the_goodbye_played() {
-    let options = script(vec![Plan::say(500, "שלום"), Plan::call("end_call", json!({ "reason": "caller is done" })), Plan::say(1000, "להתראות")]);
+    let options =
+        script(vec![Plan::say(500, "שלום"), Plan::call("end_call", json!({ "reason": "caller is done" })), Plan::say(1000, "להתראות")]);
     let a = agent(options, &[]).await;
     let (sid, mut call) = a.app.start_call().await;
     call.silence(Duration::from_millis(900)).await;

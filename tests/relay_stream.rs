@@ -60,7 +60,7 @@ async fn a_call_hears_the_greeting_and_an_answer_with_heartbeats_turns_and_figur
     assert_eq!(turns.len(), 2, "{turns:?}");
     let (greeting, answer) = (&turns[0], &turns[1]);
     assert_eq!((greeting.seq, greeting.caller_stopped_at), (0, None));
-    assert!(greeting.first_audio_at.is_some() && greeting.first_mark_at >= greeting.first_audio_at);
+    assert!(greeting.first_audio_at.is_some() && greeting.first_mark_at >= greeting.first_audio_at, "{greeting:?}");
     assert_eq!(greeting.agent_text.as_deref(), Some("Hello, you have reached the digital agent. How can I help?"));
     let stopped = answer.caller_stopped_at.expect("the caller's turn ended");
     let first_audio = answer.first_audio_at.expect("the answer left");

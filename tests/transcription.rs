@@ -146,6 +146,9 @@ async fn a_recording_becomes_a_stored_object_and_a_transcript_with_a_summary_on_
     assert_eq!(t.summary.as_deref(), Some("מחפש דירה בתל אביב עד שני מיליון."));
     assert_eq!(t.intent.as_deref(), Some("לקנות דירה"));
     assert_eq!((t.lead["budget"].as_str(), t.lead["area"].as_str()), (Some("2,000,000"), Some("תל אביב")));
+    // What the call's agent had not saved is added to the call's lead.
+    let lead = app.stores.calls.lead(&sid).await.unwrap().expect("the extraction fills the call's lead");
+    assert_eq!((lead["budget"].as_str(), lead["area"].as_str()), (Some("2,000,000"), Some("תל אביב")));
     let key = t.blob_key.clone().unwrap();
     let created = app.stores.calls.recordings(&sid).await.unwrap()[0].created_at;
     assert_eq!(key, blob_key(&sid, &callkeeper_core::ids::RecordingSid::parse(&recording).unwrap(), created));

@@ -213,8 +213,16 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("GREETING_URL", "", "audio played before the stream connects"),
     ("AGENT_LANGUAGE", "he-IL", "the agent's and the apology's language"),
     ("QUEUE_MAX_RECEIVES", "5", "receives before a job is dead-lettered"),
-    ("VOICE_AGENT", "openai with OPENAI_API_KEY, else embedded", "`openai` (the Realtime model), `embedded` (built-in prompts, no network) or `silent` (listens only)"),
-    ("OPENAI_REALTIME_URL", "wss://api.openai.com/v1/realtime", "the Realtime API's WebSocket (tests point it at a fake); the model goes in `?model=`"),
+    (
+        "VOICE_AGENT",
+        "openai with OPENAI_API_KEY, else embedded",
+        "`openai` (the Realtime model), `embedded` (built-in prompts, no network) or `silent` (listens only)",
+    ),
+    (
+        "OPENAI_REALTIME_URL",
+        "wss://api.openai.com/v1/realtime",
+        "the Realtime API's WebSocket (tests point it at a fake); the model goes in `?model=`",
+    ),
     ("OPENAI_REALTIME_MODEL", "gpt-realtime", "the speech-to-speech model"),
     ("REALTIME_TURN_DETECTION", "server_vad", "`server_vad` (by silence) or `semantic_vad` (by what was said)"),
     ("REALTIME_TRANSCRIBE_MODEL", "gpt-4o-mini-transcribe", "transcribes the caller live, for the call's live transcript"),

@@ -145,10 +145,11 @@ fn extraction_schema(lead: &Value) -> Value {
     let mut properties = serde_json::Map::new();
     properties.insert("summary".into(), json!({ "type": "string", "description": "Two or three sentences on the call." }));
     properties.insert("intent".into(), json!({ "type": "string", "description": "What the caller wants, in a few words." }));
+    let mut required = vec!["summary".to_string(), "intent".to_string()];
     for (name, field) in lead["properties"].as_object().into_iter().flatten() {
         properties.insert(name.clone(), nullable(field));
+        required.push(name.clone());
     }
-    let required: Vec<&String> = properties.keys().collect();
     json!({ "type": "object", "additionalProperties": false, "required": required, "properties": properties })
 }
 
@@ -244,7 +245,8 @@ pub fn parse(text: &str, file: &str, dir: &Path, defaults: &AgentProfile) -> Res
             ))
         }
         (Some(clip), Some(text)) => {
-            let audio = read_clip(&dir.join(&clip)).map_err(|reason| bad(line_of("greeting_clip"), format!("greeting_clip {clip}: {reason}")))?;
+            let audio =
+                read_clip(&dir.join(&clip)).map_err(|reason| bad(line_of("greeting_clip"), format!("greeting_clip {clip}: {reason}")))?;
             Some(GreetingClip { mulaw_base64: base64::engine::general_purpose::STANDARD.encode(audio), text })
         }
     };
@@ -410,7 +412,11 @@ description = "The cake they want"
             ("instructions = \"x\"\n\ntransfer_number = \"050\"\n", 3, "transfer_number \"050\" is not +E164"),
             ("instructions = \"x\"\nlanguage = 7\n", 2, "invalid type"),
             ("instructions = \"x\"\ncolour = \"red\"\n", 2, "unknown field `colour`"),
-            ("instructions = \"x\"\n[lead_schema]\ntype = \"object\"\n[lead_schema.properties.summary]\ntype = \"string\"\n", 2, "extraction's own"),
+            (
+                "instructions = \"x\"\n[lead_schema]\ntype = \"object\"\n[lead_schema.properties.summary]\ntype = \"string\"\n",
+                2,
+                "extraction's own",
+            ),
             ("instructions = \"x\"\ngreeting_clip = \"missing.ulaw\"\ngreeting_clip_text = \"hi\"\n", 2, "greeting_clip missing.ulaw"),
             ("instructions = \"\"\n", 1, "instructions must not be empty"),
             ("instructions = \"x\n", 1, ""),

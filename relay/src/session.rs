@@ -188,7 +188,13 @@ enum Finale {
 }
 
 impl Session {
-    fn begin(relay: Relay, start: Start, call: Call, profile: std::sync::Arc<callkeeper_core::profile::AgentProfile>, counters: Counters) -> Session {
+    fn begin(
+        relay: Relay,
+        start: Start,
+        call: Call,
+        profile: std::sync::Arc<callkeeper_core::profile::AgentProfile>,
+        counters: Counters,
+    ) -> Session {
         let started_at = now_ms();
         let recorder = Recorder::start(relay.calls.clone(), call.call_sid.clone(), relay.config.timeouts.heartbeat_interval, started_at);
         let (to_agent, input) = mpsc::channel(INPUT_CAPACITY);
@@ -449,7 +455,8 @@ impl Session {
     }
 
     async fn finish(self, end: StreamEnd, mut socket: WebSocket) {
-        let Session { relay, call_sid, stream_sid, started_at, counters, playback, mut turns, recorder, to_agent, finale, failure, .. } = self;
+        let Session { relay, call_sid, stream_sid, started_at, counters, playback, mut turns, recorder, to_agent, finale, failure, .. } =
+            self;
         // The agent's input closing is how it learns the call is over.
         drop(to_agent);
         let calls = relay.calls.as_ref();

@@ -83,6 +83,7 @@ impl TurnLog {
             return None;
         }
         open.turn.first_mark_at = Some(at);
+        open.dirty = true;
         self.take_dirty()
     }
 

@@ -600,6 +600,7 @@ pub async fn a_transfer_keeps_its_number_and_leaves_the_watchdogs_list(s: &Store
     let active = s.calls.active_calls(1000).await.unwrap();
     assert!(active.iter().all(|a| a.call_sid != call.call_sid), "a transferred call is no longer the watchdog's");
     assert!(!s.calls.heartbeat(&call.call_sid, call.at + 6).await.unwrap(), "nor the relay's");
-    let done = s.calls.transition(&call.call_sid, &[CallStatus::Transferred], CallStatus::Completed, &CallPatch::default(), call.at + 9).await;
+    let done =
+        s.calls.transition(&call.call_sid, &[CallStatus::Transferred], CallStatus::Completed, &CallPatch::default(), call.at + 9).await;
     assert!(matches!(done.unwrap(), Transition::Applied(c) if c.status == CallStatus::Completed));
 }

@@ -140,8 +140,13 @@ pub trait CallStore: Send + Sync {
 
     /// Merges `fields` into the lead kept on the call, and on `contact` when there is one (see
     /// [`crate::profile::merge_lead`]). Returns the call's lead after the merge.
-    async fn save_lead(&self, call_sid: &CallSid, contact: Option<&E164>, fields: &serde_json::Value, at: Millis)
-        -> StoreResult<serde_json::Value>;
+    async fn save_lead(
+        &self,
+        call_sid: &CallSid,
+        contact: Option<&E164>,
+        fields: &serde_json::Value,
+        at: Millis,
+    ) -> StoreResult<serde_json::Value>;
     /// The lead kept on the call, if anything was saved.
     async fn lead(&self, call_sid: &CallSid) -> StoreResult<Option<serde_json::Value>>;
 

@@ -21,8 +21,8 @@ use callkeeper_core::ids::CallSid;
 use callkeeper_core::phone::E164;
 use callkeeper_core::profile::AgentProfile;
 use callkeeper_core::store::CallStore;
-use std::sync::Arc;
 use callkeeper_core::time::Millis;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 pub const INPUT_CAPACITY: usize = 250;

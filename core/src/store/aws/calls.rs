@@ -6,8 +6,8 @@ use crate::call::{ActiveCall, Call, CallEvent, CallPatch, CallStatus, Created, N
 use crate::ids::{CallSid, MessageSid, RecordingSid};
 use crate::message::{status_rank, Message, MessageDirection, MessageStatusUpdate, StatusApplied, TimelineItem};
 use crate::phone::E164;
-use crate::recording::Recording;
 use crate::profile::{merge_lead, AgentProfile, ProfileKey};
+use crate::recording::Recording;
 use crate::store::{stored_profiles, CallStore, Contact, MessageWrite, StoreError, StoreResult, StoredProfile};
 use crate::stream_report::{StreamFigures, Turn};
 use crate::time::Millis;
@@ -300,7 +300,14 @@ impl DynamoStore {
     /// Merges `fields` into the JSON document in attribute `attr` of one item: read, merge,
     /// then write only if nobody changed it meanwhile (else read again). `init` are attributes
     /// the item gets if it is new.
-    async fn merge_doc(&self, pk: String, sk: &str, attr: &str, fields: &serde_json::Value, init: &[(&str, AttributeValue)]) -> StoreResult<serde_json::Value> {
+    async fn merge_doc(
+        &self,
+        pk: String,
+        sk: &str,
+        attr: &str,
+        fields: &serde_json::Value,
+        init: &[(&str, AttributeValue)],
+    ) -> StoreResult<serde_json::Value> {
         for _ in 0..LEAD_MERGE_ATTEMPTS {
             let old = self.get(pk.clone(), sk).await?.and_then(|item| item.get(attr).and_then(|v| v.as_s().ok()).cloned());
             let known = match &old {
@@ -318,7 +325,9 @@ impl DynamoStore {
                 .expression_attribute_values(":new", s(merged.to_string()));
             for (i, (name, value)) in init.iter().enumerate() {
                 sets.push(format!("#i{i} = if_not_exists(#i{i}, :i{i})"));
-                builder = builder.expression_attribute_names(format!("#i{i}"), *name).expression_attribute_values(format!(":i{i}"), value.clone());
+                builder = builder
+                    .expression_attribute_names(format!("#i{i}"), *name)
+                    .expression_attribute_values(format!(":i{i}"), value.clone());
             }
             builder = match &old {
                 Some(doc) => builder.condition_expression("#doc = :old").expression_attribute_values(":old", s(doc.clone())),
@@ -784,11 +793,18 @@ impl CallStore for DynamoStore {
     async fn contact(&self, phone: &E164) -> StoreResult<Option<Contact>> {
         let Some(item) = self.get(contact_pk(phone), "PROFILE").await? else { return Ok(None) };
         let c: StoredContact = from_item(item, "contact")?;
-        let lead = c.lead_doc.map(|doc| serde_json::from_str(&doc)).transpose().map_err(|e| StoreError::Corrupt(format!("contact lead: {e}")))?;
+        let lead =
+            c.lead_doc.map(|doc| serde_json::from_str(&doc)).transpose().map_err(|e| StoreError::Corrupt(format!("contact lead: {e}")))?;
         Ok(Some(Contact { phone: c.phone, first_seen: c.first_seen, last_seen: c.last_seen, profile_name: c.profile_name, lead }))
     }
 
-    async fn save_lead(&self, call_sid: &CallSid, contact: Option<&E164>, fields: &serde_json::Value, at: Millis) -> StoreResult<serde_json::Value> {
+    async fn save_lead(
+        &self,
+        call_sid: &CallSid,
+        contact: Option<&E164>,
+        fields: &serde_json::Value,
+        at: Millis,
+    ) -> StoreResult<serde_json::Value> {
         let merged = self.merge_doc(call_pk(call_sid), "LEAD", "doc", fields, &[("updated_at", n(at))]).await?;
         if let Some(phone) = contact {
             let init = [("phone", s(phone.as_str())), ("first_seen", n(at)), ("last_seen", n(at))];

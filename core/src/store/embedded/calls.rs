@@ -6,8 +6,8 @@ use crate::call::{ActiveCall, Call, CallEvent, CallPatch, CallStatus, Created, N
 use crate::ids::{CallSid, MessageSid, RecordingSid};
 use crate::message::{status_rank, Message, MessageStatusUpdate, StatusApplied, TimelineItem};
 use crate::phone::E164;
-use crate::recording::Recording;
 use crate::profile::{merge_lead, AgentProfile, ProfileKey};
+use crate::recording::Recording;
 use crate::store::{stored_profiles, CallStore, Contact, MessageWrite, StoreError, StoreResult, StoredProfile};
 use crate::stream_report::{StreamFigures, Turn};
 use crate::time::Millis;
@@ -583,7 +583,13 @@ impl CallStore for EmbeddedStore {
         .await
     }
 
-    async fn save_lead(&self, call_sid: &CallSid, contact: Option<&E164>, fields: &serde_json::Value, at: Millis) -> StoreResult<serde_json::Value> {
+    async fn save_lead(
+        &self,
+        call_sid: &CallSid,
+        contact: Option<&E164>,
+        fields: &serde_json::Value,
+        at: Millis,
+    ) -> StoreResult<serde_json::Value> {
         let owners: Vec<String> = std::iter::once(format!("call:{call_sid}")).chain(contact.map(|c| format!("contact:{c}"))).collect();
         let fields = fields.clone();
         self.with_conn(move |conn| {
@@ -591,7 +597,10 @@ impl CallStore for EmbeddedStore {
             let mut merged = Vec::new();
             for owner in &owners {
                 let known: Option<String> = tx.query_row("SELECT doc FROM leads WHERE owner = ?1", [owner], |r| r.get(0)).optional()?;
-                let known = known.map(|doc| serde_json::from_str(&doc)).transpose().map_err(|e| StoreError::Corrupt(format!("lead of {owner}: {e}")))?;
+                let known = known
+                    .map(|doc| serde_json::from_str(&doc))
+                    .transpose()
+                    .map_err(|e| StoreError::Corrupt(format!("lead of {owner}: {e}")))?;
                 let lead = merge_lead(&known.unwrap_or(serde_json::Value::Null), &fields);
                 tx.execute(
                     "INSERT INTO leads (owner, doc, updated_at) VALUES (?1, ?2, ?3)

@@ -9,9 +9,9 @@ use futures_util::{SinkExt, StreamExt};
 use std::sync::{Arc, OnceLock};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
@@ -60,7 +60,8 @@ impl Connection {
         let opening = async {
             let url = format!("{}?model={}", settings.url, settings.model);
             let mut request = url.as_str().into_client_request().map_err(|e| unavailable(format!("bad Realtime URL: {e}")))?;
-            let bearer = HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| unavailable("the OpenAI key is not a header value"))?;
+            let bearer = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+                .map_err(|_| unavailable("the OpenAI key is not a header value"))?;
             request.headers_mut().insert("authorization", bearer);
             let config = WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE)).max_frame_size(Some(MAX_MESSAGE));
             let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, Some(tls()))

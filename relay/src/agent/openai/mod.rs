@@ -324,7 +324,11 @@ impl Conversation {
             }
             ref error @ ServerEvent::Error { ref code, ref kind, ref message } => {
                 if error.is_fatal_error() {
-                    return Err(model_error(format!("the model ended the session: {} ({})", message, code.as_deref().unwrap_or("no code"))));
+                    return Err(model_error(format!(
+                        "the model ended the session: {} ({})",
+                        message,
+                        code.as_deref().unwrap_or("no code")
+                    )));
                 }
                 tracing::warn!(call_sid = %self.call.call_sid, code = code.as_deref(), kind = kind.as_deref(), message, "model error; the call goes on");
                 self.tell_relay(AgentOutput::Error { message: message.clone() }).await

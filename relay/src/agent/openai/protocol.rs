@@ -258,13 +258,20 @@ mod tests {
     #[test]
     fn server_events_are_read() {
         let delta = r#"{"type":"response.output_audio.delta","response_id":"resp_1","item_id":"item_A","delta":"AAEC"}"#;
-        assert_eq!(parse(delta).unwrap(), ServerEvent::AudioDelta { response_id: "resp_1".into(), item_id: "item_A".into(), audio: vec![0, 1, 2] });
+        assert_eq!(
+            parse(delta).unwrap(),
+            ServerEvent::AudioDelta { response_id: "resp_1".into(), item_id: "item_A".into(), audio: vec![0, 1, 2] }
+        );
         let expired = r#"{"type":"error","error":{"type":"invalid_request_error","code":"session_expired","message":"max 60 minutes"}}"#;
         assert!(parse(expired).unwrap().is_fatal_error());
-        let busy = r#"{"type":"error","error":{"type":"invalid_request_error","code":"conversation_already_has_active_response","message":"x"}}"#;
+        let busy =
+            r#"{"type":"error","error":{"type":"invalid_request_error","code":"conversation_already_has_active_response","message":"x"}}"#;
         assert!(!parse(busy).unwrap().is_fatal_error());
         let updated = r#"{"type":"session.updated","session":{"audio":{"input":{"format":{"type":"audio/pcm","rate":24000}},"output":{"format":{"type":"audio/pcmu"}}}}}"#;
-        assert_eq!(parse(updated).unwrap(), ServerEvent::SessionUpdated { input: Some("audio/pcm".into()), output: Some("audio/pcmu".into()) });
+        assert_eq!(
+            parse(updated).unwrap(),
+            ServerEvent::SessionUpdated { input: Some("audio/pcm".into()), output: Some("audio/pcmu".into()) }
+        );
         assert!(parse("not json").is_err());
     }
 }

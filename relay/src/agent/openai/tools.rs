@@ -38,13 +38,17 @@ pub async fn run(call: &CallInfo, store: &dyn CallStore, name: &str, arguments: 
         ("transfer_to_human", Ok(args)) => match &call.transfer_number {
             Some(to) => {
                 let reason = reason(&args);
-                (json!({ "ok": true, "next": "Tell the caller, in one short sentence, that you are transferring them to a person now." }), Some(Action::Transfer { to: to.clone(), reason }))
+                (
+                    json!({ "ok": true, "next": "Tell the caller, in one short sentence, that you are transferring them to a person now." }),
+                    Some(Action::Transfer { to: to.clone(), reason }),
+                )
             }
             None => (json!({ "ok": false, "error": "no transfer number is configured; offer to take a message instead" }), None),
         },
-        ("end_call", Ok(args)) => {
-            (json!({ "ok": true, "next": "Say a short goodbye; the call ends once it has played." }), Some(Action::Hangup { reason: reason(&args) }))
-        }
+        ("end_call", Ok(args)) => (
+            json!({ "ok": true, "next": "Say a short goodbye; the call ends once it has played." }),
+            Some(Action::Hangup { reason: reason(&args) }),
+        ),
         (other, Ok(_)) => (json!({ "ok": false, "error": format!("there is no tool {other:?}") }), None),
     };
     let detail = json!({ "tool": name, "arguments": arguments, "output": output, "action": action.as_ref().map(|a| format!("{a:?}")) });
