@@ -8,8 +8,12 @@
 //!
 //! With `--agent embedded` the caller speaks for one second every six, so the agent answers and
 //! audio flows both ways (paced playback, marks, VAD); with `--agent silent` it only listens.
+//! With `--agent openai` the relay holds a second socket per call, to `callkeeper fake-realtime`
+//! in its own process on CPU 1 (the Realtime API's events, server VAD, scripted answers): the
+//! caller speaks one second in six and the model answers, and the relay's own share of each
+//! turn (the model's audio in → the first frame out to Twilio) is reported from the turns.
 //!
-//! `cargo bench --bench relay_capacity` (or `-- --agent silent --calls 100,250,500 --secs 20`).
+//! `cargo bench --bench relay_capacity` (or `-- --agent openai --calls 100,250,500 --secs 20`).
 
 use callkeeper::media_client::{Dial, MediaCall};
 use callkeeper_core::ids::{random_sid, CallSid};
@@ -27,13 +31,32 @@ struct Server {
     child: Child,
     addr: SocketAddr,
     dir: tempfile::TempDir,
+    /// The fake Realtime API, for `--agent openai`.
+    fake: Option<Child>,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in std::iter::once(&mut self.child).chain(self.fake.as_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
+}
+
+/// `callkeeper fake-realtime` on CPU 1, beside the callers; its WebSocket URL.
+fn start_fake_realtime() -> (Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let mut command = if has_taskset() {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "1", BIN]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    let mut child = command.args(["fake-realtime", "--port", &port]).env("RUST_LOG", "warn").stdout(Stdio::piped()).spawn().unwrap();
+    BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    (child, format!("ws://127.0.0.1:{port}/v1/realtime"))
 }
 
 fn has_taskset() -> bool {
@@ -49,9 +72,15 @@ fn start_server(agent: &str) -> Server {
     } else {
         Command::new(BIN)
     };
-    for name in ["PUBLIC_BASE_URL", "RELAY_PUBLIC_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "PORT"] {
+    for name in ["PUBLIC_BASE_URL", "RELAY_PUBLIC_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "PORT", "OPENAI_API_KEY"] {
         command.env_remove(name);
     }
+    let fake = (agent == "openai").then(|| {
+        let (child, url) = start_fake_realtime();
+        // Post-call transcription would go to OpenAI: nowhere, here.
+        command.env("OPENAI_API_KEY", "sk-fake").env("OPENAI_REALTIME_URL", url).env("OPENAI_BASE_URL", "http://127.0.0.1:9/v1");
+        child
+    });
     let mut child = command
         .arg("--data-dir")
         .arg(dir.path())
@@ -64,7 +93,7 @@ fn start_server(agent: &str) -> Server {
         .unwrap();
     let first = BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
     let addr: SocketAddr = first.rsplit(' ').next().unwrap().parse().unwrap();
-    Server { child, addr, dir }
+    Server { child, addr, dir, fake }
 }
 
 /// utime + stime of a process, in seconds.
@@ -136,7 +165,7 @@ async fn scenario(agent: &str, calls: usize, steady: Duration) {
     let settle = Duration::from_secs(2);
     let t0 = Instant::now();
     let until = t0 + ramp + settle + steady;
-    let speaks = agent == "embedded";
+    let speaks = agent != "silent";
     let mut tasks = Vec::new();
     for i in 0..calls {
         let config = config.clone();
@@ -163,6 +192,7 @@ async fn scenario(agent: &str, calls: usize, steady: Duration) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let stores = embedded::open_stores(server.dir.path(), 5).unwrap();
     let (mut p50s, mut p99s, mut lost, mut beats, mut minutes, mut out) = (vec![], vec![], 0u64, 0u64, 0f64, 0u64);
+    let mut relay_share = Vec::new();
     for (sid, frames) in &sent {
         let call = stores.calls.get_call(sid).await.unwrap().unwrap();
         let f = call.stream.expect("figures written");
@@ -172,10 +202,17 @@ async fn scenario(agent: &str, calls: usize, steady: Duration) {
         beats += f.heartbeats;
         minutes += f.duration_ms() as f64 / 60_000.0;
         out += f.frames_out;
+        for turn in stores.calls.turns(sid).await.unwrap() {
+            if let (Some(model), Some(sent)) = (turn.model_audio_at, turn.first_audio_at) {
+                relay_share.push((sent - model).max(0) as u64);
+            }
+        }
     }
+    relay_share.sort_unstable();
+    let share = |q: f64| relay_share.get(((relay_share.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0);
     p99s.sort_unstable();
     println!(
-        "agent={agent:<8} calls={calls:<4} cpu={:>5.1}% of one core  → ~{:>5.0} calls/core  rss/call={:>5.1} KiB  frame p50={}µs p99={}µs (worst call p99 {}µs)  frames lost={lost}  out={out}  heartbeats/call-min={:.1}  all-in CPU/frame={:.1}µs  callers at {:.1}% of real-time pace",
+        "agent={agent:<8} calls={calls:<4} cpu={:>5.1}% of one core  → ~{:>5.0} calls/core  rss/call={:>5.1} KiB  frame p50={}µs p99={}µs (worst call p99 {}µs)  frames lost={lost}  out={out}  heartbeats/call-min={:.1}  all-in CPU/frame={:.1}µs  CPU-ms/stream-s={:.3}  turns={} relay share p50={}ms p99={}ms  callers at {:.1}% of real-time pace",
         cpu_share * 100.0,
         calls as f64 / cpu_share,
         (rss_live.saturating_sub(rss_idle)) as f64 / calls as f64,
@@ -184,6 +221,10 @@ async fn scenario(agent: &str, calls: usize, steady: Duration) {
         p99s.last().unwrap(),
         beats as f64 / minutes,
         cpu_share * 1e6 / (calls as f64 * 50.0),
+        cpu_share * 1e3 / calls as f64,
+        relay_share.len(),
+        share(0.5),
+        share(0.99),
         pace * 100.0,
     );
 }

@@ -113,6 +113,8 @@ pub struct Log {
     pub violations: Vec<String>,
     /// When each response's first audio delta left, by response id.
     pub first_delta_at: HashMap<String, Instant>,
+    /// When a `DropAfter` or `FatalAfter` fault struck.
+    pub faulted_at: Option<Instant>,
 }
 
 impl Log {
@@ -177,6 +179,8 @@ async fn serve_connection(tcp: tokio::net::TcpStream, options: Options, log: Arc
         return;
     }
     let mut beta = false;
+    // The handshake callback's error type is tungstenite's, large or not.
+    #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
         let headers: HashMap<String, String> =
             request.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
@@ -500,6 +504,7 @@ impl Session {
         let now = Instant::now();
         if self.fault_at.is_some_and(|at| at <= now) {
             self.fault_at = None;
+            self.log.lock().expect("not poisoned").faulted_at = Some(now);
             match self.options.fault {
                 Fault::DropAfter(_) => return true,
                 Fault::FatalAfter(_) => {

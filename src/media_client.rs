@@ -60,8 +60,9 @@ pub struct Heard {
     pub media_frames: u64,
     pub marks_echoed: Vec<String>,
     pub clears: u64,
-    /// At each `clear`, how much audio had played (bytes of `audio`).
+    /// At each `clear`, how much audio had played (bytes of `audio`), and when it came.
     pub played_at_clear: Vec<usize>,
+    pub cleared_at: Vec<Instant>,
     /// When the first and the latest agent frame arrived.
     pub first_media_at: Option<Instant>,
     pub last_media_at: Option<Instant>,
@@ -327,6 +328,7 @@ impl Phone {
                     heard.audio.truncate(keep);
                     heard.clears += 1;
                     heard.played_at_clear.push(keep);
+                    heard.cleared_at.push(now);
                 }
                 for (_, name) in std::mem::take(&mut self.marks) {
                     self.echo_mark(&name);

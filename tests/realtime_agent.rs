@@ -87,17 +87,21 @@ async fn the_agent_speaks_first_then_answers_a_turn_with_a_live_transcript() {
     assert_eq!((figures.end, figures.agent_errors), (StreamEnd::TwilioStop, 0));
 
     // The session was GA-shaped and μ-law both ways; the greeting asked for after it.
-    let log = a.fake.log();
-    let kinds: Vec<String> = log.events.iter().map(|e| e.event["type"].as_str().unwrap().to_string()).collect();
-    assert_eq!(kinds[..2], ["session.update", "response.create"], "{kinds:?}");
-    let session = &log.events[0].event["session"];
-    assert_eq!((session["type"].as_str(), session["audio"]["output"]["format"]["type"].as_str()), (Some("realtime"), Some("audio/pcmu")));
-    assert_eq!(session["audio"]["input"]["transcription"]["language"], "he");
-    assert_eq!(log.connections[0].get("authorization").map(String::as_str), Some("Bearer sk-fake"));
-    assert!(!log.connections[0].contains_key("openai-beta"));
-    assert!(log.append_bytes >= figures.frames_in * 160 - 160 * 5, "the caller's audio reached the model: {} bytes", log.append_bytes);
-    assert!(log.violations.is_empty(), "{:?}", log.violations);
-    drop(log);
+    {
+        let log = a.fake.log();
+        let kinds: Vec<String> = log.events.iter().map(|e| e.event["type"].as_str().unwrap().to_string()).collect();
+        assert_eq!(kinds[..2], ["session.update", "response.create"], "{kinds:?}");
+        let session = &log.events[0].event["session"];
+        assert_eq!(
+            (session["type"].as_str(), session["audio"]["output"]["format"]["type"].as_str()),
+            (Some("realtime"), Some("audio/pcmu"))
+        );
+        assert_eq!(session["audio"]["input"]["transcription"]["language"], "he");
+        assert_eq!(log.connections[0].get("authorization").map(String::as_str), Some("Bearer sk-fake"));
+        assert!(!log.connections[0].contains_key("openai-beta"));
+        assert!(log.append_bytes >= figures.frames_in * 160 - 160 * 5, "the caller's audio reached the model: {} bytes", log.append_bytes);
+        assert!(log.violations.is_empty(), "{:?}", log.violations);
+    }
 
     // The live transcript is in the turns: the greeting, then the caller's words and the answer.
     let turns = a.app.stores.calls.turns(&sid).await.unwrap();
@@ -131,14 +135,15 @@ async fn barge_in_cancels_truncates_at_what_was_heard_and_drops_late_audio() {
     let figures = a.app.figures(&sid).await;
     assert_eq!(figures.barge_ins, 1);
 
-    let log = a.fake.log();
-    assert_eq!(log.of_kind("response.cancel").len(), 1, "the running greeting is cancelled");
-    let truncates = log.of_kind("conversation.item.truncate");
-    assert_eq!(truncates.len(), 1, "{truncates:?}");
-    let at = truncates[0]["audio_end_ms"].as_u64().unwrap();
+    let at = {
+        let log = a.fake.log();
+        assert_eq!(log.of_kind("response.cancel").len(), 1, "the running greeting is cancelled");
+        let truncates = log.of_kind("conversation.item.truncate");
+        assert_eq!(truncates.len(), 1, "{truncates:?}");
+        truncates[0]["audio_end_ms"].as_u64().unwrap()
+    };
     // Marks every 200 ms tell the relay what was heard: within one mark's interval of what played.
     assert!(at <= played_ms && played_ms - at <= 200 + 40, "truncated at {at} ms, {played_ms} ms played");
-    drop(log);
     // Nothing of the cancelled greeting came after the clear: only the 1 s answer was heard.
     let heard_ms = call.heard().audio.len() as u64 / 8;
     assert!(heard_ms <= played_ms + 1000 + 20, "{heard_ms} ms heard, {played_ms} ms of the greeting");
@@ -164,14 +169,15 @@ async fn save_lead_lands_on_the_call_and_its_contact_while_the_call_goes_on() {
     call.silence(Duration::from_millis(1500)).await;
     call.stop();
     a.app.figures(&sid).await;
-    let log = a.fake.log();
-    assert!(log.violations.is_empty(), "{:?}", log.violations);
-    let outputs: Vec<_> =
-        log.of_kind("conversation.item.create").into_iter().filter(|e| e["item"]["type"] == "function_call_output").collect();
-    assert_eq!(outputs.len(), 1);
-    assert!(outputs[0]["item"]["output"].as_str().unwrap().contains("\"ok\":true"));
-    assert_eq!(log.of_kind("response.create").len(), 2, "the greeting, then the answer after the tool's output");
-    drop(log);
+    {
+        let log = a.fake.log();
+        assert!(log.violations.is_empty(), "{:?}", log.violations);
+        let outputs: Vec<_> =
+            log.of_kind("conversation.item.create").into_iter().filter(|e| e["item"]["type"] == "function_call_output").collect();
+        assert_eq!(outputs.len(), 1);
+        assert!(outputs[0]["item"]["output"].as_str().unwrap().contains("\"ok\":true"));
+        assert_eq!(log.of_kind("response.create").len(), 2, "the greeting, then the answer after the tool's output");
+    }
     let tool = a.app.stores.calls.events(&sid).await.unwrap().into_iter().find(|e| e.kind == "tool_call").expect("a tool_call event");
     assert_eq!(tool.detail["tool"], "save_lead");
 }
@@ -263,11 +269,12 @@ async fn a_silent_caller_is_asked_then_bid_goodbye_and_hung_up_on() {
     assert_eq!(closed.reason, "caller_silent");
     let waited = started.elapsed();
     assert!(waited >= Duration::from_secs(6) && waited < Duration::from_secs(10), "asked after 3 s, goodbye 3 s later: {waited:?}");
-    let log = a.fake.log();
-    let creates = log.of_kind("response.create");
-    assert_eq!(creates.len(), 3, "greeting, are you there, goodbye");
-    assert!(creates[1]["response"]["instructions"].as_str().unwrap().contains("still on the line"));
-    drop(log);
+    {
+        let log = a.fake.log();
+        let creates = log.of_kind("response.create");
+        assert_eq!(creates.len(), 3, "greeting, are you there, goodbye");
+        assert!(creates[1]["response"]["instructions"].as_str().unwrap().contains("still on the line"));
+    }
     assert_eq!(a.app.stores.calls.get_call(&sid).await.unwrap().unwrap().status, CallStatus::Completed);
 }
 

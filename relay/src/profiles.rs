@@ -14,11 +14,14 @@ use std::time::{Duration, Instant};
 
 pub const PROFILE_TTL: Duration = Duration::from_secs(5);
 
+/// By business number (`None`: calls to a number that is not E.164): when read, and what.
+type Cache = HashMap<Option<E164>, (Instant, Arc<AgentProfile>)>;
+
 #[derive(Clone)]
 pub struct Profiles {
     calls: Arc<dyn CallStore>,
     config: Arc<Config>,
-    cached: Arc<Mutex<HashMap<Option<E164>, (Instant, Arc<AgentProfile>)>>>,
+    cached: Arc<Mutex<Cache>>,
 }
 
 impl Profiles {

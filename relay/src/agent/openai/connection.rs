@@ -17,6 +17,9 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 /// The largest event we accept from the model: audio deltas are a few KiB.
 const MAX_MESSAGE: usize = 4 << 20;
+/// The socket's read buffer: an audio delta's frame at a time. Tungstenite's default (128 KiB)
+/// would be most of a call's memory.
+const READ_BUFFER: usize = 4096;
 
 pub struct Connection {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -63,7 +66,10 @@ impl Connection {
             let bearer = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
                 .map_err(|_| unavailable("the OpenAI key is not a header value"))?;
             request.headers_mut().insert("authorization", bearer);
-            let config = WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE)).max_frame_size(Some(MAX_MESSAGE));
+            let config = WebSocketConfig::default()
+                .read_buffer_size(READ_BUFFER)
+                .max_message_size(Some(MAX_MESSAGE))
+                .max_frame_size(Some(MAX_MESSAGE));
             let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, Some(tls()))
                 .await
                 .map_err(|e| unavailable(format!("the model refused the connection: {e}")))?;
