@@ -278,6 +278,10 @@ impl Conversation {
                 self.active = Some(id.clone());
                 if self.action.is_some() && self.action_response.is_none() {
                     self.action_response = Some(id);
+                } else if self.caller_speaking {
+                    // Asked for before the caller began to speak: it would talk over them.
+                    self.discarded.insert(id);
+                    self.to_model.push(protocol::cancel());
                 }
                 true
             }

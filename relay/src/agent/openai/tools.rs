@@ -9,6 +9,8 @@ use callkeeper_core::time::now_ms;
 use serde_json::{json, Value};
 use std::time::Duration;
 
+/// What one `save_lead` may write: a lead is a handful of short fields.
+const MAX_LEAD_BYTES: usize = 4096;
 /// How long a tool may wait on the store before it answers the model with an error.
 const STORE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -67,6 +69,9 @@ fn reason(args: &Value) -> String {
 /// Keeps the fields the profile's lead schema names; anything else is refused to the model.
 async fn save_lead(call: &CallInfo, store: &dyn CallStore, fields: &Value) -> Value {
     let Some(given) = fields.as_object() else { return json!({ "ok": false, "error": "save_lead takes an object of lead fields" }) };
+    if fields.to_string().len() > MAX_LEAD_BYTES {
+        return json!({ "ok": false, "error": format!("the details are longer than {MAX_LEAD_BYTES} bytes; save them shorter") });
+    }
     let known = call.profile.lead_fields();
     let unknown: Vec<&String> = given.keys().filter(|k| !known.contains(k)).collect();
     if !unknown.is_empty() {
