@@ -179,7 +179,7 @@ impl Transcriber {
         }
         lines.sort_by_key(|l| (l.start_ms, l.end_ms));
         let text: String = lines.iter().map(|l| format!("{:?}: {}\n", l.speaker, l.text).to_lowercase()).collect();
-        // The lead is the one the call's agent profile defines, as its agent's save_lead had it.
+        // The lead's fields are those of the call's agent profile: the ones its agent's save_lead took.
         let call = self.calls.get_call(call_sid).await?;
         let number = call.as_ref().and_then(crate::profile::business_number);
         let profile = crate::profile::resolve(self.calls.as_ref(), &self.config, number.as_ref()).await?;

@@ -274,6 +274,11 @@ impl Session {
                     self.counters.frame_time.record(started.elapsed().as_micros() as u64);
                 }
                 output = self.from_agent.recv(), if agent_open => match output {
+                    // The agent's last words are queued: its end no longer matters to the caller.
+                    Some(AgentOutput::Failed { reason }) if self.finale.is_some() => {
+                        tracing::info!(call_sid = %self.call_sid, reason, "agent ended after its last words; finishing the call");
+                        agent_open = false;
+                    }
                     Some(AgentOutput::Failed { reason }) => {
                         self.failure = Some(reason);
                         return StreamEnd::AgentFailed;
