@@ -61,6 +61,8 @@ pub enum Fault {
     NeverAnswer,
     /// Closes the TCP connection, without a close frame, this long after the first response.
     DropAfter(Duration),
+    /// The same, as soon as this many responses are done.
+    DropAfterResponses(u64),
     /// `session_expired`, then close 1001, this long after the first response.
     FatalAfter(Duration),
     /// Echoes `audio/pcm` as the output format, whatever was asked.
@@ -491,12 +493,11 @@ impl Session {
         let details = reason.map(|r| json!({ "type": status, "reason": r }));
         self.emit(json!({ "type": "response.done", "response": { "object": "realtime.response", "id": id, "status": status, "status_details": details, "output": [], "usage": { "input_tokens": 10, "output_tokens": 20 } } }));
         self.responses_done += 1;
-        if self.responses_done == 1 {
-            self.fault_at = match self.options.fault {
-                Fault::DropAfter(after) | Fault::FatalAfter(after) => Some(Instant::now() + after),
-                _ => None,
-            };
-        }
+        self.fault_at = match self.options.fault {
+            Fault::DropAfter(after) | Fault::FatalAfter(after) if self.responses_done == 1 => Some(Instant::now() + after),
+            Fault::DropAfterResponses(n) if self.responses_done == n => Some(Instant::now()),
+            _ => self.fault_at,
+        };
     }
 
     /// Sends what is due; `true` when the socket is to be dropped.
@@ -506,7 +507,7 @@ impl Session {
             self.fault_at = None;
             self.log.lock().expect("not poisoned").faulted_at = Some(now);
             match self.options.fault {
-                Fault::DropAfter(_) => return true,
+                Fault::DropAfter(_) | Fault::DropAfterResponses(_) => return true,
                 Fault::FatalAfter(_) => {
                     self.error("session_expired", "Your session hit the maximum duration of 60 minutes.");
                     self.closing = true;

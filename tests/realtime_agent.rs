@@ -257,6 +257,21 @@ async fn end_call_hangs_up_after_the_goodbye_played() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_drops_after_its_goodbye_still_ends_the_call_normally() {
+    // The socket goes right after the goodbye's response is done, while the goodbye still plays.
+    let script = vec![Plan::say(500, "שלום"), Plan::call("end_call", json!({ "reason": "done" })), Plan::say(1000, "להתראות")];
+    let a = agent(Options { script, fault: Fault::DropAfterResponses(3), ..Options::default() }, &[]).await;
+    let (sid, mut call) = a.app.start_call().await;
+    call.silence(Duration::from_millis(900)).await;
+    caller_turn(&mut call).await;
+    let closed = call.closed(Duration::from_secs(6)).await.expect("the agent hangs up");
+    assert_eq!((closed.code, closed.reason.as_str()), (1000, "done"), "a hang-up, not a failure");
+    assert!(call.heard().audio.len() as u64 / 8 >= 500 + 1000 - 20, "the goodbye played whole");
+    let c = a.app.stores.calls.get_call(&sid).await.unwrap().unwrap();
+    assert_eq!((c.status, c.fallback_reason), (CallStatus::Completed, None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_caller_is_asked_then_bid_goodbye_and_hung_up_on() {
     let a = agent(script(vec![Plan::say(400, "שלום"), Plan::say(500, "אתם עדיין שם?"), Plan::say(500, "להתראות")]), &[]).await;
     let mut profile = AgentProfile::builtin("he-IL", &callkeeper_core::config::default_extraction_schema());
