@@ -119,6 +119,19 @@ async fn malformed_fields_are_400_with_a_one_line_reason() {
 }
 
 #[tokio::test]
+async fn a_form_with_too_many_fields_is_refused_before_its_signature_is_checked() {
+    let app = spawn_app().await;
+    let mut form = incoming_call_form(&new_call_sid(), CALLER);
+    form.extend((0..300).map(|i| (format!("X{i}"), "y".to_string())));
+    // Unsigned: the count alone refuses it, whatever the signature.
+    let response = app.post_signed("/webhook/incoming_call", &form, Some("bogus")).await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(response.text().await.unwrap(), "311 form fields; Twilio sends at most 256\n");
+    // A real Twilio form, signed, is well inside the cap.
+    assert_eq!(app.post("/webhook/incoming_call", &incoming_call_form(&new_call_sid(), CALLER)).await.status(), 200);
+}
+
+#[tokio::test]
 async fn retried_incoming_call_changes_nothing() {
     let app = spawn_app().await;
     let sid = new_call_sid();
@@ -371,6 +384,10 @@ async fn a_store_failure_is_503_so_twilio_retries() {
     db.execute_batch("DROP TABLE calls").unwrap();
     let response = app.post("/webhook/incoming_call", &incoming_call_form(&new_call_sid(), CALLER)).await;
     assert_eq!(response.status(), 503);
-    assert_eq!(app.get("/readyz").await.status(), 503);
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 503);
+    // What failed, never the store's own error text (which names tables, accounts, roles).
+    let body = ready.text().await.unwrap();
+    assert_eq!(body, r#"{"reason":"the call store did not answer","status":"unavailable"}"#);
     assert_eq!(app.get("/healthz").await.status(), 200, "the process itself is alive");
 }

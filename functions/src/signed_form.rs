@@ -8,6 +8,9 @@ use callkeeper_core::signature::{self, Algorithm, SignedBody, SIGNATURE_HEADER, 
 
 /// Twilio's posts are a few kilobytes; anything far larger is not Twilio.
 const MAX_BODY: usize = 64 * 1024;
+/// Twilio's posts have a few dozen fields (a WhatsApp message with ten media about sixty);
+/// more is refused before the signature is even computed.
+pub const MAX_FIELDS: usize = 256;
 
 pub struct SignedForm(pub Form);
 
@@ -25,6 +28,10 @@ impl FromRequest<AppState> for SignedForm {
         let bytes = axum::body::to_bytes(body, MAX_BODY)
             .await
             .map_err(|_| WebhookError::BadRequest(format!("body larger than {MAX_BODY} bytes")))?;
+        let fields = bytes.split(|b| *b == b'&').filter(|field| !field.is_empty()).count();
+        if fields > MAX_FIELDS {
+            return Err(WebhookError::BadRequest(format!("{fields} form fields; Twilio sends at most {MAX_FIELDS}")));
+        }
         let form = Form::parse(&bytes);
         let key = state.config.twilio_auth_token.expose().as_bytes();
         if !signature::validate(key, algorithm, url.as_str(), SignedBody::Form(form.pairs()), &signature) {

@@ -69,6 +69,6 @@ pub async fn readyz(State(relay): State<Relay>) -> (StatusCode, Json<serde_json:
     }
     match relay.calls.ping().await {
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready", "live_calls": relay.drain.live() }))),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "reason": e.to_string() }))),
+        Err(e) => callkeeper_functions::health::store_unavailable(&e),
     }
 }

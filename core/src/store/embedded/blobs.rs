@@ -1,5 +1,7 @@
-//! Blobs as files under a folder, written atomically (temporary file, then rename).
+//! Blobs as files under a folder, written atomically (temporary file, then rename), the
+//! owner's only (see `private`).
 
+use super::private;
 use crate::store::{check_blob_key, BlobStore, StoreError, StoreResult};
 use async_trait::async_trait;
 use std::path::PathBuf;
@@ -24,10 +26,14 @@ impl BlobStore for FolderBlobs {
         check_blob_key(key)?;
         let path = self.root.join(key);
         let dir = path.parent().expect("a checked key has a parent under the root").to_path_buf();
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| io_err("creating blob folder", e))?;
-        let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap().to_string_lossy(), crate::ids::random_sid("")));
-        tokio::fs::write(&tmp, bytes).await.map_err(|e| io_err("writing blob", e))?;
-        tokio::fs::rename(&tmp, &path).await.map_err(|e| io_err("renaming blob", e))
+        tokio::task::spawn_blocking(move || {
+            private::create_dir(&dir).map_err(|e| io_err("creating blob folder", e))?;
+            let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap().to_string_lossy(), crate::ids::random_sid("")));
+            private::write_new(&tmp, &bytes).map_err(|e| io_err("writing blob", e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| io_err("renaming blob", e))
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("blob task failed: {e}")))?
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {

@@ -6,6 +6,7 @@
 
 mod blobs;
 mod calls;
+pub mod private;
 mod queue;
 mod schema;
 mod sql_types;
@@ -30,6 +31,20 @@ pub struct EmbeddedStore {
 impl EmbeddedStore {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path, max_receives: u32) -> StoreResult<Self> {
+        let unavailable = |e: std::io::Error| StoreError::Unavailable(format!("securing {}: {e}", path.display()));
+        // Created empty (a valid empty database) as the owner's only, before SQLite opens it;
+        // SQLite gives its -wal and -shm files the database's mode.
+        if !path.exists() {
+            private::write_new(path, b"").map_err(unavailable)?;
+        }
+        let beside = |suffix: &str| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            std::path::PathBuf::from(name)
+        };
+        for file in [path.to_path_buf(), beside("-wal"), beside("-shm")] {
+            private::tighten(&file, private::FILE_MODE).map_err(unavailable)?;
+        }
         let mut conn = Connection::open(path).map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", path.display())))?;
         // WAL lets `callkeeper calls list` read while the server writes; NORMAL sync keeps every
         // committed write through a process crash, which is the failure that matters on a laptop.
@@ -68,8 +83,11 @@ impl From<rusqlite::Error> for StoreError {
 
 /// The embedded stores under `data_dir`, created if missing.
 pub fn open_stores(data_dir: &Path, max_receives: u32) -> StoreResult<Stores> {
-    std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Unavailable(format!("creating {}: {e}", data_dir.display())))?;
+    private::create_dir(data_dir).map_err(|e| StoreError::Unavailable(format!("creating {}: {e}", data_dir.display())))?;
     let db = EmbeddedStore::open(&data_dir.join(DATABASE_FILE), max_receives)?;
-    let blobs = FolderBlobs::new(PathBuf::from(data_dir).join(BLOBS_DIR));
+    let blobs_dir = PathBuf::from(data_dir).join(BLOBS_DIR);
+    // Its folders below are created as recordings come; the root is what keeps them private.
+    private::create_dir(&blobs_dir).map_err(|e| StoreError::Unavailable(format!("creating {}: {e}", blobs_dir.display())))?;
+    let blobs = FolderBlobs::new(blobs_dir);
     Ok(Stores { calls: Arc::new(db.clone()), queue: Arc::new(db), blobs: Arc::new(blobs) })
 }
