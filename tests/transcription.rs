@@ -96,11 +96,13 @@ fn transcriber(app: &TestApp) -> Transcriber {
 }
 
 /// A call answered, then its recording reported done: the job is on the queue.
-async fn recorded_call(app: &TestApp, twilio: &MockServer) -> (CallSid, String) {
+async fn recorded_call(app: &TestApp) -> (CallSid, String) {
     let sid = new_call_sid();
     app.answer(&sid).await;
     let recording = callkeeper_core::ids::random_sid("RE");
-    let url = format!("{}/2010-04-01/Accounts/{ACCOUNT_SID}/Recordings/{recording}", twilio.uri());
+    // The callback's URL names another host (plain http): the worker must fetch from Twilio's
+    // API base by the sid, never send the auth token there.
+    let url = format!("http://127.0.0.1:9/2010-04-01/Accounts/{ACCOUNT_SID}/Recordings/{recording}");
     let form = params(&[
         ("AccountSid", ACCOUNT_SID),
         ("CallSid", &sid),
@@ -125,7 +127,7 @@ async fn a_recording_becomes_a_stored_object_and_a_transcript_with_a_summary_on_
         .mount(&fakes.twilio)
         .await;
     let app = app_with_fakes(&fakes, &[("DELETE_TWILIO_RECORDINGS", "true")]).await;
-    let (sid, recording) = recorded_call(&app, &fakes.twilio).await;
+    let (sid, recording) = recorded_call(&app).await;
 
     let polled = poll_once(app.stores.queue.as_ref(), &transcriber(&app)).await.unwrap();
     assert_eq!((polled.received, polled.done), (1, 1));
@@ -170,7 +172,7 @@ async fn a_recording_becomes_a_stored_object_and_a_transcript_with_a_summary_on_
 async fn a_too_short_recording_is_recorded_and_skipped_not_retried() {
     let fakes = fakes().await;
     let app = app_with_fakes(&fakes, &[("MIN_RECORDING_SECS", "5")]).await;
-    let (sid, _) = recorded_call(&app, &fakes.twilio).await;
+    let (sid, _) = recorded_call(&app).await;
     let polled = poll_once(app.stores.queue.as_ref(), &transcriber(&app)).await.unwrap();
     assert_eq!((polled.done, polled.failed), (1, 0), "acknowledged, not retried");
     let skipped = app.stores.calls.events(&sid).await.unwrap().into_iter().find(|e| e.kind == "transcription_skipped").unwrap();
@@ -184,7 +186,7 @@ async fn openai_failing_is_retried_dead_lettered_after_n_redriven_then_done() {
     // OpenAI fails the first three transcriptions: every receive the queue allows (3).
     let fakes = fakes_failing(3).await;
     let app = app_with_fakes(&fakes, &[("JOB_RETRY_BASE_SECS", "0")]).await;
-    let (sid, _) = recorded_call(&app, &fakes.twilio).await;
+    let (sid, _) = recorded_call(&app).await;
     let worker = transcriber(&app);
     let queue = app.stores.queue.as_ref();
     for attempt in 1..=3 {
@@ -208,7 +210,7 @@ async fn openai_failing_is_retried_dead_lettered_after_n_redriven_then_done() {
 async fn a_duplicate_job_makes_one_transcription() {
     let fakes = fakes().await;
     let app = app_with_fakes(&fakes, &[]).await;
-    let (sid, recording) = recorded_call(&app, &fakes.twilio).await;
+    let (sid, recording) = recorded_call(&app).await;
     // The same job again, as a redelivery or a retried webhook would enqueue it.
     let job = callkeeper_core::job::Job::Transcribe {
         call_sid: sid.clone(),
@@ -227,7 +229,7 @@ async fn a_duplicate_job_makes_one_transcription() {
 async fn without_an_openai_key_the_recording_is_kept_and_the_call_says_so() {
     let fakes = fakes().await;
     let app = spawn_app_with(&[("TWILIO_API_BASE", &fakes.twilio.uri())]).await;
-    let (sid, _) = recorded_call(&app, &fakes.twilio).await;
+    let (sid, _) = recorded_call(&app).await;
     poll_once(app.stores.queue.as_ref(), &transcriber(&app)).await.unwrap();
     let t = &app.stores.calls.transcripts(&sid).await.unwrap()[0];
     assert_eq!((t.note.as_deref(), t.lines.len()), (Some(NOT_CONFIGURED), 0));
@@ -239,7 +241,7 @@ async fn without_an_openai_key_the_recording_is_kept_and_the_call_says_so() {
 async fn a_batch_with_one_bad_message_reports_only_that_one() {
     let fakes = fakes().await;
     let app = app_with_fakes(&fakes, &[]).await;
-    let (sid, _) = recorded_call(&app, &fakes.twilio).await;
+    let (sid, _) = recorded_call(&app).await;
     let good = app.stores.queue.receive(QueueName::Transcription, 1, Duration::from_secs(60)).await.unwrap().remove(0);
     let bad_id = "not-a-job-0001".to_string();
     let record = |id: &str, receipt: &str, body: &str| {

@@ -145,8 +145,7 @@ impl Transcriber {
             .await?;
             return Ok(Outcome::Skipped(reason));
         }
-        let url = recording.url.clone().unwrap_or_default();
-        let audio = self.twilio.fetch_recording(&format!("{url}.wav")).await?;
+        let audio = self.twilio.fetch_recording(recording_sid).await?;
         let key = blob_key(call_sid, recording_sid, recording.created_at);
         self.blobs.put(&key, audio.clone(), "audio/wav").await?;
 

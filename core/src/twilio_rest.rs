@@ -238,8 +238,12 @@ impl TwilioRest {
     }
 
     /// Downloads a recording's media (the `RecordingUrl` Twilio gave, with `.wav` or `.mp3`).
-    pub async fn fetch_recording(&self, media_url: &str) -> Result<Vec<u8>, RestError> {
-        self.send_bytes(reqwest::Method::GET, media_url, None, true).await
+    /// A recording's WAV, from Twilio's API by its sid. Never from the `RecordingUrl` a callback
+    /// names: the request carries the auth token, and a URL is only as trustworthy as the host
+    /// it points at.
+    pub async fn fetch_recording(&self, recording_sid: &crate::ids::RecordingSid) -> Result<Vec<u8>, RestError> {
+        let url = self.account_url(&format!("/Recordings/{recording_sid}.wav"));
+        self.send_bytes(reqwest::Method::GET, &url, None, true).await
     }
 
     /// Deletes a recording from Twilio (once it is kept elsewhere). A recording already gone is fine.

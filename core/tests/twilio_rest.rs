@@ -203,6 +203,7 @@ async fn a_whatsapp_message_and_a_recording() {
         .expect(1)
         .mount(&server)
         .await;
-    let bytes = client(&server).fetch_recording(&format!("{}{recording}", server.uri())).await.unwrap();
+    let sid = callkeeper_core::ids::RecordingSid::parse("RE0123456789abcdef0123456789abcdef").unwrap();
+    let bytes = client(&server).fetch_recording(&sid).await.unwrap();
     assert_eq!(bytes, b"RIFF....WAVE");
 }
