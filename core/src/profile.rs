@@ -30,6 +30,11 @@ impl ProfileKey {
         }
     }
 
+    /// The key as `as_str` wrote it.
+    pub fn from_stored(key: &str) -> Result<ProfileKey, String> {
+        ProfileKey::parse(Some(key).filter(|k| *k != "default"))
+    }
+
     /// `default`, or the number: how the store keys it and the CLI prints it.
     pub fn as_str(&self) -> &str {
         match self {
@@ -118,6 +123,11 @@ impl AgentProfile {
             lead_schema: lead_schema_of(extraction_schema),
             idle: IdleTimings::default(),
         }
+    }
+
+    /// The built-in profile of this deployment: `AGENT_LANGUAGE`, `EXTRACTION_SCHEMA_FILE`'s fields.
+    pub fn builtin_for(config: &crate::config::Config) -> AgentProfile {
+        AgentProfile::builtin(&config.language, &config.transcription.extraction_schema)
     }
 
     /// The JSON schema the post-call extraction fills: a summary and the intent, then the lead.
@@ -331,7 +341,7 @@ pub async fn resolve(
     }
     Ok(match store.profile(&ProfileKey::Default).await? {
         Some(profile) => profile,
-        None => AgentProfile::builtin(&config.language, &config.transcription.extraction_schema),
+        None => AgentProfile::builtin_for(config),
     })
 }
 

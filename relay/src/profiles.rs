@@ -47,8 +47,7 @@ impl Profiles {
             }
             Err(e) => {
                 tracing::warn!(call_sid = %call.call_sid, error = %e, "agent profile not read; using the last one known");
-                stale
-                    .unwrap_or_else(|| Arc::new(AgentProfile::builtin(&self.config.language, &self.config.transcription.extraction_schema)))
+                stale.unwrap_or_else(|| Arc::new(AgentProfile::builtin_for(&self.config)))
             }
         }
     }

@@ -204,7 +204,6 @@ impl Session {
             stream_sid: start.stream_sid.clone(),
             from: call.from.clone(),
             to: call.to.clone(),
-            language: profile.language.clone(),
             contact: call.contact.clone(),
             transfer_number: profile.transfer_number.clone().or_else(|| relay.config.transfer_number.clone()),
             profile,

@@ -39,16 +39,18 @@ pub async fn hand_over(relay: &Relay, call_sid: &CallSid, to: &E164, reason: &st
     }
     let action = relay.config.webhook_url(callkeeper_functions::Route::StreamEnded.path());
     let doc = twiml::transfer(to, relay.config.fallback.dial_timeout_secs, &action);
-    let outcome = match relay.twilio.update_call(call_sid, &CallUpdate::Twiml(doc.into_string())).await {
-        Ok(Updated::Done { status }) => json!({ "redirected": true, "twilio_status": status }),
-        Ok(Updated::CallOver { code }) => json!({ "redirected": false, "call_over": code }),
+    let mut detail = json!({ "to": to.redacted(), "reason": reason, "redirected": false });
+    match relay.twilio.update_call(call_sid, &CallUpdate::Twiml(doc.into_string())).await {
+        Ok(Updated::Done { status }) => {
+            detail["redirected"] = json!(true);
+            detail["twilio_status"] = json!(status);
+        }
+        Ok(Updated::CallOver { code }) => detail["call_over"] = json!(code),
         Err(e) => {
             tracing::error!(call_sid = %call_sid, error = %e, "transfer redirect failed; <Connect action> will dial instead");
-            json!({ "redirected": false, "error": e.to_string() })
+            detail["error"] = json!(e.to_string());
         }
-    };
-    let mut detail = json!({ "to": to.redacted(), "reason": reason });
-    detail.as_object_mut().expect("an object").extend(outcome.as_object().cloned().unwrap_or_default());
+    }
     let event = CallEvent { at: now_ms(), kind: "transferred".into(), key: "transferred".into(), detail };
     if let Err(e) = calls.add_event(call_sid, &event).await {
         tracing::warn!(call_sid = %call_sid, error = %e, "transferred event not written");

@@ -164,8 +164,7 @@ pub(crate) fn stored_profiles(rows: Vec<(String, String, Millis)>) -> StoreResul
     let mut profiles = rows
         .into_iter()
         .map(|(key, doc, updated_at)| {
-            let parsed = ProfileKey::parse(Some(&key).filter(|k| *k != "default").map(String::as_str));
-            let key = parsed.map_err(|e| StoreError::Corrupt(format!("profile key: {e}")))?;
+            let key = ProfileKey::from_stored(&key).map_err(|e| StoreError::Corrupt(format!("profile key: {e}")))?;
             let profile = serde_json::from_str(&doc).map_err(|e| StoreError::Corrupt(format!("profile {}: {e}", key.as_str())))?;
             Ok(StoredProfile { key, updated_at, profile })
         })

@@ -111,8 +111,6 @@ pub struct CallInfo {
     pub stream_sid: String,
     pub from: String,
     pub to: String,
-    /// BCP 47, e.g. `he-IL`: the profile's.
-    pub language: String,
     /// The other party, when their number is E.164: whose lead `save_lead` adds to.
     pub contact: Option<E164>,
     /// How the agent behaves on this number.

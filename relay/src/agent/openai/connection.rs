@@ -25,7 +25,7 @@ pub struct Connection {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }
 
-fn unavailable(message: impl Into<String>) -> AgentError {
+pub(super) fn unavailable(message: impl Into<String>) -> AgentError {
     AgentError::Unavailable(message.into())
 }
 

@@ -117,11 +117,6 @@ struct Conversation {
     caller_speaking: bool,
 }
 
-/// The model's error messages are not the caller's business, but the log's.
-fn model_error(message: impl Into<String>) -> AgentError {
-    AgentError::Unavailable(message.into())
-}
-
 impl Conversation {
     fn new(call: CallInfo, link: AgentLink, calls: Arc<dyn CallStore>) -> Conversation {
         Conversation {
@@ -328,7 +323,7 @@ impl Conversation {
             }
             ref error @ ServerEvent::Error { ref code, ref kind, ref message } => {
                 if error.is_fatal_error() {
-                    return Err(model_error(format!(
+                    return Err(connection::unavailable(format!(
                         "the model ended the session: {} ({})",
                         message,
                         code.as_deref().unwrap_or("no code")

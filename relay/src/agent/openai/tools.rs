@@ -55,8 +55,10 @@ pub async fn run(call: &CallInfo, store: &dyn CallStore, name: &str, arguments: 
     };
     let detail = json!({ "tool": name, "arguments": arguments, "output": output, "action": action.as_ref().map(|a| format!("{a:?}")) });
     let event = CallEvent { at: now_ms(), kind: "tool_call".into(), key: format!("tool_call:{call_id}"), detail };
-    if let Err(e) = tokio::time::timeout(STORE_TIMEOUT, store.add_event(&call.call_sid, &event)).await.unwrap_or(Ok(false)) {
-        tracing::warn!(call_sid = %call.call_sid, tool = name, error = %e, "tool call event not written");
+    match tokio::time::timeout(STORE_TIMEOUT, store.add_event(&call.call_sid, &event)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(call_sid = %call.call_sid, tool = name, error = %e, "tool call event not written"),
+        Err(_) => tracing::warn!(call_sid = %call.call_sid, tool = name, "tool call event not written: the store took too long"),
     }
     tracing::info!(call_sid = %call.call_sid, tool = name, ok = output["ok"].as_bool(), "tool call");
     (output, action)
