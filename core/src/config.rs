@@ -98,6 +98,8 @@ pub struct RelaySettings {
     /// Names this relay on the calls it holds.
     pub instance_id: String,
     pub voice_agent: VoiceAgentKind,
+    /// Open connections (HTTP and live streams) past which new ones are closed at once.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -228,6 +230,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("REALTIME_TRANSCRIBE_MODEL", "gpt-4o-mini-transcribe", "transcribes the caller live, for the call's live transcript"),
     ("TRANSFER_NUMBER", "", "+E164 the agent's transfer_to_human dials, unless the number's agent profile names one"),
     ("DRAIN_DEADLINE_SECS", "110", "on SIGTERM, how long the relay lets live calls go on"),
+    (
+        "MAX_CONNECTIONS",
+        "4096",
+        "open connections (HTTP and live streams) past which new ones are closed at once; a live call also holds a socket to the model, so keep it under half the open-file limit",
+    ),
     ("RELAY_INSTANCE_ID", "host name and process id", "names the relay on the calls it holds"),
     ("TWILIO_API_BASE", "https://api.twilio.com", "Twilio's REST API (tests point it at a fake)"),
     ("TWILIO_PHONE_NUMBER", "", "the number `callkeeper call` calls from unless `--from` is given"),
@@ -332,6 +339,7 @@ impl Config {
         let dial_timeout_secs = number("DIAL_TIMEOUT_SECS", 20, 5..=600) as u32;
         let queue_max_receives = number("QUEUE_MAX_RECEIVES", 5, 1..=1000) as u32;
         let drain_deadline = number("DRAIN_DEADLINE_SECS", 110, 0..=3600);
+        let max_connections = number("MAX_CONNECTIONS", 4096, 8..=1_000_000) as usize;
         let watchdog_poll = number("WATCHDOG_POLL_SECS", 2, 1..=60);
         let watchdog_run = number("WATCHDOG_RUN_SECS", 55, 0..=900);
         let min_recording_secs = number("MIN_RECORDING_SECS", 2, 0..=3600);
@@ -465,7 +473,7 @@ impl Config {
                     fallback: Fallback { mode, apology, voicemail_max_secs, dial_timeout_secs },
                     greeting_url,
                     queue_max_receives,
-                    relay: RelaySettings { drain_deadline: Duration::from_secs(drain_deadline), instance_id, voice_agent },
+                    relay: RelaySettings { drain_deadline: Duration::from_secs(drain_deadline), instance_id, voice_agent, max_connections },
                     twilio_api_base,
                     twilio_phone_number,
                     watchdog: WatchdogSettings { poll: Duration::from_secs(watchdog_poll), run_for: Duration::from_secs(watchdog_run) },

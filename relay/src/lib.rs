@@ -5,11 +5,13 @@
 //! - [`upgrade`]: the handshake, signed by Twilio, checked before the upgrade;
 //! - [`session`]: one call's stream: frames in, paced audio out, barge-in, heartbeats, figures;
 //! - [`agent`]: the voice agent interface, and the embedded and silent agents;
-//! - [`drain`]: SIGTERM without dropping calls; [`service`] serves until SIGTERM, then drains.
+//! - [`drain`]: SIGTERM without dropping calls; [`service`] serves until SIGTERM, then drains;
+//! - [`listener`]: the timeouts and the connection cap of a server on the open internet.
 
 pub mod agent;
 pub mod drain;
 pub mod figures;
+pub mod listener;
 pub mod playback;
 pub mod profiles;
 pub mod recorder;
@@ -27,6 +29,7 @@ use callkeeper_core::store::CallStore;
 use callkeeper_core::twilio_rest::TwilioRest;
 use drain::Drain;
 use profiles::Profiles;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 pub use callkeeper_functions::voice::STREAM_PATH;
@@ -41,6 +44,8 @@ pub struct Relay {
     pub profiles: Profiles,
     /// Redirects a call the agent transfers.
     pub twilio: TwilioRest,
+    /// Sockets upgraded and not yet started (see [`upgrade::MAX_OPENING`]).
+    pub opening: Arc<AtomicUsize>,
 }
 
 impl Relay {
@@ -49,7 +54,7 @@ impl Relay {
         let agent = agent::from_config(&config, calls.clone());
         let profiles = Profiles::new(calls.clone(), config.clone());
         let twilio = TwilioRest::from_config(&config);
-        Relay { config, calls, agent, drain: Drain::default(), profiles, twilio }
+        Relay { config, calls, agent, drain: Drain::default(), profiles, twilio, opening: Arc::default() }
     }
 }
 

@@ -1,7 +1,9 @@
 //! Running a server that holds calls: serve until told to stop, then drain.
 
+use crate::listener::Limit;
 use crate::Relay;
 use std::future::Future;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 
 /// Serves `router` until `shutdown` resolves, then drains `relay` (see [`crate::drain`]) while
@@ -20,11 +22,12 @@ pub async fn serve(
         let drained = drain.run(deadline).await;
         tracing::info!(live_at_start = drained.live_at_start, closed_at_deadline = drained.closed_at_deadline, "drained");
     };
-    let served = axum::serve(listener, router).with_graceful_shutdown(stop).await;
+    let live = relay.drain.clone();
+    let limit = Limit { max_connections: relay.config.relay.max_connections, also_open: Arc::new(move || live.live()) };
+    crate::listener::serve(listener, router, limit, stop).await;
     if let Some(reporter) = reporter {
         reporter.abort();
     }
-    served?;
     Ok(())
 }
 

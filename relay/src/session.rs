@@ -13,6 +13,7 @@ use crate::figures::{Counters, Ending};
 use crate::playback::{Out, Playback};
 use crate::recorder::Recorder;
 use crate::turns::TurnLog;
+use crate::upgrade::Opening;
 use crate::Relay;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use callkeeper_core::call::{Call, CallEvent, CallPatch, CallStatus, Direction, Transition};
@@ -25,8 +26,9 @@ use serde_json::json;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// From the upgrade to `start`. Twilio sends both at once.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// From the upgrade to `start`. Twilio sends both at once; a socket that does not is holding one
+/// of the relay's few opening places (`upgrade::MAX_OPENING`).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// After an agent's hang-up, how long past the end of its audio to wait for the last mark.
 const HANGUP_GRACE: Duration = Duration::from_secs(2);
 /// Tries of the figures write when the stream ends.
@@ -67,9 +69,10 @@ fn skip_bad_frame(counters: &mut Counters, call: Option<&CallSid>, error: &Frame
     }
 }
 
-pub async fn run(relay: Relay, mut socket: WebSocket, live: LiveCall) {
+pub async fn run(relay: Relay, mut socket: WebSocket, live: LiveCall, opening: Opening) {
     let mut counters = Counters::default();
     let opened = tokio::time::timeout(HANDSHAKE_TIMEOUT, open(&relay, &mut socket, &mut counters)).await;
+    drop(opening);
     let (start, call) = match opened {
         Ok(Ok(opened)) => opened,
         Ok(Err(Some(refusal))) => {
