@@ -120,3 +120,97 @@ async fn outside_the_24_hour_window_nothing_is_sent_and_a_template_is_noted() {
     let replies = outbound(&app).await;
     assert_eq!((replies.len(), replies[0].status.as_str()), (1, TEMPLATE_NEEDED));
 }
+
+/// Twilio's side of a send that takes the message, then has the store locked from another
+/// connection for `hold` before it answers: the worker's next write fails after the send.
+struct TakesItThenLocksTheStore {
+    database: std::path::PathBuf,
+    sid: String,
+    hold: std::time::Duration,
+}
+
+impl wiremock::Respond for TakesItThenLocksTheStore {
+    fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
+        let connection = rusqlite::Connection::open(&self.database).unwrap();
+        connection.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let hold = self.hold;
+        std::thread::spawn(move || {
+            std::thread::sleep(hold);
+            connection.execute_batch("COMMIT").unwrap();
+        });
+        ResponseTemplate::new(201).set_body_json(serde_json::json!({ "sid": self.sid, "status": "queued" }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_twilio_took_is_never_sent_again_when_the_store_fails_after() {
+    let twilio = MockServer::start().await;
+    let app = spawn_app_with(&[("TWILIO_API_BASE", &twilio.uri()), ("REPLY_FIXED_TEXT", "תודה!"), ("JOB_RETRY_BASE_SECS", "0")]).await;
+    let sent = random_sid("SM");
+    // Held past the store's 5 s busy timeout: the write of the sent message fails, the release of
+    // the job (a second later) succeeds.
+    let database = app.data_dir.path().join(callkeeper_core::store::embedded::DATABASE_FILE);
+    let responder = TakesItThenLocksTheStore { database, sid: sent.clone(), hold: std::time::Duration::from_secs(6) };
+    Mock::given(method("POST")).and(path_regex(r"/Messages\.json$")).respond_with(responder).expect(1).mount(&twilio).await;
+    twiml_of(app.post("/webhook/whatsapp/inbound", &inbound(&random_sid("SM"), "שלום")).await).await;
+    let queue = app.stores.queue.as_ref();
+    let first = poll_once(queue, &replier(&app)).await.unwrap();
+    assert_eq!((first.received, first.failed), (1, 1), "the write after the send failed");
+    // The retry finds the sent mark and sends nothing (the mock expects one send).
+    let second = poll_once(queue, &replier(&app)).await.unwrap();
+    assert_eq!((second.received, second.done), (1, 1));
+    assert_eq!(app.stores.queue.depth(callkeeper_core::job::QueueName::Replies).await.unwrap().visible, 0);
+    // Twilio's status callback for its sid still puts the message on the timeline.
+    let status = params(&[
+        ("AccountSid", ACCOUNT_SID),
+        ("MessageSid", &sent),
+        ("From", "whatsapp:+14155238886"),
+        ("To", &format!("whatsapp:{CUSTOMER}")),
+        ("MessageStatus", "delivered"),
+    ]);
+    assert_eq!(app.post("/webhook/whatsapp/status", &status).await.status(), 204);
+    let replies = outbound(&app).await;
+    assert_eq!((replies.len(), replies[0].message_sid.as_str()), (1, sent.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_twilio_refused_is_sent_on_the_retry() {
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/Messages\.json$"))
+        .respond_with(ResponseTemplate::new(503).set_body_json(serde_json::json!({ "code": 20500, "message": "busy" })))
+        .up_to_n_times(1)
+        .mount(&twilio)
+        .await;
+    let (_, sent) = (twilio.uri(), random_sid("SM"));
+    Mock::given(method("POST"))
+        .and(path_regex(r"/Messages\.json$"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({ "sid": sent, "status": "queued" })))
+        .expect(1)
+        .mount(&twilio)
+        .await;
+    let app = spawn_app_with(&[("TWILIO_API_BASE", &twilio.uri()), ("JOB_RETRY_BASE_SECS", "0")]).await;
+    twiml_of(app.post("/webhook/whatsapp/inbound", &inbound(&random_sid("SM"), "שלום")).await).await;
+    let queue = app.stores.queue.as_ref();
+    assert_eq!(poll_once(queue, &replier(&app)).await.unwrap().failed, 1);
+    assert_eq!(poll_once(queue, &replier(&app)).await.unwrap().done, 1);
+    assert_eq!(outbound(&app).await[0].message_sid.as_str(), sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_whose_answer_never_came_is_kept_unconfirmed_and_not_sent_again() {
+    let twilio = MockServer::start().await;
+    // Slower than the client's per-attempt timeout (5 s): the request left, no answer came.
+    Mock::given(method("POST"))
+        .and(path_regex(r"/Messages\.json$"))
+        .respond_with(ResponseTemplate::new(201).set_delay(std::time::Duration::from_secs(8)))
+        .expect(1)
+        .mount(&twilio)
+        .await;
+    let app = spawn_app_with(&[("TWILIO_API_BASE", &twilio.uri()), ("REPLY_FIXED_TEXT", "תודה!")]).await;
+    twiml_of(app.post("/webhook/whatsapp/inbound", &inbound(&random_sid("SM"), "שלום")).await).await;
+    let polled = poll_once(app.stores.queue.as_ref(), &replier(&app)).await.unwrap();
+    assert_eq!(polled.done, 1);
+    let replies = outbound(&app).await;
+    assert_eq!((replies.len(), replies[0].status.as_str(), replies[0].body.as_str()), (1, callkeeper_core::replies::UNCONFIRMED, "תודה!"));
+}

@@ -15,6 +15,7 @@ use crate::transcript::JobClaim;
 use crate::transcription::{JobError, CLAIM_LEASE};
 use crate::twilio_rest::{OutboundMessage, TwilioRest};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// WhatsApp's customer service window.
 pub const WINDOW_MS: Millis = 24 * 3600 * 1000;
@@ -22,12 +23,24 @@ pub const WINDOW_MS: Millis = 24 * 3600 * 1000;
 const HISTORY: usize = 20;
 /// The status recorded on an answer that could not be sent: the window had closed.
 pub const TEMPLATE_NEEDED: &str = "template_needed";
+/// The status recorded on an answer Twilio may or may not have taken (the request went out and
+/// no answer came back): not sent again, so the customer never gets it twice.
+pub const UNCONFIRMED: &str = "unconfirmed";
+/// How long the mark that a reply went to Twilio is kept: longer than any job can be retried.
+/// It is a claim that is never finished nor, once the request has left, dropped.
+const SENT_MARK: Duration = Duration::from_secs(30 * 24 * 3600);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Replied {
-    Sent { message_sid: String },
+    Sent {
+        message_sid: String,
+    },
     TemplateNeeded,
     Duplicate,
+    /// An earlier attempt sent it (or may have): a retry never sends again.
+    SentEarlier,
+    /// The request left and no answer came: recorded as [`UNCONFIRMED`], not sent again.
+    Unconfirmed,
 }
 
 impl Replied {
@@ -36,6 +49,8 @@ impl Replied {
             Replied::Sent { .. } => "sent",
             Replied::TemplateNeeded => "template_needed",
             Replied::Duplicate => "duplicate",
+            Replied::SentEarlier => "sent_earlier",
+            Replied::Unconfirmed => "unconfirmed",
         }
     }
 }
@@ -51,6 +66,11 @@ pub struct Replier {
 impl Replier {
     pub fn new(calls: Arc<dyn CallStore>, twilio: TwilioRest, config: Arc<Config>) -> Replier {
         Replier { calls, twilio, openai: config.openai.clone().map(OpenAi::new), config }
+    }
+
+    /// A failed reply's first backoff: `JOB_RETRY_BASE_SECS`, as for every job.
+    pub fn retry_base(&self) -> Duration {
+        self.config.transcription.retry_base
     }
 
     pub async fn handle(&self, body: &str) -> Result<Replied, JobError> {
@@ -129,10 +149,34 @@ impl Replier {
             self.calls.put_message(&outbound).await?;
             return Ok(Replied::TemplateNeeded);
         }
+        // The mark goes down before the request leaves: whatever fails after Twilio took the
+        // message (a store write, the worker itself), a retry finds the mark and sends nothing.
+        let sent_mark = format!("reply-sent:{message_sid}");
+        if self.calls.claim_job(&sent_mark, now_ms(), SENT_MARK).await? != JobClaim::Claimed {
+            tracing::warn!(message_sid = %message_sid, "an earlier attempt sent this reply to Twilio; not sending it again");
+            return Ok(Replied::SentEarlier);
+        }
         let status_callback = Some(self.config.webhook_url("/webhook/whatsapp/status"));
-        let sent = self.twilio.send_message(&OutboundMessage { to, from, body: text, media_urls: vec![], status_callback }).await?;
+        let sent = match self.twilio.send_message(&OutboundMessage { to, from, body: text, media_urls: vec![], status_callback }).await {
+            Ok(sent) => sent,
+            Err(e) if e.not_sent() => {
+                // Twilio refused it or was never reached: no message exists, so a retry may send.
+                if let Err(store) = self.calls.drop_job_claim(&sent_mark).await {
+                    tracing::error!(message_sid = %message_sid, error = %store, "the reply's sent mark stays: it will not be retried");
+                }
+                return Err(e.into());
+            }
+            Err(e) => {
+                tracing::warn!(message_sid = %message_sid, error = %e, "Twilio may have taken the reply; recorded as unconfirmed, not sent again");
+                outbound.status = UNCONFIRMED.into();
+                self.calls.put_message(&outbound).await?;
+                return Ok(Replied::Unconfirmed);
+            }
+        };
         outbound.message_sid = MessageSid::parse(&sent.sid).map_err(|e| JobError::BadJob(format!("Twilio's message sid: {e}")))?;
         outbound.status = sent.status;
+        // If this write fails the job is retried and finds the mark; Twilio's status callbacks
+        // for the sid still record the message (without its text).
         self.calls.put_message(&outbound).await?;
         Ok(Replied::Sent { message_sid: sent.sid })
     }

@@ -68,6 +68,16 @@ impl RestError {
         }
     }
 
+    /// Certainly not carried out: Twilio answered with an error, or was never reached. A timeout
+    /// or a cut answer is not: the request may have been taken.
+    pub fn not_sent(&self) -> bool {
+        match self {
+            RestError::Api { .. } => true,
+            RestError::Network(reason) => reason.starts_with("connect"),
+            RestError::Unexpected(_) => false,
+        }
+    }
+
     /// Worth another try: Twilio was busy or failed, or did not answer.
     pub fn is_transient(&self) -> bool {
         match self {

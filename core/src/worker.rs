@@ -61,7 +61,7 @@ impl JobHandler for Replier {
         QueueName::Replies
     }
     fn retry_base(&self) -> Duration {
-        Duration::from_secs(2)
+        Replier::retry_base(self)
     }
     async fn handle(&self, body: &str) -> Result<Done, String> {
         Replier::handle(self, body).await.map(|o| Done::of(o.kind(), o)).map_err(|e| e.to_string())
