@@ -88,7 +88,8 @@ fn the_queues_are_what_the_workers_expect() {
     }
     assert_eq!(template.matches("maxReceiveCount: 5\n").count(), 2);
     assert_eq!(template.matches("QUEUE_MAX_RECEIVES: \"5\"").count() + template.matches("QUEUE_MAX_RECEIVES, Value: \"5\"").count(), 2);
-    // Visibility at least six times the worker's timeout, as Lambda advises for SQS.
+    // Lambda requires a queue's visibility to be at least its worker's timeout; a job stops
+    // MARGIN before the timeout, and each request it makes fits inside it.
     let after = |marker: &str, key: &str| -> u64 {
         let from = template.find(marker).unwrap_or_else(|| panic!("{marker}"));
         let rest = &template[from..];
@@ -97,8 +98,15 @@ fn the_queues_are_what_the_workers_expect() {
     };
     let transcribe_timeout = after("  TranscribeFunction:\n", "Timeout: ");
     let reply_timeout = after("  ReplyFunction:\n", "Timeout: ");
-    assert!(after("  TranscriptionQueue:\n", "VisibilityTimeout: ") >= 6 * transcribe_timeout);
-    assert!(after("  RepliesQueue:\n", "VisibilityTimeout: ") >= 6 * reply_timeout);
+    assert!(after("  TranscriptionQueue:\n", "VisibilityTimeout: ") > transcribe_timeout);
+    assert!(after("  RepliesQueue:\n", "VisibilityTimeout: ") > reply_timeout);
+    let margin = callkeeper_functions::queue_worker::MARGIN.as_secs();
+    let twilio = callkeeper_core::twilio_rest::RetryPolicy::default().total.as_secs();
+    assert!(callkeeper_core::openai::TRANSCRIBE_TIMEOUT.as_secs() + twilio + margin <= transcribe_timeout);
+    assert!(callkeeper_core::openai::CHAT_TIMEOUT.as_secs() + twilio + margin <= reply_timeout);
+    // A worker that dies frees its job's claim long before the job is seen again.
+    let lease = callkeeper_core::config::SETTINGS.iter().find(|s| s.0 == "JOB_LEASE_SECS").unwrap().1.parse::<u64>().unwrap();
+    assert!(lease < after("  RepliesQueue:\n", "VisibilityTimeout: "));
     // The watchdog's minute of polling fits in its timeout.
     assert!(after("  WatchdogFunction:\n", "WATCHDOG_RUN_SECS: \"") + 10 <= after("  WatchdogFunction:\n", "Timeout: "));
 }

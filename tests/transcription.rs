@@ -254,7 +254,9 @@ async fn a_batch_with_one_bad_message_reports_only_that_one() {
     };
     let mut event = SqsEvent::default();
     event.records = vec![record(&good.id, &good.receipt, &good.body), record(&bad_id, "stale-receipt", "{\"kind\":\"nonsense\"}")];
-    let response = callkeeper_functions::queue_worker::handle_batch(app.stores.queue.as_ref(), &transcriber(&app), event).await;
+    let response =
+        callkeeper_functions::queue_worker::handle_batch(app.stores.queue.as_ref(), &transcriber(&app), event, Duration::from_secs(60))
+            .await;
     let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(failed, [bad_id.as_str()]);
     assert_eq!(app.stores.calls.transcripts(&sid).await.unwrap().len(), 1);
@@ -369,4 +371,135 @@ async fn on_the_aws_adapter_a_failing_job_is_dead_lettered_redriven_and_done() {
     assert_eq!(queue.redrive(QueueName::Transcription, Some(&dead[0].id)).await.unwrap(), 1);
     assert_eq!(poll_once(queue, &worker).await.unwrap().done, 1);
     assert_eq!(stores.calls.transcripts(&sid).await.unwrap()[0].lines.len(), 3);
+}
+
+/// A worker process killed (SIGKILL) mid-download leaves its job to the next worker: the claim's
+/// lease runs out before the message is seen again, so the job is done on its second receive,
+/// not failed "busy" into the dead-letter queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_job_leaves_it_to_the_next_worker() {
+    let fakes = fakes().await;
+    // The first download never finishes in time: the worker is killed during it.
+    Mock::given(method("GET"))
+        .and(path_regex(r"/Recordings/RE[0-9a-f]{32}\.wav$"))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(dual_channel_wav()).set_delay(Duration::from_secs(60)))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&fakes.twilio)
+        .await;
+    let lease = ("JOB_LEASE_SECS", "3");
+    let app = app_with_fakes(&fakes, &[lease]).await;
+    let (sid, _) = recorded_call(&app).await;
+    // A `callkeeper serve` on the same store runs the workers; this process only answers webhooks.
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_callkeeper"))
+        .args(["serve", "--port", "0"])
+        .env("CALLKEEPER_DATA_DIR", app.data_dir.path())
+        .envs([
+            ("PUBLIC_BASE_URL", "https://ck.example.com".to_string()),
+            ("RELAY_PUBLIC_URL", "wss://relay.example.com".into()),
+            ("TWILIO_ACCOUNT_SID", ACCOUNT_SID.into()),
+            ("TWILIO_AUTH_TOKEN", AUTH_TOKEN.into()),
+            ("TWILIO_API_BASE", fakes.twilio.uri()),
+            ("OPENAI_API_KEY", "sk-test".into()),
+            ("OPENAI_BASE_URL", format!("{}/v1", fakes.openai.uri())),
+            (lease.0, lease.1.into()),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let downloading = async {
+        while !fakes.twilio.received_requests().await.unwrap().iter().any(|r| r.url.path().ends_with(".wav")) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), downloading).await.expect("the worker process took the job");
+    worker.kill().unwrap(); // SIGKILL
+    worker.wait().unwrap();
+    // Another worker: nothing until the message shows again (twice the lease), then it is done.
+    let queue = app.stores.queue.as_ref();
+    let began = std::time::Instant::now();
+    let mut polls = Vec::new();
+    while began.elapsed() < Duration::from_secs(20) {
+        let polled = poll_once(queue, &transcriber(&app)).await.unwrap();
+        polls.push(polled);
+        if polled.done == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(polls.iter().all(|p| p.failed == 0), "no receive was burnt on a held claim: {polls:?}");
+    assert_eq!(polls.last().unwrap().done, 1, "the job was done by the second worker");
+    assert_eq!(app.stores.calls.transcripts(&sid).await.unwrap().len(), 1);
+    assert_eq!(app.stores.queue.depth(QueueName::Transcription).await.unwrap().dead, 0);
+    let downloads = fakes.twilio.received_requests().await.unwrap().iter().filter(|r| r.url.path().ends_with(".wav")).count();
+    assert_eq!(downloads, 2, "downloaded again after the crash");
+}
+
+/// A job that runs long renews its claim and keeps its message hidden: no other worker takes it
+/// meanwhile, and it is done once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_longer_than_its_lease_is_held_while_it_runs() {
+    let fakes = fakes().await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"/Recordings/RE[0-9a-f]{32}\.wav$"))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(dual_channel_wav()).set_delay(Duration::from_secs(4)))
+        .with_priority(1)
+        .mount(&fakes.twilio)
+        .await;
+    // A 3 s lease (renewed each second), 6 s hidden (extended every 2 s); the fake Twilio's
+    // per-attempt timeout is 5 s, so the 4 s download succeeds.
+    let app = app_with_fakes(&fakes, &[("JOB_LEASE_SECS", "3")]).await;
+    let (sid, _) = recorded_call(&app).await;
+    let queue = app.stores.queue.as_ref();
+    let first = transcriber(&app);
+    let running = tokio::spawn({
+        let queue = app.stores.queue.clone();
+        async move { poll_once(queue.as_ref(), &first).await.unwrap() }
+    });
+    // A second worker polling all along finds nothing to do.
+    let began = std::time::Instant::now();
+    while !running.is_finished() {
+        let polled = poll_once(queue, &transcriber(&app)).await.unwrap();
+        assert_eq!(polled.received, 0, "the job was seen by another worker after {:?}", began.elapsed());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(running.await.unwrap().done, 1);
+    assert!(began.elapsed() > Duration::from_secs(3), "the job outlived its lease");
+    assert_eq!(app.stores.calls.transcripts(&sid).await.unwrap().len(), 1);
+}
+
+/// In Lambda, a job that would outlive its invocation is stopped before the function's deadline
+/// and reported failed, to come back once its claim's lease has run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lambda_job_that_would_outlive_its_invocation_is_stopped_and_comes_back() {
+    use callkeeper_functions::queue_worker::{handle_batch, MARGIN};
+    let fakes = fakes().await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"/Recordings/RE[0-9a-f]{32}\.wav$"))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(dual_channel_wav()).set_delay(Duration::from_secs(30)))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&fakes.twilio)
+        .await;
+    let app = app_with_fakes(&fakes, &[("JOB_LEASE_SECS", "3"), ("JOB_RETRY_BASE_SECS", "0")]).await;
+    let (sid, _) = recorded_call(&app).await;
+    let message = app.stores.queue.receive(QueueName::Transcription, 1, Duration::from_secs(60)).await.unwrap().remove(0);
+    let mut record = SqsMessage::default();
+    record.message_id = Some(message.id.clone());
+    record.receipt_handle = Some(message.receipt.clone());
+    record.body = Some(message.body.clone());
+    record.attributes.insert("ApproximateReceiveCount".into(), "1".into());
+    let mut event = SqsEvent::default();
+    event.records = vec![record];
+    let began = std::time::Instant::now();
+    // One second of work left in the invocation.
+    let response = handle_batch(app.stores.queue.as_ref(), &transcriber(&app), event, MARGIN + Duration::from_secs(1)).await;
+    assert!(began.elapsed() < Duration::from_secs(3), "stopped at the deadline, took {:?}", began.elapsed());
+    assert_eq!(response.batch_item_failures.len(), 1);
+    // Back after the lease (3 s), and done then.
+    assert_eq!(poll_once(app.stores.queue.as_ref(), &transcriber(&app)).await.unwrap().received, 0, "not before its lease ran out");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(poll_once(app.stores.queue.as_ref(), &transcriber(&app)).await.unwrap().done, 1);
+    assert_eq!(app.stores.calls.transcripts(&sid).await.unwrap().len(), 1);
 }

@@ -130,6 +130,7 @@ pub struct Config {
     /// is not configured.
     pub openai: Option<OpenAiSettings>,
     pub transcription: TranscriptionSettings,
+    pub jobs: JobSettings,
     pub replies: ReplySettings,
     pub realtime: RealtimeSettings,
     /// Where the agent's `transfer_to_human` sends a call, unless its profile names a number.
@@ -163,8 +164,23 @@ pub struct TranscriptionSettings {
     pub delete_from_twilio: bool,
     /// The JSON schema of the post-call extraction.
     pub extraction_schema: serde_json::Value,
+}
+
+/// How the queue workers hold and retry jobs.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
     /// A failed job's first backoff, doubling with each receive.
     pub retry_base: Duration,
+    /// How long a worker's claim on a job holds unrenewed (see `job_claim`).
+    pub lease: Duration,
+}
+
+impl JobSettings {
+    /// How long `serve`'s worker keeps a received job hidden, extended while it runs: twice the
+    /// lease, so a dead worker's claim has run out when its job is seen again.
+    pub fn visibility(&self) -> Duration {
+        self.lease * 2
+    }
 }
 
 const DEFAULT_REPLY_PROMPT: &str = "You are the business's WhatsApp assistant. Answer in the customer's language (Hebrew unless they \
@@ -251,6 +267,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("REPLY_SYSTEM_PROMPT", "a short, polite Hebrew assistant", "how the WhatsApp agent answers (with OPENAI_API_KEY)"),
     ("REPLY_FIXED_TEXT", "a thank-you in Hebrew", "the WhatsApp answer without OPENAI_API_KEY"),
     ("JOB_RETRY_BASE_SECS", "2", "a failed job's first backoff, doubling with each receive (at most 5 minutes)"),
+    (
+        "JOB_LEASE_SECS",
+        "60",
+        "how long a worker's claim on a job holds unrenewed (renewed every third of it); a job in `serve` stays hidden for twice this, so a dead worker's job is retried within it",
+    ),
     ("TWILIO_AUTH_TOKEN_SSM_PARAMETER", "", "in AWS: the SSM parameter holding the auth token, read at start"),
     ("STREAM_TOKEN_SECRET_SSM_PARAMETER", "", "in AWS: the SSM parameter holding the stream token secret"),
     ("OPENAI_API_KEY_SSM_PARAMETER", "", "in AWS: the SSM parameter holding the OpenAI key"),
@@ -344,6 +365,7 @@ impl Config {
         let watchdog_run = number("WATCHDOG_RUN_SECS", 55, 0..=900);
         let min_recording_secs = number("MIN_RECORDING_SECS", 2, 0..=3600);
         let job_retry_base = number("JOB_RETRY_BASE_SECS", 2, 0..=60);
+        let job_lease = number("JOB_LEASE_SECS", 60, 3..=900);
         if heartbeat_stale <= heartbeat_interval {
             errors.push(format!(
                 "HEARTBEAT_STALE_SECS ({heartbeat_stale}) must be longer than HEARTBEAT_INTERVAL_SECS ({heartbeat_interval})"
@@ -483,8 +505,8 @@ impl Config {
                         min_secs: min_recording_secs,
                         delete_from_twilio,
                         extraction_schema,
-                        retry_base: Duration::from_secs(job_retry_base),
                     },
+                    jobs: JobSettings { retry_base: Duration::from_secs(job_retry_base), lease: Duration::from_secs(job_lease) },
                     replies: ReplySettings {
                         system_prompt: get("REPLY_SYSTEM_PROMPT").unwrap_or_else(|| DEFAULT_REPLY_PROMPT.to_string()),
                         fixed_text: get("REPLY_FIXED_TEXT").unwrap_or_else(|| DEFAULT_REPLY_TEXT.to_string()),

@@ -11,6 +11,7 @@ pub mod fallback;
 pub mod form;
 pub mod ids;
 pub mod job;
+pub mod job_claim;
 pub mod media_stream;
 pub mod message;
 pub mod metrics;

@@ -17,6 +17,13 @@ pub enum OpenAiError {
     Unexpected(String),
 }
 
+/// A transcription of one upload (at most 25 MB, ~26 minutes of 8 kHz audio) may take minutes.
+/// Inside the transcribe function's 900 s with room for a retry.
+pub const TRANSCRIBE_TIMEOUT: Duration = Duration::from_secs(240);
+/// A chat completion (the extraction, a WhatsApp reply) is short: inside the reply function's
+/// 60 s with the rest of the job.
+pub const CHAT_TIMEOUT: Duration = Duration::from_secs(40);
+
 #[derive(Clone)]
 pub struct OpenAi {
     http: reqwest::Client,
@@ -25,7 +32,7 @@ pub struct OpenAi {
 
 impl OpenAi {
     pub fn new(settings: OpenAiSettings) -> OpenAi {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(240)).build().expect("a TLS client builds");
+        let http = reqwest::Client::builder().timeout(TRANSCRIBE_TIMEOUT).build().expect("a TLS client builds");
         OpenAi { http, settings }
     }
 
@@ -83,7 +90,8 @@ impl OpenAi {
         let mut messages = vec![json!({ "role": "system", "content": system })];
         messages.extend(history.iter().map(|(role, text)| json!({ "role": role, "content": text })));
         let body = json!({ "model": self.settings.extract_model, "messages": messages });
-        let answer = self.send(self.http.post(format!("{}/chat/completions", self.settings.base_url)).json(&body)).await?;
+        let answer =
+            self.send(self.http.post(format!("{}/chat/completions", self.settings.base_url)).timeout(CHAT_TIMEOUT).json(&body)).await?;
         let text =
             answer["choices"][0]["message"]["content"].as_str().ok_or_else(|| OpenAiError::Unexpected("no message content".into()))?;
         Ok(text.trim().to_string())
@@ -101,7 +109,8 @@ impl OpenAi {
             "messages": [{ "role": "system", "content": system }, { "role": "user", "content": transcript }],
             "response_format": { "type": "json_schema", "json_schema": { "name": "call_extraction", "strict": true, "schema": schema } }
         });
-        let answer = self.send(self.http.post(format!("{}/chat/completions", self.settings.base_url)).json(&body)).await?;
+        let answer =
+            self.send(self.http.post(format!("{}/chat/completions", self.settings.base_url)).timeout(CHAT_TIMEOUT).json(&body)).await?;
         let content =
             answer["choices"][0]["message"]["content"].as_str().ok_or_else(|| OpenAiError::Unexpected("no message content".into()))?;
         serde_json::from_str(content).map_err(|e| OpenAiError::Unexpected(format!("extraction is not JSON: {e}")))

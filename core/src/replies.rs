@@ -7,12 +7,13 @@
 use crate::config::Config;
 use crate::ids::{random_sid, MessageSid};
 use crate::job::Job;
+use crate::job_claim;
 use crate::message::{Message, MessageDirection, TimelineItem};
 use crate::openai::OpenAi;
 use crate::store::CallStore;
 use crate::time::{now_ms, Millis};
 use crate::transcript::JobClaim;
-use crate::transcription::{JobError, CLAIM_LEASE};
+use crate::transcription::JobError;
 use crate::twilio_rest::{OutboundMessage, TwilioRest};
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,7 +71,12 @@ impl Replier {
 
     /// A failed reply's first backoff: `JOB_RETRY_BASE_SECS`, as for every job.
     pub fn retry_base(&self) -> Duration {
-        self.config.transcription.retry_base
+        self.config.jobs.retry_base
+    }
+
+    /// How long its claim on a job holds unrenewed.
+    pub fn lease(&self) -> Duration {
+        self.config.jobs.lease
     }
 
     pub async fn handle(&self, body: &str) -> Result<Replied, JobError> {
@@ -80,12 +86,12 @@ impl Replier {
             Err(e) => return Err(JobError::BadJob(e.to_string())),
         };
         let key = format!("reply:{message_sid}");
-        match self.calls.claim_job(&key, now_ms(), CLAIM_LEASE).await? {
+        match self.calls.claim_job(&key, now_ms(), self.config.jobs.lease).await? {
             JobClaim::Done => return Ok(Replied::Duplicate),
             JobClaim::Busy => return Err(JobError::Busy),
             JobClaim::Claimed => {}
         }
-        match self.reply(&message_sid).await {
+        match job_claim::holding(self.calls.as_ref(), &key, self.config.jobs.lease, self.reply(&message_sid)).await {
             Ok(done) => {
                 self.calls.finish_job(&key, now_ms()).await?;
                 Ok(done)

@@ -11,6 +11,7 @@ use crate::call::CallEvent;
 use crate::config::Config;
 use crate::ids::{CallSid, RecordingSid};
 use crate::job::Job;
+use crate::job_claim;
 use crate::openai::{OpenAi, OpenAiError};
 use crate::store::{BlobStore, CallStore, StoreError};
 use crate::time::{format_ms, now_ms};
@@ -20,8 +21,6 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long one worker may hold a job before another may take it over.
-pub const CLAIM_LEASE: Duration = Duration::from_secs(15 * 60);
 pub const NOT_CONFIGURED: &str = "transcription is not configured (no OPENAI_API_KEY): the recording is kept, untranscribed";
 
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +85,12 @@ impl Transcriber {
 
     /// The first backoff of a failed job.
     pub fn retry_base(&self) -> Duration {
-        self.config.transcription.retry_base
+        self.config.jobs.retry_base
+    }
+
+    /// How long its claim on a job holds unrenewed.
+    pub fn lease(&self) -> Duration {
+        self.config.jobs.lease
     }
 
     /// Does one job from its queue body.
@@ -97,12 +101,12 @@ impl Transcriber {
             Err(e) => return Err(JobError::BadJob(e.to_string())),
         };
         let key = recording_sid.as_str();
-        match self.calls.claim_job(key, now_ms(), CLAIM_LEASE).await? {
+        match self.calls.claim_job(key, now_ms(), self.config.jobs.lease).await? {
             JobClaim::Done => return Ok(Outcome::Duplicate),
             JobClaim::Busy => return Err(JobError::Busy),
             JobClaim::Claimed => {}
         }
-        match self.work(&call_sid, &recording_sid).await {
+        match job_claim::holding(self.calls.as_ref(), key, self.config.jobs.lease, self.work(&call_sid, &recording_sid)).await {
             Ok(outcome) => {
                 self.calls.finish_job(key, now_ms()).await?;
                 Ok(outcome)

@@ -15,6 +15,8 @@ pub trait JobHandler: Send + Sync {
     fn queue(&self) -> QueueName;
     /// A failed job's first backoff.
     fn retry_base(&self) -> Duration;
+    /// How long its claim on a job holds unrenewed (`JOB_LEASE_SECS`).
+    fn lease(&self) -> Duration;
     /// Does one job; the outcome, or the failure as a line for logs and `dlq show`.
     async fn handle(&self, body: &str) -> Result<Done, String>;
 }
@@ -50,6 +52,9 @@ impl JobHandler for Transcriber {
     fn retry_base(&self) -> Duration {
         Transcriber::retry_base(self)
     }
+    fn lease(&self) -> Duration {
+        Transcriber::lease(self)
+    }
     async fn handle(&self, body: &str) -> Result<Done, String> {
         Transcriber::handle(self, body).await.map(|o| Done::of(o.kind(), o)).map_err(|e| e.to_string())
     }
@@ -63,13 +68,43 @@ impl JobHandler for Replier {
     fn retry_base(&self) -> Duration {
         Replier::retry_base(self)
     }
+    fn lease(&self) -> Duration {
+        Replier::lease(self)
+    }
     async fn handle(&self, body: &str) -> Result<Done, String> {
         Replier::handle(self, body).await.map(|o| Done::of(o.kind(), o)).map_err(|e| e.to_string())
     }
 }
 
-/// How long a received job stays hidden while a worker does it.
-pub const VISIBILITY: Duration = Duration::from_secs(360);
+/// How long a received job stays hidden from other workers: twice its claim's lease, so a
+/// worker that dies leaves a job whose claim has run out by the time it is seen again. A worker
+/// still on it extends this every third of it.
+pub fn visibility(handler: &dyn JobHandler) -> Duration {
+    handler.lease() * 2
+}
+
+/// Runs `work` while keeping the message behind it hidden for `visibility`.
+async fn keeping_hidden<T>(
+    queue: &dyn JobQueue,
+    name: QueueName,
+    receipt: &str,
+    visibility: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
+    let every = visibility / 3;
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = ticks.tick() => {
+                if let Err(e) = queue.extend(name, receipt, visibility).await {
+                    tracing::warn!(queue = name.as_str(), error = %e, "could not keep a running job hidden");
+                }
+            }
+        }
+    }
+}
 
 /// Backoff before a failed job comes back: `base`, then doubling with each receive, at most
 /// 5 minutes (`JOB_RETRY_BASE_SECS`, 2 s by default: 2, 4, 8, …).
@@ -80,7 +115,7 @@ pub fn retry_after(base: Duration, receive_count: u32) -> Duration {
 /// Does one delivered job. `Err` is the failure, already kept on the message for `dlq show`.
 pub async fn process(queue: &dyn JobQueue, delivery: &Delivery, handler: &dyn JobHandler) -> StoreResult<Result<String, String>> {
     let name = handler.queue();
-    match attempt(handler, &delivery.body).await {
+    match keeping_hidden(queue, name, &delivery.receipt, visibility(handler), attempt(handler, &delivery.body)).await {
         Ok(done) => {
             tracing::info!(queue = name.as_str(), job = %delivery.id, outcome = done.detail, "job done");
             queue.ack(name, &delivery.receipt).await?;
@@ -104,7 +139,7 @@ pub struct Polled {
 
 /// Receives what is visible on the handler's queue (up to 10) and does it.
 pub async fn poll_once(queue: &dyn JobQueue, handler: &dyn JobHandler) -> StoreResult<Polled> {
-    let deliveries = queue.receive(handler.queue(), 10, VISIBILITY).await?;
+    let deliveries = queue.receive(handler.queue(), 10, visibility(handler)).await?;
     let mut polled = Polled { received: deliveries.len(), ..Default::default() };
     for delivery in &deliveries {
         match process(queue, delivery, handler).await? {

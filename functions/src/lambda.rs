@@ -4,6 +4,7 @@
 use crate::app::{router, AppState, Route};
 use callkeeper_core::startup;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A webhook function: the router for its routes, behind API Gateway's HTTP API.
 pub async fn run(routes: &[Route]) -> Result<(), lambda_http::Error> {
@@ -52,7 +53,13 @@ pub async fn run_worker(worker: Worker) -> Result<(), lambda_runtime::Error> {
     };
     let handler_fn = lambda_runtime::service_fn(|event: lambda_runtime::LambdaEvent<aws_lambda_events::event::sqs::SqsEvent>| {
         let (queue, handler) = (stores.queue.clone(), handler.clone());
-        async move { Ok::<_, lambda_runtime::Error>(crate::queue_worker::handle_batch(queue.as_ref(), handler.as_ref(), event.payload).await) }
+        // The context's deadline is milliseconds since the epoch.
+        let time_left = Duration::from_millis(event.context.deadline.saturating_sub(callkeeper_core::time::now_ms().max(0) as u64));
+        async move {
+            Ok::<_, lambda_runtime::Error>(
+                crate::queue_worker::handle_batch(queue.as_ref(), handler.as_ref(), event.payload, time_left).await,
+            )
+        }
     });
     lambda_runtime::run(handler_fn).await
 }

@@ -299,9 +299,14 @@ pub async fn jobs_are_claimed_once_and_transcripts_kept(s: &Stores) {
     // It failed: the claim is dropped and the retry claims it at once.
     s.calls.drop_job_claim(&job).await.unwrap();
     assert_eq!(s.calls.claim_job(&job, at + 2, lease).await.unwrap(), JobClaim::Claimed);
+    // A worker still on it renews its lease, and keeps it past the first lease's end.
+    assert!(s.calls.renew_job_claim(&job, at + 50_000, lease).await.unwrap());
+    assert_eq!(s.calls.claim_job(&job, at + 61_000, lease).await.unwrap(), JobClaim::Busy, "the renewed lease runs");
     // A worker that died: its lease runs out and another claims it.
-    assert_eq!(s.calls.claim_job(&job, at + 61_000, lease).await.unwrap(), JobClaim::Claimed);
-    s.calls.finish_job(&job, at + 62_000).await.unwrap();
+    assert_eq!(s.calls.claim_job(&job, at + 111_000, lease).await.unwrap(), JobClaim::Claimed);
+    s.calls.finish_job(&job, at + 112_000).await.unwrap();
+    assert!(!s.calls.renew_job_claim(&job, at + 113_000, lease).await.unwrap(), "a finished job has no lease to renew");
+    assert!(!s.calls.renew_job_claim(&random_sid("RE"), at, lease).await.unwrap(), "nor an unclaimed one");
     s.calls.drop_job_claim(&job).await.unwrap();
     assert_eq!(s.calls.claim_job(&job, at + 200_000, lease).await.unwrap(), JobClaim::Done, "done stays done");
 
@@ -470,6 +475,12 @@ pub async fn queue_delivers_hides_and_acks(s: &Stores) {
     assert_eq!((got[0].id.as_str(), got[0].receive_count), (id.as_str(), 1));
     assert_eq!(Job::from_body(&got[0].body).unwrap(), job);
     assert!(s.queue.receive(q, 10, Duration::from_secs(30)).await.unwrap().is_empty(), "hidden while in flight");
+    // A worker still on it keeps it hidden; shortened to nothing, it shows at once.
+    s.queue.extend(q, &got[0].receipt, Duration::from_secs(60)).await.unwrap();
+    assert!(s.queue.receive(q, 10, Duration::from_secs(30)).await.unwrap().is_empty(), "still hidden once extended");
+    s.queue.extend(q, &got[0].receipt, Duration::ZERO).await.unwrap();
+    let got = s.queue.receive(q, 10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!((got.len(), got[0].receive_count), (1, 2), "visible again once its visibility is set to nothing");
     let depth = s.queue.depth(q).await.unwrap();
     assert_eq!((depth.visible, depth.in_flight, depth.dead), (0, 1, 0));
     s.queue.ack(q, &got[0].receipt).await.unwrap();

@@ -115,6 +115,8 @@ pub trait CallStore: Send + Sync {
     async fn finish_job(&self, key: &str, at: Millis) -> StoreResult<()>;
     /// The job failed: drops the claim, so its retry can claim it at once.
     async fn drop_job_claim(&self, key: &str) -> StoreResult<()>;
+    /// Extends a claim still held (not finished) to `at + lease`; `false` when it is not held.
+    async fn renew_job_claim(&self, key: &str, at: Millis, lease: Duration) -> StoreResult<bool>;
     /// Inserts or replaces the call's transcript of one recording.
     async fn put_transcript(&self, call_sid: &CallSid, transcript: &Transcript) -> StoreResult<()>;
     async fn transcripts(&self, call_sid: &CallSid) -> StoreResult<Vec<Transcript>>;
@@ -195,6 +197,8 @@ pub trait JobQueue: Send + Sync {
     /// Failed: keeps `error` for `dlq show`, and makes the message visible again after `retry_after`
     /// (rounded up to whole seconds on SQS).
     async fn release(&self, queue: QueueName, delivery: &Delivery, error: &str, retry_after: Duration) -> StoreResult<()>;
+    /// Keeps a received message hidden for another `visibility` from now: a worker still on it.
+    async fn extend(&self, queue: QueueName, receipt: &str, visibility: Duration) -> StoreResult<()>;
     async fn depth(&self, queue: QueueName) -> StoreResult<QueueDepth>;
 
     /// Oldest first.

@@ -603,6 +603,22 @@ impl CallStore for DynamoStore {
         }
     }
 
+    async fn renew_job_claim(&self, job: &str, at: Millis, lease: Duration) -> StoreResult<bool> {
+        let renew = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("JOB#{job}"), "CLAIM")))
+            .update_expression("SET lease_until = :until")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(done_at)")
+            .expression_attribute_values(":until", n(at + lease.as_millis() as Millis));
+        match renew.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+
     async fn put_transcript(&self, call_sid: &CallSid, transcript: &Transcript) -> StoreResult<()> {
         let mut item = key(call_pk(call_sid), format!("TRANSCRIPT#{}", transcript.recording_sid));
         item.insert("created_at".into(), n(transcript.created_at));

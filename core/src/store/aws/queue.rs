@@ -197,6 +197,20 @@ impl JobQueue for SqsQueue {
         }
     }
 
+    async fn extend(&self, queue: QueueName, receipt: &str, visibility: Duration) -> StoreResult<()> {
+        let change = self
+            .client
+            .change_message_visibility()
+            .queue_url(&self.urls(queue).queue)
+            .receipt_handle(receipt)
+            .visibility_timeout(visibility.as_secs() as i32);
+        match change.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_receipt_handle_is_invalid() || s.is_message_not_inflight()) => Ok(()),
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+
     async fn depth(&self, queue: QueueName) -> StoreResult<QueueDepth> {
         let counts = |url: String| {
             let client = self.client.clone();

@@ -362,6 +362,14 @@ impl CallStore for EmbeddedStore {
         self.with_conn(move |conn| Ok(conn.execute("DELETE FROM job_claims WHERE key = ?1 AND done_at IS NULL", [key]).map(|_| ())?)).await
     }
 
+    async fn renew_job_claim(&self, key: &str, at: Millis, lease: Duration) -> StoreResult<bool> {
+        let (key, until) = (key.to_string(), at + lease.as_millis() as Millis);
+        self.with_conn(move |conn| {
+            Ok(conn.execute("UPDATE job_claims SET lease_until = ?1 WHERE key = ?2 AND done_at IS NULL", params![until, key])? == 1)
+        })
+        .await
+    }
+
     async fn put_transcript(&self, call_sid: &CallSid, transcript: &Transcript) -> StoreResult<()> {
         let (sid, t) = (call_sid.clone(), transcript.clone());
         let doc = serde_json::to_string(transcript).expect("a transcript serializes");

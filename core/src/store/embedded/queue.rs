@@ -101,6 +101,18 @@ impl JobQueue for EmbeddedStore {
         .await
     }
 
+    async fn extend(&self, queue: QueueName, receipt: &str, visibility: Duration) -> StoreResult<()> {
+        let receipt = receipt.to_string();
+        self.with_conn(move |conn| {
+            conn.execute(
+                "UPDATE jobs SET visible_at = ?1 WHERE queue = ?2 AND receipt = ?3 AND dead_at IS NULL",
+                params![now_ms() + visibility.as_millis() as i64, queue.as_str(), receipt],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn depth(&self, queue: QueueName) -> StoreResult<QueueDepth> {
         self.with_conn(move |conn| {
             Ok(conn.query_row(
