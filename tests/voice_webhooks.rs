@@ -391,3 +391,61 @@ async fn a_store_failure_is_503_so_twilio_retries() {
     assert_eq!(body, r#"{"reason":"the call store did not answer","status":"unavailable"}"#);
     assert_eq!(app.get("/healthz").await.status(), 200, "the process itself is alive");
 }
+
+/// Locks the embedded store for writes from another connection, for `hold`.
+fn lock_store_for(app: &TestApp, hold: std::time::Duration) {
+    let db = rusqlite::Connection::open(app.data_dir.path().join("callkeeper.sqlite3")).unwrap();
+    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    std::thread::spawn(move || {
+        std::thread::sleep(hold);
+        db.execute_batch("COMMIT").unwrap();
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_ended_gives_the_fallback_while_the_store_is_locked_and_writes_it_later() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    answer(&app, &sid).await;
+    lock_store_for(&app, std::time::Duration::from_secs(7));
+    let began = std::time::Instant::now();
+    let twiml = twiml_of(app.post("/webhook/stream_ended", &ended_form(&sid, &[])).await).await;
+    let took = began.elapsed();
+    assert!(twiml.find("Record").is_some(), "the caller gets the voicemail fallback: {twiml:?}");
+    assert!(took < std::time::Duration::from_secs(5), "answered within the store budget, took {took:?}");
+    // Once the store is back, the call is written as if it had answered.
+    let call_sid = CallSid::parse(&sid).unwrap();
+    let mut written = false;
+    for _ in 0..100 {
+        if app.stores.calls.events(&call_sid).await.unwrap().iter().any(|e| e.kind == "stream_ended") {
+            written = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(written, "the webhook's writes were made once the store came back");
+    let call = app.stores.calls.get_call(&call_sid).await.unwrap().unwrap();
+    assert_eq!((call.status, call.fallback_reason.as_deref()), (CallStatus::Fallback, Some("stream_never_started")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_audit_event_fails_is_still_answered_and_the_event_written_later() {
+    let app = spawn_app().await;
+    let db = rusqlite::Connection::open(app.data_dir.path().join("callkeeper.sqlite3")).unwrap();
+    db.execute_batch("CREATE TRIGGER broken_events BEFORE INSERT ON call_events BEGIN SELECT RAISE(ABORT, 'events broken'); END;").unwrap();
+    let sid = new_call_sid();
+    let twiml = twiml_of(app.post("/webhook/incoming_call", &incoming_call_form(&sid, CALLER)).await).await;
+    assert!(twiml.find("Stream").is_some(), "the call is connected to its stream");
+    let call_sid = CallSid::parse(&sid).unwrap();
+    assert_eq!(app.stores.calls.get_call(&call_sid).await.unwrap().unwrap().status, CallStatus::AwaitingStream);
+    db.execute_batch("DROP TRIGGER broken_events").unwrap();
+    let mut written = false;
+    for _ in 0..50 {
+        if app.stores.calls.events(&call_sid).await.unwrap().iter().any(|e| e.kind == "twiml_served") {
+            written = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(written, "the twiml_served event was written once the store took it");
+}

@@ -15,6 +15,7 @@ use callkeeper_core::time::{now_ms, Millis};
 use callkeeper_core::twiml::{self, StreamCall};
 use callkeeper_core::{metrics, stream_token, twiml::Twiml};
 use serde_json::json;
+use std::time::Duration;
 
 pub const STREAM_PATH: &str = "/ws/twilio-media";
 
@@ -50,8 +51,17 @@ async fn answer(state: &AppState, form: &Form, direction: Direction) -> Result<R
             tracing::info!(call_sid = %call_sid, status = %call.status, "retried call webhook; answering the same TwiML")
         }
     }
-    let detail = json!({ "direction": direction.as_str() });
-    store.add_event(&call_sid, &CallEvent { at, kind: "twiml_served".into(), key: "twiml_served".into(), detail }).await?;
+    // The call is written, so the stream can start: an audit event that fails is written later.
+    let event =
+        CallEvent { at, kind: "twiml_served".into(), key: "twiml_served".into(), detail: json!({ "direction": direction.as_str() }) };
+    if let Err(e) = store.add_event(&call_sid, &event).await {
+        tracing::warn!(call_sid = %call_sid, error = %e, "twiml_served event not written; answering, and writing it later");
+        let (calls, sid) = (state.stores.calls.clone(), call_sid.clone());
+        crate::deferred::retry("twiml_served event", call_sid.clone(), move || {
+            let (calls, sid, event) = (calls.clone(), sid.clone(), event.clone());
+            async move { calls.add_event(&sid, &event).await.map(|_| ()).map_err(WebhookError::from) }
+        });
+    }
     tracing::info!(call_sid = %call_sid, direction = direction.as_str(), "call answered; awaiting stream");
     Ok(twiml_response(stream_twiml(state, &call_sid)))
 }
@@ -96,48 +106,91 @@ fn call_is_over(twilio_status: Option<&str>) -> bool {
     matches!(twilio_status, Some("completed" | "busy" | "failed" | "no-answer" | "canceled"))
 }
 
+/// How long `stream_ended` waits on the store before answering without it: well inside
+/// Twilio's 15 s, and the caller is listening to silence meanwhile.
+pub const STORE_BUDGET: Duration = Duration::from_secs(4);
+
 /// What follows the stream. Twilio posts here when `<Connect>` ends, and again (as the `action`
-/// of the fallback's `<Record>` or `<Dial>`) when the fallback's verb ends.
+/// of the fallback's `<Record>` or `<Dial>`) when the fallback's verb ends. A caller here needs
+/// an answer more than the store needs a write: when the store fails or is slow, the answer is
+/// made from the form alone (the fallback, unless the form says the call is over) and the
+/// webhook is replayed against the store later (see [`crate::deferred`]).
 pub async fn stream_ended(State(state): State<AppState>, SignedForm(form): SignedForm) -> Result<Response, WebhookError> {
     let call_sid: CallSid = form.parse_required("CallSid")?;
-    let twilio_status = form.get("CallStatus");
-    let store = state.stores.calls.as_ref();
-    let call = match store.get_call(&call_sid).await? {
-        Some(call) => call,
-        // We lost the record (or never wrote it): keep the call now, then treat it as one whose
-        // stream never started, so the caller still gets the fallback.
-        None => record_unknown_call(store, &form, &call_sid).await?,
+    let failure = match tokio::time::timeout(STORE_BUDGET, follow_stream(&state, &form, &call_sid)).await {
+        Ok(Ok(doc)) => return Ok(twiml_response(doc)),
+        Ok(Err(WebhookError::Unavailable(e))) => e.to_string(),
+        Ok(Err(refused)) => return Err(refused),
+        Err(_) => format!("no answer within {} s", STORE_BUDGET.as_secs()),
     };
+    let (decision, reason, doc) = match by_form(&state, &form) {
+        Some(FormSays { decision, reason, doc, .. }) => (decision, reason, doc),
+        None => ("fallback", "store_unavailable", fallback::twiml(&state.config)),
+    };
+    tracing::error!(call_sid = %call_sid, error = failure, decision, reason, "the store failed: answered without it; writing the call later");
+    let (state, form, sid) = (state.clone(), form.clone(), call_sid.clone());
+    crate::deferred::retry("stream_ended", call_sid, move || {
+        let (state, form, sid) = (state.clone(), form.clone(), sid.clone());
+        async move { follow_stream(&state, &form, &sid).await.map(|_| ()) }
+    });
+    Ok(twiml_response(doc))
+}
 
-    let (decision, reason, doc) = if call_is_over(twilio_status) {
+/// What the form alone decides: the call is over, or the fallback's verb has ended.
+struct FormSays {
+    decision: &'static str,
+    reason: &'static str,
+    doc: Twiml,
+    /// The call ends, with this reason.
+    ends: Option<String>,
+}
+
+fn by_form(state: &AppState, form: &Form) -> Option<FormSays> {
+    let twilio_status = form.get("CallStatus");
+    let hangup = |reason: &'static str, ends: String| FormSays { decision: "hangup", reason, doc: twiml::hangup(), ends: Some(ends) };
+    if call_is_over(twilio_status) {
         // `completed`: someone hung up; an outbound call's `busy`, `no-answer`, … say why it never began.
         let end_reason = match twilio_status {
             Some("completed") | None => "caller_hangup".to_string(),
             Some(other) => other.replace('-', "_"),
         };
-        end(store, &call, &end_reason).await?;
-        ("hangup", "caller_hung_up", twiml::hangup())
-    } else if form.get("RecordingSid").is_some() || form.get("RecordingUrl").is_some() {
-        end(store, &call, "voicemail_recorded").await?;
-        ("hangup", "voicemail_recorded", twiml::hangup())
-    } else if let Some(dial_status) = form.get("DialCallStatus") {
-        if dial_status == "completed" {
-            end(store, &call, "dial_completed").await?;
-            ("hangup", "dial_completed", twiml::hangup())
-        } else {
-            // Nobody took the call: the caller can still leave a message.
-            ("voicemail", "dial_not_answered", fallback::voicemail(&state.config))
-        }
-    } else {
-        connect_ended(&state, &call).await?
-    };
+        return Some(hangup("caller_hung_up", end_reason));
+    }
+    if form.get("RecordingSid").is_some() || form.get("RecordingUrl").is_some() {
+        return Some(hangup("voicemail_recorded", "voicemail_recorded".into()));
+    }
+    match form.get("DialCallStatus")? {
+        "completed" => Some(hangup("dial_completed", "dial_completed".into())),
+        // Nobody took the call: the caller can still leave a message.
+        _ => Some(FormSays { decision: "voicemail", reason: "dial_not_answered", doc: fallback::voicemail(&state.config), ends: None }),
+    }
+}
 
+/// `stream_ended` with the store: decides, writes the call's end or fallback and the event.
+async fn follow_stream(state: &AppState, form: &Form, call_sid: &CallSid) -> Result<Twiml, WebhookError> {
+    let store = state.stores.calls.as_ref();
+    let call = match store.get_call(call_sid).await? {
+        Some(call) => call,
+        // We lost the record (or never wrote it): keep the call now, then treat it as one whose
+        // stream never started, so the caller still gets the fallback.
+        None => record_unknown_call(store, form, call_sid).await?,
+    };
+    let (decision, reason, doc) = match by_form(state, form) {
+        Some(FormSays { decision, reason, doc, ends }) => {
+            if let Some(end_reason) = ends {
+                end(store, &call, &end_reason).await?;
+            }
+            (decision, reason, doc)
+        }
+        None => connect_ended(state, &call).await?,
+    };
+    let twilio_status = form.get("CallStatus");
     let detail =
         json!({ "decision": decision, "reason": reason, "twilio_status": twilio_status, "dial_status": form.get("DialCallStatus") });
     let key = format!("stream_ended:{reason}");
-    store.add_event(&call_sid, &CallEvent { at: now_ms(), kind: "stream_ended".into(), key, detail }).await?;
+    store.add_event(call_sid, &CallEvent { at: now_ms(), kind: "stream_ended".into(), key, detail }).await?;
     tracing::info!(call_sid = %call_sid, decision, reason, "stream ended");
-    Ok(twiml_response(doc))
+    Ok(doc)
 }
 
 /// `<Connect>` ended. The agent finishing the call leaves it `completed`: hang up. Otherwise the
