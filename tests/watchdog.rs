@@ -230,3 +230,69 @@ async fn stream_ended_and_the_watchdog_never_both_act() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(redirects(&twilio).await.is_empty(), "the watchdog sees a call already in its fallback");
 }
+
+/// An outbound call placed and never heard of again (its final status callback lost) stays on
+/// the watchdog's list as `ringing`. Past any ring, Twilio is asked: over, or unknown to it, is
+/// closed out; a call Twilio says goes on is left alone (and asked about once a minute). A stale
+/// call behind the old ones is redirected meanwhile: the list is read whole (it had a limit of
+/// 10,000, oldest first, so old calls could hide new ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_ringing_past_any_ring_are_closed_out_by_what_twilio_says() {
+    use callkeeper_core::call::{Direction, NewCall};
+    use callkeeper_core::ids::AccountSid;
+    let (app, twilio) = app_and_twilio().await;
+    let old = callkeeper_core::time::now_ms() - 20 * 60 * 1000;
+    let ringing = |sid: &str| NewCall {
+        call_sid: CallSid::parse(sid).unwrap(),
+        account_sid: AccountSid::parse(ACCOUNT_SID).unwrap(),
+        from: "+97231234567".into(),
+        to: "+972501234567".into(),
+        contact: None,
+        direction: Direction::Outbound,
+        status: CallStatus::Ringing,
+        twilio_status: Some("queued".into()),
+        at: old,
+    };
+    let (no_answer, unknown, still_on) = (new_call_sid(), new_call_sid(), new_call_sid());
+    for sid in [&no_answer, &unknown, &still_on] {
+        app.stores.calls.create_call(&ringing(sid)).await.unwrap();
+    }
+    let status = |sid: &str, body: serde_json::Value| {
+        Mock::given(method("GET"))
+            .and(path_regex(format!(r"/Calls/{sid}\.json$")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body))
+    };
+    status(&no_answer, serde_json::json!({ "sid": no_answer, "status": "no-answer" })).mount(&twilio).await;
+    status(&still_on, serde_json::json!({ "sid": still_on, "status": "in-progress" })).mount(&twilio).await;
+    Mock::given(method("GET"))
+        .and(path_regex(format!(r"/Calls/{unknown}\.json$")))
+        .respond_with(ResponseTemplate::new(404).set_body_json(serde_json::json!({ "code": 20404, "message": "not found", "status": 404 })))
+        .mount(&twilio)
+        .await;
+    twilio_accepts_redirects().mount(&twilio).await;
+    // A call whose stream never starts, behind the old ones.
+    let fresh = new_call_sid();
+    app.answer(&fresh).await;
+    let _watchdog = start_watchdog(&app);
+    let fresh = CallSid::parse(&fresh).unwrap();
+    watchdog_event(&app, &fresh, "watchdog_redirected", Duration::from_secs(5)).await;
+    let detail = watchdog_event(&app, &CallSid::parse(&no_answer).unwrap(), "watchdog_aged_out", Duration::from_secs(5)).await;
+    assert_eq!(detail["end_reason"], "no_answer");
+    let detail = watchdog_event(&app, &CallSid::parse(&unknown).unwrap(), "watchdog_aged_out", Duration::from_secs(5)).await;
+    assert_eq!(detail["end_reason"], "unknown_to_twilio");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let get = |sid: &str| {
+        let sid = CallSid::parse(sid).unwrap();
+        let calls = app.stores.calls.clone();
+        async move { calls.get_call(&sid).await.unwrap().unwrap() }
+    };
+    assert_eq!(get(&no_answer).await.status, CallStatus::Completed);
+    assert_eq!(get(&unknown).await.status, CallStatus::Completed);
+    assert_eq!(get(&still_on).await.status, CallStatus::Ringing, "Twilio says it goes on");
+    // Asked about once a minute, not every pass.
+    let asked =
+        twilio.received_requests().await.unwrap().iter().filter(|r| r.method.as_str() == "GET" && r.url.path().contains(&still_on)).count();
+    assert_eq!(asked, 1);
+    let active: Vec<_> = app.stores.calls.active_calls().await.unwrap().into_iter().map(|c| c.call_sid.to_string()).collect();
+    assert_eq!(active, [still_on]);
+}

@@ -204,6 +204,17 @@ impl TwilioRest {
         }
     }
 
+    /// A call's status as Twilio has it (`queued`, `ringing`, `in-progress`, `completed`, `busy`,
+    /// `failed`, `no-answer`, `canceled`); `None` when Twilio has no such call.
+    pub async fn call_status(&self, call_sid: &CallSid) -> Result<Option<String>, RestError> {
+        let url = self.account_url(&format!("/Calls/{call_sid}.json"));
+        match self.send(reqwest::Method::GET, &url, None, true).await {
+            Ok(body) => Ok(Some(json_field(&body, "status")?)),
+            Err(e) if e.code() == Some(NOT_FOUND) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Places an outbound call.
     pub async fn create_call(&self, call: &OutboundCall) -> Result<Created, RestError> {
         let mut form: Vec<(&str, String)> = vec![("To", call.to.clone()), ("From", call.from.clone())];

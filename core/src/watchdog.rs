@@ -20,10 +20,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 
-/// Calls read per pass; more than one relay fleet holds.
-const ACTIVE_LIMIT: usize = 10_000;
 /// Redirects in flight at once within a pass.
 const CONCURRENT_REDIRECTS: usize = 16;
+/// A call `ringing` this long can no longer be: Twilio rings an outbound call for at most 600 s
+/// (`Timeout`), so its final status callback was lost. Twilio is asked, and the call closed out.
+pub const RINGING_AT_MOST: Duration = Duration::from_secs(11 * 60);
+/// How often Twilio is asked about one such call while it says the call goes on.
+const ASK_EVERY: Duration = Duration::from_secs(60);
 
 /// Why a call needs the fallback, and since when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +62,8 @@ pub struct PassReport {
     pub already_handled: usize,
     /// Twilio said the call was over: closed out.
     pub call_over: usize,
+    /// Ringing past any ring, and over by Twilio's account (or unknown to it): closed out.
+    pub aged_out: usize,
     /// The redirect failed; it stays pending when the failure may pass.
     pub failed: usize,
     /// Store operations this pass issued.
@@ -72,6 +77,7 @@ impl PassReport {
         self.redirected += other.redirected;
         self.already_handled += other.already_handled;
         self.call_over += other.call_over;
+        self.aged_out += other.aged_out;
         self.failed += other.failed;
         self.store_reads += other.store_reads;
         self.store_writes += other.store_writes;
@@ -91,17 +97,64 @@ pub struct Watchdog {
     calls: Arc<dyn CallStore>,
     twilio: TwilioRest,
     config: Arc<Config>,
+    /// When Twilio was last asked about each call ringing too long.
+    asked: Arc<std::sync::Mutex<std::collections::HashMap<crate::ids::CallSid, Millis>>>,
 }
 
 impl Watchdog {
     pub fn new(calls: Arc<dyn CallStore>, twilio: TwilioRest, config: Arc<Config>) -> Watchdog {
-        Watchdog { calls, twilio, config }
+        Watchdog { calls, twilio, config, asked: Arc::default() }
+    }
+
+    /// Whether to ask Twilio about a call ringing too long now (at most once per [`ASK_EVERY`]).
+    fn ask_now(&self, call: &ActiveCall, now: Millis) -> bool {
+        if call.status != CallStatus::Ringing || now - call.status_at < RINGING_AT_MOST.as_millis() as Millis {
+            return false;
+        }
+        let mut asked = self.asked.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match asked.get(&call.call_sid) {
+            Some(at) if now - at < ASK_EVERY.as_millis() as Millis => false,
+            _ => {
+                asked.insert(call.call_sid.clone(), now);
+                true
+            }
+        }
+    }
+
+    /// A call ringing past any ring: closed out if Twilio says it is over or does not know it.
+    async fn age_out(&self, call: &ActiveCall) -> StoreResult<PassReport> {
+        let mut report = PassReport::default();
+        let sid = &call.call_sid;
+        let end_reason = match self.twilio.call_status(sid).await {
+            Ok(None) => "unknown_to_twilio".to_string(),
+            Ok(Some(status)) if matches!(status.as_str(), "completed" | "busy" | "failed" | "no-answer" | "canceled") => {
+                status.replace('-', "_")
+            }
+            Ok(Some(status)) => {
+                tracing::warn!(call_sid = %sid, status, "watchdog: ringing for long, and Twilio says it goes on; asking again later");
+                return Ok(report);
+            }
+            Err(e) => {
+                tracing::warn!(call_sid = %sid, error = %e, "watchdog: could not ask Twilio about a call ringing for long");
+                return Ok(report);
+            }
+        };
+        let at = now_ms();
+        let patch = CallPatch { end_reason: Some(end_reason.clone()), ..Default::default() };
+        self.calls.transition(sid, &[CallStatus::Ringing], CallStatus::Completed, &patch, at).await?;
+        let detail = json!({ "end_reason": end_reason, "ringing_since": call.status_at });
+        self.calls.add_event(sid, &CallEvent { at, kind: "watchdog_aged_out".into(), key: "watchdog_aged_out".into(), detail }).await?;
+        self.asked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(sid);
+        tracing::info!(call_sid = %sid, end_reason, "watchdog: a call whose final status never came is closed out");
+        report.aged_out = 1;
+        report.store_writes = 2;
+        Ok(report)
     }
 
     /// One look at the list, acting on every stale call.
     pub async fn pass(&self) -> StoreResult<PassReport> {
         let now = now_ms();
-        let list = self.calls.active_calls(ACTIVE_LIMIT).await?;
+        let list = self.calls.active_calls().await?;
         let mut report = PassReport { active: list.len(), store_reads: 1, ..Default::default() };
         // The oldest heartbeat among streaming calls: how close the relays run to the stale line.
         // A call streaming for less than one interval has none yet, and counts from its start.
@@ -116,6 +169,14 @@ impl Watchdog {
         let mut work = JoinSet::new();
         let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_REDIRECTS));
         for call in list {
+            if self.ask_now(&call, now) {
+                let (watchdog, permits) = (self.clone(), permits.clone());
+                work.spawn(async move {
+                    let _permit = permits.acquire_owned().await.expect("never closed");
+                    watchdog.age_out(&call).await
+                });
+                continue;
+            }
             let stale = if call.redirect_pending {
                 Some(Stale { reason: "redirect_retry", since: call.status_at })
             } else {

@@ -215,7 +215,7 @@ pub async fn active_calls_are_the_calls_on_the_line_and_pending_redirects(s: &St
     let listed = |calls: Vec<crate::call::ActiveCall>| -> Vec<CallSid> {
         calls.into_iter().map(|c| c.call_sid).filter(|sid| sids.contains(sid)).collect()
     };
-    assert_eq!(listed(s.calls.active_calls(1000).await.unwrap()), sids, "oldest status first");
+    assert_eq!(listed(s.calls.active_calls().await.unwrap()), sids, "oldest status first");
 
     // One ends, one falls back with its redirect pending, one falls back without.
     let at = now_ms() + 10;
@@ -223,7 +223,7 @@ pub async fn active_calls_are_the_calls_on_the_line_and_pending_redirects(s: &St
     let pending = CallPatch { redirect_pending: Some(true), ..Default::default() };
     s.calls.transition(&sids[1], &[CallStatus::Streaming], CallStatus::Fallback, &pending, at).await.unwrap();
     s.calls.transition(&sids[3], &[CallStatus::Streaming], CallStatus::Fallback, &CallPatch::default(), at).await.unwrap();
-    let active = s.calls.active_calls(1000).await.unwrap();
+    let active = s.calls.active_calls().await.unwrap();
     assert_eq!(listed(active.clone()), vec![sids[2].clone(), sids[1].clone()]);
     let fallen = active.iter().find(|c| c.call_sid == sids[1]).unwrap();
     assert_eq!((fallen.status, fallen.redirect_pending), (CallStatus::Fallback, true));
@@ -234,12 +234,12 @@ pub async fn active_calls_are_the_calls_on_the_line_and_pending_redirects(s: &St
     s.calls.create_call(&ended).await.unwrap();
     s.calls.transition(&ended.call_sid, &[CallStatus::Streaming], CallStatus::Fallback, &pending, at).await.unwrap();
     s.calls.transition(&ended.call_sid, &[CallStatus::Fallback], CallStatus::Completed, &CallPatch::default(), at).await.unwrap();
-    assert!(!s.calls.active_calls(1000).await.unwrap().iter().any(|c| c.call_sid == ended.call_sid));
+    assert!(!s.calls.active_calls().await.unwrap().iter().any(|c| c.call_sid == ended.call_sid));
 
     // Redirected: off the list.
     let done = CallPatch { redirect_pending: Some(false), ..Default::default() };
     assert!(s.calls.patch_call(&sids[1], &done, at + 1).await.unwrap());
-    assert_eq!(listed(s.calls.active_calls(1000).await.unwrap()), vec![sids[2].clone()]);
+    assert_eq!(listed(s.calls.active_calls().await.unwrap()), vec![sids[2].clone()]);
     assert!(!s.calls.get_call(&sids[1]).await.unwrap().unwrap().redirect_pending);
 }
 
@@ -608,7 +608,7 @@ pub async fn a_transfer_keeps_its_number_and_leaves_the_watchdogs_list(s: &Store
         panic!("streaming → transferred")
     };
     assert_eq!((moved.status, moved.transfer_to.as_deref()), (CallStatus::Transferred, Some("+972501112222")));
-    let active = s.calls.active_calls(1000).await.unwrap();
+    let active = s.calls.active_calls().await.unwrap();
     assert!(active.iter().all(|a| a.call_sid != call.call_sid), "a transferred call is no longer the watchdog's");
     assert!(!s.calls.heartbeat(&call.call_sid, call.at + 6).await.unwrap(), "nor the relay's");
     let done =

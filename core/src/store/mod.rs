@@ -94,8 +94,9 @@ pub trait CallStore: Send + Sync {
     /// Newest first.
     async fn recent_calls(&self, limit: usize) -> StoreResult<Vec<Call>>;
     /// The watchdog's list, through the sparse index of calls still on the line, or in
-    /// `fallback` with a redirect pending; oldest status first. Never a scan of all calls.
-    async fn active_calls(&self, limit: usize) -> StoreResult<Vec<ActiveCall>>;
+    /// `fallback` with a redirect pending; oldest status first. All of it, page by page (a call
+    /// left out would never be watched); never a scan of all calls.
+    async fn active_calls(&self) -> StoreResult<Vec<ActiveCall>>;
 
     /// The relay's heartbeat: when it last saw media. Written only while the call is `streaming`,
     /// so a late beat cannot bring back a call that fell back or ended; `false` then (or when

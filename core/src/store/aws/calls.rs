@@ -473,7 +473,7 @@ impl CallStore for DynamoStore {
         self.batch_get(keys).await?.into_iter().map(|item| from_item(item, "call")).collect()
     }
 
-    async fn active_calls(&self, limit: usize) -> StoreResult<Vec<ActiveCall>> {
+    async fn active_calls(&self) -> StoreResult<Vec<ActiveCall>> {
         let mut rows = Vec::new();
         for shard in 0..ACTIVE_SHARDS {
             let mut start = None;
@@ -506,7 +506,6 @@ impl CallStore for DynamoStore {
             }
         }
         rows.sort_by_key(|c| c.status_at);
-        rows.truncate(limit);
         Ok(rows)
     }
 

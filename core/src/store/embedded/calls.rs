@@ -248,13 +248,13 @@ impl CallStore for EmbeddedStore {
         .await
     }
 
-    async fn active_calls(&self, limit: usize) -> StoreResult<Vec<ActiveCall>> {
+    async fn active_calls(&self) -> StoreResult<Vec<ActiveCall>> {
         self.with_conn(move |conn| {
             // The WHERE is the partial index's own, so SQLite reads the index, not the table's calls.
             let sql = "SELECT call_sid, status, status_at, heartbeat_at, redirect_pending FROM calls
                        WHERE status IN ('ringing', 'awaiting_stream', 'streaming') OR (status = 'fallback' AND redirect_pending = 1)
-                       ORDER BY status_at LIMIT ?1";
-            query(conn, sql, [limit as i64], |r| {
+                       ORDER BY status_at";
+            query(conn, sql, [], |r| {
                 Ok(ActiveCall {
                     call_sid: r.get(0)?,
                     status: r.get(1)?,
