@@ -110,6 +110,8 @@ pub struct Config {
     pub relay_public_url: AbsoluteUrl,
     pub twilio_account_sid: AccountSid,
     pub twilio_auth_token: Secret,
+    /// Also accepted during a rotation of the auth token (`TWILIO_AUTH_TOKEN_SECONDARY`).
+    pub twilio_auth_token_secondary: Option<Secret>,
     /// Signs the stream token between webhook and relay.
     pub stream_token_secret: Secret,
     pub timeouts: Timeouts,
@@ -218,6 +220,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("RELAY_PUBLIC_URL", "", "wss base of the relay's media WebSocket"),
     ("TWILIO_ACCOUNT_SID", "", "AC… of the account that owns the numbers"),
     ("TWILIO_AUTH_TOKEN", "", "checks Twilio's signatures"),
+    (
+        "TWILIO_AUTH_TOKEN_SECONDARY",
+        "",
+        "during a rotation: Twilio's secondary token, also accepted on signatures and tried on the REST API when the primary is refused",
+    ),
     ("STREAM_TOKEN_SECRET", "derived from the auth token", "signs the stream token the relay checks"),
     ("STREAM_START_TIMEOUT_SECS", "8", "wait for the stream's start, counted after the greeting"),
     ("HEARTBEAT_INTERVAL_SECS", "5", "relay heartbeat period while media flows"),
@@ -273,6 +280,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "how long a worker's claim on a job holds unrenewed (renewed every third of it); a job in `serve` stays hidden for twice this, so a dead worker's job is retried within it",
     ),
     ("TWILIO_AUTH_TOKEN_SSM_PARAMETER", "", "in AWS: the SSM parameter holding the auth token, read at start"),
+    ("TWILIO_AUTH_TOKEN_SECONDARY_SSM_PARAMETER", "", "in AWS: the SSM parameter holding the secondary token, during a rotation"),
     ("STREAM_TOKEN_SECRET_SSM_PARAMETER", "", "in AWS: the SSM parameter holding the stream token secret"),
     ("OPENAI_API_KEY_SSM_PARAMETER", "", "in AWS: the SSM parameter holding the OpenAI key"),
     ("METRICS_NAMESPACE", "", "emit CloudWatch metrics (EMF lines on stdout) in this namespace; off when unset"),
@@ -305,6 +313,12 @@ fn default_apology_text(language: &str, mode: &FallbackMode) -> Option<&'static 
 }
 
 impl Config {
+    /// The keys a Twilio signature may be made with: the auth token, and the secondary one
+    /// during a rotation (Twilio signs with whichever is primary at the moment).
+    pub fn signature_keys(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(&self.twilio_auth_token).chain(&self.twilio_auth_token_secondary).map(|token| token.expose().as_bytes())
+    }
+
     /// Reads the configuration through `lookup` (the environment, or the environment over local
     /// defaults). Empty values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
@@ -486,6 +500,7 @@ impl Config {
                     relay_public_url,
                     twilio_account_sid,
                     twilio_auth_token,
+                    twilio_auth_token_secondary: get("TWILIO_AUTH_TOKEN_SECONDARY").map(Secret::new),
                     stream_token_secret,
                     timeouts: Timeouts {
                         stream_start: Duration::from_secs(stream_start),

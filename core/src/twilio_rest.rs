@@ -14,6 +14,8 @@ use crate::ids::{AccountSid, CallSid};
 use crate::secrets::Secret;
 use crate::url::AbsoluteUrl;
 use serde_json::Value;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -164,23 +166,28 @@ pub struct TwilioRest {
     http: reqwest::Client,
     base: String,
     account: AccountSid,
-    auth_token: Secret,
+    /// The auth token, and the secondary one during a rotation.
+    auth_tokens: Arc<[Secret]>,
+    /// Which of them Twilio took last: once the secondary is promoted, the primary is refused
+    /// (401), and every request after goes with the one that worked.
+    current: Arc<AtomicUsize>,
     retry: RetryPolicy,
 }
 
 impl TwilioRest {
     pub fn new(base: &str, account: AccountSid, auth_token: Secret, retry: RetryPolicy) -> TwilioRest {
+        Self::with_tokens(base, account, vec![auth_token], retry)
+    }
+
+    fn with_tokens(base: &str, account: AccountSid, auth_tokens: Vec<Secret>, retry: RetryPolicy) -> TwilioRest {
         let http = reqwest::Client::builder().timeout(retry.per_attempt).build().expect("a TLS client builds");
-        TwilioRest { http, base: base.trim_end_matches('/').to_string(), account, auth_token, retry }
+        let base = base.trim_end_matches('/').to_string();
+        TwilioRest { http, base, account, auth_tokens: auth_tokens.into(), current: Arc::default(), retry }
     }
 
     pub fn from_config(config: &Config) -> TwilioRest {
-        TwilioRest::new(
-            &config.twilio_api_base,
-            config.twilio_account_sid.clone(),
-            config.twilio_auth_token.clone(),
-            RetryPolicy::default(),
-        )
+        let tokens = std::iter::once(&config.twilio_auth_token).chain(&config.twilio_auth_token_secondary).cloned().collect();
+        TwilioRest::with_tokens(&config.twilio_api_base, config.twilio_account_sid.clone(), tokens, RetryPolicy::default())
     }
 
     fn account_url(&self, path: &str) -> String {
@@ -300,12 +307,21 @@ impl TwilioRest {
         let started = Instant::now();
         let mut delay = self.retry.first_delay;
         let mut attempt = 1;
+        let mut tokens_tried = 1;
         loop {
-            let (result, retry_after) = self.attempt(method.clone(), url, form).await;
+            let token = self.current.load(Ordering::Relaxed) % self.auth_tokens.len();
+            let (result, retry_after) = self.attempt(method.clone(), url, form, &self.auth_tokens[token]).await;
             let error = match result {
                 Ok(bytes) => return Ok(bytes),
                 Err(e) => e,
             };
+            // Refused credentials: Twilio did nothing, so the other token may be tried at once.
+            if matches!(error, RestError::Api { status: 401, .. }) && tokens_tried < self.auth_tokens.len() {
+                tokens_tried += 1;
+                let _ = self.current.compare_exchange(token, (token + 1) % self.auth_tokens.len(), Ordering::Relaxed, Ordering::Relaxed);
+                tracing::warn!(%url, "Twilio refused the auth token; trying the other one (a rotation in progress?)");
+                continue;
+            }
             let retryable = match (&error, idempotent) {
                 (_, true) => error.is_transient(),
                 (RestError::Api { status: 429, .. }, false) => true,
@@ -331,8 +347,9 @@ impl TwilioRest {
         method: reqwest::Method,
         url: &str,
         form: Option<&[(&str, String)]>,
+        auth_token: &Secret,
     ) -> (Result<Vec<u8>, RestError>, Option<Duration>) {
-        let mut request = self.http.request(method, url).basic_auth(self.account.as_str(), Some(self.auth_token.expose()));
+        let mut request = self.http.request(method, url).basic_auth(self.account.as_str(), Some(auth_token.expose()));
         if let Some(form) = form {
             let body: String =
                 form_urlencoded::Serializer::new(String::new()).extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str()))).finish();

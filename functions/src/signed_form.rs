@@ -33,8 +33,8 @@ impl FromRequest<AppState> for SignedForm {
             return Err(WebhookError::BadRequest(format!("{fields} form fields; Twilio sends at most {MAX_FIELDS}")));
         }
         let form = Form::parse(&bytes);
-        let key = state.config.twilio_auth_token.expose().as_bytes();
-        if !signature::validate(key, algorithm, url.as_str(), SignedBody::Form(form.pairs()), &signature) {
+        let signed = |key: &[u8]| signature::validate(key, algorithm, url.as_str(), SignedBody::Form(form.pairs()), &signature);
+        if !state.config.signature_keys().any(signed) {
             tracing::warn!(url = %url, "invalid Twilio signature");
             return Err(WebhookError::Forbidden("invalid X-Twilio-Signature"));
         }

@@ -52,8 +52,7 @@ pub async fn upgrade(
     };
     let path_and_query = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
     let url = relay.config.relay_public_url.join(path_and_query);
-    let key = relay.config.twilio_auth_token.expose().as_bytes();
-    if !signature::validate(key, algorithm, url.as_str(), SignedBody::Form(&[]), given) {
+    if !relay.config.signature_keys().any(|key| signature::validate(key, algorithm, url.as_str(), SignedBody::Form(&[]), given)) {
         tracing::warn!(url = %url, "invalid Twilio signature on a stream upgrade");
         return plain(StatusCode::FORBIDDEN, "invalid X-Twilio-Signature");
     }
