@@ -146,7 +146,7 @@ async fn failure(calls: usize, fault: Fault, what: &str) {
     for _ in 0..calls {
         fake.log().faulted_at = None;
         let (mut call, started) = call(&server).await;
-        let closed = call.closed(Duration::from_secs(10)).await;
+        let closed = call.closed_while_silent(Duration::from_secs(10)).await;
         let at = Instant::now();
         let closed = closed.expect("the stream is closed");
         assert_eq!(closed.code, 1011, "{closed:?}");

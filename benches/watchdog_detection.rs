@@ -2,12 +2,16 @@
 //! pass reads from the store.
 //!
 //! 1. Streams that never start: calls answered at random moments with production timeouts
-//!    (start 8 s, a pass every 2 s); detection = the redirect request minus the moment the call
-//!    became stale. A fake Twilio (wiremock, loopback) takes the redirects.
-//! 2. Streams that stop: calls stream media for 2 s through the real relay, then go quiet with
-//!    the socket open (heartbeat every 5 s, stale after 15 s). Reported both from the stale
-//!    moment and from the caller's last media, which is what the caller lives through.
-//! 3. A pass over many healthy active calls: store reads and time.
+//!    (start 8 s, a pass every second); detection = the redirect request minus the moment the
+//!    call became stale. A fake Twilio (wiremock, loopback) takes the redirects.
+//! 2. Media that stops: calls stream media for 2 s through the real relay, then go quiet with the
+//!    socket open. The relay ends such a stream itself (`MEDIA_SILENCE_SECS`, 3 s); measured
+//!    from the caller's last media to the fallback TwiML `stream_ended` serves (what Twilio
+//!    asks next), which is what the caller lives through.
+//! 3. A relay that hangs: the same, with the relay's own limit out of reach (60 s), so only the
+//!    watchdog can act (heartbeat every 4 s, stale after 8 s). Reported from the stale moment
+//!    and from the caller's last media.
+//! 4. A pass over many healthy active calls: store reads and time.
 //!
 //! `cargo bench --bench watchdog_detection` (or `-- --calls 300`).
 
@@ -89,9 +93,41 @@ async fn never_started(calls: usize) {
     report("never started: redirect request → Twilio's answer", twilio_ms);
 }
 
-async fn stopped_streams(calls: usize) {
+async fn media_stops(calls: usize) {
     let twilio = fake_twilio().await;
     let app = Arc::new(spawn_app_with(&[("TWILIO_API_BASE", &twilio.uri()), ("VOICE_AGENT", "silent")]).await);
+    let mut tasks = Vec::new();
+    for i in 0..calls {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(i as u64 * 5_000 / calls as u64)).await;
+            let (sid, mut call) = app.start_call().await;
+            call.silence(Duration::from_secs(2)).await;
+            let last_media = Instant::now();
+            call.closed(Duration::from_secs(30)).await.expect("the relay ends the quiet stream");
+            let form = params(&[
+                ("AccountSid", ACCOUNT_SID),
+                ("CallSid", sid.as_str()),
+                ("From", "+972501234567"),
+                ("To", "+97231234567"),
+                ("CallStatus", "in-progress"),
+            ]);
+            let twiml = twiml_of(app.post("/webhook/stream_ended", &form).await).await;
+            assert!(twiml.find("Record").is_some(), "the fallback");
+            last_media.elapsed().as_millis() as i64
+        }));
+    }
+    let mut from_silence = Vec::new();
+    for t in tasks {
+        from_silence.push(t.await.unwrap());
+    }
+    report("media stopped: last media → fallback TwiML", from_silence);
+}
+
+async fn relay_hangs(calls: usize) {
+    let twilio = fake_twilio().await;
+    let app =
+        Arc::new(spawn_app_with(&[("TWILIO_API_BASE", &twilio.uri()), ("VOICE_AGENT", "silent"), ("MEDIA_SILENCE_SECS", "60")]).await);
     let dog = watchdog(&app);
     tokio::spawn(async move { dog.run_for(Duration::from_secs(3600)).await });
     let mut tasks = Vec::new();
@@ -113,8 +149,8 @@ async fn stopped_streams(calls: usize) {
         from_stale.push(a);
         from_silence.push(b);
     }
-    report("stream stopped: stale → redirect request", from_stale);
-    report("stream stopped: caller's last media → redirect", from_silence);
+    report("relay hangs: stale → redirect request", from_stale);
+    report("relay hangs: caller's last media → redirect", from_silence);
 }
 
 async fn pass_over_healthy_calls(calls: usize) {
@@ -150,9 +186,12 @@ async fn pass_over_healthy_calls(calls: usize) {
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let calls: usize = args.iter().position(|a| a == "--calls").and_then(|i| args.get(i + 1)).map_or(300, |n| n.parse().unwrap());
-    println!("watchdog detection, production timeouts (start 8 s, heartbeat 5 s, stale 15 s, a pass every 2 s), embedded store, fake Twilio on loopback");
+    println!(
+        "watchdog detection, production timeouts (start 8 s, media silence 3 s, heartbeat 4 s, stale 8 s, a pass every second), embedded store, fake Twilio on loopback"
+    );
     never_started(calls).await;
-    stopped_streams(calls / 3).await;
+    media_stops(calls / 3).await;
+    relay_hangs(calls / 3).await;
     for n in [1_000, 10_000] {
         pass_over_healthy_calls(n).await;
     }

@@ -60,7 +60,8 @@ AWS_DEFAULT_REGION=eu-west-1 AWS_ACCESS_KEY_ID=offline AWS_SECRET_ACCESS_KEY=off
 
 echo "== moto_server (DynamoDB, SQS, S3, SSM emulated) for the AWS adapters' tests"
 port="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-"$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" > "${TMPDIR:-/tmp}/callkeeper-moto.log" 2>&1 &
+# One request at a time: see scripts/moto_serial.py.
+"$VENV/bin/python" scripts/moto_serial.py 127.0.0.1 "$port" > "${TMPDIR:-/tmp}/callkeeper-moto.log" 2>&1 &
 moto_pid=$!
 trap 'rm -f "$fresh"; rm -rf "$tables" "$events"; kill "$moto_pid" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do

@@ -210,6 +210,19 @@ impl MediaCall {
         result.ok().and_then(|r| r.ok()).and_then(|c| c.clone())
     }
 
+    /// Waits up to `timeout` for the relay to close the socket while the caller says nothing, as
+    /// Twilio's line carries silence: a relay ends a stream that sends no frames at all.
+    pub async fn closed_while_silent(&mut self, timeout: Duration) -> Option<Closed> {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if let Some(closed) = self.closed(Duration::ZERO).await {
+                return Some(closed);
+            }
+            self.silence(Duration::from_millis(100)).await;
+        }
+        self.closed(Duration::ZERO).await
+    }
+
     /// Waits until `check` holds on what was heard, or `timeout`.
     pub async fn wait_heard(&self, timeout: Duration, check: impl Fn(&Heard) -> bool) -> bool {
         let until = Instant::now() + timeout;

@@ -22,8 +22,8 @@ pub async fn place(config: &Config, calls: &dyn CallStore, to: &str, from: Optio
     let request = OutboundCall {
         to: to.to_string(),
         from: from.to_string(),
-        url: Some(config.webhook_url(Route::OutboundCall.path())),
-        status_callback: Some(config.webhook_url(Route::StreamEnded.path())),
+        url: Some(config.callback_url(Route::OutboundCall.path())),
+        status_callback: Some(config.callback_url(Route::StreamEnded.path())),
         status_callback_events: vec!["completed".into()],
         machine_detection: detect_machine.then(|| "Enable".to_string()),
         ..Default::default()

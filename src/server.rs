@@ -134,7 +134,8 @@ impl Server {
     /// What to tell the user at start: where we listen and the URLs to give Twilio.
     pub fn banner(&self, data_dir: &std::path::Path) -> String {
         let info = callkeeper_core::build_info::build_info();
-        let url = |route: Route| self.config.webhook_url(route.path()).to_string();
+        // With the connection overrides, so that Twilio retries a 503.
+        let url = |route: Route| self.config.callback_url(route.path()).to_string();
         let config_line = match &self.source {
             Source::Environment => "from the environment".to_string(),
             Source::Local(path) => format!(
@@ -149,6 +150,7 @@ impl Server {
              \x20 outbound calls' Url:                        {}\n\
              \x20 WhatsApp sender, \"When a message comes in\": {}\n\
              \x20 WhatsApp sender, status callback:           {}\n\
+             \x20 phone number, \"Primary handler fails\":     {}\n\
              (stream_status, stream_ended and recording_done are set by the TwiML itself.)\n\
              media stream: {} (voice agent: {})\n\
              watchdog: {}\n\
@@ -171,6 +173,7 @@ impl Server {
             url(Route::OutboundCall),
             url(Route::WhatsappInbound),
             url(Route::WhatsappStatus),
+            url(Route::StreamEnded),
             self.config.relay_public_url.join(callkeeper_relay::STREAM_PATH),
             self.config.relay.voice_agent.as_str(),
             if self.watches() {

@@ -201,7 +201,7 @@ async fn a_transfer_is_redirected_only_after_the_announcement_played() {
     let form: Vec<(String, String)> = form_urlencoded::parse(&requests[0].body).into_owned().collect();
     let twiml = parse_twiml(&form.iter().find(|(k, _)| k == "Twiml").unwrap().1);
     let dial = twiml.find("Dial").expect("the redirect dials");
-    assert_eq!(dial.attr("action"), Some("https://ck.example.com/webhook/stream_ended"));
+    assert_eq!(dial.attr("action"), Some("https://ck.example.com/webhook/stream_ended#rc=3&rp=5xx,ct"));
     assert_eq!(dial.find("Number").unwrap().text, TRANSFER_TO);
     let heard = call.heard();
     assert!(heard.audio.len() as u64 / 8 >= 600 + 1500 - 20, "the whole announcement was heard");
@@ -280,7 +280,7 @@ async fn a_silent_caller_is_asked_then_bid_goodbye_and_hung_up_on() {
     let (sid, mut call) = a.app.start_call().await;
     let started = Instant::now();
     // The caller says nothing at all.
-    let closed = call.closed(Duration::from_secs(12)).await.expect("the agent hangs up on silence");
+    let closed = call.closed_while_silent(Duration::from_secs(12)).await.expect("the agent hangs up on silence");
     assert_eq!(closed.reason, "caller_silent");
     let waited = started.elapsed();
     assert!(waited >= Duration::from_secs(6) && waited < Duration::from_secs(10), "asked after 3 s, goodbye 3 s later: {waited:?}");
@@ -309,7 +309,7 @@ async fn a_failing_model_ends_the_stream_at_once_and_the_caller_gets_the_fallbac
         let a = agent(options, &[]).await;
         let started = Instant::now();
         let (sid, mut call) = a.app.start_call().await;
-        let closed = call.closed(Duration::from_secs(6)).await.unwrap_or_else(|| panic!("{fault:?}: the stream is closed"));
+        let closed = call.closed_while_silent(Duration::from_secs(6)).await.unwrap_or_else(|| panic!("{fault:?}: the stream is closed"));
         let took = started.elapsed();
         assert_eq!(closed.code, 1011, "{fault:?}: {closed:?}");
         assert!(closed.reason.contains(reason), "{fault:?}: {:?}", closed.reason);

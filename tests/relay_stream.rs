@@ -311,3 +311,31 @@ async fn two_hundred_concurrent_streams() {
     }
     assert_eq!(app.relay.drain.live(), 0, "every session ended");
 }
+
+/// Twilio sends a frame every 20 ms: a started stream that goes quiet with its socket open has
+/// lost its media, and the relay ends it itself, so `<Connect action>` gives the fallback within
+/// about `MEDIA_SILENCE_SECS` of the last frame instead of the watchdog's stale age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_with_no_frames_for_the_silence_limit_is_ended_by_the_relay() {
+    let app = spawn_app_with(&[("VOICE_AGENT", "silent")]).await;
+    let (sid, mut call) = app.start_call().await;
+    call.silence(Duration::from_millis(500)).await;
+    let last_frame = std::time::Instant::now();
+    let closed = call.closed(Duration::from_secs(6)).await.expect("the relay closed the quiet stream");
+    let after = last_frame.elapsed();
+    assert_eq!((closed.code, closed.reason.as_str()), (1011, "no media from Twilio"));
+    assert!(after >= Duration::from_millis(2900) && after < Duration::from_millis(3600), "closed {after:?} after the last frame");
+    assert_eq!(app.figures(&sid).await.end, StreamEnd::MediaSilent);
+    // What Twilio does next: `<Connect action>`, and the caller gets the fallback.
+    let form = params(&[
+        ("AccountSid", ACCOUNT_SID),
+        ("CallSid", sid.as_str()),
+        ("From", "+972501234567"),
+        ("To", "+97231234567"),
+        ("CallStatus", "in-progress"),
+    ]);
+    let twiml = twiml_of(app.post("/webhook/stream_ended", &form).await).await;
+    assert!(twiml.find("Record").is_some());
+    let stored = app.stores.calls.get_call(&sid).await.unwrap().unwrap();
+    assert_eq!(stored.fallback_reason.as_deref(), Some("stream_ended_abnormally"));
+}

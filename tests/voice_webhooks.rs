@@ -28,12 +28,12 @@ async fn incoming_call_is_stored_and_answered_with_the_stream_twiml() {
     let recording = &twiml.children[0].children[0];
     assert_eq!(recording.name, "Recording");
     assert_eq!(recording.attr("channels"), Some("dual"));
-    assert_eq!(recording.attr("recordingStatusCallback"), Some("https://ck.example.com/webhook/recording_done"));
+    assert_eq!(recording.attr("recordingStatusCallback"), Some("https://ck.example.com/webhook/recording_done#rc=3&rp=5xx,ct"));
     let connect = &twiml.children[1];
-    assert_eq!(connect.attr("action"), Some("https://ck.example.com/webhook/stream_ended"));
+    assert_eq!(connect.attr("action"), Some("https://ck.example.com/webhook/stream_ended#rc=3&rp=5xx,ct"));
     let stream = connect.find("Stream").unwrap();
     assert_eq!(stream.attr("url"), Some("wss://relay.example.com/ws/twilio-media"));
-    assert_eq!(stream.attr("statusCallback"), Some("https://ck.example.com/webhook/stream_status"));
+    assert_eq!(stream.attr("statusCallback"), Some("https://ck.example.com/webhook/stream_status#rc=3&rp=5xx,ct"));
     let param =
         |name: &str| stream.children.iter().find(|p| p.attr("name") == Some(name)).and_then(|p| p.attr("value")).map(str::to_string);
     assert_eq!(param("call_sid").as_deref(), Some(sid.as_str()));
@@ -265,8 +265,8 @@ async fn stream_that_never_started_falls_back_to_voicemail_once() {
         let say = &twiml.children[0];
         assert_eq!((say.attr("language"), say.attr("voice")), (Some("he-IL"), Some("Google.he-IL-Standard-A")));
         let record = &twiml.children[1];
-        assert_eq!(record.attr("action"), Some("https://ck.example.com/webhook/stream_ended"));
-        assert_eq!(record.attr("recordingStatusCallback"), Some("https://ck.example.com/webhook/recording_done"));
+        assert_eq!(record.attr("action"), Some("https://ck.example.com/webhook/stream_ended#rc=3&rp=5xx,ct"));
+        assert_eq!(record.attr("recordingStatusCallback"), Some("https://ck.example.com/webhook/recording_done#rc=3&rp=5xx,ct"));
     }
     assert!(answers.windows(2).all(|w| w[0] == w[1]), "a retry gets the same fallback");
     let call_sid = CallSid::parse(&sid).unwrap();
@@ -348,7 +348,7 @@ async fn dial_fallback_rings_a_person_then_voicemail_if_nobody_answers() {
     let twiml = twiml_of(app.post("/webhook/stream_ended", &ended_form(&sid, &[])).await).await;
     assert_eq!(twiml.names(), ["Say", "Dial"]);
     let dial = &twiml.children[1];
-    assert_eq!(dial.attr("action"), Some("https://ck.example.com/webhook/stream_ended"));
+    assert_eq!(dial.attr("action"), Some("https://ck.example.com/webhook/stream_ended#rc=3&rp=5xx,ct"));
     assert_eq!(dial.find("Number").unwrap().text, "+972541112222");
     // Nobody answered: the caller can leave a message.
     let twiml = twiml_of(app.post("/webhook/stream_ended", &ended_form(&sid, &[("DialCallStatus", "no-answer")])).await).await;
@@ -448,4 +448,25 @@ async fn a_call_whose_audit_event_fails_is_still_answered_and_the_event_written_
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(written, "the twiml_served event was written once the store took it");
+}
+
+/// Every URL callkeeper hands Twilio carries the connection overrides, so a 503 is retried.
+/// Whether Twilio signs the fragment is not documented (it is never sent): a signature over the
+/// URL with our fragment or without it is accepted, and over any other fragment refused.
+#[tokio::test]
+async fn callbacks_carry_the_connection_overrides_and_validate_with_or_without_them() {
+    let app = spawn_app().await;
+    let path = "/webhook/incoming_call";
+    let sign = |url: &str, form: &[(String, String)]| {
+        callkeeper_core::signature::compute(AUTH_TOKEN.as_bytes(), callkeeper_core::signature::Algorithm::HmacSha1, url, form)
+    };
+    for (url, status) in [
+        ("https://ck.example.com/webhook/incoming_call", 200),
+        ("https://ck.example.com/webhook/incoming_call#rc=3&rp=5xx,ct", 200),
+        ("https://ck.example.com/webhook/incoming_call#rc=5", 403),
+    ] {
+        let form = incoming_call_form(&new_call_sid(), CALLER);
+        assert_eq!(app.post_signed(path, &form, Some(&sign(url, &form))).await.status(), status, "signed over {url}");
+    }
+    assert_eq!(callkeeper_core::config::CONNECTION_OVERRIDES, "#rc=3&rp=5xx,ct");
 }

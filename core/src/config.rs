@@ -100,6 +100,8 @@ pub struct RelaySettings {
     pub voice_agent: VoiceAgentKind,
     /// Open connections (HTTP and live streams) past which new ones are closed at once.
     pub max_connections: usize,
+    /// A started stream with no frame from Twilio this long is ended (`media_silent`).
+    pub media_silence: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -214,6 +216,12 @@ pub struct WatchdogSettings {
     pub run_for: Duration,
 }
 
+/// Twilio's webhook connection overrides, on every URL callkeeper hands Twilio: up to 3 retries
+/// on a 5xx or a failed connect. Without them Twilio retries only a failed connect, once, and a
+/// callback answered 503 in a store failure would be lost. Users put the same fragment on the
+/// URLs they paste into the console (README, Pointing Twilio at it).
+pub const CONNECTION_OVERRIDES: &str = "#rc=3&rp=5xx,ct";
+
 /// Every setting, with its default where it has one: the README's table is made from this.
 pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("PUBLIC_BASE_URL", "", "https base of the webhooks, as Twilio calls them"),
@@ -227,8 +235,8 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ),
     ("STREAM_TOKEN_SECRET", "derived from the auth token", "signs the stream token the relay checks"),
     ("STREAM_START_TIMEOUT_SECS", "8", "wait for the stream's start, counted after the greeting"),
-    ("HEARTBEAT_INTERVAL_SECS", "5", "relay heartbeat period while media flows"),
-    ("HEARTBEAT_STALE_SECS", "15", "heartbeat age at which a stream counts as lost"),
+    ("HEARTBEAT_INTERVAL_SECS", "4", "relay heartbeat period while media flows"),
+    ("HEARTBEAT_STALE_SECS", "8", "heartbeat age at which a stream counts as lost"),
     ("FALLBACK_MODE", "voicemail", "`voicemail` or `dial:+E164`"),
     ("FALLBACK_AUDIO_URL", "", "pre-rendered apology audio; otherwise <Say>"),
     ("FALLBACK_SAY_TEXT", "by language", "apology text for <Say>"),
@@ -254,6 +262,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("TRANSFER_NUMBER", "", "+E164 the agent's transfer_to_human dials, unless the number's agent profile names one"),
     ("DRAIN_DEADLINE_SECS", "110", "on SIGTERM, how long the relay lets live calls go on"),
     (
+        "MEDIA_SILENCE_SECS",
+        "3",
+        "a started stream with no frame from Twilio for this long (Twilio sends one every 20 ms) is ended by the relay, so the caller gets the fallback",
+    ),
+    (
         "MAX_CONNECTIONS",
         "4096",
         "open connections (HTTP and live streams) past which new ones are closed at once; a live call also holds a socket to the model, so keep it under half the open-file limit",
@@ -261,7 +274,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("RELAY_INSTANCE_ID", "host name and process id", "names the relay on the calls it holds"),
     ("TWILIO_API_BASE", "https://api.twilio.com", "Twilio's REST API (tests point it at a fake)"),
     ("TWILIO_PHONE_NUMBER", "", "the number `callkeeper call` calls from unless `--from` is given"),
-    ("WATCHDOG_POLL_SECS", "2", "how often the watchdog looks for stale calls"),
+    ("WATCHDOG_POLL_SECS", "1", "how often the watchdog looks for stale calls"),
     ("WATCHDOG_RUN_SECS", "55", "how long one scheduled watchdog invocation keeps polling"),
     ("OPENAI_API_KEY", "", "turns on transcription and extraction; without it recordings are kept untranscribed"),
     ("OPENAI_BASE_URL", "https://api.openai.com/v1", "OpenAI's API (tests point it at a fake)"),
@@ -368,14 +381,17 @@ impl Config {
             }
         };
         let stream_start = number("STREAM_START_TIMEOUT_SECS", 8, 1..=120);
-        let heartbeat_interval = number("HEARTBEAT_INTERVAL_SECS", 5, 1..=60);
-        let heartbeat_stale = number("HEARTBEAT_STALE_SECS", 15, 2..=300);
+        // A relay that hangs is seen by the watchdog alone: the caller's silence is at most the
+        // stale age plus a poll (8 + 1 s), for 15 heartbeat writes per call-minute.
+        let heartbeat_interval = number("HEARTBEAT_INTERVAL_SECS", 4, 1..=60);
+        let heartbeat_stale = number("HEARTBEAT_STALE_SECS", 8, 2..=300);
         let voicemail_max_secs = number("VOICEMAIL_MAX_SECS", 120, 5..=3600) as u32;
         let dial_timeout_secs = number("DIAL_TIMEOUT_SECS", 20, 5..=600) as u32;
         let queue_max_receives = number("QUEUE_MAX_RECEIVES", 5, 1..=1000) as u32;
         let drain_deadline = number("DRAIN_DEADLINE_SECS", 110, 0..=3600);
         let max_connections = number("MAX_CONNECTIONS", 4096, 8..=1_000_000) as usize;
-        let watchdog_poll = number("WATCHDOG_POLL_SECS", 2, 1..=60);
+        let media_silence = number("MEDIA_SILENCE_SECS", 3, 1..=60);
+        let watchdog_poll = number("WATCHDOG_POLL_SECS", 1, 1..=60);
         let watchdog_run = number("WATCHDOG_RUN_SECS", 55, 0..=900);
         let min_recording_secs = number("MIN_RECORDING_SECS", 2, 0..=3600);
         let job_retry_base = number("JOB_RETRY_BASE_SECS", 2, 0..=60);
@@ -510,7 +526,13 @@ impl Config {
                     fallback: Fallback { mode, apology, voicemail_max_secs, dial_timeout_secs },
                     greeting_url,
                     queue_max_receives,
-                    relay: RelaySettings { drain_deadline: Duration::from_secs(drain_deadline), instance_id, voice_agent, max_connections },
+                    relay: RelaySettings {
+                        drain_deadline: Duration::from_secs(drain_deadline),
+                        instance_id,
+                        voice_agent,
+                        max_connections,
+                        media_silence: Duration::from_secs(media_silence),
+                    },
                     twilio_api_base,
                     twilio_phone_number,
                     watchdog: WatchdogSettings { poll: Duration::from_secs(watchdog_poll), run_for: Duration::from_secs(watchdog_run) },
@@ -548,6 +570,19 @@ impl Config {
     /// The public URL of one of our webhook paths.
     pub fn webhook_url(&self, path: &str) -> AbsoluteUrl {
         self.public_base_url.join(path)
+    }
+
+    /// A webhook's URL as callkeeper hands it to Twilio (TwiML `action`s and callbacks, REST
+    /// callbacks): with [`CONNECTION_OVERRIDES`], so that a 503 is retried.
+    pub fn callback_url(&self, path: &str) -> AbsoluteUrl {
+        self.public_base_url.join(&format!("{path}{CONNECTION_OVERRIDES}"))
+    }
+
+    /// The URLs a signed request to `path_and_query` may have been signed over: Twilio's
+    /// documentation does not say whether the fragment is part of what it signs (it is never
+    /// sent), so both are accepted; the fragment is ours, so neither lets anything else in.
+    pub fn signed_urls(&self, path_and_query: &str) -> [AbsoluteUrl; 2] {
+        [self.webhook_url(path_and_query), self.callback_url(path_and_query)]
     }
 }
 

@@ -20,7 +20,7 @@ pub fn twiml(config: &Config) -> Twiml {
         FallbackMode::Dial(number) => twiml::fallback(
             &config.fallback.apology,
             &FallbackStep::Dial { number, timeout_secs: config.fallback.dial_timeout_secs },
-            &config.webhook_url(ACTION_PATH),
+            &config.callback_url(ACTION_PATH),
         ),
     }
 }
@@ -31,9 +31,9 @@ pub fn voicemail(config: &Config) -> Twiml {
         &config.fallback.apology,
         &FallbackStep::Voicemail {
             max_length_secs: config.fallback.voicemail_max_secs,
-            recording_callback: &config.webhook_url(RECORDING_CALLBACK_PATH),
+            recording_callback: &config.callback_url(RECORDING_CALLBACK_PATH),
         },
-        &config.webhook_url(ACTION_PATH),
+        &config.callback_url(ACTION_PATH),
     )
 }
 

@@ -162,7 +162,7 @@ impl Replier {
             tracing::warn!(message_sid = %message_sid, "an earlier attempt sent this reply to Twilio; not sending it again");
             return Ok(Replied::SentEarlier);
         }
-        let status_callback = Some(self.config.webhook_url("/webhook/whatsapp/status"));
+        let status_callback = Some(self.config.callback_url("/webhook/whatsapp/status"));
         let sent = match self.twilio.send_message(&OutboundMessage { to, from, body: text, media_urls: vec![], status_callback }).await {
             Ok(sent) => sent,
             Err(e) if e.not_sent() => {

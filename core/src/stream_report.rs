@@ -23,6 +23,9 @@ pub enum StreamEnd {
     AgentFailed,
     /// The agent handed the call to a person (`transfer_to_human`).
     Transferred,
+    /// Twilio sent no frame for `MEDIA_SILENCE_SECS` (it sends one every 20 ms, silence
+    /// included): the media is lost, and the relay ends the stream so the fallback follows.
+    MediaSilent,
 }
 
 impl StreamEnd {
@@ -35,6 +38,7 @@ impl StreamEnd {
             StreamEnd::AgentHangup => "agent_hangup",
             StreamEnd::AgentFailed => "agent_failed",
             StreamEnd::Transferred => "transferred",
+            StreamEnd::MediaSilent => "media_silent",
         }
     }
 }

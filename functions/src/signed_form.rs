@@ -24,7 +24,7 @@ impl FromRequest<AppState> for SignedForm {
         let algorithm = Algorithm::from_settings_header(header(SIGNATURE_SETTINGS_HEADER))
             .ok_or(WebhookError::Forbidden("unsupported signature algorithm"))?;
         let path_and_query = parts.uri.path_and_query().map_or(parts.uri.path(), |pq| pq.as_str());
-        let url = state.config.webhook_url(path_and_query);
+        let urls = state.config.signed_urls(path_and_query);
         let bytes = axum::body::to_bytes(body, MAX_BODY)
             .await
             .map_err(|_| WebhookError::BadRequest(format!("body larger than {MAX_BODY} bytes")))?;
@@ -33,9 +33,11 @@ impl FromRequest<AppState> for SignedForm {
             return Err(WebhookError::BadRequest(format!("{fields} form fields; Twilio sends at most {MAX_FIELDS}")));
         }
         let form = Form::parse(&bytes);
-        let signed = |key: &[u8]| signature::validate(key, algorithm, url.as_str(), SignedBody::Form(form.pairs()), &signature);
+        let signed = |key: &[u8]| {
+            urls.iter().any(|url| signature::validate(key, algorithm, url.as_str(), SignedBody::Form(form.pairs()), &signature))
+        };
         if !state.config.signature_keys().any(signed) {
-            tracing::warn!(url = %url, "invalid Twilio signature");
+            tracing::warn!(url = %urls[0], "invalid Twilio signature");
             return Err(WebhookError::Forbidden("invalid X-Twilio-Signature"));
         }
         Ok(SignedForm(form))

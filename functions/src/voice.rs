@@ -73,9 +73,9 @@ fn stream_twiml(state: &AppState, call_sid: &CallSid) -> Twiml {
         call_sid,
         token: &token,
         stream_url: &config.relay_public_url.join(STREAM_PATH),
-        stream_status_callback: &config.webhook_url(crate::Route::StreamStatus.path()),
-        connect_action: &config.webhook_url(crate::Route::StreamEnded.path()),
-        recording_callback: &config.webhook_url(crate::Route::RecordingDone.path()),
+        stream_status_callback: &config.callback_url(crate::Route::StreamStatus.path()),
+        connect_action: &config.callback_url(crate::Route::StreamEnded.path()),
+        recording_callback: &config.callback_url(crate::Route::RecordingDone.path()),
         greeting: config.greeting_url.as_ref(),
     })
 }
@@ -203,7 +203,7 @@ async fn connect_ended(state: &AppState, call: &Call) -> Result<(&'static str, &
     // The agent handed the call over but its redirect did not reach Twilio (the relay then
     // closes the stream): the transfer happens here instead.
     if let (CallStatus::Transferred, Some(number)) = (call.status, call.transfer_to.as_deref().and_then(E164::parse)) {
-        let action = state.config.webhook_url(crate::Route::StreamEnded.path());
+        let action = state.config.callback_url(crate::Route::StreamEnded.path());
         return Ok(("transfer", "transfer_by_action", twiml::transfer(&number, state.config.fallback.dial_timeout_secs, &action)));
     }
     let reason = match call.status {

@@ -246,6 +246,9 @@ impl Session {
     async fn pump(&mut self, socket: &mut WebSocket) -> StreamEnd {
         let mut closing = self.relay.drain.closing_signal();
         let mut agent_open = true;
+        // Twilio sends a frame every 20 ms while the call lasts: a silence this long is lost media.
+        let silence = self.relay.config.relay.media_silence;
+        let mut last_frame = tokio::time::Instant::now();
         loop {
             if self.finale.is_some() && !self.playback.is_audible() {
                 return self.end_by_agent().await;
@@ -257,7 +260,12 @@ impl Session {
                 Ok(()) = closing.changed() => if *closing.borrow() {
                     return StreamEnd::DrainDeadline;
                 },
+                _ = tokio::time::sleep_until(last_frame + silence) => {
+                    tracing::warn!(call_sid = %self.call_sid, silence_ms = silence.as_millis() as u64, "no frame from Twilio; ending the stream so the fallback follows");
+                    return StreamEnd::MediaSilent;
+                }
                 message = socket.recv() => {
+                    last_frame = tokio::time::Instant::now();
                     let started = std::time::Instant::now();
                     let end = match message {
                         Some(Ok(message)) => self.inbound(message),
@@ -484,6 +492,7 @@ impl Session {
                 close(&mut socket, NORMAL, &close_reason(reason)).await
             }
             StreamEnd::Transferred => close(&mut socket, NORMAL, "transferred to a person").await,
+            StreamEnd::MediaSilent => close(&mut socket, INTERNAL, "no media from Twilio").await,
             StreamEnd::AgentFailed => {
                 let reason = failure.as_deref().unwrap_or("voice agent failed");
                 close(&mut socket, INTERNAL, &close_reason(reason)).await
