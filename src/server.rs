@@ -3,6 +3,7 @@
 
 use crate::local_config::{self, Source};
 use callkeeper_core::config::Config;
+use callkeeper_core::reconciler::Reconciler;
 use callkeeper_core::replies::Replier;
 use callkeeper_core::store::open::{open, StoreKind};
 use callkeeper_core::store::JobQueue;
@@ -32,6 +33,8 @@ pub struct App {
     pub relay: Relay,
     /// `None` when there is no Twilio account to redirect calls through.
     pub watchdog: Option<Watchdog>,
+    /// Compares Twilio's recordings and calls with the store; with the watchdog.
+    pub reconciler: Option<Reconciler>,
     pub workers: Option<Workers>,
 }
 
@@ -46,19 +49,21 @@ pub fn app(config: Arc<Config>, stores: Stores, with_watchdog: bool) -> App {
     let relay = Relay::new(config.clone(), stores.calls.clone());
     let watchdog = with_watchdog.then(|| Watchdog::new(stores.calls.clone(), TwilioRest::from_config(&config), config.clone()));
     let twilio = TwilioRest::from_config(&config);
+    let reconciler = with_watchdog.then(|| Reconciler::new(stores.calls.clone(), stores.queue.clone(), twilio.clone(), config.clone()));
     let handlers: Vec<Arc<dyn JobHandler>> = vec![
         Arc::new(Transcriber::new(stores.calls.clone(), stores.blobs.clone(), twilio.clone(), config.clone())),
         Arc::new(Replier::new(stores.calls.clone(), twilio, config.clone())),
     ];
     let mut app = app_with(config, stores.clone(), relay, watchdog);
     app.workers = Some(Workers { queue: stores.queue.clone(), handlers });
+    app.reconciler = reconciler;
     app
 }
 
 /// The app without a worker: tests run theirs.
 pub fn app_with(config: Arc<Config>, stores: Stores, relay: Relay, watchdog: Option<Watchdog>) -> App {
     let router = stamped(webhooks(AppState { config, stores }, &Route::ALL).merge(callkeeper_relay::routes(relay.clone())));
-    App { router, relay, watchdog, workers: None }
+    App { router, relay, watchdog, reconciler: None, workers: None }
 }
 
 /// Serves `app` (and runs its watchdog) until `shutdown` resolves, then drains the relay's live
@@ -76,6 +81,10 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
         let until = until();
         tokio::spawn(async move { watchdog.run_until(until).await })
     });
+    let reconciler = app.reconciler.map(|reconciler| {
+        let until = until();
+        tokio::spawn(async move { reconciler.run_until(until).await })
+    });
     let workers: Vec<_> = app
         .workers
         .into_iter()
@@ -90,6 +99,9 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
     let served = callkeeper_relay::service::serve(listener, app.router, &app.relay, shutdown).await;
     let _ = stop.send(true);
     for task in workers {
+        let _ = task.await;
+    }
+    if let Some(task) = reconciler {
         let _ = task.await;
     }
     if let Some(task) = watchdog {

@@ -270,8 +270,8 @@ async fn every_function_binary_answers_its_sample_event() {
     // The watchdog's minute: the outbound call never got its stream, so it is redirected.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let run = emulator.invoke("watchdog", &event("watchdog")).await;
-    assert!(run["passes"].as_u64().unwrap() >= 1, "{run}");
-    assert_eq!(run["totals"]["redirected"], 1, "{run}");
+    assert!(run["watchdog"]["passes"].as_u64().unwrap() >= 1, "{run}");
+    assert_eq!(run["watchdog"]["totals"]["redirected"], 1, "{run}");
     let call = store.get_call(&CallSid::parse(CALL_OUT).unwrap()).await.unwrap().unwrap();
     assert_eq!((call.status.as_str(), call.fallback_reason.as_deref()), ("fallback", Some("stream_never_started")));
 

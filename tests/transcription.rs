@@ -441,14 +441,16 @@ async fn a_worker_killed_mid_job_leaves_it_to_the_next_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_longer_than_its_lease_is_held_while_it_runs() {
     let fakes = fakes().await;
-    Mock::given(method("GET"))
-        .and(path_regex(r"/Recordings/RE[0-9a-f]{32}\.wav$"))
-        .respond_with(ResponseTemplate::new(200).set_body_bytes(dual_channel_wav()).set_delay(Duration::from_secs(4)))
+    // The extraction takes 5 s (OpenAI's client waits minutes).
+    let fields = serde_json::json!({ "summary": "מחפש דירה.", "intent": "לקנות דירה" });
+    let completion = serde_json::json!({ "choices": [{ "message": { "role": "assistant", "content": fields.to_string() } }] });
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion).set_delay(Duration::from_secs(5)))
         .with_priority(1)
-        .mount(&fakes.twilio)
+        .mount(&fakes.openai)
         .await;
-    // A 3 s lease (renewed each second), 6 s hidden (extended every 2 s); the fake Twilio's
-    // per-attempt timeout is 5 s, so the 4 s download succeeds.
+    // A 3 s lease (renewed each second), 6 s hidden (extended every 2 s).
     let app = app_with_fakes(&fakes, &[("JOB_LEASE_SECS", "3")]).await;
     let (sid, _) = recorded_call(&app).await;
     let queue = app.stores.queue.as_ref();

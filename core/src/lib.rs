@@ -20,6 +20,7 @@ pub mod openai;
 pub mod parameters;
 pub mod phone;
 pub mod profile;
+pub mod reconciler;
 pub mod recording;
 pub mod replies;
 pub mod secrets;

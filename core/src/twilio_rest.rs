@@ -161,6 +161,36 @@ pub struct OutboundMessage {
     pub status_callback: Option<AbsoluteUrl>,
 }
 
+/// A call, as `GET Calls/{sid}.json` has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TwilioCall {
+    /// `queued`, `ringing`, `in-progress`, `completed`, `busy`, `failed`, `no-answer`, `canceled`.
+    pub status: String,
+    pub from: String,
+    pub to: String,
+    /// `inbound`, `outbound-api`, `outbound-dial`.
+    pub direction: String,
+}
+
+impl TwilioCall {
+    /// Whether nobody can be on the line any more.
+    pub fn is_over(&self) -> bool {
+        matches!(self.status.as_str(), "completed" | "busy" | "failed" | "no-answer" | "canceled")
+    }
+}
+
+/// A recording on Twilio's list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TwilioRecording {
+    pub sid: String,
+    pub call_sid: String,
+    pub status: String,
+    pub duration_secs: Option<u64>,
+    pub channels: Option<u64>,
+    pub source: Option<String>,
+    pub created_at: Option<crate::time::Millis>,
+}
+
 #[derive(Clone)]
 pub struct TwilioRest {
     http: reqwest::Client,
@@ -211,15 +241,50 @@ impl TwilioRest {
         }
     }
 
-    /// A call's status as Twilio has it (`queued`, `ringing`, `in-progress`, `completed`, `busy`,
-    /// `failed`, `no-answer`, `canceled`); `None` when Twilio has no such call.
-    pub async fn call_status(&self, call_sid: &CallSid) -> Result<Option<String>, RestError> {
+    /// A call as Twilio has it; `None` when Twilio has no such call.
+    pub async fn fetch_call(&self, call_sid: &CallSid) -> Result<Option<TwilioCall>, RestError> {
         let url = self.account_url(&format!("/Calls/{call_sid}.json"));
         match self.send(reqwest::Method::GET, &url, None, true).await {
-            Ok(body) => Ok(Some(json_field(&body, "status")?)),
+            Ok(body) => Ok(Some(TwilioCall {
+                status: json_field(&body, "status")?,
+                from: body["from"].as_str().unwrap_or_default().to_string(),
+                to: body["to"].as_str().unwrap_or_default().to_string(),
+                direction: body["direction"].as_str().unwrap_or_default().to_string(),
+            })),
             Err(e) if e.code() == Some(NOT_FOUND) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The account's recordings created on or after `date` (`YYYY-MM-DD`, GMT), every page of
+    /// them (at most `MAX_PAGES` of 1,000).
+    pub async fn recordings_since(&self, date: &str) -> Result<Vec<TwilioRecording>, RestError> {
+        const MAX_PAGES: usize = 20;
+        let mut url = self.account_url(&format!("/Recordings.json?PageSize=1000&DateCreated%3E={date}"));
+        let mut recordings = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let body = self.send(reqwest::Method::GET, &url, None, true).await?;
+            let page = body["recordings"].as_array().ok_or_else(|| RestError::Unexpected("no recordings list".into()))?;
+            for item in page {
+                let text = |field: &str| item[field].as_str().map(str::to_string);
+                let (Some(sid), Some(call_sid), Some(status)) = (text("sid"), text("call_sid"), text("status")) else { continue };
+                recordings.push(TwilioRecording {
+                    sid,
+                    call_sid,
+                    status,
+                    duration_secs: text("duration").and_then(|d| d.parse().ok()),
+                    channels: item["channels"].as_u64(),
+                    source: text("source"),
+                    created_at: text("date_created").and_then(|d| crate::time::parse_twilio_date(&d)),
+                });
+            }
+            match body["next_page_uri"].as_str() {
+                Some(next) if !next.is_empty() => url = format!("{}{next}", self.base),
+                _ => return Ok(recordings),
+            }
+        }
+        tracing::warn!(pages = MAX_PAGES, "Twilio's recordings list is longer than the pages read");
+        Ok(recordings)
     }
 
     /// Places an outbound call.

@@ -125,13 +125,11 @@ impl Watchdog {
     async fn age_out(&self, call: &ActiveCall) -> StoreResult<PassReport> {
         let mut report = PassReport::default();
         let sid = &call.call_sid;
-        let end_reason = match self.twilio.call_status(sid).await {
+        let end_reason = match self.twilio.fetch_call(sid).await {
             Ok(None) => "unknown_to_twilio".to_string(),
-            Ok(Some(status)) if matches!(status.as_str(), "completed" | "busy" | "failed" | "no-answer" | "canceled") => {
-                status.replace('-', "_")
-            }
-            Ok(Some(status)) => {
-                tracing::warn!(call_sid = %sid, status, "watchdog: ringing for long, and Twilio says it goes on; asking again later");
+            Ok(Some(call)) if call.is_over() => call.status.replace('-', "_"),
+            Ok(Some(call)) => {
+                tracing::warn!(call_sid = %sid, status = call.status, "watchdog: ringing for long, and Twilio says it goes on; asking again later");
                 return Ok(report);
             }
             Err(e) => {

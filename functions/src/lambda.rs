@@ -15,17 +15,41 @@ pub async fn run(routes: &[Route]) -> Result<(), lambda_http::Error> {
 /// The watchdog function: EventBridge invokes it every minute, and each invocation keeps passing
 /// over the active calls every `WATCHDOG_POLL_SECS` for `WATCHDOG_RUN_SECS` (keep it under the
 /// function's timeout), so a stale call is found in seconds, not a minute. Answers what it did.
+///
+/// Every fifth minute the same invocation also runs the reconciler once, beside the passes (one
+/// function less to deploy and build; both are the account's housekeeping on a schedule).
 pub async fn run_watchdog() -> Result<(), lambda_runtime::Error> {
+    use callkeeper_core::reconciler::{self, Reconciler};
     use callkeeper_core::twilio_rest::TwilioRest;
     use callkeeper_core::watchdog::Watchdog;
     let (config, stores) = startup::from_env().await?;
-    let watchdog = Watchdog::new(stores.calls.clone(), TwilioRest::from_config(&config), config.clone());
+    let twilio = TwilioRest::from_config(&config);
+    let watchdog = Watchdog::new(stores.calls.clone(), twilio.clone(), config.clone());
+    let reconciler = Reconciler::new(stores.calls.clone(), stores.queue.clone(), twilio, config.clone());
     let handler = lambda_runtime::service_fn(|_event: lambda_runtime::LambdaEvent<serde_json::Value>| {
-        let (watchdog, run_for) = (watchdog.clone(), config.watchdog.run_for);
+        let (watchdog, reconciler, run_for) = (watchdog.clone(), reconciler.clone(), config.watchdog.run_for);
         async move {
-            let run = watchdog.run_for(run_for).await;
-            tracing::info!(passes = run.passes, redirected = run.totals.redirected, failed = run.totals.failed, "watchdog invocation done");
-            Ok::<_, lambda_runtime::Error>(serde_json::to_value(&run)?)
+            let minute = callkeeper_core::time::now_ms() / 60_000;
+            let reconciling = minute % (reconciler::EVERY.as_secs() as i64 / 60) == 0;
+            let reconciled = async {
+                if !reconciling {
+                    return None;
+                }
+                match tokio::time::timeout(run_for, reconciler.pass()).await {
+                    Ok(Ok(report)) => Some(serde_json::to_value(report).unwrap_or_default()),
+                    Ok(Err(e)) => Some(serde_json::json!({ "error": e.to_string() })),
+                    Err(_) => Some(serde_json::json!({ "error": "the reconciler did not finish within the invocation" })),
+                }
+            };
+            let (run, reconciled) = tokio::join!(watchdog.run_for(run_for), reconciled);
+            tracing::info!(
+                passes = run.passes,
+                redirected = run.totals.redirected,
+                failed = run.totals.failed,
+                ?reconciled,
+                "watchdog invocation done"
+            );
+            Ok::<_, lambda_runtime::Error>(serde_json::json!({ "watchdog": run, "reconciled": reconciled }))
         }
     });
     lambda_runtime::run(handler).await
