@@ -505,3 +505,123 @@ async fn a_lambda_job_that_would_outlive_its_invocation_is_stopped_and_comes_bac
     assert_eq!(poll_once(app.stores.queue.as_ref(), &transcriber(&app)).await.unwrap().done, 1);
     assert_eq!(app.stores.calls.transcripts(&sid).await.unwrap().len(), 1);
 }
+
+/// OpenAI's side of a transcription upload: refused over its 25 MB limit, as OpenAI does, else
+/// one line a second into the piece.
+struct UploadLimit;
+
+impl wiremock::Respond for UploadLimit {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        if request.body.len() > callkeeper_core::audio_chunks::MAX_UPLOAD_BYTES {
+            return ResponseTemplate::new(413)
+                .set_body_json(serde_json::json!({ "error": { "message": "Maximum content size limit (26214400) exceeded" } }));
+        }
+        ResponseTemplate::new(200)
+            .set_body_json(serde_json::json!({ "text": "קטע", "segments": [{ "start": 1.0, "end": 2.0, "text": " קטע" }] }))
+    }
+}
+
+/// An hour of dual-channel 8 kHz audio (115 MB, over four times OpenAI's upload limit per
+/// channel) is transcribed in pieces cut at silence, with the call's own times, by a
+/// `callkeeper serve` whose memory stays well inside the transcribe function's 512 MB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hour_long_call_is_transcribed_in_pieces_within_the_functions_memory() {
+    const RATE: usize = 8000;
+    let twilio = MockServer::start().await;
+    // A second of silence every five minutes, loud tone otherwise.
+    let loud = |frame: usize| (frame / RATE) % 300 != 299;
+    let frames = 3600 * RATE;
+    let mut wav = callkeeper_core::wav::mono(&[], RATE as u32);
+    let data_len = (frames * 4) as u32;
+    wav[4..8].copy_from_slice(&(36 + data_len).to_le_bytes());
+    wav[22..24].copy_from_slice(&2u16.to_le_bytes());
+    wav[28..32].copy_from_slice(&(RATE as u32 * 4).to_le_bytes());
+    wav[32..34].copy_from_slice(&4u16.to_le_bytes());
+    wav[40..44].copy_from_slice(&data_len.to_le_bytes());
+    wav.reserve(frames * 4);
+    for frame in 0..frames {
+        let sample: i16 = if loud(frame) {
+            if frame % 2 == 0 {
+                8000
+            } else {
+                -8000
+            }
+        } else {
+            0
+        };
+        wav.extend_from_slice(&sample.to_le_bytes());
+        wav.extend_from_slice(&sample.to_le_bytes());
+    }
+    Mock::given(method("GET"))
+        .and(path_regex(r"/Recordings/RE[0-9a-f]{32}\.wav$"))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(wav))
+        .mount(&twilio)
+        .await;
+    let openai = MockServer::start().await;
+    Mock::given(method("POST")).and(path("/v1/audio/transcriptions")).respond_with(UploadLimit).mount(&openai).await;
+    let completion = serde_json::json!({ "choices": [{ "message": { "role": "assistant", "content": "{\"summary\": \"שיחה ארוכה\"}" } }] });
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion))
+        .mount(&openai)
+        .await;
+    let fakes = Fakes { twilio, openai };
+    let app = app_with_fakes(&fakes, &[]).await;
+    let (sid, _) = recorded_call(&app).await;
+    // The worker is a `callkeeper serve` of its own, so its memory is its own.
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_callkeeper"))
+        .args(["serve", "--port", "0"])
+        .env("CALLKEEPER_DATA_DIR", app.data_dir.path())
+        .envs([
+            ("PUBLIC_BASE_URL", "https://ck.example.com".to_string()),
+            ("RELAY_PUBLIC_URL", "wss://relay.example.com".into()),
+            ("TWILIO_ACCOUNT_SID", ACCOUNT_SID.into()),
+            ("TWILIO_AUTH_TOKEN", AUTH_TOKEN.into()),
+            ("TWILIO_API_BASE", fakes.twilio.uri()),
+            ("OPENAI_API_KEY", "sk-test".into()),
+            ("OPENAI_BASE_URL", format!("{}/v1", fakes.openai.uri())),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut transcript = None;
+    for _ in 0..600 {
+        if let Some(t) = app.stores.calls.transcripts(&sid).await.unwrap().pop() {
+            transcript = Some(t);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", worker.id())).unwrap_or_default();
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    let transcript = transcript.expect("the hour was transcribed");
+    // Pieces of 21 minutes at most, every one under the limit, the same on both channels.
+    let uploads: Vec<usize> = fakes
+        .openai
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path().ends_with("/audio/transcriptions"))
+        .map(|r| r.body.len())
+        .collect();
+    assert!(uploads.len() >= 6 && uploads.len().is_multiple_of(2), "{uploads:?}");
+    assert!(uploads.iter().all(|&n| n <= 21 * 60 * RATE * 2 + 4096), "{uploads:?}");
+    // Each piece's line is at its start plus a second, in the call's time; every cut is in one
+    // of the seconds of silence.
+    let caller: Vec<u64> = transcript.lines.iter().filter(|l| l.speaker == Speaker::Caller).map(|l| l.start_ms).collect();
+    assert_eq!(caller.len(), uploads.len() / 2);
+    assert_eq!(caller[0], 1000);
+    for line in &caller[1..] {
+        let cut = line - 1000;
+        assert!(!loud(cut as usize * RATE / 1000), "a cut at {cut} ms, not in a silence: {caller:?}");
+    }
+    assert!(caller.windows(2).all(|w| w[1] - w[0] <= 21 * 60 * 1000), "{caller:?}");
+    assert_eq!(transcript.summary.as_deref(), Some("שיחה ארוכה"));
+    let peak_kb: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()).unwrap();
+    eprintln!("the worker's peak memory for an hour of dual-channel audio: {} MB", peak_kb / 1024);
+    assert!(peak_kb < 400 * 1024, "peak {peak_kb} kB, over 400 MB");
+}

@@ -4,6 +4,7 @@
 //! Nothing here knows about HTTP frameworks or Lambda: `functions/` and the `callkeeper` command
 //! stand on this crate.
 
+pub mod audio_chunks;
 pub mod build_info;
 pub mod call;
 pub mod config;

@@ -149,7 +149,9 @@ impl Transcriber {
             .await?;
             return Ok(Outcome::Skipped(reason));
         }
-        let audio = self.twilio.fetch_recording(recording_sid).await?;
+        // One copy of the audio for the whole job: the blob store shares it, the channels are
+        // read from it in place.
+        let audio = bytes::Bytes::from(self.twilio.fetch_recording(recording_sid).await?);
         let key = blob_key(call_sid, recording_sid, recording.created_at);
         self.blobs.put(&key, audio.clone(), "audio/wav").await?;
 
@@ -173,12 +175,17 @@ impl Transcriber {
         };
 
         // Dual-channel: the caller and the agent each on their own channel, transcribed apart
-        // and merged by time. One channel (a voicemail): one voice.
-        let wav = crate::wav::parse(&audio)?;
-        let speakers: &[Speaker] = if wav.channels.len() >= 2 { &[Speaker::Caller, Speaker::Agent] } else { &[Speaker::Mixed] };
+        // and merged by time. One channel (a voicemail): one voice. A long channel goes in
+        // pieces under OpenAI's upload limit, one piece in memory at a time.
+        let wav = crate::wav::view(&audio)?;
+        let speakers: &[Speaker] = if wav.channels >= 2 { &[Speaker::Caller, Speaker::Agent] } else { &[Speaker::Mixed] };
         let mut lines: Vec<Line> = Vec::new();
-        for (channel, speaker) in wav.channels.iter().zip(speakers) {
-            lines.extend(openai.transcribe(crate::wav::mono(channel, wav.sample_rate), &language, *speaker).await?);
+        for (channel, speaker) in speakers.iter().enumerate() {
+            for piece in crate::audio_chunks::pieces(&wav, channel) {
+                let offset = crate::audio_chunks::start_ms(&piece, wav.sample_rate);
+                let heard = openai.transcribe(wav.mono_wav(channel, piece), &language, *speaker).await?;
+                lines.extend(heard.into_iter().map(|l| Line { start_ms: l.start_ms + offset, end_ms: l.end_ms + offset, ..l }));
+            }
         }
         lines.sort_by_key(|l| (l.start_ms, l.end_ms));
         let text: String = lines.iter().map(|l| format!("{:?}: {}\n", l.speaker, l.text).to_lowercase()).collect();

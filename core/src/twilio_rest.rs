@@ -26,6 +26,9 @@ pub const CALL_NOT_IN_PROGRESS: u32 = 21220;
 /// "The requested resource was not found."
 pub const NOT_FOUND: u32 = 20404;
 
+/// A recording's download: an hour of dual-channel 8 kHz audio is 115 MB.
+pub const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     pub attempts: u32,
@@ -336,7 +339,7 @@ impl TwilioRest {
     /// it points at.
     pub async fn fetch_recording(&self, recording_sid: &crate::ids::RecordingSid) -> Result<Vec<u8>, RestError> {
         let url = self.account_url(&format!("/Recordings/{recording_sid}.wav"));
-        self.send_bytes(reqwest::Method::GET, &url, None, true).await
+        self.send_bytes_within(reqwest::Method::GET, &url, None, true, DOWNLOAD_TIMEOUT).await
     }
 
     /// Deletes a recording from Twilio (once it is kept elsewhere). A recording already gone is fine.
@@ -369,13 +372,25 @@ impl TwilioRest {
         form: Option<&[(&str, String)]>,
         idempotent: bool,
     ) -> Result<Vec<u8>, RestError> {
+        self.send_bytes_within(method, url, form, idempotent, self.retry.per_attempt).await
+    }
+
+    /// [`Self::send_bytes`], each attempt given `per_attempt`.
+    async fn send_bytes_within(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        form: Option<&[(&str, String)]>,
+        idempotent: bool,
+        per_attempt: Duration,
+    ) -> Result<Vec<u8>, RestError> {
         let started = Instant::now();
         let mut delay = self.retry.first_delay;
         let mut attempt = 1;
         let mut tokens_tried = 1;
         loop {
             let token = self.current.load(Ordering::Relaxed) % self.auth_tokens.len();
-            let (result, retry_after) = self.attempt(method.clone(), url, form, &self.auth_tokens[token]).await;
+            let (result, retry_after) = self.attempt(method.clone(), url, form, &self.auth_tokens[token], per_attempt).await;
             let error = match result {
                 Ok(bytes) => return Ok(bytes),
                 Err(e) => e,
@@ -413,8 +428,9 @@ impl TwilioRest {
         url: &str,
         form: Option<&[(&str, String)]>,
         auth_token: &Secret,
+        per_attempt: Duration,
     ) -> (Result<Vec<u8>, RestError>, Option<Duration>) {
-        let mut request = self.http.request(method, url).basic_auth(self.account.as_str(), Some(auth_token.expose()));
+        let mut request = self.http.request(method, url).timeout(per_attempt).basic_auth(self.account.as_str(), Some(auth_token.expose()));
         if let Some(form) = form {
             let body: String =
                 form_urlencoded::Serializer::new(String::new()).extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str()))).finish();
@@ -441,7 +457,8 @@ impl TwilioRest {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         let bytes = match response.bytes().await {
-            Ok(bytes) => bytes.to_vec(),
+            // The buffer itself, not a copy: a recording can be tens of megabytes.
+            Ok(bytes) => Vec::from(bytes),
             Err(e) => return (Err(RestError::Network(format!("body: {e}"))), None),
         };
         if (200..300).contains(&status) {

@@ -546,10 +546,10 @@ pub async fn queue_stale_receipts_do_not_delete(s: &Stores) {
 pub async fn blobs_round_trip(s: &Stores) {
     let key = format!("recordings/2026/11/23/{}/RE1.wav", call_sid());
     assert_eq!(s.blobs.get(&key).await.unwrap(), None);
-    s.blobs.put(&key, b"RIFF....WAVE".to_vec(), "audio/wav").await.unwrap();
+    s.blobs.put(&key, bytes::Bytes::from_static(b"RIFF....WAVE"), "audio/wav").await.unwrap();
     assert_eq!(s.blobs.get(&key).await.unwrap().as_deref(), Some(&b"RIFF....WAVE"[..]));
-    assert!(s.blobs.put("../escape", vec![], "x").await.is_err());
-    assert!(s.blobs.put("a//b", vec![], "x").await.is_err());
+    assert!(s.blobs.put("../escape", bytes::Bytes::new(), "x").await.is_err());
+    assert!(s.blobs.put("a//b", bytes::Bytes::new(), "x").await.is_err());
 }
 
 pub async fn leads_merge_on_the_call_and_its_contact(s: &Stores) {

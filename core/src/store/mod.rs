@@ -217,7 +217,8 @@ pub async fn enqueue(queue: &dyn JobQueue, job: &Job) -> StoreResult<String> {
 
 #[async_trait]
 pub trait BlobStore: Send + Sync {
-    async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> StoreResult<()>;
+    /// `bytes` is shared, not copied: a recording can be a hundred megabytes.
+    async fn put(&self, key: &str, bytes: bytes::Bytes, content_type: &str) -> StoreResult<()>;
     async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
 }
 

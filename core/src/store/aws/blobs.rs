@@ -21,7 +21,7 @@ impl S3Blobs {
 
 #[async_trait]
 impl BlobStore for S3Blobs {
-    async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> StoreResult<()> {
+    async fn put(&self, key: &str, bytes: bytes::Bytes, content_type: &str) -> StoreResult<()> {
         check_blob_key(key)?;
         self.client
             .put_object()
