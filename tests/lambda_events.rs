@@ -212,7 +212,7 @@ async fn every_function_binary_answers_its_sample_event() {
     let (status, content_type, twiml) = http(&emulator.invoke("incoming_call", &event("incoming_call")).await);
     assert_eq!((status, content_type.as_str()), (200, "text/xml"), "{twiml}");
     assert!(twiml.contains(r#"<Stream url="wss://relay.example.com/ws/twilio-media""#), "{twiml}");
-    assert!(twiml.contains(&format!(r#"action="{PUBLIC_BASE_URL}/webhook/stream_ended""#)), "{twiml}");
+    assert!(twiml.contains(&format!(r#"action="{PUBLIC_BASE_URL}/webhook/stream_ended#rc=3&amp;rp=5xx,ct""#)), "{twiml}");
     assert!(twiml.contains(&format!(r#"<Parameter name="call_sid" value="{CALL_IN}"/>"#)), "{twiml}");
 
     let (status, _, twiml) = http(&emulator.invoke("incoming_call", &event("outbound_call")).await);
@@ -246,7 +246,7 @@ async fn every_function_binary_answers_its_sample_event() {
     // The transcription worker on an SQS batch: the recording lands in S3 (no OpenAI key here,
     // so it is kept untranscribed), and no message is reported failed.
     let batch = emulator.invoke("transcribe", &event("transcribe")).await;
-    assert_eq!(batch["batchItemFailures"], serde_json::json!([]), "{batch}");
+    assert_eq!(batch["batchItemFailures"], serde_json::json!([]), "{batch}\n{}", emulator.output());
     let transcripts = store.transcripts(&CallSid::parse(CALL_IN).unwrap()).await.unwrap();
     let kept = transcripts.iter().find(|t| t.recording_sid.as_str() == SEEDED_RECORDING).expect("a transcript row");
     let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());

@@ -55,6 +55,17 @@ pub async fn run_watchdog() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(handler).await
 }
 
+/// The time an invocation has left, from its context's deadline: milliseconds since the epoch
+/// in Lambda. cargo-lambda's emulator sends the timeout itself there (600000), so a deadline
+/// before 2001 is read as the time left.
+fn time_left(deadline_ms: u64) -> Duration {
+    const EPOCH_2001_MS: u64 = 978_307_200_000;
+    if deadline_ms < EPOCH_2001_MS {
+        return Duration::from_millis(deadline_ms);
+    }
+    Duration::from_millis(deadline_ms.saturating_sub(callkeeper_core::time::now_ms().max(0) as u64))
+}
+
 /// Which queue worker a Lambda runs.
 #[derive(Debug, Clone, Copy)]
 pub enum Worker {
@@ -77,8 +88,7 @@ pub async fn run_worker(worker: Worker) -> Result<(), lambda_runtime::Error> {
     };
     let handler_fn = lambda_runtime::service_fn(|event: lambda_runtime::LambdaEvent<aws_lambda_events::event::sqs::SqsEvent>| {
         let (queue, handler) = (stores.queue.clone(), handler.clone());
-        // The context's deadline is milliseconds since the epoch.
-        let time_left = Duration::from_millis(event.context.deadline.saturating_sub(callkeeper_core::time::now_ms().max(0) as u64));
+        let time_left = time_left(event.context.deadline);
         async move {
             Ok::<_, lambda_runtime::Error>(
                 crate::queue_worker::handle_batch(queue.as_ref(), handler.as_ref(), event.payload, time_left).await,
