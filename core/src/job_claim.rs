@@ -11,9 +11,9 @@ use std::future::Future;
 use std::time::Duration;
 
 /// Runs `work` while renewing the claim on `key` for another `lease` every third of it (three
-/// chances before it runs out). A renewal that fails is
-/// logged and tried again at the next tick; the work goes on either way (finishing a job twice is
-/// harmless, since every write of a job is idempotent; dropping it halfway is what would hurt).
+/// chances before it runs out). A renewal that fails is logged and tried again at the next tick;
+/// the work goes on either way (finishing a job twice is harmless, since every write of a job is
+/// idempotent; dropping it halfway is what would hurt).
 pub async fn holding<T>(calls: &dyn CallStore, key: &str, lease: Duration, work: impl Future<Output = T>) -> T {
     tokio::pin!(work);
     let every = lease / 3;

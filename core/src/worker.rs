@@ -137,9 +137,11 @@ pub struct Polled {
     pub failed: usize,
 }
 
-/// Receives what is visible on the handler's queue (up to 10) and does it.
+/// Receives one visible job from the handler's queue and does it. One at a time: only the job
+/// being done has its visibility extended, so a batch's later jobs could show again (and be
+/// taken by another worker) while an earlier long one runs.
 pub async fn poll_once(queue: &dyn JobQueue, handler: &dyn JobHandler) -> StoreResult<Polled> {
-    let deliveries = queue.receive(handler.queue(), 10, visibility(handler)).await?;
+    let deliveries = queue.receive(handler.queue(), 1, visibility(handler)).await?;
     let mut polled = Polled { received: deliveries.len(), ..Default::default() };
     for delivery in &deliveries {
         match process(queue, delivery, handler).await? {
