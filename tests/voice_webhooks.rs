@@ -412,7 +412,7 @@ async fn stream_ended_gives_the_fallback_while_the_store_is_locked_and_writes_it
     let twiml = twiml_of(app.post("/webhook/stream_ended", &ended_form(&sid, &[])).await).await;
     let took = began.elapsed();
     assert!(twiml.find("Record").is_some(), "the caller gets the voicemail fallback: {twiml:?}");
-    assert!(took < std::time::Duration::from_secs(5), "answered within the store budget, took {took:?}");
+    assert!(took < std::time::Duration::from_secs(6), "answered soon after the 4 s store budget, took {took:?}");
     // Once the store is back, the call is written as if it had answered.
     let call_sid = CallSid::parse(&sid).unwrap();
     let mut written = false;
