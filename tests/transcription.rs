@@ -461,8 +461,11 @@ async fn a_job_longer_than_its_lease_is_held_while_it_runs() {
         let queue = app.stores.queue.clone();
         async move { poll_once(queue.as_ref(), &first).await.unwrap() }
     });
-    // A second worker polling all along finds nothing to do.
+    // Once the first worker has the job, a second one polling all along finds nothing to do.
     let began = std::time::Instant::now();
+    while app.stores.queue.depth(QueueName::Transcription).await.unwrap().in_flight == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     while !running.is_finished() {
         let polled = poll_once(queue, &transcriber(&app)).await.unwrap();
         assert_eq!(polled.received, 0, "the job was seen by another worker after {:?}", began.elapsed());
