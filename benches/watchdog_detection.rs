@@ -105,14 +105,7 @@ async fn media_stops(calls: usize) {
             call.silence(Duration::from_secs(2)).await;
             let last_media = Instant::now();
             call.closed(Duration::from_secs(30)).await.expect("the relay ends the quiet stream");
-            let form = params(&[
-                ("AccountSid", ACCOUNT_SID),
-                ("CallSid", sid.as_str()),
-                ("From", "+972501234567"),
-                ("To", "+97231234567"),
-                ("CallStatus", "in-progress"),
-            ]);
-            let twiml = twiml_of(app.post("/webhook/stream_ended", &form).await).await;
+            let twiml = twiml_of(app.post("/webhook/stream_ended", &ended_form(sid.as_str(), &[])).await).await;
             assert!(twiml.find("Record").is_some(), "the fallback");
             last_media.elapsed().as_millis() as i64
         }));

@@ -327,13 +327,7 @@ async fn a_stream_with_no_frames_for_the_silence_limit_is_ended_by_the_relay() {
     assert!(after >= Duration::from_millis(2900) && after < Duration::from_millis(4500), "closed {after:?} after the last frame");
     assert_eq!(app.figures(&sid).await.end, StreamEnd::MediaSilent);
     // What Twilio does next: `<Connect action>`, and the caller gets the fallback.
-    let form = params(&[
-        ("AccountSid", ACCOUNT_SID),
-        ("CallSid", sid.as_str()),
-        ("From", "+972501234567"),
-        ("To", "+97231234567"),
-        ("CallStatus", "in-progress"),
-    ]);
+    let form = ended_form(sid.as_str(), &[]);
     let twiml = twiml_of(app.post("/webhook/stream_ended", &form).await).await;
     assert!(twiml.find("Record").is_some());
     let stored = app.stores.calls.get_call(&sid).await.unwrap().unwrap();

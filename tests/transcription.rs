@@ -95,6 +95,38 @@ fn transcriber(app: &TestApp) -> Transcriber {
     Transcriber::new(app.stores.calls.clone(), app.stores.blobs.clone(), TwilioRest::from_config(&app.config), app.config.clone())
 }
 
+/// A job as SQS hands it to the worker Lambda, on its first receive.
+fn sqs_record(id: &str, receipt: &str, body: &str) -> SqsMessage {
+    let mut m = SqsMessage::default();
+    m.message_id = Some(id.to_string());
+    m.receipt_handle = Some(receipt.to_string());
+    m.body = Some(body.to_string());
+    m.attributes.insert("ApproximateReceiveCount".into(), "1".into());
+    m
+}
+
+/// A `callkeeper serve` on `app`'s store and `fakes`, with `extra` settings: it runs the queue
+/// workers (this process only answers webhooks), in a process of its own to kill or measure.
+fn worker_process(app: &TestApp, fakes: &Fakes, extra: &[(&str, &str)]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_callkeeper"))
+        .args(["serve", "--port", "0"])
+        .env("CALLKEEPER_DATA_DIR", app.data_dir.path())
+        .envs([
+            ("PUBLIC_BASE_URL", "https://ck.example.com".to_string()),
+            ("RELAY_PUBLIC_URL", "wss://relay.example.com".into()),
+            ("TWILIO_ACCOUNT_SID", ACCOUNT_SID.into()),
+            ("TWILIO_AUTH_TOKEN", AUTH_TOKEN.into()),
+            ("TWILIO_API_BASE", fakes.twilio.uri()),
+            ("OPENAI_API_KEY", "sk-test".into()),
+            ("OPENAI_BASE_URL", format!("{}/v1", fakes.openai.uri())),
+        ])
+        .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// A call answered, then its recording reported done: the job is on the queue.
 async fn recorded_call(app: &TestApp) -> (CallSid, String) {
     let sid = new_call_sid();
@@ -246,16 +278,8 @@ async fn a_batch_with_one_bad_message_reports_only_that_one() {
     let (sid, _) = recorded_call(&app).await;
     let good = app.stores.queue.receive(QueueName::Transcription, 1, Duration::from_secs(60)).await.unwrap().remove(0);
     let bad_id = "not-a-job-0001".to_string();
-    let record = |id: &str, receipt: &str, body: &str| {
-        let mut m = SqsMessage::default();
-        m.message_id = Some(id.to_string());
-        m.receipt_handle = Some(receipt.to_string());
-        m.body = Some(body.to_string());
-        m.attributes.insert("ApproximateReceiveCount".into(), "1".into());
-        m
-    };
     let mut event = SqsEvent::default();
-    event.records = vec![record(&good.id, &good.receipt, &good.body), record(&bad_id, "stale-receipt", "{\"kind\":\"nonsense\"}")];
+    event.records = vec![sqs_record(&good.id, &good.receipt, &good.body), sqs_record(&bad_id, "stale-receipt", "{\"kind\":\"nonsense\"}")];
     let response =
         callkeeper_functions::queue_worker::handle_batch(app.stores.queue.as_ref(), &transcriber(&app), event, Duration::from_secs(60))
             .await;
@@ -393,23 +417,7 @@ async fn a_worker_killed_mid_job_leaves_it_to_the_next_worker() {
     let app = app_with_fakes(&fakes, &[lease]).await;
     let (sid, _) = recorded_call(&app).await;
     // A `callkeeper serve` on the same store runs the workers; this process only answers webhooks.
-    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_callkeeper"))
-        .args(["serve", "--port", "0"])
-        .env("CALLKEEPER_DATA_DIR", app.data_dir.path())
-        .envs([
-            ("PUBLIC_BASE_URL", "https://ck.example.com".to_string()),
-            ("RELAY_PUBLIC_URL", "wss://relay.example.com".into()),
-            ("TWILIO_ACCOUNT_SID", ACCOUNT_SID.into()),
-            ("TWILIO_AUTH_TOKEN", AUTH_TOKEN.into()),
-            ("TWILIO_API_BASE", fakes.twilio.uri()),
-            ("OPENAI_API_KEY", "sk-test".into()),
-            ("OPENAI_BASE_URL", format!("{}/v1", fakes.openai.uri())),
-            (lease.0, lease.1.into()),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut worker = worker_process(&app, &fakes, &[lease]);
     let downloading = async {
         while !fakes.twilio.received_requests().await.unwrap().iter().any(|r| r.url.path().ends_with(".wav")) {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -492,13 +500,8 @@ async fn a_lambda_job_that_would_outlive_its_invocation_is_stopped_and_comes_bac
     let app = app_with_fakes(&fakes, &[("JOB_LEASE_SECS", "3"), ("JOB_RETRY_BASE_SECS", "0")]).await;
     let (sid, _) = recorded_call(&app).await;
     let message = app.stores.queue.receive(QueueName::Transcription, 1, Duration::from_secs(60)).await.unwrap().remove(0);
-    let mut record = SqsMessage::default();
-    record.message_id = Some(message.id.clone());
-    record.receipt_handle = Some(message.receipt.clone());
-    record.body = Some(message.body.clone());
-    record.attributes.insert("ApproximateReceiveCount".into(), "1".into());
     let mut event = SqsEvent::default();
-    event.records = vec![record];
+    event.records = vec![sqs_record(&message.id, &message.receipt, &message.body)];
     let began = std::time::Instant::now();
     // One second of work left in the invocation.
     let response = handle_batch(app.stores.queue.as_ref(), &transcriber(&app), event, MARGIN + Duration::from_secs(1)).await;
@@ -574,22 +577,7 @@ async fn an_hour_long_call_is_transcribed_in_pieces_within_the_functions_memory(
     let app = app_with_fakes(&fakes, &[]).await;
     let (sid, _) = recorded_call(&app).await;
     // The worker is a `callkeeper serve` of its own, so its memory is its own.
-    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_callkeeper"))
-        .args(["serve", "--port", "0"])
-        .env("CALLKEEPER_DATA_DIR", app.data_dir.path())
-        .envs([
-            ("PUBLIC_BASE_URL", "https://ck.example.com".to_string()),
-            ("RELAY_PUBLIC_URL", "wss://relay.example.com".into()),
-            ("TWILIO_ACCOUNT_SID", ACCOUNT_SID.into()),
-            ("TWILIO_AUTH_TOKEN", AUTH_TOKEN.into()),
-            ("TWILIO_API_BASE", fakes.twilio.uri()),
-            ("OPENAI_API_KEY", "sk-test".into()),
-            ("OPENAI_BASE_URL", format!("{}/v1", fakes.openai.uri())),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut worker = worker_process(&app, &fakes, &[]);
     let mut transcript = None;
     for _ in 0..600 {
         if let Some(t) = app.stores.calls.transcripts(&sid).await.unwrap().pop() {

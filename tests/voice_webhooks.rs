@@ -244,14 +244,6 @@ async fn stream_status_events_are_recorded_once() {
     assert_eq!(response.text().await.unwrap().trim(), "missing field StreamEvent");
 }
 
-fn ended_form(sid: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut form =
-        params(&[("AccountSid", ACCOUNT_SID), ("CallSid", sid), ("From", CALLER), ("To", "+97231234567"), ("CallStatus", "in-progress")]);
-    form.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
-    form.extend(params(extra));
-    form
-}
-
 #[tokio::test]
 async fn stream_that_never_started_falls_back_to_voicemail_once() {
     let app = spawn_app().await;
@@ -415,15 +407,8 @@ async fn stream_ended_gives_the_fallback_while_the_store_is_locked_and_writes_it
     assert!(took < std::time::Duration::from_secs(6), "answered soon after the 4 s store budget, took {took:?}");
     // Once the store is back, the call is written as if it had answered.
     let call_sid = CallSid::parse(&sid).unwrap();
-    let mut written = false;
-    for _ in 0..100 {
-        if app.stores.calls.events(&call_sid).await.unwrap().iter().any(|e| e.kind == "stream_ended") {
-            written = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    assert!(written, "the webhook's writes were made once the store came back");
+    let written = app.event(&call_sid, "stream_ended", std::time::Duration::from_secs(20)).await;
+    assert!(written.is_some(), "the webhook's writes were made once the store came back");
     let call = app.stores.calls.get_call(&call_sid).await.unwrap().unwrap();
     assert_eq!((call.status, call.fallback_reason.as_deref()), (CallStatus::Fallback, Some("stream_never_started")));
 }
@@ -439,15 +424,8 @@ async fn a_call_whose_audit_event_fails_is_still_answered_and_the_event_written_
     let call_sid = CallSid::parse(&sid).unwrap();
     assert_eq!(app.stores.calls.get_call(&call_sid).await.unwrap().unwrap().status, CallStatus::AwaitingStream);
     db.execute_batch("DROP TRIGGER broken_events").unwrap();
-    let mut written = false;
-    for _ in 0..50 {
-        if app.stores.calls.events(&call_sid).await.unwrap().iter().any(|e| e.kind == "twiml_served") {
-            written = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(written, "the twiml_served event was written once the store took it");
+    let written = app.event(&call_sid, "twiml_served", std::time::Duration::from_secs(5)).await;
+    assert!(written.is_some(), "the twiml_served event was written once the store took it");
 }
 
 /// Every URL callkeeper hands Twilio carries the connection overrides, so a 503 is retried.

@@ -57,14 +57,10 @@ async fn redirects(twilio: &MockServer) -> Vec<String> {
 
 /// Waits for the watchdog's event on the call, and returns its detail.
 async fn watchdog_event(app: &TestApp, sid: &CallSid, kind: &str, within: Duration) -> serde_json::Value {
-    let until = tokio::time::Instant::now() + within;
-    while tokio::time::Instant::now() < until {
-        if let Some(event) = app.stores.calls.events(sid).await.unwrap().into_iter().find(|e| e.kind == kind) {
-            return event.detail;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    match app.event(sid, kind, within).await {
+        Some(event) => event.detail,
+        None => panic!("no {kind} event on {sid} within {within:?}: {:?}", app.stores.calls.events(sid).await.unwrap()),
     }
-    panic!("no {kind} event on {sid} within {within:?}: {:?}", app.stores.calls.events(sid).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,17 +15,26 @@ use std::time::Duration;
 /// the work goes on either way (finishing a job twice is harmless, since every write of a job is
 /// idempotent; dropping it halfway is what would hurt).
 pub async fn holding<T>(calls: &dyn CallStore, key: &str, lease: Duration, work: impl Future<Output = T>) -> T {
+    renewing(lease, work, || async {
+        match calls.renew_job_claim(key, now_ms(), lease).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(job = key, "the job's claim is no longer held; finishing the job anyway"),
+            Err(e) => tracing::warn!(job = key, error = %e, "could not renew the job's claim"),
+        }
+    })
+    .await
+}
+
+/// Runs `work`, calling `renew` every third of `term` until it is done: how a job keeps what
+/// runs out while it works (its claim here, its message's visibility in `worker`).
+pub async fn renewing<T, R: Future<Output = ()>>(term: Duration, work: impl Future<Output = T>, mut renew: impl FnMut() -> R) -> T {
     tokio::pin!(work);
-    let every = lease / 3;
-    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let every = term / 3;
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tokio::select! {
             done = &mut work => return done,
-            _ = every.tick() => match calls.renew_job_claim(key, now_ms(), lease).await {
-                Ok(true) => {}
-                Ok(false) => tracing::warn!(job = key, "the job's claim is no longer held; finishing the job anyway"),
-                Err(e) => tracing::warn!(job = key, error = %e, "could not renew the job's claim"),
-            },
+            _ = ticks.tick() => renew().await,
         }
     }
 }

@@ -178,8 +178,13 @@ pub struct TwilioCall {
 impl TwilioCall {
     /// Whether nobody can be on the line any more.
     pub fn is_over(&self) -> bool {
-        matches!(self.status.as_str(), "completed" | "busy" | "failed" | "no-answer" | "canceled")
+        is_final_status(&self.status)
     }
+}
+
+/// Twilio's call statuses after which nobody is on the line.
+pub fn is_final_status(status: &str) -> bool {
+    matches!(status, "completed" | "busy" | "failed" | "no-answer" | "canceled")
 }
 
 /// A recording on Twilio's list.

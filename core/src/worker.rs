@@ -91,19 +91,12 @@ async fn keeping_hidden<T>(
     visibility: Duration,
     work: impl std::future::Future<Output = T>,
 ) -> T {
-    tokio::pin!(work);
-    let every = visibility / 3;
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    loop {
-        tokio::select! {
-            done = &mut work => return done,
-            _ = ticks.tick() => {
-                if let Err(e) = queue.extend(name, receipt, visibility).await {
-                    tracing::warn!(queue = name.as_str(), error = %e, "could not keep a running job hidden");
-                }
-            }
+    crate::job_claim::renewing(visibility, work, || async {
+        if let Err(e) = queue.extend(name, receipt, visibility).await {
+            tracing::warn!(queue = name.as_str(), error = %e, "could not keep a running job hidden");
         }
-    }
+    })
+    .await
 }
 
 /// Backoff before a failed job comes back: `base`, then doubling with each receive, at most

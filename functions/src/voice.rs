@@ -101,11 +101,6 @@ pub async fn stream_status(State(state): State<AppState>, SignedForm(form): Sign
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Twilio's call statuses after which nobody is on the line.
-fn call_is_over(twilio_status: Option<&str>) -> bool {
-    matches!(twilio_status, Some("completed" | "busy" | "failed" | "no-answer" | "canceled"))
-}
-
 /// How long `stream_ended` waits on the store before answering without it: well inside
 /// Twilio's 15 s, and the caller is listening to silence meanwhile.
 pub const STORE_BUDGET: Duration = Duration::from_secs(4);
@@ -148,7 +143,7 @@ struct FormSays {
 fn by_form(state: &AppState, form: &Form) -> Option<FormSays> {
     let twilio_status = form.get("CallStatus");
     let hangup = |reason: &'static str, ends: String| FormSays { decision: "hangup", reason, doc: twiml::hangup(), ends: Some(ends) };
-    if call_is_over(twilio_status) {
+    if twilio_status.is_some_and(callkeeper_core::twilio_rest::is_final_status) {
         // `completed`: someone hung up; an outbound call's `busy`, `no-answer`, … say why it never began.
         let end_reason = match twilio_status {
             Some("completed") | None => "caller_hangup".to_string(),

@@ -116,6 +116,21 @@ pub fn incoming_call_form(call_sid: &str, from: &str) -> Vec<(String, String)> {
     ])
 }
 
+/// What Twilio posts to `<Connect action>` (`stream_ended`) for a call still in progress, with
+/// `extra` fields added or replacing (`CallStatus`, `RecordingSid`, `DialCallStatus`, …).
+pub fn ended_form(call_sid: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut form = params(&[
+        ("AccountSid", ACCOUNT_SID),
+        ("CallSid", call_sid),
+        ("From", "+972501234567"),
+        ("To", "+97231234567"),
+        ("CallStatus", "in-progress"),
+    ]);
+    form.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+    form.extend(params(extra));
+    form
+}
+
 /// The public URL of the media stream, as the TwiML gives it to Twilio.
 pub const STREAM_URL: &str = "wss://relay.example.com/ws/twilio-media";
 
@@ -146,6 +161,20 @@ impl TestApp {
         call.connected();
         call.start(&sid, ACCOUNT_SID, &parameters);
         (CallSid::parse(&sid).unwrap(), call)
+    }
+
+    /// Waits up to `within` for an event of `kind` on the call.
+    pub async fn event(&self, sid: &CallSid, kind: &str, within: std::time::Duration) -> Option<callkeeper_core::call::CallEvent> {
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(event) = self.stores.calls.events(sid).await.unwrap().into_iter().find(|e| e.kind == kind) {
+                return Some(event);
+            }
+            if tokio::time::Instant::now() >= until {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Waits for the relay to record the stream's end.
