@@ -128,6 +128,8 @@ impl Log {
 pub struct FakeRealtime {
     pub addr: SocketAddr,
     pub log: Arc<Mutex<Log>>,
+    /// What each new connection gets; `set_fault` changes it for the connections after.
+    options: Arc<Mutex<Options>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -147,16 +149,23 @@ impl FakeRealtime {
         let addr = listener.local_addr()?;
         let log = Arc::new(Mutex::new(Log::default()));
         let shared = log.clone();
+        let options = Arc::new(Mutex::new(options));
+        let current = options.clone();
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                let (options, log) = (options.clone(), shared.clone());
+                let (options, log) = (current.lock().expect("not poisoned").clone(), shared.clone());
                 tokio::spawn(async move {
                     let _ = tcp.set_nodelay(true);
                     serve_connection(tcp, options, log).await;
                 });
             }
         });
-        Ok(FakeRealtime { addr, log, task })
+        Ok(FakeRealtime { addr, log, options, task })
+    }
+
+    /// How the connections from now on misbehave (those already open keep theirs).
+    pub fn set_fault(&self, fault: Fault) {
+        self.options.lock().expect("not poisoned").fault = fault;
     }
 
     /// `OPENAI_REALTIME_URL` for the agent.

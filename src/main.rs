@@ -38,14 +38,43 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1")]
         host: IpAddr,
     },
-    /// Play Twilio's side of a call against a running `callkeeper serve`: a caller rings, hears
-    /// the agent, speaks, and hangs up. Prints what the caller experienced and the call's record.
+    /// Play Twilio's side of calls, and break them as real calls break: with no target, against
+    /// a local stack of its own (`serve` and `relay` in --data-dir, default a fresh folder) whose
+    /// Twilio REST (and with --offline, OpenAI) is the simulator's. Prints each call's timeline
+    /// and record, the fault matrix, or a load summary; exits 3 when a check fails.
     Simulate {
-        /// The port `callkeeper serve` listens on.
-        #[arg(long, env = "PORT", default_value_t = 8080)]
-        port: u16,
-        #[arg(long, default_value = "127.0.0.1")]
+        /// Play against a `callkeeper serve` already running on this port (its data folder is
+        /// --data-dir), instead of a stack of its own.
+        #[arg(long, conflicts_with = "target")]
+        port: Option<u16>,
+        #[arg(long, default_value = "127.0.0.1", requires = "port")]
         host: IpAddr,
+        /// Play against any callkeeper by its public URL (a deployed stack), signing with
+        /// TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN; what cannot be seen from outside is reported
+        /// as not checked. With `--store aws` the CRM is read from the stack's table.
+        #[arg(long)]
+        target: Option<String>,
+        /// `all`, a scenario, or a comma-separated mix: happy, relay-down, socket-closes,
+        /// media-stops, bad-frames, caller-hangs-up, recording-absent, transcription-flaps,
+        /// duplicate-webhooks, model-drops, relay-restart, twilio-rest-flaps, store-blip.
+        #[arg(long, default_value = "happy")]
+        scenario: String,
+        /// Calls to place (the scenarios' mix, in turn).
+        #[arg(long, default_value_t = 1)]
+        calls: usize,
+        /// Calls on the line at once.
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        /// Play OpenAI too (Realtime, transcription, extraction): the whole path with no account.
+        #[arg(long)]
+        offline: bool,
+        /// The local stack's voice agent: embedded, openai or silent (default: openai when
+        /// --offline, otherwise the configuration's).
+        #[arg(long)]
+        agent: Option<String>,
+        /// The caller speaks this many times faster than real time.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
         #[arg(long, default_value = "+972501234567")]
         from: String,
         #[arg(long, default_value = "+97231234567")]
@@ -53,14 +82,24 @@ enum Command {
         /// Caller turns after the greeting.
         #[arg(long, default_value_t = 1)]
         turns: u32,
-        /// What the caller says: `he`, `en`, or a raw μ-law 8 kHz file. Default: the agent's language.
+        /// What the caller says: `he`, `en`, a WAV file, or a raw μ-law 8 kHz file. Default: the
+        /// agent's language.
         #[arg(long)]
         caller: Option<String>,
-        /// Write what the caller heard to this WAV file.
+        /// Write what the (first) caller heard to this WAV file.
         #[arg(long)]
         save_audio: Option<PathBuf>,
+        /// One JSON object per call (and a summary object for a load run).
         #[arg(long)]
         json: bool,
+    },
+    /// The relay on its own (the media WebSocket), as the Fargate service runs it, on the
+    /// settings and the store `serve` uses: the local stack of `simulate` runs it as its own process.
+    Relay {
+        #[arg(long, env = "PORT", default_value_t = 8081)]
+        port: u16,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: IpAddr,
     },
     /// Place an outbound call through Twilio: answered, it gets the same TwiML (the agent, the
     /// recording) and the same watchdog as an incoming call. Needs the Twilio settings.
@@ -169,8 +208,15 @@ enum CallsCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli).await {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    // `simulate` makes a fresh folder unless it is given one.
+    let data_dir_given = matches.value_source("data_dir").is_some_and(|s| s != clap::parser::ValueSource::DefaultValue);
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match run(cli, data_dir_given).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("callkeeper: {e:#}");
@@ -179,7 +225,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+async fn run(cli: Cli, data_dir_given: bool) -> anyhow::Result<ExitCode> {
     // No subcommand means `serve`, with its defaults and its environment (PORT).
     let command = match cli.command {
         Some(command) => command,
@@ -195,29 +241,87 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             server.run(shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Simulate { port, host, from, to, turns, caller, save_audio, json } => {
-            let server = SocketAddr::new(host, port);
-            let (config, _) = callkeeper::local_config::resolve(&cli.data_dir, server)?;
-            let caller_audio = match caller.as_deref() {
-                None => simulate::caller_audio(&config.language).to_vec(),
-                Some(language @ ("he" | "en")) => simulate::caller_audio(language).to_vec(),
-                Some(path) => std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read caller audio {path}: {e}"))?,
+        Command::Simulate {
+            port,
+            host,
+            target,
+            scenario,
+            calls,
+            concurrency,
+            offline,
+            agent,
+            speed,
+            from,
+            to,
+            turns,
+            caller,
+            save_audio,
+            json,
+        } => {
+            let target = match (port, target) {
+                (Some(port), _) => simulate::Target::Running { addr: SocketAddr::new(host, port), data_dir: cli.data_dir.clone() },
+                (None, Some(base_url)) => simulate::Target::Remote { base_url },
+                (None, None) => simulate::Target::Local { data_dir: data_dir_given.then(|| cli.data_dir.clone()).unwrap_or_else(fresh_data_dir) },
             };
-            let options = simulate::Options { server, from, to, turns, caller_audio, save_audio };
-            let report = simulate::run(&config, &options).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!("{}", simulate::describe(&report));
+            if offline && !matches!(target, simulate::Target::Local { .. }) {
+                anyhow::bail!("--offline plays OpenAI for the simulator's own stack: it cannot with --port or --target");
             }
-            // The server's record of the call, when it keeps it in this data folder.
-            if !json && (kind == StoreKind::Aws || cli.data_dir.join(embedded::DATABASE_FILE).exists()) {
-                let stores = open(kind, &cli.data_dir, config.queue_max_receives).await?;
-                let sid = CallSid::parse(&report.call_sid)?;
-                if let Some(text) = crm::show(stores.calls.as_ref(), &sid, false).await? {
-                    println!("\n{text}");
+            let caller_audio = match caller.as_deref() {
+                None => None,
+                Some(language @ ("he" | "en")) => Some(simulate::caller_audio(language).to_vec()),
+                Some(path) => Some(read_caller_audio(path)?),
+            };
+            let scenarios = simulate::scenarios::Scenario::parse_list(&scenario).map_err(|e| anyhow::anyhow!("--scenario: {e}"))?;
+            let matrix = scenarios.len() > 1;
+            let options = simulate::Options {
+                target,
+                store: kind,
+                scenarios,
+                calls,
+                concurrency,
+                offline,
+                agent,
+                speed,
+                from,
+                to,
+                turns,
+                caller_audio,
+                save_audio,
+            };
+            let run = simulate::run(options).await?;
+            if json {
+                for call in &run.calls {
+                    println!("{}", serde_json::to_string(call)?);
+                }
+                if run.calls.len() > 1 {
+                    println!("{}", serde_json::json!({ "summary": run.summary, "dead_letters": run.dead_letters, "skipped": run.skipped.iter().map(|(s, why)| (s.name(), why)).collect::<Vec<_>>() }));
+                }
+            } else {
+                if run.calls.len() == 1 {
+                    print!("{}", simulate::report::describe(&run.calls[0]));
+                } else {
+                    for call in run.calls.iter().filter(|c| !c.passed) {
+                        print!("{}\n", simulate::report::describe(call));
+                    }
+                }
+                if matrix || run.calls.len() > 1 {
+                    print!("\n{}", simulate::report::matrix(&run));
+                    print!("\n{}", simulate::report::summary(&run.summary));
+                }
+                if let Some(dir) = &run.data_dir {
+                    println!("\nthe stack's data is kept in {0}: callkeeper --data-dir {0} calls list", dir.display());
                 }
             }
+            Ok(if run.passed() { ExitCode::SUCCESS } else { ExitCode::from(3) })
+        }
+        Command::Relay { port, host } => {
+            let (config, stores) = callkeeper_core::startup::from_env().await?;
+            let relay = callkeeper_relay::Relay::new(config, stores.calls.clone());
+            let listener = tokio::net::TcpListener::bind(SocketAddr::new(host, port))
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {host}:{port}: {e}"))?;
+            println!("callkeeper relay listening on {}", listener.local_addr()?);
+            callkeeper_relay::service::serve(listener, callkeeper_relay::router(relay.clone()), &relay, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Call { to, from, detect_machine, port } => {
@@ -308,4 +412,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A folder of its own for a simulated stack: `callkeeper-sim-<time>` in the system's temp dir.
+fn fresh_data_dir() -> PathBuf {
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    std::env::temp_dir().join(format!("callkeeper-sim-{stamp}"))
+}
+
+/// The caller's voice: a WAV file (μ-law or PCM, any channel count: the first is taken, at
+/// 8 kHz) or raw μ-law 8 kHz.
+fn read_caller_audio(path: &str) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read caller audio {path}: {e}"))?;
+    if !bytes.starts_with(b"RIFF") {
+        return Ok(bytes);
+    }
+    let wav = callkeeper_core::wav::view(&bytes).map_err(|e| anyhow::anyhow!("{path} is not a WAV callkeeper reads: {}", e.0))?;
+    if wav.sample_rate != callkeeper_core::mulaw::SAMPLE_RATE {
+        anyhow::bail!("{path} is {} Hz; the caller's voice must be 8000 Hz, as Twilio's line is", wav.sample_rate);
+    }
+    Ok((0..wav.frames()).map(|f| callkeeper_core::mulaw::encode(wav.sample(f, 0))).collect())
 }

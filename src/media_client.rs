@@ -25,6 +25,8 @@ const FRAME: Duration = Duration::from_millis(20);
 /// Agent audio arriving this close together is one utterance.
 pub const UTTERANCE_GAP: Duration = Duration::from_millis(600);
 const FRAME_BYTES: usize = 160;
+/// Audio resuming this soon after a span ends continues the span.
+const SPAN_GAP: Duration = Duration::from_millis(40);
 
 /// How a stream is opened.
 pub struct Dial<'a> {
@@ -70,6 +72,16 @@ pub struct Heard {
     pub utterances: Vec<Instant>,
     /// Frames that could not be read (there should be none).
     pub bad_frames: u64,
+    /// When the agent's audio played, span by span (what a caller heard and when).
+    pub spans: Vec<Span>,
+}
+
+/// A stretch of agent audio played without a break: `audio[audio_from..]` up to its length.
+#[derive(Debug, Clone, Copy)]
+pub struct Span {
+    pub start: Instant,
+    pub end: Instant,
+    pub audio_from: usize,
 }
 
 pub struct MediaCall {
@@ -80,6 +92,8 @@ pub struct MediaCall {
     pub stream_sid: String,
     chunk: u64,
     started: Instant,
+    /// How much faster than real time the caller's frames go (1.0: as Twilio sends them).
+    pace: f64,
 }
 
 impl MediaCall {
@@ -121,7 +135,7 @@ impl MediaCall {
             let closed = phone.listen(&mut stream).await;
             let _ = closed_tx.send(Some(closed));
         });
-        Ok(MediaCall { out, heard, closed, subprotocol, stream_sid: stream_sid.to_string(), chunk: 0, started: Instant::now() })
+        Ok(MediaCall { out, heard, closed, subprotocol, stream_sid: stream_sid.to_string(), chunk: 0, started: Instant::now(), pace: 1.0 })
     }
 
     pub fn send_text(&self, text: impl Into<String>) {
@@ -164,19 +178,35 @@ impl MediaCall {
         self.send_text(frame);
     }
 
+    /// Caller frames sent so far (chunk numbers skipped included).
+    pub fn frames_sent(&self) -> u64 {
+        self.chunk
+    }
+
     /// Skips chunk numbers, as frames lost on the way would.
     pub fn lose_frames(&mut self, n: u64) {
         self.chunk += n;
     }
 
-    /// Plays `audio` as the caller, one frame every 20 ms from the stream's clock.
+    /// Sends the caller's frames `pace` times faster than real time (load and quick runs).
+    pub fn set_pace(&mut self, pace: f64) {
+        self.pace = pace.max(0.01);
+    }
+
+    /// Plays `audio` as the caller, one frame every 20 ms (at pace 1) from the stream's clock.
     pub async fn speak(&mut self, audio: &[u8]) {
         for frame in audio.chunks(FRAME_BYTES) {
             let mut padded = frame.to_vec();
             padded.resize(FRAME_BYTES, 0xFF);
-            tokio::time::sleep_until(self.started + FRAME * self.chunk as u32).await;
+            tokio::time::sleep_until(self.started + FRAME.mul_f64(self.chunk as f64 / self.pace)).await;
             self.media(&padded);
         }
+    }
+
+    /// The stream's clock restarts now: after a pause in sending (media that stopped), frames go
+    /// on at their pace from here rather than in a burst to catch up.
+    pub fn resume_clock(&mut self) {
+        self.started = Instant::now() - FRAME.mul_f64(self.chunk as f64 / self.pace);
     }
 
     /// `duration` of the caller saying nothing.
@@ -317,9 +347,15 @@ impl Phone {
                     self.heard.lock().expect("not poisoned").bad_frames += 1;
                     return;
                 };
-                self.play_head = self.play_head.max(now) + FRAME;
+                let starts = self.play_head.max(now);
+                self.play_head = starts + FRAME;
                 self.unplayed.push_back((self.play_head, payload.len()));
                 let mut heard = self.heard.lock().expect("not poisoned");
+                let from = heard.audio.len();
+                match heard.spans.last_mut() {
+                    Some(span) if span.end + SPAN_GAP >= starts => span.end = self.play_head,
+                    _ => heard.spans.push(Span { start: starts, end: self.play_head, audio_from: from }),
+                }
                 heard.media_frames += 1;
                 heard.audio.extend_from_slice(&payload);
                 heard.first_media_at.get_or_insert(now);
@@ -339,6 +375,9 @@ impl Phone {
                     let mut heard = self.heard.lock().expect("not poisoned");
                     let keep = heard.audio.len().saturating_sub(unplayed);
                     heard.audio.truncate(keep);
+                    if let Some(span) = heard.spans.last_mut() {
+                        span.end = span.end.min(now);
+                    }
                     heard.clears += 1;
                     heard.played_at_clear.push(keep);
                     heard.cleared_at.push(now);

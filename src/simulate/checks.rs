@@ -1,0 +1,203 @@
+//! What the CRM holds of a simulated call, and whether the call kept the promise: the record
+//! holds the conversation's turns, or a fallback with a transcript or a voicemail, never nothing;
+//! no silence over 10 s; nothing twice; the outcome the scenario calls for.
+
+use super::call::Played;
+use super::scenarios::{Outcome, Scenario};
+use callkeeper_core::call::CallStatus;
+use callkeeper_core::ids::CallSid;
+use callkeeper_core::store::{CallStore, JobQueue};
+use serde::Serialize;
+use std::collections::HashSet;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The longest a caller may sit in silence.
+pub const MAX_SILENCE_MS: u64 = 10_000;
+
+/// The call as the CRM holds it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Crm {
+    pub status: String,
+    pub end_reason: Option<String>,
+    pub fallback_reason: Option<String>,
+    pub fallback_action: Option<String>,
+    pub turns: usize,
+    /// Lines of the live transcript (what the agent heard and said).
+    pub live_lines: usize,
+    pub recordings: usize,
+    pub transcripts: usize,
+    pub transcript_lines: usize,
+    pub summary: Option<String>,
+    /// Why a transcript has no lines, when one says.
+    pub transcript_note: Option<String>,
+    pub frames_in: Option<u64>,
+    pub frames_out: Option<u64>,
+    pub bad_frames: u64,
+    pub events: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "result", content = "detail", rename_all = "kebab-case")]
+pub enum Verdict {
+    Pass,
+    Fail(String),
+    /// Cannot be seen from where the simulator stands (a remote stack's store or Twilio).
+    NotChecked(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+/// Reads the call once the stack has settled it: its status final and each reported
+/// recording transcribed (or `settle` gone by).
+pub async fn read(store: &dyn CallStore, played: &Played, settle: Duration) -> anyhow::Result<Option<Crm>> {
+    let sid = CallSid::parse(&played.call_sid)?;
+    let until = Instant::now() + settle;
+    loop {
+        let call = store.get_call(&sid).await.ok().flatten();
+        let transcripts = store.transcripts(&sid).await.unwrap_or_default();
+        let transcribed: HashSet<String> = transcripts.iter().map(|t| t.recording_sid.to_string()).collect();
+        let settled = call.as_ref().is_some_and(|c| c.status == CallStatus::Completed)
+            && played.recordings.iter().all(|r| transcribed.contains(r))
+            && transcripts.iter().all(|t| t.summary.is_some() || t.note.is_some() || t.lines.is_empty());
+        if settled || Instant::now() >= until {
+            let Some(call) = call else { return Ok(None) };
+            let turns = store.turns(&sid).await?;
+            let recordings = store.recordings(&sid).await?;
+            let events = store.events(&sid).await?;
+            let live_lines = turns.iter().map(|t| usize::from(t.caller_text.is_some()) + usize::from(t.agent_text.is_some())).sum();
+            return Ok(Some(Crm {
+                status: call.status.as_str().to_string(),
+                end_reason: call.end_reason.clone(),
+                fallback_reason: call.fallback_reason.clone(),
+                fallback_action: call.fallback_action.clone(),
+                turns: turns.len(),
+                live_lines,
+                recordings: recordings.len(),
+                transcripts: transcripts.len(),
+                transcript_lines: transcripts.iter().map(|t| t.lines.len()).sum(),
+                summary: transcripts.iter().find_map(|t| t.summary.clone()),
+                transcript_note: transcripts.iter().find_map(|t| t.note.clone()),
+                frames_in: call.stream.as_ref().map(|s| s.frames_in),
+                frames_out: call.stream.as_ref().map(|s| s.frames_out),
+                bad_frames: call.stream.as_ref().map_or(0, |s| s.bad_frames.values().sum()),
+                events: events.iter().map(|e| e.kind.clone()).collect(),
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The checks on one call; `twilio` when the simulator plays Twilio's REST (and can see it).
+pub fn checks(played: &Played, crm: Option<&Crm>, twilio: Option<&super::fake_twilio::FakeTwilio>) -> Vec<Check> {
+    let mut out = Vec::new();
+    let mut push = |name, verdict| out.push(Check { name, verdict });
+    let scenario = played.scenario;
+    let expected = scenario.expected();
+    push(
+        "outcome",
+        if played.outcome == expected {
+            Verdict::Pass
+        } else {
+            Verdict::Fail(format!("expected {}, the caller got {}", expected.as_str(), played.outcome.as_str()))
+        },
+    );
+    push(
+        "silence",
+        if played.timeline.longest_silence_ms <= MAX_SILENCE_MS {
+            Verdict::Pass
+        } else {
+            Verdict::Fail(format!("the caller sat {} ms in silence (at most {MAX_SILENCE_MS})", played.timeline.longest_silence_ms))
+        },
+    );
+    let Some(crm) = crm else {
+        let why = "the stack's store is not readable from here".to_string();
+        push("crm-holds-the-call", Verdict::NotChecked(why.clone()));
+        push("nothing-twice", Verdict::NotChecked(why));
+        return out;
+    };
+    let voicemail = played.voicemail && crm.recordings >= 2;
+    let holds = match played.outcome {
+        Outcome::Conversation | Outcome::Hangup => crm.turns > 0 || crm.transcript_lines > 0,
+        Outcome::Fallback => crm.fallback_reason.is_some() && (crm.transcript_lines > 0 || voicemail || crm.turns > 0),
+    };
+    push(
+        "crm-holds-the-call",
+        if !holds {
+            Verdict::Fail(format!("the CRM holds {crm:?}"))
+        } else if crm.status != "completed" {
+            Verdict::Fail(format!("the call is still {} in the CRM", crm.status))
+        } else if crm.transcripts < played.recordings.len() {
+            Verdict::Fail(format!("{} recordings reported, {} transcripts kept", played.recordings.len(), crm.transcripts))
+        } else {
+            Verdict::Pass
+        },
+    );
+    push(
+        "nothing-twice",
+        if crm.transcripts > played.recordings.len().max(crm.recordings) {
+            Verdict::Fail(format!("{} transcripts for {} recordings", crm.transcripts, crm.recordings))
+        } else if crm.events.iter().filter(|k| *k == "twiml_served").count() > 1 {
+            Verdict::Fail("the call's TwiML was served twice".into())
+        } else if crm.events.iter().filter(|k| k.starts_with("fallback")).count() > 1 {
+            Verdict::Fail(format!("more than one fallback: {:?}", crm.events))
+        } else {
+            Verdict::Pass
+        },
+    );
+    match scenario {
+        Scenario::BadFrames => push(
+            "bad-frames-counted",
+            if crm.bad_frames >= played.bad_frames_sent {
+                Verdict::Pass
+            } else {
+                Verdict::Fail(format!("{} bad frames sent, {} counted", played.bad_frames_sent, crm.bad_frames))
+            },
+        ),
+        Scenario::TwilioRestFlaps => push(
+            "redirect-retried",
+            match twilio {
+                None => Verdict::NotChecked("Twilio's REST side is real here".into()),
+                Some(twilio) => {
+                    let redirects: Vec<u16> =
+                        twilio.requests_for(&played.call_sid).iter().filter(|r| r.method == "POST").map(|r| r.status).collect();
+                    if redirects.len() >= 3 && redirects[..2] == [500, 500] && redirects.contains(&200) {
+                        Verdict::Pass
+                    } else {
+                        Verdict::Fail(format!("redirect answers {redirects:?}: expected two 500s, then a 200"))
+                    }
+                }
+            },
+        ),
+        Scenario::RecordingAbsent => push(
+            "turns-without-recording",
+            if crm.recordings == 0 && crm.live_lines > 0 {
+                Verdict::Pass
+            } else {
+                Verdict::Fail(format!("{} recordings, {} live lines", crm.recordings, crm.live_lines))
+            },
+        ),
+        _ => {}
+    }
+    out
+}
+
+/// Dead letters on either queue: a job the stack gave up on (nothing may be lost).
+pub async fn dead_letters(queue: &dyn JobQueue) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for name in callkeeper_core::job::QueueName::ALL {
+        for letter in queue.dead_letters(name, 100).await? {
+            out.push(format!("{}: {}", name.as_str(), letter.last_error.unwrap_or_default()));
+        }
+    }
+    Ok(out)
+}
+
+pub fn passed(checks: &[Check]) -> bool {
+    checks.iter().all(|c| !matches!(c.verdict, Verdict::Fail(_)))
+}

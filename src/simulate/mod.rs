@@ -1,0 +1,392 @@
+//! `callkeeper simulate`: plays Twilio's side of calls against a callkeeper, and breaks them in
+//! the ways real calls break, to show that no call is lost.
+//!
+//! - With no target it starts a local stack of its own ([`stack`]) whose Twilio REST is the
+//!   simulator's ([`fake_twilio`]), so the watchdog's redirects reach the simulated call, and with
+//!   `--offline` whose OpenAI is the simulator's too ([`fake_openai`]).
+//! - Each call follows the TwiML as Twilio does ([`call`]), with its scenario's fault
+//!   ([`scenarios`]), and leaves a timeline ([`timeline`]) and what the CRM holds ([`checks`]).
+//! - Many calls at once (`--calls`, `--concurrency`) give a load summary ([`report`]).
+
+pub mod call;
+pub mod checks;
+pub mod fake_openai;
+pub mod fake_twilio;
+pub mod report;
+pub mod scenarios;
+pub mod stack;
+pub mod timeline;
+
+use callkeeper_core::config::Config;
+use callkeeper_core::ids::random_sid;
+use callkeeper_core::signature::{compute, Algorithm};
+use callkeeper_core::store::Stores;
+use callkeeper_core::twiml_reader::try_parse_twiml;
+use scenarios::{Needs, Scenario};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+const CALLER_HE: &[u8] = include_bytes!("../../relay/assets/caller/he.ulaw");
+const CALLER_EN: &[u8] = include_bytes!("../../relay/assets/caller/en.ulaw");
+
+/// How long a call's record may take to settle (its recording transcribed) after the call.
+const SETTLE: Duration = Duration::from_secs(90);
+
+pub fn caller_audio(language: &str) -> &'static [u8] {
+    if language.starts_with("he") {
+        CALLER_HE
+    } else {
+        CALLER_EN
+    }
+}
+
+/// Which callkeeper to play against.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A local stack the simulator starts, in this folder.
+    Local { data_dir: PathBuf },
+    /// A `callkeeper serve` already running on this machine, on this data folder.
+    Running { addr: SocketAddr, data_dir: PathBuf },
+    /// Any callkeeper by its public URL (a deployed stack), signing with the configured token.
+    Remote { base_url: String },
+}
+
+pub struct Options {
+    pub target: Target,
+    pub store: callkeeper_core::store::open::StoreKind,
+    pub scenarios: Vec<Scenario>,
+    /// Calls to place in all (at least one per scenario).
+    pub calls: usize,
+    pub concurrency: usize,
+    /// Play OpenAI too (local stack only).
+    pub offline: bool,
+    /// `VOICE_AGENT` for the local stack (default: `openai` offline, else the configuration's).
+    pub agent: Option<String>,
+    pub speed: f64,
+    pub from: String,
+    pub to: String,
+    pub turns: u32,
+    /// What the caller says each turn; `None`: the agent's language's shipped voice.
+    pub caller_audio: Option<Vec<u8>>,
+    /// Write what the (first) caller heard as a WAV file.
+    pub save_audio: Option<PathBuf>,
+}
+
+/// One call's report: what `--json` prints, a line per call.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CallReport {
+    pub call_sid: String,
+    pub scenario: &'static str,
+    pub outcome: &'static str,
+    pub expected: &'static str,
+    pub longest_silence_ms: u64,
+    pub time_to_fallback_ms: Option<u64>,
+    pub subprotocol: Option<String>,
+    /// From `start` to the greeting's first frame.
+    pub greeting_after_ms: Option<u64>,
+    pub greeting_ms: u64,
+    /// Per caller turn: from the end of the caller's speech to the first frame of the answer.
+    pub answer_after_ms: Vec<Option<u64>>,
+    pub agent_audio_ms: u64,
+    pub marks_echoed: usize,
+    pub close: Option<String>,
+    pub frames_sent: u64,
+    pub frames_heard: u64,
+    pub crm: Option<checks::Crm>,
+    pub checks: Vec<checks::Check>,
+    pub passed: bool,
+    pub timeline: timeline::Timeline,
+    /// What the caller heard of the agent (μ-law), for `--save-audio`.
+    #[serde(skip)]
+    pub heard_audio: Vec<u8>,
+}
+
+/// What a run did: every call, the load summary, and whether all checks passed.
+pub struct Run {
+    pub calls: Vec<CallReport>,
+    /// Scenarios that could not be played where the simulator stands, and why.
+    pub skipped: Vec<(Scenario, String)>,
+    pub summary: report::Summary,
+    /// Dead letters left on the stack's queues after the run (when the store is readable).
+    pub dead_letters: Option<Vec<String>>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Run {
+    pub fn passed(&self) -> bool {
+        self.calls.iter().all(|c| c.passed) && self.dead_letters.as_ref().is_none_or(Vec::is_empty)
+    }
+}
+
+/// The local stack's settings: its Twilio is the simulator's, and offline so is its OpenAI.
+fn stack_env(options: &Options, account_sid: &str, auth_token: &str, twilio: &fake_twilio::FakeTwilio, openai: Option<&fake_openai::FakeOpenAi>) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("TWILIO_ACCOUNT_SID".into(), account_sid.into()),
+        ("TWILIO_AUTH_TOKEN".into(), auth_token.into()),
+        ("TWILIO_API_BASE".into(), twilio.base_url()),
+        // Failed jobs come back within seconds, not minutes: a run waits for them.
+        ("JOB_RETRY_BASE_SECS".into(), "1".into()),
+    ];
+    if let Some(openai) = openai {
+        env.extend([
+            ("OPENAI_API_KEY".into(), OFFLINE_KEY.into()),
+            ("OPENAI_BASE_URL".into(), openai.base_url()),
+            ("OPENAI_REALTIME_URL".into(), openai.realtime.url()),
+        ]);
+    }
+    let agent = options.agent.clone().or_else(|| openai.map(|_| "openai".to_string()));
+    if let Some(agent) = agent {
+        env.push(("VOICE_AGENT".into(), agent));
+    }
+    env
+}
+
+const OFFLINE_KEY: &str = "sk-simulator-offline";
+
+pub async fn run(options: Options) -> anyhow::Result<Run> {
+    let client = reqwest::Client::new();
+    let mut twilio = None;
+    let mut openai = None;
+    let mut stack = None;
+    let mut stores: Option<Stores> = None;
+    let (base_url, account_sid, auth_token, language, data_dir) = match &options.target {
+        Target::Local { data_dir } => {
+            let account_sid = random_sid("AC");
+            let auth_token = callkeeper_core::secrets::Secret::generate().expose().to_string();
+            let fake = fake_twilio::FakeTwilio::start(&account_sid).await?;
+            if options.offline {
+                openai = Some(Arc::new(fake_openai::FakeOpenAi::start(OFFLINE_KEY).await?));
+            }
+            let env = stack_env(&options, &account_sid, &auth_token, &fake, openai.as_deref());
+            let local = stack::LocalStack::start(data_dir, env).await?;
+            let base_url = format!("http://{}", local.server);
+            stack = Some(Arc::new(tokio::sync::Mutex::new(local)));
+            twilio = Some(fake);
+            stores = Some(callkeeper_core::store::open::open(callkeeper_core::store::open::StoreKind::Embedded, data_dir, 5).await?);
+            let language = std::env::var("AGENT_LANGUAGE").unwrap_or_else(|_| "he".into());
+            (base_url, account_sid, auth_token, language, Some(data_dir.clone()))
+        }
+        Target::Running { addr, data_dir } => {
+            let (config, _) = crate::local_config::resolve(data_dir, *addr)?;
+            let has_store = options.store == callkeeper_core::store::open::StoreKind::Aws
+                || data_dir.join(callkeeper_core::store::embedded::DATABASE_FILE).exists();
+            if has_store {
+                stores = Some(callkeeper_core::store::open::open(options.store, data_dir, config.queue_max_receives).await?);
+            }
+            let base = config.public_base_url.as_str().trim_end_matches('/').to_string();
+            (base, config.twilio_account_sid.to_string(), config.twilio_auth_token.expose().to_string(), config.language.clone(), None)
+        }
+        Target::Remote { base_url } => {
+            let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+            let (Some(account_sid), Some(auth_token)) = (env("TWILIO_ACCOUNT_SID"), env("TWILIO_AUTH_TOKEN")) else {
+                anyhow::bail!("--target needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN: the simulator signs as Twilio signs for that stack");
+            };
+            if options.store == callkeeper_core::store::open::StoreKind::Aws {
+                stores = Some(callkeeper_core::store::open::stores_from_env(5).await?);
+            }
+            let language = env("AGENT_LANGUAGE").unwrap_or_else(|| "he".into());
+            (base_url.trim_end_matches('/').to_string(), account_sid, auth_token, language, None)
+        }
+    };
+    let caller_audio = Arc::new(options.caller_audio.clone().unwrap_or_else(|| caller_audio(&language).to_vec()));
+    let ctx = Arc::new(call::Ctx {
+        client,
+        base_url,
+        account_sid,
+        auth_token,
+        twilio: twilio.clone(),
+        stack: stack.clone(),
+        offline: openai.clone(),
+        from: options.from.clone(),
+        to: options.to.clone(),
+        turns: options.turns,
+        caller_audio,
+        speed: options.speed,
+    });
+
+    // What can be played from here, and which calls may share the line with others.
+    let mut skipped = Vec::new();
+    let mut beside = Vec::new();
+    let mut alone = Vec::new();
+    for scenario in &options.scenarios {
+        match scenario.needs() {
+            Needs::LocalStack if stack.is_none() => skipped.push((*scenario, "needs the local stack (run with no target)".to_string())),
+            Needs::OfflineOpenAi if openai.is_none() => {
+                skipped.push((*scenario, "needs the simulator's OpenAI (run with no target and --offline)".to_string()))
+            }
+            Needs::Nothing => beside.push(*scenario),
+            _ => alone.push(*scenario),
+        }
+    }
+    let total = options.calls.max(beside.len());
+    let sampler = stack.clone().map(report::Sampler::start);
+    let started = Instant::now();
+    let mut reports = Vec::new();
+    if !beside.is_empty() {
+        let plan: Vec<Scenario> = (0..total).map(|i| beside[i % beside.len()]).collect();
+        let concurrency = options.concurrency.max(1).min(plan.len());
+        let queue = Arc::new(std::sync::Mutex::new(plan.into_iter()));
+        let mut workers = Vec::new();
+        for _ in 0..concurrency {
+            let (ctx, queue, stores) = (ctx.clone(), queue.clone(), stores.clone());
+            workers.push(tokio::spawn(async move {
+                let mut done = Vec::new();
+                loop {
+                    let next = queue.lock().expect("not poisoned").next();
+                    let Some(scenario) = next else { break };
+                    done.push(play_one(&ctx, scenario, stores.as_ref(), total == 1).await);
+                }
+                done
+            }));
+        }
+        for worker in workers {
+            reports.extend(worker.await?);
+        }
+    }
+    let beside_elapsed = started.elapsed();
+    for scenario in alone {
+        let before = openai.as_ref().map_or((0, 0), |o| o.transcriptions());
+        if let Some(openai) = &openai {
+            match scenario {
+                Scenario::TranscriptionFlaps => openai.fail_transcriptions(2),
+                Scenario::ModelDrops => openai.drop_model_sockets(Some(Duration::from_secs(2))),
+                _ => {}
+            }
+        }
+        let mut report = play_one(&ctx, scenario, stores.as_ref(), true).await;
+        if let Some(openai) = &openai {
+            openai.drop_model_sockets(None);
+            openai.fail_transcriptions(0);
+            let (asked, failed) = openai.transcriptions();
+            if scenario == Scenario::TranscriptionFlaps {
+                if let Ok(played) = &mut report {
+                    refine_transcription_check(played, before, (asked, failed));
+                }
+            }
+        }
+        reports.push(report);
+    }
+    let usage = match sampler {
+        Some(sampler) => Some(sampler.stop().await),
+        None => None,
+    };
+    let mut calls = Vec::new();
+    for report in reports {
+        calls.push(report?);
+    }
+    if let (Some(path), Some(first)) = (&options.save_audio, calls.first()) {
+        std::fs::write(path, wav(&first.heard_audio))?;
+    }
+    let dead_letters = match &stores {
+        Some(stores) if stack.is_some() => Some(checks::dead_letters(stores.queue.as_ref()).await?),
+        _ => None,
+    };
+    let summary = report::Summary::of(&calls, usage, beside_elapsed, options.concurrency.max(1));
+    // The processes stop; the folder stays, for `calls list` and `calls show`.
+    drop(stack);
+    Ok(Run { calls, skipped, summary, dead_letters, data_dir })
+}
+
+/// The transcription-flaps check counts requests made during that call only.
+fn refine_transcription_check(report: &mut CallReport, before: (u64, u64), after: (u64, u64)) {
+    let (asked, failed) = (after.0 - before.0, after.1 - before.1);
+    let lines = report.crm.as_ref().map_or(0, |c| c.transcript_lines);
+    let verdict = if failed == 2 && asked > failed && lines > 0 {
+        checks::Verdict::Pass
+    } else {
+        checks::Verdict::Fail(format!("{asked} transcriptions asked, {failed} failed on purpose, {lines} lines kept"))
+    };
+    report.checks.push(checks::Check { name: "transcription-retried", verdict });
+    report.passed = checks::passed(&report.checks);
+}
+
+/// Plays one call and reads what the CRM made of it. A call the simulator could not play
+/// through (the stack never answered, a rescue that never came) is a failed report, not an error.
+async fn play_one(ctx: &call::Ctx, scenario: Scenario, stores: Option<&Stores>, settle: bool) -> anyhow::Result<CallReport> {
+    let played = match call::play(ctx, scenario).await {
+        Ok(played) => played,
+        Err(e) => return Ok(report::failed_call(scenario, &e)),
+    };
+    let crm = match stores {
+        Some(stores) => checks::read(stores.calls.as_ref(), &played, if settle { SETTLE } else { Duration::from_secs(5) }).await?,
+        None => None,
+    };
+    let checks = checks::checks(&played, crm.as_ref(), ctx.twilio.as_ref());
+    Ok(report::call_report(played, crm, checks))
+}
+
+/// Posts a form to one of callkeeper's webhooks, signed for its public URL.
+pub async fn post_webhook(
+    client: &reqwest::Client,
+    config: &Config,
+    server: SocketAddr,
+    path: &str,
+    form: &[(String, String)],
+) -> anyhow::Result<(u16, String)> {
+    let signature = compute(config.twilio_auth_token.expose().as_bytes(), Algorithm::HmacSha1, config.webhook_url(path).as_str(), form);
+    let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+    let response = client
+        .post(format!("http://{server}{path}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", signature)
+        .body(body)
+        .send()
+        .await?;
+    Ok((response.status().as_u16(), response.text().await?))
+}
+
+/// The stream Twilio is told to open when a call is answered.
+pub struct Answered {
+    /// The `<Stream url>`, which the upgrade is signed over.
+    pub stream_url: String,
+    /// Its path, to request on the server's socket.
+    pub path: String,
+    /// The `<Parameter>`s, for `start`.
+    pub parameters: Vec<(String, String)>,
+}
+
+/// Rings callkeeper as Twilio does (a signed `incoming_call`) and reads the stream from the
+/// TwiML: for benchmarks that drive the media socket themselves.
+pub async fn ring(
+    client: &reqwest::Client,
+    config: &Config,
+    server: SocketAddr,
+    call_sid: &str,
+    from: &str,
+    to: &str,
+) -> anyhow::Result<Answered> {
+    let form: Vec<(String, String)> = [
+        ("AccountSid", config.twilio_account_sid.as_str()),
+        ("ApiVersion", "2010-04-01"),
+        ("CallSid", call_sid),
+        ("CallStatus", "ringing"),
+        ("Direction", "inbound"),
+        ("From", from),
+        ("To", to),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let (status, twiml) = post_webhook(client, config, server, "/webhook/incoming_call", &form).await?;
+    anyhow::ensure!(status == 200, "incoming_call answered HTTP {status}: {twiml}");
+    let response = try_parse_twiml(&twiml).map_err(|e| anyhow::anyhow!("incoming_call's answer is not TwiML ({e}): {twiml}"))?;
+    let stream = response.find("Stream").ok_or_else(|| anyhow::anyhow!("the TwiML connects no stream: {twiml}"))?;
+    let stream_url = stream.attr("url").ok_or_else(|| anyhow::anyhow!("<Stream> has no url"))?.to_string();
+    let parameters = stream
+        .children
+        .iter()
+        .filter(|c| c.name == "Parameter")
+        .filter_map(|p| Some((p.attr("name")?.to_string(), p.attr("value")?.to_string())))
+        .collect();
+    let path = url::Url::parse(&stream_url)?.path().to_string();
+    Ok(Answered { stream_url, path, parameters })
+}
+
+/// μ-law audio as a 16-bit PCM WAV file anyone can play.
+pub fn wav(mulaw: &[u8]) -> Vec<u8> {
+    let samples: Vec<i16> = mulaw.iter().map(|&code| callkeeper_core::mulaw::decode(code)).collect();
+    callkeeper_core::wav::mono(&samples, callkeeper_core::mulaw::SAMPLE_RATE)
+}
