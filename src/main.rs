@@ -62,9 +62,9 @@ enum Command {
         /// Calls to place (the scenarios' mix, in turn).
         #[arg(long, default_value_t = 1)]
         calls: usize,
-        /// Calls on the line at once.
-        #[arg(long, default_value_t = 1)]
-        concurrency: usize,
+        /// Calls on the line at once (default: the scenarios that can share the line, at once).
+        #[arg(long)]
+        concurrency: Option<usize>,
         /// Play OpenAI too (Realtime, transcription, extraction): the whole path with no account.
         #[arg(long)]
         offline: bool,

@@ -99,7 +99,10 @@ pub struct MediaCall {
 impl MediaCall {
     /// Opens the WebSocket. `Err(Refused)` when the relay answers the upgrade with an HTTP error.
     pub async fn dial(dial: &Dial<'_>, stream_sid: &str) -> anyhow::Result<MediaCall> {
-        let mut request = format!("ws://{}{}", dial.connect_to, dial.path).into_client_request()?;
+        // A deployed relay is asked by its name over TLS; a local one on its address.
+        let tls = dial.public_url.starts_with("wss://");
+        let url = if tls { dial.public_url.to_string() } else { format!("ws://{}{}", dial.connect_to, dial.path) };
+        let mut request = url.into_client_request()?;
         if let Some(token) = dial.auth_token {
             let signature = compute(token.as_bytes(), Algorithm::HmacSha1, dial.public_url, &[]);
             request.headers_mut().insert("x-twilio-signature", HeaderValue::from_str(&signature)?);
@@ -109,7 +112,8 @@ impl MediaCall {
         }
         let tcp = TcpStream::connect(dial.connect_to).await?;
         tcp.set_nodelay(true)?;
-        let (socket, response) = match tokio_tungstenite::client_async(request, tcp).await {
+        let connector = tls.then(callkeeper_relay::tls::connector);
+        let (socket, response) = match tokio_tungstenite::client_async_tls_with_config(request, tcp, None, connector).await {
             Ok(ok) => ok,
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 return Err(Refused { status: response.status().as_u16() }.into());

@@ -17,6 +17,7 @@ pub mod profiles;
 pub mod recorder;
 pub mod service;
 pub mod session;
+pub mod tls;
 pub mod transfer;
 pub mod turns;
 pub mod upgrade;

@@ -65,8 +65,8 @@ pub struct Played {
     /// When the fault was made, and when the fallback began to play, from the ring.
     pub fault_at_ms: Option<u64>,
     pub fallback_at_ms: Option<u64>,
-    /// Recordings reported to `recording_done`.
-    pub recordings: Vec<String>,
+    /// Recordings reported to `recording_done`, with their length in seconds.
+    pub recordings: Vec<(String, u64)>,
     pub voicemail: bool,
     pub frames_sent: u64,
     pub frames_heard: u64,
@@ -106,6 +106,9 @@ struct Player<'a> {
     said: Vec<(Instant, Vec<u8>)>,
     /// The agent audio the caller heard: (when it played, μ-law).
     agent_said: Vec<(Instant, Vec<u8>)>,
+    /// Callbacks sent beside the call (stream status), and their tasks.
+    detached: Arc<std::sync::Mutex<Vec<Sent>>>,
+    detached_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 pub async fn play(ctx: &Ctx, scenario: Scenario) -> anyhow::Result<Played> {
@@ -146,6 +149,8 @@ pub async fn play(ctx: &Ctx, scenario: Scenario) -> anyhow::Result<Played> {
         hung_up: false,
         said: Vec::new(),
         agent_said: Vec::new(),
+        detached: Default::default(),
+        detached_tasks: Vec::new(),
     };
     let result = player.run().await;
     let ended = Instant::now();
@@ -157,6 +162,12 @@ pub async fn play(ctx: &Ctx, scenario: Scenario) -> anyhow::Result<Played> {
         player.report_recording().await?;
     }
     result?;
+    for task in std::mem::take(&mut player.detached_tasks) {
+        let _ = task.await;
+    }
+    for sent in std::mem::take(&mut *player.detached.lock().expect("not poisoned")) {
+        player.timeline.webhook(sent.sent, &sent.name, sent.status, sent.took);
+    }
     let mut played = player.played;
     player.timeline.heard(&player.heard, ended);
     played.timeline = player.timeline;
@@ -183,36 +194,14 @@ impl Player<'_> {
         .collect()
     }
 
-    /// Posts a callback as Twilio does (signed for its URL, fragment and all left off), as many
-    /// times as the scenario repeats callbacks; the last answer is the one followed.
+    /// Posts a callback the call waits on, as many times as the scenario repeats callbacks; the
+    /// last answer is the one followed.
     async fn post(&mut self, url: &str, form: &[(String, String)]) -> anyhow::Result<(u16, String)> {
-        let url = url.split('#').next().unwrap_or(url).to_string();
-        let name = url.rsplit('/').next().unwrap_or(&url).to_string();
         let mut answer = (0, String::new());
         for _ in 0..self.scenario.repeats_webhooks() {
-            let signature = compute(self.ctx.auth_token.as_bytes(), Algorithm::HmacSha1, &url, form);
-            let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
-            let sent = Instant::now();
-            let response = self
-                .ctx
-                .client
-                .post(&url)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .header("x-twilio-signature", signature)
-                .timeout(Duration::from_secs(15))
-                .body(body)
-                .send()
-                .await;
-            let took = sent.elapsed();
-            answer = match response {
-                Ok(r) => {
-                    let status = r.status().as_u16();
-                    (status, r.text().await.unwrap_or_default())
-                }
-                // Twilio's 15 s timeout, or nothing listening: as an error page would be.
-                Err(e) => (0, e.to_string()),
-            };
-            self.timeline.webhook(sent, &name, answer.0, took);
+            let sent = send_signed(&self.ctx.client, &self.ctx.auth_token, url, form).await;
+            self.timeline.webhook(sent.sent, &sent.name, sent.status, sent.took);
+            answer = (sent.status, sent.body);
         }
         Ok(answer)
     }
@@ -237,6 +226,10 @@ impl Player<'_> {
 
     /// Runs one document; `Some` when it hands the call to another.
     async fn follow(&mut self, doc: &El) -> anyhow::Result<Option<El>> {
+        // A document that ends in voicemail or a person is the fallback, from its apology on.
+        if doc.children.iter().any(|v| v.name == "Record" || v.name == "Dial") {
+            self.fallback_begins();
+        }
         for verb in &doc.children {
             if let Some(update) = self.pending_update() {
                 return self.apply(update).await;
@@ -406,8 +399,9 @@ impl Player<'_> {
         Ok(end)
     }
 
+    /// A stream status callback: Twilio sends these beside the call, which does not wait for them.
     async fn stream_status(&mut self, url: &Option<String>, stream_sid: &str, event: &str, error: Option<&str>) -> anyhow::Result<()> {
-        let Some(url) = url else { return Ok(()) };
+        let Some(url) = url.clone() else { return Ok(()) };
         let mut form = self.form("in-progress");
         form.retain(|(k, _)| k == "AccountSid" || k == "CallSid");
         form.push(("StreamSid".into(), stream_sid.into()));
@@ -417,7 +411,13 @@ impl Player<'_> {
             form.push(("StreamError".into(), error.into()));
         }
         form.push(("Timestamp".into(), callkeeper_core::time::format_ms(callkeeper_core::time::now_ms())));
-        self.post(url, &form).await?;
+        let (client, token, repeats, log) = (self.ctx.client.clone(), self.ctx.auth_token.clone(), self.scenario.repeats_webhooks(), self.detached.clone());
+        self.detached_tasks.push(tokio::spawn(async move {
+            for _ in 0..repeats {
+                let answer = send_signed(&client, &token, &url, &form).await;
+                log.lock().expect("not poisoned").push(answer);
+            }
+        }));
         Ok(())
     }
 
@@ -609,6 +609,14 @@ impl Player<'_> {
         }
         let closed = call.closed(Duration::ZERO).await?;
         let reason = format!("{} {}", closed.code, closed.reason);
+        if self.scenario == Scenario::ModelDrops {
+            // The fault is the simulator's OpenAI dropping the model's socket: when it did.
+            let dropped = self.ctx.offline.as_ref().and_then(|o| o.realtime.log().faulted_at);
+            if let Some(at) = dropped.filter(|at| *at >= self.started) {
+                self.played.fault_at_ms = Some(at.duration_since(self.started).as_millis() as u64);
+                self.timeline.note(self.played.fault_at_ms.unwrap_or_default(), "fault: the model's socket dropped");
+            }
+        }
         self.timeline.note(self.ms(), &format!("the relay closed the stream: {reason}"));
         Some(StreamEnd::Closed(reason))
     }
@@ -737,7 +745,7 @@ impl Player<'_> {
         );
         let (status, body) = self.post(callback, &form).await?;
         anyhow::ensure!((200..300).contains(&status), "recording_done answered HTTP {status}: {body}");
-        self.played.recordings.push(sid.to_string());
+        self.played.recordings.push((sid.to_string(), duration.parse().unwrap_or(0)));
         Ok(())
     }
 
@@ -777,6 +785,43 @@ impl Player<'_> {
         let Some(callback) = self.recording_callback.clone() else { return Ok(()) };
         self.recording_done(&callback, &sid, &duration.to_string(), 2, "StartCallRecordingTwiML").await
     }
+}
+
+/// A callback as it went.
+struct Sent {
+    sent: Instant,
+    name: String,
+    /// 0 when no HTTP answer came.
+    status: u16,
+    took: Duration,
+    body: String,
+}
+
+/// Posts a callback as Twilio does: signed for its URL (the `#` connection overrides left off),
+/// with Twilio's 15 s timeout.
+async fn send_signed(client: &reqwest::Client, token: &str, url: &str, form: &[(String, String)]) -> Sent {
+    let url = url.split('#').next().unwrap_or(url);
+    let name = url.rsplit('/').next().unwrap_or(url).to_string();
+    let signature = compute(token.as_bytes(), Algorithm::HmacSha1, url, form);
+    let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+    let sent = Instant::now();
+    let response = client
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", signature)
+        .timeout(Duration::from_secs(15))
+        .body(body)
+        .send()
+        .await;
+    let (status, body) = match response {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+        // Twilio's timeout, or nothing listening: as an error page would be.
+        Err(e) => (0, e.to_string()),
+    };
+    Sent { sent, name, status, took: sent.elapsed(), body }
 }
 
 fn parse(doc: &str) -> anyhow::Result<El> {

@@ -63,7 +63,7 @@ pub async fn read(store: &dyn CallStore, played: &Played, settle: Duration) -> a
         let transcripts = store.transcripts(&sid).await.unwrap_or_default();
         let transcribed: HashSet<String> = transcripts.iter().map(|t| t.recording_sid.to_string()).collect();
         let settled = call.as_ref().is_some_and(|c| c.status == CallStatus::Completed)
-            && played.recordings.iter().all(|r| transcribed.contains(r))
+            && transcribable(played).all(|r| transcribed.contains(r))
             && transcripts.iter().all(|t| t.summary.is_some() || t.note.is_some() || t.lines.is_empty());
         if settled || Instant::now() >= until {
             let Some(call) = call else { return Ok(None) };
@@ -91,6 +91,13 @@ pub async fn read(store: &dyn CallStore, played: &Played, settle: Duration) -> a
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The recordings long enough to be transcribed (`MIN_RECORDING_SECS`, 2 by default): shorter
+/// ones are kept and skipped.
+fn transcribable(played: &Played) -> impl Iterator<Item = &String> {
+    let min_secs: u64 = std::env::var("MIN_RECORDING_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    played.recordings.iter().filter(move |(_, secs)| *secs >= min_secs).map(|(sid, _)| sid)
 }
 
 /// The checks on one call; `twilio` when the simulator plays Twilio's REST (and can see it).
@@ -132,8 +139,8 @@ pub fn checks(played: &Played, crm: Option<&Crm>, twilio: Option<&super::fake_tw
             Verdict::Fail(format!("the CRM holds {crm:?}"))
         } else if crm.status != "completed" {
             Verdict::Fail(format!("the call is still {} in the CRM", crm.status))
-        } else if crm.transcripts < played.recordings.len() {
-            Verdict::Fail(format!("{} recordings reported, {} transcripts kept", played.recordings.len(), crm.transcripts))
+        } else if crm.transcripts < transcribable(played).count() {
+            Verdict::Fail(format!("{} recordings to transcribe reported, {} transcripts kept", transcribable(played).count(), crm.transcripts))
         } else {
             Verdict::Pass
         },

@@ -60,7 +60,8 @@ pub struct Options {
     pub scenarios: Vec<Scenario>,
     /// Calls to place in all (at least one per scenario).
     pub calls: usize,
-    pub concurrency: usize,
+    /// Calls on the line at once; default: every scenario that can share the line, at once.
+    pub concurrency: Option<usize>,
     /// Play OpenAI too (local stack only).
     pub offline: bool,
     /// `VOICE_AGENT` for the local stack (default: `openai` offline, else the configuration's).
@@ -227,7 +228,7 @@ pub async fn run(options: Options) -> anyhow::Result<Run> {
     let mut reports = Vec::new();
     if !beside.is_empty() {
         let plan: Vec<Scenario> = (0..total).map(|i| beside[i % beside.len()]).collect();
-        let concurrency = options.concurrency.max(1).min(plan.len());
+        let concurrency = options.concurrency.unwrap_or(beside.len()).max(1).min(plan.len());
         let queue = Arc::new(std::sync::Mutex::new(plan.into_iter()));
         let mut workers = Vec::new();
         for _ in 0..concurrency {
@@ -237,7 +238,7 @@ pub async fn run(options: Options) -> anyhow::Result<Run> {
                 loop {
                     let next = queue.lock().expect("not poisoned").next();
                     let Some(scenario) = next else { break };
-                    done.push(play_one(&ctx, scenario, stores.as_ref(), total == 1).await);
+                    done.push(play_one(&ctx, scenario, stores.as_ref()).await);
                 }
                 done
             }));
@@ -256,7 +257,7 @@ pub async fn run(options: Options) -> anyhow::Result<Run> {
                 _ => {}
             }
         }
-        let mut report = play_one(&ctx, scenario, stores.as_ref(), true).await;
+        let mut report = play_one(&ctx, scenario, stores.as_ref()).await;
         if let Some(openai) = &openai {
             openai.drop_model_sockets(None);
             openai.fail_transcriptions(0);
@@ -284,7 +285,8 @@ pub async fn run(options: Options) -> anyhow::Result<Run> {
         Some(stores) if stack.is_some() => Some(checks::dead_letters(stores.queue.as_ref()).await?),
         _ => None,
     };
-    let summary = report::Summary::of(&calls, usage, beside_elapsed, options.concurrency.max(1));
+    let concurrency = options.concurrency.unwrap_or(beside.len()).max(1);
+    let summary = report::Summary::of(&calls, usage, beside_elapsed, concurrency);
     // The processes stop; the folder stays, for `calls list` and `calls show`.
     drop(stack);
     Ok(Run { calls, skipped, summary, dead_letters, data_dir })
@@ -305,13 +307,13 @@ fn refine_transcription_check(report: &mut CallReport, before: (u64, u64), after
 
 /// Plays one call and reads what the CRM made of it. A call the simulator could not play
 /// through (the stack never answered, a rescue that never came) is a failed report, not an error.
-async fn play_one(ctx: &call::Ctx, scenario: Scenario, stores: Option<&Stores>, settle: bool) -> anyhow::Result<CallReport> {
+async fn play_one(ctx: &call::Ctx, scenario: Scenario, stores: Option<&Stores>) -> anyhow::Result<CallReport> {
     let played = match call::play(ctx, scenario).await {
         Ok(played) => played,
         Err(e) => return Ok(report::failed_call(scenario, &e)),
     };
     let crm = match stores {
-        Some(stores) => checks::read(stores.calls.as_ref(), &played, if settle { SETTLE } else { Duration::from_secs(5) }).await?,
+        Some(stores) => checks::read(stores.calls.as_ref(), &played, SETTLE).await?,
         None => None,
     };
     let checks = checks::checks(&played, crm.as_ref(), ctx.twilio.as_ref());

@@ -151,7 +151,8 @@ impl Summary {
             *outcomes.entry(c.outcome.to_string()).or_insert(0) += 1;
         }
         let (mut caller_lost, mut agent_lost) = (0, 0);
-        for c in calls {
+        // Only where the call ended as it should; a stream cut on purpose loses what was in flight.
+        for c in calls.iter().filter(|c| c.outcome == "conversation") {
             if let Some(crm) = &c.crm {
                 if let (Some(frames_in), Some(frames_out)) = (crm.frames_in, crm.frames_out) {
                     caller_lost += c.frames_sent.saturating_sub(frames_in);

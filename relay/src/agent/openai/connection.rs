@@ -29,20 +29,7 @@ pub(super) fn unavailable(message: impl Into<String>) -> AgentError {
     AgentError::Unavailable(message.into())
 }
 
-/// rustls with ring and the webpki roots, built once per process.
-fn tls() -> Connector {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    let config = CONFIG.get_or_init(|| {
-        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Arc::new(config)
-    });
-    Connector::Rustls(config.clone())
-}
+
 
 /// A session whose audio is not μ-law both ways would be heard as loud static.
 pub fn check_formats(input: Option<&str>, output: Option<&str>) -> Result<(), AgentError> {
@@ -70,7 +57,7 @@ impl Connection {
                 .read_buffer_size(READ_BUFFER)
                 .max_message_size(Some(MAX_MESSAGE))
                 .max_frame_size(Some(MAX_MESSAGE));
-            let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, Some(tls()))
+            let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, Some(crate::tls::connector()))
                 .await
                 .map_err(|e| unavailable(format!("the model refused the connection: {e}")))?;
             let mut connection = Connection { socket };
