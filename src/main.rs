@@ -261,7 +261,9 @@ async fn run(cli: Cli, data_dir_given: bool) -> anyhow::Result<ExitCode> {
             let target = match (port, target) {
                 (Some(port), _) => simulate::Target::Running { addr: SocketAddr::new(host, port), data_dir: cli.data_dir.clone() },
                 (None, Some(base_url)) => simulate::Target::Remote { base_url },
-                (None, None) => simulate::Target::Local { data_dir: data_dir_given.then(|| cli.data_dir.clone()).unwrap_or_else(fresh_data_dir) },
+                (None, None) => {
+                    simulate::Target::Local { data_dir: data_dir_given.then(|| cli.data_dir.clone()).unwrap_or_else(fresh_data_dir) }
+                }
             };
             if offline && !matches!(target, simulate::Target::Local { .. }) {
                 anyhow::bail!("--offline plays OpenAI for the simulator's own stack: it cannot with --port or --target");
@@ -294,7 +296,10 @@ async fn run(cli: Cli, data_dir_given: bool) -> anyhow::Result<ExitCode> {
                     println!("{}", serde_json::to_string(call)?);
                 }
                 if run.calls.len() > 1 {
-                    println!("{}", serde_json::json!({ "summary": run.summary, "dead_letters": run.dead_letters, "skipped": run.skipped.iter().map(|(s, why)| (s.name(), why)).collect::<Vec<_>>() }));
+                    println!(
+                        "{}",
+                        serde_json::json!({ "summary": run.summary, "dead_letters": run.dead_letters, "skipped": run.skipped.iter().map(|(s, why)| (s.name(), why)).collect::<Vec<_>>() })
+                    );
                 }
             } else {
                 if run.calls.len() == 1 {

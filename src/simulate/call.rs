@@ -343,18 +343,19 @@ impl Player<'_> {
         }
         let parsed = url::Url::parse(&url)?;
         let connect_to = resolve(&parsed).await?;
-        let dial = Dial {
-            connect_to,
-            public_url: &url,
-            path: parsed.path(),
-            auth_token: Some(&self.ctx.auth_token),
-            offer_subprotocol: true,
-        };
+        let dial =
+            Dial { connect_to, public_url: &url, path: parsed.path(), auth_token: Some(&self.ctx.auth_token), offer_subprotocol: true };
         let mut call = match MediaCall::dial(&dial, &stream_sid).await {
             Ok(call) => call,
             Err(e) => {
                 self.timeline.note(self.ms(), &format!("the stream did not open: {e}"));
-                self.stream_status(&status_callback, &stream_sid, "stream-error", Some(&format!("31902 Stream - WebSocket - Connection refused: {e}"))).await?;
+                self.stream_status(
+                    &status_callback,
+                    &stream_sid,
+                    "stream-error",
+                    Some(&format!("31902 Stream - WebSocket - Connection refused: {e}")),
+                )
+                .await?;
                 if self.scenario == Scenario::RelayDown {
                     if let Some(stack) = &self.ctx.stack {
                         stack.lock().await.start_relay().await?;
@@ -377,7 +378,8 @@ impl Player<'_> {
         self.played.agent_audio_ms = heard.audio.len() as u64 / 8;
         self.played.marks_echoed = heard.marks_echoed.len();
         for span in &heard.spans {
-            let length = (span.end.saturating_duration_since(span.start).as_millis() as usize * 8).min(heard.audio.len() - span.audio_from.min(heard.audio.len()));
+            let length = (span.end.saturating_duration_since(span.start).as_millis() as usize * 8)
+                .min(heard.audio.len() - span.audio_from.min(heard.audio.len()));
             self.agent_said.push((span.start, heard.audio[span.audio_from..span.audio_from + length].to_vec()));
         }
         self.heard.agent.extend(heard.spans.iter().map(|s| (s.start, s.end)));
@@ -411,7 +413,8 @@ impl Player<'_> {
             form.push(("StreamError".into(), error.into()));
         }
         form.push(("Timestamp".into(), callkeeper_core::time::format_ms(callkeeper_core::time::now_ms())));
-        let (client, token, repeats, log) = (self.ctx.client.clone(), self.ctx.auth_token.clone(), self.scenario.repeats_webhooks(), self.detached.clone());
+        let (client, token, repeats, log) =
+            (self.ctx.client.clone(), self.ctx.auth_token.clone(), self.scenario.repeats_webhooks(), self.detached.clone());
         self.detached_tasks.push(tokio::spawn(async move {
             for _ in 0..repeats {
                 let answer = send_signed(&client, &token, &url, &form).await;
@@ -450,7 +453,10 @@ impl Player<'_> {
             }
             if !media_on {
                 if Instant::now() > until + RESCUE_TIMEOUT {
-                    anyhow::bail!("the relay neither closed the stream nor was the call redirected {} s after media stopped", RESCUE_TIMEOUT.as_secs());
+                    anyhow::bail!(
+                        "the relay neither closed the stream nor was the call redirected {} s after media stopped",
+                        RESCUE_TIMEOUT.as_secs()
+                    );
                 }
                 tokio::time::sleep(STEP).await;
                 continue;
@@ -627,7 +633,9 @@ impl Player<'_> {
             0 => call.send_text("{not json"),
             1 => call.send_binary(vec![0xFF; 160]),
             2 => call.send_text(format!(r#"{{"event":"bogus","streamSid":"{sid}"}}"#)),
-            3 => call.send_text(format!(r#"{{"event":"media","streamSid":"{sid}","media":{{"track":"inbound","chunk":"x","timestamp":"0","payload":"%%%"}}}}"#)),
+            3 => call.send_text(format!(
+                r#"{{"event":"media","streamSid":"{sid}","media":{{"track":"inbound","chunk":"x","timestamp":"0","payload":"%%%"}}}}"#
+            )),
             _ => call.send_text(format!(r#"{{"event":"media","streamSid":"{sid}"}}"#)),
         }
         self.played.bad_frames_sent += 1;

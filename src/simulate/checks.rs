@@ -140,7 +140,11 @@ pub fn checks(played: &Played, crm: Option<&Crm>, twilio: Option<&super::fake_tw
         } else if crm.status != "completed" {
             Verdict::Fail(format!("the call is still {} in the CRM", crm.status))
         } else if crm.transcripts < transcribable(played).count() {
-            Verdict::Fail(format!("{} recordings to transcribe reported, {} transcripts kept", transcribable(played).count(), crm.transcripts))
+            Verdict::Fail(format!(
+                "{} recordings to transcribe reported, {} transcripts kept",
+                transcribable(played).count(),
+                crm.transcripts
+            ))
         } else {
             Verdict::Pass
         },

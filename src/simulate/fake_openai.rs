@@ -98,10 +98,13 @@ async fn handle(State(counters): State<Arc<Counters>>, request: Request) -> Resp
                 Some(schema) => extraction(schema, &request).to_string(),
                 None => "(offline) Thank you for your message; this is the simulator answering.".to_string(),
             };
-            axum::Json(json!({ "choices": [{ "index": 0, "message": { "role": "assistant", "content": content }, "finish_reason": "stop" }] }))
-                .into_response()
+            axum::Json(
+                json!({ "choices": [{ "index": 0, "message": { "role": "assistant", "content": content }, "finish_reason": "stop" }] }),
+            )
+            .into_response()
         }
-        _ => (StatusCode::NOT_FOUND, axum::Json(json!({ "error": { "message": "the simulator does not play this endpoint" } }))).into_response(),
+        _ => (StatusCode::NOT_FOUND, axum::Json(json!({ "error": { "message": "the simulator does not play this endpoint" } })))
+            .into_response(),
     }
 }
 

@@ -209,13 +209,7 @@ fn httpdate(at: std::time::SystemTime) -> String {
     let year = yoe + era * 400 + i64::from(month <= 2);
     let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
     let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    format!(
-        "{weekday}, {day:02} {} {year} {:02}:{:02}:{:02} +0000",
-        months[(month - 1) as usize],
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{weekday}, {day:02} {} {year} {:02}:{:02}:{:02} +0000", months[(month - 1) as usize], rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 async fn handle(State(fake): State<FakeTwilio>, request: Request) -> Response {

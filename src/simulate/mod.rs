@@ -123,7 +123,13 @@ impl Run {
 }
 
 /// The local stack's settings: its Twilio is the simulator's, and offline so is its OpenAI.
-fn stack_env(options: &Options, account_sid: &str, auth_token: &str, twilio: &fake_twilio::FakeTwilio, openai: Option<&fake_openai::FakeOpenAi>) -> Vec<(String, String)> {
+fn stack_env(
+    options: &Options,
+    account_sid: &str,
+    auth_token: &str,
+    twilio: &fake_twilio::FakeTwilio,
+    openai: Option<&fake_openai::FakeOpenAi>,
+) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = vec![
         ("TWILIO_ACCOUNT_SID".into(), account_sid.into()),
         ("TWILIO_AUTH_TOKEN".into(), auth_token.into()),
@@ -183,7 +189,9 @@ pub async fn run(options: Options) -> anyhow::Result<Run> {
         Target::Remote { base_url } => {
             let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
             let (Some(account_sid), Some(auth_token)) = (env("TWILIO_ACCOUNT_SID"), env("TWILIO_AUTH_TOKEN")) else {
-                anyhow::bail!("--target needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN: the simulator signs as Twilio signs for that stack");
+                anyhow::bail!(
+                    "--target needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN: the simulator signs as Twilio signs for that stack"
+                );
             };
             if options.store == callkeeper_core::store::open::StoreKind::Aws {
                 stores = Some(callkeeper_core::store::open::stores_from_env(5).await?);

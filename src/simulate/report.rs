@@ -143,7 +143,8 @@ fn percentile(values: &mut [u64], q: f64) -> Option<u64> {
 
 impl Summary {
     pub fn of(calls: &[CallReport], usage: Option<StackUsage>, elapsed: Duration, concurrency: usize) -> Summary {
-        let mut webhooks: Vec<u64> = calls.iter().flat_map(|c| c.timeline.webhooks.iter().filter(|w| w.status != 0).map(|w| w.ms)).collect();
+        let mut webhooks: Vec<u64> =
+            calls.iter().flat_map(|c| c.timeline.webhooks.iter().filter(|w| w.status != 0).map(|w| w.ms)).collect();
         let mut greetings: Vec<u64> = calls.iter().filter_map(|c| c.greeting_after_ms).collect();
         let mut turns: Vec<u64> = calls.iter().flat_map(|c| c.answer_after_ms.iter().flatten().copied()).collect();
         let mut outcomes = std::collections::BTreeMap::new();
@@ -176,7 +177,8 @@ impl Summary {
             concurrency,
             elapsed_ms: elapsed.as_millis() as u64,
             cpu_ms_per_call: usage.map(|u| u.cpu_ms as f64 / n),
-            rss_kib_per_call: usage.map(|u| u.rss_peak_kib.saturating_sub(u.rss_before_kib) as f64 / concurrency.min(calls.len()).max(1) as f64),
+            rss_kib_per_call: usage
+                .map(|u| u.rss_peak_kib.saturating_sub(u.rss_before_kib) as f64 / concurrency.min(calls.len()).max(1) as f64),
             usage,
         }
     }
@@ -243,10 +245,8 @@ fn holds(crm: &Crm) -> String {
 
 /// The fault matrix: a row per call.
 pub fn matrix(run: &Run) -> String {
-    let mut out = format!(
-        "{:<20} {:<13} {:<5} {:>10} {:>12}  {}\n",
-        "SCENARIO", "OUTCOME", "PASS", "SILENCE", "TO FALLBACK", "THE CRM HOLDS"
-    );
+    let mut out =
+        format!("{:<20} {:<13} {:<5} {:>10} {:>12}  {}\n", "SCENARIO", "OUTCOME", "PASS", "SILENCE", "TO FALLBACK", "THE CRM HOLDS");
     for c in &run.calls {
         let crm = c.crm.as_ref().map_or("not checked".to_string(), holds);
         let _ = writeln!(

@@ -6,14 +6,14 @@ use crate::agent::AgentError;
 use callkeeper_core::config::RealtimeSettings;
 use callkeeper_core::secrets::Secret;
 use futures_util::{SinkExt, StreamExt};
-use std::sync::{Arc, OnceLock};
+
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// The largest event we accept from the model: audio deltas are a few KiB.
 const MAX_MESSAGE: usize = 4 << 20;
@@ -28,8 +28,6 @@ pub struct Connection {
 pub(super) fn unavailable(message: impl Into<String>) -> AgentError {
     AgentError::Unavailable(message.into())
 }
-
-
 
 /// A session whose audio is not μ-law both ways would be heard as loud static.
 pub fn check_formats(input: Option<&str>, output: Option<&str>) -> Result<(), AgentError> {

@@ -1,0 +1,103 @@
+//! The fault matrix: every scenario `callkeeper simulate` knows, played end to end against the
+//! local stack it starts (two processes, `serve` and `relay`, the simulator's Twilio REST and
+//! OpenAI), exactly as a user runs it. For each call the record must hold the conversation's
+//! turns, or a fallback with a transcript or a voicemail; no caller sits in silence over 10 s;
+//! nothing is kept twice; and no job is left dead at the end.
+
+use std::io::Write;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_callkeeper");
+
+#[test]
+fn every_scenario_keeps_its_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["simulate", "--offline", "--scenario", "all", "--json", "--data-dir"])
+        .arg(dir.path().join("stack"))
+        .env_remove("PUBLIC_BASE_URL")
+        .env_remove("RELAY_PUBLIC_URL")
+        .env_remove("TWILIO_ACCOUNT_SID")
+        .env_remove("TWILIO_AUTH_TOKEN")
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let docs: Vec<serde_json::Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let calls: Vec<&serde_json::Value> = docs.iter().filter(|d| d.get("call_sid").is_some()).collect();
+    let summary = docs.iter().find(|d| d.get("summary").is_some()).expect("a summary line");
+
+    // The table, in the test's output whether it passes or not (written past the test harness's
+    // capture, so CI's log shows it).
+    let mut table =
+        format!("\n{:<20} {:<13} {:<5} {:>9} {:>12}  {}\n", "scenario", "outcome", "pass", "silence", "to fallback", "the CRM holds");
+    for c in &calls {
+        let crm = &c["crm"];
+        let holds = format!(
+            "{} turns, {} transcript lines, {} recordings{}",
+            crm["turns"],
+            crm["transcript_lines"],
+            crm["recordings"],
+            crm["fallback_reason"]
+                .as_str()
+                .map(|r| format!(", fallback {} ({r})", crm["fallback_action"].as_str().unwrap_or("-")))
+                .unwrap_or_default()
+        );
+        table += &format!(
+            "{:<20} {:<13} {:<5} {:>6} ms {:>12}  {holds}\n",
+            c["scenario"].as_str().unwrap_or("?"),
+            c["outcome"].as_str().unwrap_or("?"),
+            if c["passed"] == true { "yes" } else { "NO" },
+            c["longest_silence_ms"],
+            c["time_to_fallback_ms"].as_u64().map_or("-".to_string(), |ms| format!("{ms} ms")),
+        );
+    }
+    let _ = std::io::stderr().write_all(table.as_bytes());
+
+    let failures: Vec<String> = calls
+        .iter()
+        .filter(|c| c["passed"] != true)
+        .map(|c| format!("{}: {}", c["scenario"], serde_json::to_string_pretty(&c["checks"]).unwrap()))
+        .collect();
+    let logs = ["serve.log", "relay.log"].map(|f| std::fs::read_to_string(dir.path().join("stack").join(f)).unwrap_or_default());
+    let tail = |log: &str| log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    assert!(
+        failures.is_empty() && out.status.success(),
+        "exit {:?}; failed: {failures:#?}\nstderr: {}\nserve log:\n{}\nrelay log:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr),
+        tail(&logs[0]),
+        tail(&logs[1])
+    );
+
+    // Every scenario was played, none skipped, and each ended as it must.
+    let played: Vec<&str> = calls.iter().filter_map(|c| c["scenario"].as_str()).collect();
+    assert_eq!(played.len(), 13, "{played:?}");
+    assert_eq!(summary["skipped"], serde_json::json!([]));
+    assert_eq!(summary["dead_letters"], serde_json::json!([]), "nothing given up on");
+    for c in &calls {
+        let (scenario, crm) = (c["scenario"].as_str().unwrap(), &c["crm"]);
+        assert_eq!(c["outcome"], c["expected"], "{scenario}");
+        assert!(c["longest_silence_ms"].as_u64().unwrap() <= 10_000, "{scenario}: {c}");
+        assert_eq!(crm["status"], "completed", "{scenario}: {crm}");
+        match c["outcome"].as_str().unwrap() {
+            "fallback" => {
+                assert!(crm["fallback_reason"].is_string(), "{scenario}: {crm}");
+                assert!(c["time_to_fallback_ms"].as_u64().is_some(), "{scenario}: the fault and the fallback are timed");
+                // The voicemail (and the call's own recording) were kept and transcribed.
+                assert!(crm["recordings"].as_u64().unwrap() >= 2, "{scenario}: {crm}");
+            }
+            _ => assert!(crm["turns"].as_u64().unwrap() >= 1, "{scenario}: {crm}"),
+        }
+    }
+    let by_name = |name: &str| *calls.iter().find(|c| c["scenario"] == name).unwrap();
+    // The happy call was transcribed, summarized, and its live transcript kept.
+    let happy = &by_name("happy")["crm"];
+    assert!(happy["transcript_lines"].as_u64().unwrap() >= 2 && happy["live_lines"].as_u64().unwrap() >= 2, "{happy}");
+    assert!(happy["summary"].as_str().unwrap().starts_with("(offline)"), "{happy}");
+    // Lost media reaches the fallback in seconds, by the relay; a hung relay by the watchdog.
+    assert!(by_name("media-stops")["time_to_fallback_ms"].as_u64().unwrap() < 6_000);
+    assert_eq!(by_name("twilio-rest-flaps")["crm"]["fallback_reason"], "heartbeat_stale");
+    assert_eq!(by_name("duplicate-webhooks")["crm"]["transcripts"], 1, "three callbacks, one transcript");
+    assert!(by_name("bad-frames")["crm"]["bad_frames"].as_u64().unwrap() >= 5);
+}
