@@ -78,6 +78,7 @@ async fn call(server: &Server) -> (MediaCall, Instant) {
         path: &answered.path,
         auth_token: Some(&token),
         offer_subprotocol: true,
+        tls: false,
     };
     let call = MediaCall::dial(&dial, &random_sid("MZ")).await.unwrap();
     call.connected();

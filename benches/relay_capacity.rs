@@ -130,6 +130,7 @@ async fn one_call(server: SocketAddr, config: Arc<callkeeper_core::config::Confi
         path: &answered.path,
         auth_token: Some(&token),
         offer_subprotocol: true,
+        tls: false,
     };
     let mut call = MediaCall::dial(&dial, &random_sid("MZ")).await.unwrap();
     call.connected();

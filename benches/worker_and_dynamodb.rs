@@ -202,6 +202,7 @@ async fn dynamodb_per_call(sdk: &aws_config::SdkConfig) {
         path: "/ws/twilio-media",
         auth_token: Some(AUTH_TOKEN),
         offer_subprotocol: true,
+        tls: false,
     };
     let mut call = callkeeper::media_client::MediaCall::dial(&dial, &random_sid("MZ")).await.unwrap();
     call.connected();

@@ -89,6 +89,9 @@ enum Command {
         /// Write what the (first) caller heard to this WAV file.
         #[arg(long)]
         save_audio: Option<PathBuf>,
+        /// Whether the person a fallback `<Dial>` rings answers.
+        #[arg(long, default_value = "answered", value_parser = ["answered", "no-answer"])]
+        dial: String,
         /// One JSON object per call (and a summary object for a load run).
         #[arg(long)]
         json: bool,
@@ -256,6 +259,7 @@ async fn run(cli: Cli, data_dir_given: bool) -> anyhow::Result<ExitCode> {
             turns,
             caller,
             save_audio,
+            dial,
             json,
         } => {
             let target = match (port, target) {
@@ -289,6 +293,7 @@ async fn run(cli: Cli, data_dir_given: bool) -> anyhow::Result<ExitCode> {
                 turns,
                 caller_audio,
                 save_audio,
+                dial_answers: dial == "answered",
             };
             let run = simulate::run(options).await?;
             if json {
@@ -304,13 +309,21 @@ async fn run(cli: Cli, data_dir_given: bool) -> anyhow::Result<ExitCode> {
             } else {
                 if run.calls.len() == 1 {
                     print!("{}", simulate::report::describe(&run.calls[0]));
+                    if let Some(record) = &run.calls[0].record {
+                        println!("\n{record}");
+                    }
                 } else {
                     for call in run.calls.iter().filter(|c| !c.passed) {
                         print!("{}\n", simulate::report::describe(call));
                     }
                 }
-                if matrix || run.calls.len() > 1 {
+                // A row per call for a matrix; a row per scenario for a load run.
+                if run.calls.len() > 20 {
+                    print!("\n{}", simulate::report::by_scenario(&run));
+                } else if matrix || run.calls.len() > 1 {
                     print!("\n{}", simulate::report::matrix(&run));
+                }
+                if run.calls.len() > 1 {
                     print!("\n{}", simulate::report::summary(&run.summary));
                 }
                 if let Some(dir) = &run.data_dir {

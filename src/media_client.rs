@@ -39,6 +39,9 @@ pub struct Dial<'a> {
     /// The auth token to sign with; `None` sends no signature.
     pub auth_token: Option<&'a str>,
     pub offer_subprotocol: bool,
+    /// TLS to the relay by its public name (a deployed `wss://` relay); otherwise plain to
+    /// `connect_to`, whatever the public URL says (a relay behind a TLS-terminating proxy).
+    pub tls: bool,
 }
 
 /// The upgrade was refused with this HTTP status.
@@ -100,7 +103,7 @@ impl MediaCall {
     /// Opens the WebSocket. `Err(Refused)` when the relay answers the upgrade with an HTTP error.
     pub async fn dial(dial: &Dial<'_>, stream_sid: &str) -> anyhow::Result<MediaCall> {
         // A deployed relay is asked by its name over TLS; a local one on its address.
-        let tls = dial.public_url.starts_with("wss://");
+        let tls = dial.tls;
         let url = if tls { dial.public_url.to_string() } else { format!("ws://{}{}", dial.connect_to, dial.path) };
         let mut request = url.into_client_request()?;
         if let Some(token) = dial.auth_token {

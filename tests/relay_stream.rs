@@ -128,6 +128,7 @@ async fn a_bad_or_missing_signature_is_refused_before_the_upgrade() {
         path: "/ws/twilio-media/",
         auth_token: Some(AUTH_TOKEN),
         offer_subprotocol: true,
+        tls: false,
     };
     assert!(callkeeper::media_client::MediaCall::dial(&dial, "MZ1").await.is_ok());
 }

@@ -37,6 +37,7 @@ async fn webhooks_and_streams_signed_with_either_token_are_accepted_and_no_other
         path: "/ws/twilio-media",
         auth_token: Some(token),
         offer_subprotocol: true,
+        tls: false,
     };
     assert!(MediaCall::dial(&dial(NEW_TOKEN), &random_sid("MZ")).await.is_ok());
     let refused = MediaCall::dial(&dial("some-other-token-000000000000000"), &random_sid("MZ")).await.err().unwrap();

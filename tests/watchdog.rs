@@ -227,6 +227,29 @@ async fn stream_ended_and_the_watchdog_never_both_act() {
     assert!(redirects(&twilio).await.is_empty(), "the watchdog sees a call already in its fallback");
 }
 
+/// Twilio closed the stream and `stream_ended` answered the fallback without the store (its write
+/// not landed): the relay's record of the stream's end says Twilio is on the `<Connect action>`,
+/// so the watchdog, finding the call stale, claims it and does not redirect (a redirect would cut
+/// the caller's voicemail and play the apology again). Found by `simulate --scenario store-blip`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_stream_twilio_closed_is_not_redirected_over_its_fallback() {
+    let (app, twilio) = app_and_twilio().await;
+    twilio_accepts_redirects().expect(0).mount(&twilio).await;
+    let _watchdog = start_watchdog(&app);
+    let (sid, mut call) = app.start_call().await;
+    call.silence(Duration::from_millis(500)).await;
+    call.hang_up();
+    // The relay writes the stream's end; stream_ended never reaches the store.
+    let detail = watchdog_event(&app, &sid, "watchdog_redirect_skipped", Duration::from_secs(5)).await;
+    assert_eq!(detail["stream_end"], "socket_closed", "{detail}");
+    assert!(redirects(&twilio).await.is_empty());
+    let stored = app.stores.calls.get_call(&sid).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.redirect_pending), (CallStatus::Fallback, false));
+    // And it is left alone after: one claim, no redirect on later passes.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(redirects(&twilio).await.is_empty());
+}
+
 /// An outbound call placed and never heard of again (its final status callback lost) stays on
 /// the watchdog's list as `ringing`. Past any ring, Twilio is asked: over, or unknown to it, is
 /// closed out; a call Twilio says goes on is left alone (and asked about once a minute). A stale

@@ -47,6 +47,8 @@ pub struct Ctx {
     pub caller_audio: Arc<Vec<u8>>,
     /// How much faster than real time the caller speaks.
     pub speed: f64,
+    /// Whether the person a `<Dial>` rings answers.
+    pub dial_answers: bool,
 }
 
 /// What the call left behind, for the report and the checks.
@@ -73,6 +75,8 @@ pub struct Played {
     pub bad_frames_sent: u64,
     /// The agent's audio the caller heard on the stream (μ-law).
     pub heard_audio: Vec<u8>,
+    /// REST redirects that came once the caller was in the fallback (there should be none).
+    pub redirects_in_fallback: u32,
 }
 
 /// Why a stream ended.
@@ -145,6 +149,7 @@ pub async fn play(ctx: &Ctx, scenario: Scenario) -> anyhow::Result<Played> {
             frames_heard: 0,
             bad_frames_sent: 0,
             heard_audio: Vec::new(),
+            redirects_in_fallback: 0,
         },
         hung_up: false,
         said: Vec::new(),
@@ -288,6 +293,11 @@ impl Player<'_> {
 
     /// A REST update: new TwiML for the live call, or its end.
     async fn apply(&mut self, update: Update) -> anyhow::Result<Option<El>> {
+        if self.played.fallback_at_ms.is_some() && update != Update::Hangup {
+            // The caller is in the fallback already: this cuts it (the apology again).
+            self.played.redirects_in_fallback += 1;
+            self.timeline.note(self.ms(), "a REST redirect reached a caller already in the fallback");
+        }
         match update {
             Update::Twiml(doc) => {
                 self.timeline.note(self.ms(), "REST: the call's TwiML was replaced");
@@ -343,8 +353,14 @@ impl Player<'_> {
         }
         let parsed = url::Url::parse(&url)?;
         let connect_to = resolve(&parsed).await?;
-        let dial =
-            Dial { connect_to, public_url: &url, path: parsed.path(), auth_token: Some(&self.ctx.auth_token), offer_subprotocol: true };
+        let dial = Dial {
+            connect_to,
+            public_url: &url,
+            path: parsed.path(),
+            auth_token: Some(&self.ctx.auth_token),
+            offer_subprotocol: true,
+            tls: url.starts_with("wss://"),
+        };
         let mut call = match MediaCall::dial(&dial, &stream_sid).await {
             Ok(call) => call,
             Err(e) => {
@@ -575,9 +591,11 @@ impl Player<'_> {
 
     async fn store_blip(&mut self, call: &mut MediaCall) -> anyhow::Result<StreamEnd> {
         let Some(stack) = &self.ctx.stack else { return Ok(StreamEnd::HungUp) };
+        // Locked from half a second before the stream ends to 4.5 s after: past `stream_ended`'s
+        // 4 s store budget, so the caller's answer is made from the form alone.
         let lock = stack.lock().await.lock_store(Duration::from_secs(5));
         self.timeline.note(self.ms(), "fault: the store refuses writes for 5 s");
-        call.silence(Duration::from_secs(2)).await;
+        call.silence(Duration::from_millis(500)).await;
         self.fault();
         self.timeline.note(self.ms(), "fault: Twilio's socket closes, no stop, while the store is locked");
         call.hang_up();
@@ -716,18 +734,26 @@ impl Player<'_> {
         Ok(())
     }
 
-    /// `<Dial>`: a person answers, talks a few seconds and hangs up; the action says so.
+    /// `<Dial>`: the person answers, talks a few seconds and hangs up, or nobody answers (rung
+    /// for the dial's timeout, at most 5 s here); the action says which.
     async fn dial(&mut self, verb: &El) -> anyhow::Result<Option<El>> {
         self.fallback_begins();
         let number = verb.find("Number").map(|n| n.text.clone()).unwrap_or_default();
-        self.hear(&format!("<Dial> {number}: ringing"), Duration::from_secs(2)).await;
-        self.hear("the person answers and talks", Duration::from_secs(3)).await;
+        let (status, duration) = if self.ctx.dial_answers {
+            self.hear(&format!("<Dial> {number}: ringing"), Duration::from_secs(2)).await;
+            self.hear("the person answers and talks", Duration::from_secs(3)).await;
+            ("completed", "3")
+        } else {
+            let timeout = verb.attr("timeout").and_then(|t| t.parse().ok()).unwrap_or(30u64).min(5);
+            self.hear(&format!("<Dial> {number}: ringing, nobody answers"), Duration::from_secs(timeout)).await;
+            ("no-answer", "0")
+        };
         let Some(action) = verb.attr("action") else {
             self.hung_up = true;
             return Ok(None);
         };
         let mut form = self.form("in-progress");
-        form.extend([("DialCallStatus".to_string(), "completed".to_string()), ("DialCallDuration".to_string(), "3".to_string())]);
+        form.extend([("DialCallStatus".to_string(), status.to_string()), ("DialCallDuration".to_string(), duration.to_string())]);
         let (_, doc) = self.post(action, &form).await?;
         Ok(Some(parse(&doc)?))
     }
@@ -761,7 +787,11 @@ impl Player<'_> {
     /// heard of the agent on the second. Only where the simulator plays Twilio's REST (a deployed
     /// stack would fetch it from Twilio, which has no such recording).
     async fn report_recording(&mut self) -> anyhow::Result<()> {
-        let (Some(from), Some(twilio)) = (self.recording_from, self.ctx.twilio.clone()) else { return Ok(()) };
+        let Some(from) = self.recording_from else { return Ok(()) };
+        let Some(twilio) = self.ctx.twilio.clone() else {
+            self.timeline.note(self.ms(), "recording not reported: this stack fetches recordings from the real Twilio");
+            return Ok(());
+        };
         if !self.scenario.records() {
             self.timeline.note(self.ms(), "fault: Twilio never reports the recording");
             return Ok(());

@@ -122,6 +122,14 @@ pub fn checks(played: &Played, crm: Option<&Crm>, twilio: Option<&super::fake_tw
             Verdict::Fail(format!("the caller sat {} ms in silence (at most {MAX_SILENCE_MS})", played.timeline.longest_silence_ms))
         },
     );
+    push(
+        "one-fallback",
+        if played.redirects_in_fallback == 0 {
+            Verdict::Pass
+        } else {
+            Verdict::Fail(format!("{} redirects cut the caller's fallback (the apology again)", played.redirects_in_fallback))
+        },
+    );
     let Some(crm) = crm else {
         let why = "the stack's store is not readable from here".to_string();
         push("crm-holds-the-call", Verdict::NotChecked(why.clone()));

@@ -74,6 +74,8 @@ pub struct Options {
     pub caller_audio: Option<Vec<u8>>,
     /// Write what the (first) caller heard as a WAV file.
     pub save_audio: Option<PathBuf>,
+    /// Whether the person a fallback `<Dial>` rings answers.
+    pub dial_answers: bool,
 }
 
 /// One call's report: what `--json` prints, a line per call.
@@ -103,6 +105,9 @@ pub struct CallReport {
     /// What the caller heard of the agent (μ-law), for `--save-audio`.
     #[serde(skip)]
     pub heard_audio: Vec<u8>,
+    /// The call's whole record as `calls show` prints it, when the store is readable.
+    #[serde(skip)]
+    pub record: Option<String>,
 }
 
 /// What a run did: every call, the load summary, and whether all checks passed.
@@ -214,6 +219,7 @@ pub async fn run(options: Options) -> anyhow::Result<Run> {
         turns: options.turns,
         caller_audio,
         speed: options.speed,
+        dial_answers: options.dial_answers,
     });
 
     // What can be played from here, and which calls may share the line with others.
@@ -325,7 +331,13 @@ async fn play_one(ctx: &call::Ctx, scenario: Scenario, stores: Option<&Stores>) 
         None => None,
     };
     let checks = checks::checks(&played, crm.as_ref(), ctx.twilio.as_ref());
-    Ok(report::call_report(played, crm, checks))
+    let record = match (stores, callkeeper_core::ids::CallSid::parse(&played.call_sid)) {
+        (Some(stores), Ok(sid)) => crate::crm::show(stores.calls.as_ref(), &sid, false).await?,
+        _ => None,
+    };
+    let mut report = report::call_report(played, crm, checks);
+    report.record = record;
+    Ok(report)
 }
 
 /// Posts a form to one of callkeeper's webhooks, signed for its public URL.

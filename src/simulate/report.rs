@@ -37,6 +37,7 @@ pub fn call_report(played: Played, crm: Option<Crm>, checks: Vec<Check>) -> Call
         passed,
         timeline: played.timeline,
         heard_audio: played.heard_audio,
+        record: None,
     }
 }
 
@@ -62,6 +63,7 @@ pub fn failed_call(scenario: Scenario, error: &anyhow::Error) -> CallReport {
         frames_heard: 0,
         bad_frames_sent: 0,
         heard_audio: Vec::new(),
+        redirects_in_fallback: 0,
     };
     call_report(played, None, vec![Check { name: "played", verdict: Verdict::Fail(format!("{error:#}")) }])
 }
@@ -241,6 +243,35 @@ fn holds(crm: &Crm) -> String {
         parts.push(format!("note: {note}"));
     }
     parts.join(", ")
+}
+
+/// Many calls: a row per scenario, with the worst silence and the slowest fallback.
+pub fn by_scenario(run: &Run) -> String {
+    let mut out = format!(
+        "{:<20} {:>6} {:>7}  {:<40} {:>14} {:>16}\n",
+        "SCENARIO", "CALLS", "PASSED", "OUTCOMES", "WORST SILENCE", "SLOWEST FALLBACK"
+    );
+    let mut names: Vec<&str> = run.calls.iter().map(|c| c.scenario).collect();
+    names.dedup();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        let calls: Vec<&CallReport> = run.calls.iter().filter(|c| c.scenario == name).collect();
+        let mut outcomes = std::collections::BTreeMap::new();
+        for c in &calls {
+            *outcomes.entry(c.outcome).or_insert(0) += 1;
+        }
+        let _ = writeln!(
+            out,
+            "{name:<20} {:>6} {:>7}  {:<40} {:>11} ms {:>16}",
+            calls.len(),
+            calls.iter().filter(|c| c.passed).count(),
+            outcomes.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "),
+            calls.iter().map(|c| c.longest_silence_ms).max().unwrap_or(0),
+            ms(calls.iter().filter_map(|c| c.time_to_fallback_ms).max()),
+        );
+    }
+    out
 }
 
 /// The fault matrix: a row per call.

@@ -149,7 +149,14 @@ impl TestApp {
     }
 
     pub async fn dial_with(&self, token: Option<&str>, offer_subprotocol: bool) -> anyhow::Result<MediaCall> {
-        let dial = Dial { connect_to: self.addr, public_url: STREAM_URL, path: "/ws/twilio-media", auth_token: token, offer_subprotocol };
+        let dial = Dial {
+            connect_to: self.addr,
+            public_url: STREAM_URL,
+            path: "/ws/twilio-media",
+            auth_token: token,
+            offer_subprotocol,
+            tls: false,
+        };
         MediaCall::dial(&dial, &random_sid("MZ")).await
     }
 
