@@ -265,9 +265,7 @@ async fn run(cli: Cli, data_dir_given: bool) -> anyhow::Result<ExitCode> {
             let target = match (port, target) {
                 (Some(port), _) => simulate::Target::Running { addr: SocketAddr::new(host, port), data_dir: cli.data_dir.clone() },
                 (None, Some(base_url)) => simulate::Target::Remote { base_url },
-                (None, None) => {
-                    simulate::Target::Local { data_dir: data_dir_given.then(|| cli.data_dir.clone()).unwrap_or_else(fresh_data_dir) }
-                }
+                (None, None) => simulate::Target::Local { data_dir: if data_dir_given { cli.data_dir.clone() } else { fresh_data_dir() } },
             };
             if offline && !matches!(target, simulate::Target::Local { .. }) {
                 anyhow::bail!("--offline plays OpenAI for the simulator's own stack: it cannot with --port or --target");
@@ -314,7 +312,7 @@ async fn run(cli: Cli, data_dir_given: bool) -> anyhow::Result<ExitCode> {
                     }
                 } else {
                     for call in run.calls.iter().filter(|c| !c.passed) {
-                        print!("{}\n", simulate::report::describe(call));
+                        println!("{}", simulate::report::describe(call));
                     }
                 }
                 // A row per call for a matrix; a row per scenario for a load run.

@@ -14,7 +14,9 @@ use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 /// Tight timeouts so the suite is quick: a stream must start within 1 s, a heartbeat every 1 s,
-/// stale after 2 s, a pass every 1 s.
+/// stale after 2 s, a pass every 1 s. The relay's own limit on silent media is put out of reach,
+/// so that what these tests see is the watchdog's doing (a relay that closes a silent stream
+/// sends Twilio to `stream_ended`, and the watchdog then leaves the call alone).
 async fn app_and_twilio() -> (TestApp, MockServer) {
     let twilio = MockServer::start().await;
     let app = spawn_app_with(&[
@@ -22,6 +24,7 @@ async fn app_and_twilio() -> (TestApp, MockServer) {
         ("HEARTBEAT_INTERVAL_SECS", "1"),
         ("HEARTBEAT_STALE_SECS", "2"),
         ("WATCHDOG_POLL_SECS", "1"),
+        ("MEDIA_SILENCE_SECS", "60"),
         ("VOICE_AGENT", "silent"),
         ("TWILIO_API_BASE", &twilio.uri()),
     ])

@@ -23,10 +23,9 @@ use tokio::task::JoinSet;
 
 /// Redirects in flight at once within a pass.
 const CONCURRENT_REDIRECTS: usize = 16;
-/// A claim this slow waited on a stuck store ...
-const STUCK_CLAIM: Duration = Duration::from_secs(1);
-/// ... so the writes stuck with it get this long to land before the watchdog looks again.
-const STUCK_GRACE: Duration = Duration::from_secs(2);
+/// After claiming a call whose heartbeats stopped, how long the watchdog gives writes that were
+/// stuck behind the same store trouble (the relay's end of the stream) before it looks again.
+const AFTER_CLAIM: Duration = Duration::from_millis(500);
 /// A call `ringing` this long can no longer be: Twilio rings an outbound call for at most 600 s
 /// (`Timeout`), so its final status callback was lost. Twilio is asked, and the call closed out.
 pub const RINGING_AT_MOST: Duration = Duration::from_secs(11 * 60);
@@ -210,7 +209,6 @@ impl Watchdog {
         let sid = &call.call_sid;
         if !call.redirect_pending {
             report.store_writes += 1;
-            let claiming = std::time::Instant::now();
             match fallback::claim(self.calls.as_ref(), &self.config, sid, stale.reason, ClaimedBy::Watchdog).await? {
                 Claim::Won(_) => report.store_writes += 1, // and its event
                 Claim::AlreadyInFallback(_) | Claim::Ended(_) | Claim::NotFound => {
@@ -218,7 +216,7 @@ impl Watchdog {
                     return Ok(report);
                 }
             }
-            if self.stream_is_over(sid, claiming.elapsed(), &mut report).await? {
+            if stale.reason == "heartbeat_stale" && self.stream_is_over(sid, &mut report).await? {
                 return Ok(report);
             }
             tracing::warn!(call_sid = %sid, reason = stale.reason, stale_ms = detected_at - stale.since, "watchdog: redirecting the call to the fallback");
@@ -269,24 +267,21 @@ impl Watchdog {
 
     /// Whether Twilio has already left the call's `<Connect>`: the relay recorded the stream's
     /// end, so Twilio is on (or past) the `<Connect action>`, whose answer is the caller's
-    /// fallback — even when `stream_ended` had to answer without the store and its write has not
-    /// landed yet. A redirect then would cut the caller's fallback (the apology again, the
-    /// voicemail restarted), so the claim stands and the redirect is skipped.
-    ///
-    /// A claim that waited on the store means writers were stuck with it (the relay's end of the
-    /// stream, `stream_ended`'s own write): they get `STUCK_GRACE` to land before the look.
-    async fn stream_is_over(&self, sid: &CallSid, claim_took: Duration, report: &mut PassReport) -> StoreResult<bool> {
-        if claim_took >= STUCK_CLAIM {
-            tokio::time::sleep(STUCK_GRACE).await;
-        }
+    /// fallback. Heartbeats stop with a stream that ended, and when the store failed as it ended,
+    /// `stream_ended` answered without it and its write has not landed: a redirect then would cut
+    /// the caller's fallback (the apology again, the voicemail restarted). So the claim stands
+    /// and the redirect is skipped. The look comes `AFTER_CLAIM`, so that the relay's write, stuck
+    /// behind the same trouble as the claim, lands first; it costs a hung relay's caller that
+    /// much more silence.
+    async fn stream_is_over(&self, sid: &CallSid, report: &mut PassReport) -> StoreResult<bool> {
+        tokio::time::sleep(AFTER_CLAIM).await;
         report.store_reads += 1;
         let Some(now) = self.calls.get_call(sid).await? else { return Ok(false) };
         let Some(stream) = now.stream.as_ref() else { return Ok(false) };
         let at = now_ms();
         let done = CallPatch { redirect_pending: Some(false), ..Default::default() };
         self.calls.patch_call(sid, &done, at).await?;
-        let detail =
-            json!({ "stream_end": stream.end.as_str(), "stream_ended_at": stream.ended_at, "claim_ms": claim_took.as_millis() as u64 });
+        let detail = json!({ "stream_end": stream.end.as_str(), "stream_ended_at": stream.ended_at });
         let event = CallEvent { at, kind: "watchdog_redirect_skipped".into(), key: format!("watchdog_redirect_skipped:{at}"), detail };
         self.calls.add_event(sid, &event).await?;
         report.store_writes += 2;
