@@ -294,39 +294,35 @@ async fn run(cli: Cli, data_dir_given: bool) -> anyhow::Result<ExitCode> {
                 dial_answers: dial == "answered",
             };
             let run = simulate::run(options).await?;
+            // One call: its timeline and record. More (or a scenario not played): the table too.
+            let many = matrix || run.calls.len() != 1;
             if json {
                 for call in &run.calls {
                     println!("{}", serde_json::to_string(call)?);
                 }
-                if run.calls.len() > 1 {
-                    println!(
-                        "{}",
-                        serde_json::json!({ "summary": run.summary, "dead_letters": run.dead_letters, "skipped": run.skipped.iter().map(|(s, why)| (s.name(), why)).collect::<Vec<_>>() })
-                    );
+                if many {
+                    let skipped: Vec<_> = run.skipped.iter().map(|(s, why)| (s.name(), why)).collect();
+                    println!("{}", serde_json::json!({ "summary": run.summary, "dead_letters": run.dead_letters, "skipped": skipped }));
+                }
+            } else if !many {
+                print!("{}", simulate::report::describe(&run.calls[0]));
+                if let Some(record) = &run.calls[0].record {
+                    println!("\n{record}");
                 }
             } else {
-                if run.calls.len() == 1 {
-                    print!("{}", simulate::report::describe(&run.calls[0]));
-                    if let Some(record) = &run.calls[0].record {
-                        println!("\n{record}");
-                    }
-                } else {
-                    for call in run.calls.iter().filter(|c| !c.passed) {
-                        println!("{}", simulate::report::describe(call));
-                    }
+                for call in run.calls.iter().filter(|c| !c.passed) {
+                    println!("{}", simulate::report::describe(call));
                 }
                 // A row per call for a matrix; a row per scenario for a load run.
                 if run.calls.len() > 20 {
                     print!("\n{}", simulate::report::by_scenario(&run));
-                } else if matrix || run.calls.len() > 1 {
+                } else {
                     print!("\n{}", simulate::report::matrix(&run));
                 }
-                if run.calls.len() > 1 {
-                    print!("\n{}", simulate::report::summary(&run.summary));
-                }
-                if let Some(dir) = &run.data_dir {
-                    println!("\nthe stack's data is kept in {0}: callkeeper --data-dir {0} calls list", dir.display());
-                }
+                print!("\n{}", simulate::report::summary(&run.summary));
+            }
+            if let (false, Some(dir)) = (json, &run.data_dir) {
+                println!("\nthe stack's data is kept in {0}: callkeeper --data-dir {0} calls list", dir.display());
             }
             Ok(if run.passed() { ExitCode::SUCCESS } else { ExitCode::from(3) })
         }

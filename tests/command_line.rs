@@ -67,6 +67,17 @@ fn serve_with(mut command: Command) -> (Killed, String, String) {
     (Killed(child, output), addr, banner.join("\n"))
 }
 
+/// A `serve` on a port chosen first (its public URL names it).
+fn serve_on(mut command: Command, port: u16) -> (Killed, String) {
+    let mut child = command.args(["serve", "--port", &port.to_string()]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = vec![lines.next().unwrap().unwrap()];
+    while !banner.last().unwrap().starts_with("health:") {
+        banner.push(lines.next().expect("the banner ends with the health URL").unwrap());
+    }
+    (Killed(child, Default::default()), banner.join("\n"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_with_no_configuration_then_read_the_crm() {
     let dir = tempfile::tempdir().unwrap();
@@ -404,4 +415,48 @@ fn agent_profiles_are_set_shown_and_listed_and_a_bad_file_is_refused_with_its_li
     let other =
         String::from_utf8(callkeeper(dir.path()).args(["agent", "show", "--number", "+97239999999"]).output().unwrap().stdout).unwrap();
     assert!(other.starts_with("no profile stored: calls get the built-in profile"), "{other}");
+}
+
+/// `simulate --target URL` plays against any callkeeper by its public URL, signing with the
+/// environment's Twilio token, here a `serve` configured as a deployed stack is. What cannot be
+/// seen from outside is reported as not checked, never as passed; scenarios that break the stack
+/// are not played.
+#[test]
+fn a_remote_target_is_played_and_what_it_cannot_see_is_not_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let env = [
+        ("PUBLIC_BASE_URL", base.clone()),
+        ("RELAY_PUBLIC_URL", format!("ws://127.0.0.1:{port}")),
+        ("TWILIO_ACCOUNT_SID", format!("AC{}", "ab".repeat(16))),
+        ("TWILIO_AUTH_TOKEN", "remote-target-token".to_string()),
+        // Its Twilio is nowhere: the simulator cannot play it for a remote stack.
+        ("TWILIO_API_BASE", "http://127.0.0.1:9".to_string()),
+    ];
+    let mut command = callkeeper(dir.path());
+    command.envs(env.clone());
+    let (_server, banner) = serve_on(command, port);
+    assert!(banner.contains("config:       from the environment"), "{banner}");
+
+    let out = callkeeper(&dir.path().join("elsewhere"))
+        .args(["simulate", "--target", &base, "--scenario", "happy,relay-restart", "--json"])
+        .envs(env)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let docs: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let call = &docs[0];
+    assert_eq!((call["scenario"].as_str(), call["outcome"].as_str()), (Some("happy"), Some("conversation")), "{call}");
+    assert!(call["greeting_ms"].as_u64().unwrap() > 3000, "the embedded agent was heard: {call}");
+    let verdict = |name: &str| call["checks"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap()["result"].clone();
+    assert_eq!(verdict("outcome"), "pass");
+    assert_eq!(verdict("crm-holds-the-call"), "not-checked", "its store is not readable from here");
+    let moments: Vec<&str> = call["timeline"]["moments"].as_array().unwrap().iter().filter_map(|m| m["what"].as_str()).collect();
+    assert!(moments.iter().any(|m| m.starts_with("recording not reported")), "{moments:?}");
+    let summary = &docs[1]["summary"];
+    assert_eq!(summary["calls"], 1, "{summary}");
+    assert_eq!(docs[1]["skipped"][0][0], "relay-restart", "{}", docs[1]);
+    assert_eq!(docs[1]["dead_letters"], serde_json::Value::Null, "not readable from here, so not claimed empty");
 }

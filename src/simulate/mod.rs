@@ -261,7 +261,6 @@ pub async fn run(options: Options) -> anyhow::Result<Run> {
             reports.extend(worker.await?);
         }
     }
-    let beside_elapsed = started.elapsed();
     for scenario in alone {
         let before = openai.as_ref().map_or((0, 0), |o| o.transcriptions());
         if let Some(openai) = &openai {
@@ -300,7 +299,7 @@ pub async fn run(options: Options) -> anyhow::Result<Run> {
         _ => None,
     };
     let concurrency = options.concurrency.unwrap_or(beside.len()).max(1);
-    let summary = report::Summary::of(&calls, usage, beside_elapsed, concurrency);
+    let summary = report::Summary::of(&calls, usage, started.elapsed(), concurrency);
     // The processes stop; the folder stays, for `calls list` and `calls show`.
     drop(stack);
     Ok(Run { calls, skipped, summary, dead_letters, data_dir })
