@@ -4,8 +4,9 @@
 //! - With no target it starts a local stack of its own ([`stack`]) whose Twilio REST is the
 //!   simulator's ([`fake_twilio`]), so the watchdog's redirects reach the simulated call, and with
 //!   `--offline` whose OpenAI is the simulator's too ([`fake_openai`]).
-//! - Each call follows the TwiML as Twilio does ([`call`]), with its scenario's fault
-//!   ([`scenarios`]), and leaves a timeline ([`timeline`]) and what the CRM holds ([`checks`]).
+//! - Each call follows the TwiML as Twilio does ([`call`]; its media stream in `stream`), with
+//!   its scenario's fault ([`scenarios`]), and leaves a timeline ([`timeline`]) and what the CRM
+//!   holds ([`checks`]).
 //! - Many calls at once (`--calls`, `--concurrency`) give a load summary ([`report`]).
 
 pub mod call;
@@ -15,6 +16,7 @@ pub mod fake_twilio;
 pub mod report;
 pub mod scenarios;
 pub mod stack;
+mod stream;
 pub mod timeline;
 
 use callkeeper_core::config::Config;
