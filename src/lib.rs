@@ -1,9 +1,11 @@
 //! The `callkeeper` command's library: the local server (`serve`), the simulator (`simulate`),
-//! outbound calls (`call`) and the CRM views (`calls`), kept here so the end-to-end tests start exactly what users start.
+//! outbound calls (`call`) and the CRM views (`calls`, `contacts`, `leads`), kept here so the end-to-end tests start exactly what users start.
 
+pub mod contacts;
 pub mod crm;
 pub mod dlq;
 pub mod fake_realtime;
+pub mod leads;
 pub mod local_config;
 pub mod media_client;
 pub mod outbound;

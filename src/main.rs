@@ -136,6 +136,20 @@ enum Command {
         #[command(subcommand)]
         command: CallsCommand,
     },
+    /// One person the CRM knows: their lead fields and their calls and messages.
+    Contacts {
+        #[command(subcommand)]
+        command: ContactsCommand,
+    },
+    /// The lead fields across the most recent calls, a row per call that has any.
+    Leads {
+        /// Comma-separated values (RFC 4180, UTF-8) for a spreadsheet or another CRM.
+        #[arg(long)]
+        csv: bool,
+        /// How many of the most recent calls to look at.
+        #[arg(long, default_value_t = 500)]
+        limit: usize,
+    },
     /// The AI agent's profiles: how it behaves on each of the business's numbers.
     Agent {
         #[command(subcommand)]
@@ -189,6 +203,19 @@ enum DlqCommand {
         id: Option<String>,
         #[arg(long, conflicts_with = "id")]
         all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ContactsCommand {
+    /// The contact's lead and timeline (calls and messages, newest first).
+    Show {
+        /// The number, +E164.
+        number: String,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -403,11 +430,25 @@ async fn run(cli: Cli, data_dir_given: bool) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Calls { command } => {
-            if kind == StoreKind::Embedded && !cli.data_dir.join(embedded::DATABASE_FILE).exists() {
-                anyhow::bail!("no callkeeper data in {} (start `callkeeper serve` there, or pass --data-dir)", cli.data_dir.display());
+        Command::Contacts { command: ContactsCommand::Show { number, limit, json } } => {
+            let stores = open_crm(kind, &cli.data_dir).await?;
+            let phone = callkeeper_core::phone::E164::parse(&number).ok_or_else(|| anyhow::anyhow!("{number:?} is not a +E164 number"))?;
+            match callkeeper::contacts::show(stores.calls.as_ref(), &phone, limit, json).await? {
+                Some(text) => print!("{text}"),
+                None => {
+                    eprintln!("callkeeper: no contact {phone} in the CRM");
+                    return Ok(ExitCode::from(2));
+                }
             }
-            let stores = open(kind, &cli.data_dir, 5).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Leads { csv, limit } => {
+            let stores = open_crm(kind, &cli.data_dir).await?;
+            print!("{}", callkeeper::leads::list(stores.calls.as_ref(), limit, csv).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Calls { command } => {
+            let stores = open_crm(kind, &cli.data_dir).await?;
             match command {
                 CallsCommand::List { limit, json } => print!("{}", crm::list(stores.calls.as_ref(), limit, json).await?),
                 CallsCommand::Show { call_sid, json } => {
@@ -444,4 +485,13 @@ fn read_caller_audio(path: &str) -> anyhow::Result<Vec<u8>> {
         anyhow::bail!("{path} is {} Hz; the caller's voice must be 8000 Hz, as Twilio's line is", wav.sample_rate);
     }
     Ok((0..wav.frames()).map(|f| callkeeper_core::mulaw::encode(wav.sample(f, 0))).collect())
+}
+
+/// The stores, for the commands that read the CRM: refused on an empty folder rather than
+/// creating one.
+async fn open_crm(kind: StoreKind, data_dir: &std::path::Path) -> anyhow::Result<callkeeper_core::store::Stores> {
+    if kind == StoreKind::Embedded && !data_dir.join(embedded::DATABASE_FILE).exists() {
+        anyhow::bail!("no callkeeper data in {} (start `callkeeper serve` there, or pass --data-dir)", data_dir.display());
+    }
+    Ok(open(kind, data_dir, 5).await?)
 }

@@ -460,3 +460,94 @@ fn a_remote_target_is_played_and_what_it_cannot_see_is_not_checked() {
     assert_eq!(docs[1]["skipped"][0][0], "relay-restart", "{}", docs[1]);
     assert_eq!(docs[1]["dead_letters"], serde_json::Value::Null, "not readable from here, so not claimed empty");
 }
+
+/// `contacts show` and `leads`: what the CRM holds of a person (their merged lead, their calls
+/// and WhatsApp messages, newest first) and the leads across calls, as a table and as CSV a
+/// spreadsheet opens safely (a caller's "=…" is kept as text).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_and_leads_read_the_crm() {
+    use callkeeper_core::call::{CallStatus, Direction, NewCall};
+    use callkeeper_core::ids::{AccountSid, CallSid, MessageSid};
+    use callkeeper_core::message::{Message, MessageDirection};
+    use callkeeper_core::phone::{Channel, E164};
+    let dir = tempfile::tempdir().unwrap();
+    let dana = E164::parse("+972501234567").unwrap();
+    {
+        let stores = callkeeper_core::store::open::open(callkeeper_core::store::open::StoreKind::Embedded, dir.path(), 5).await.unwrap();
+        let calls = stores.calls.as_ref();
+        let account = AccountSid::parse(&format!("AC{}", "cd".repeat(16))).unwrap();
+        let call = |sid: &CallSid, from: &E164, at: i64| NewCall {
+            call_sid: sid.clone(),
+            account_sid: account.clone(),
+            from: from.to_string(),
+            to: "+97231234567".into(),
+            contact: Some(from.clone()),
+            direction: Direction::Inbound,
+            status: CallStatus::AwaitingStream,
+            twilio_status: Some("ringing".into()),
+            at,
+        };
+        let [first, second, other] = [0, 1, 2].map(|_| CallSid::parse(&common::new_call_sid()).unwrap());
+        let now = callkeeper_core::time::now_ms();
+        calls.create_call(&call(&first, &dana, now - 3_000)).await.unwrap();
+        calls.create_call(&call(&second, &dana, now - 2_000)).await.unwrap();
+        calls.create_call(&call(&other, &E164::parse("+972529999999").unwrap(), now - 1_000)).await.unwrap();
+        let lead = serde_json::json!({ "name": "דנה", "area": "חיפה, כרמל", "note": "=HYPERLINK(\"http://x\")" });
+        calls.save_lead(&second, Some(&dana), &lead, now).await.unwrap();
+        calls.save_lead(&first, Some(&dana), &serde_json::json!({ "budget": 2_000_000 }), now).await.unwrap();
+        let message = Message {
+            message_sid: MessageSid::parse(&format!("SM{}", "ef".repeat(16))).unwrap(),
+            account_sid: account.clone(),
+            channel: Channel::Whatsapp,
+            direction: MessageDirection::Inbound,
+            contact: dana.clone(),
+            from: format!("whatsapp:{dana}"),
+            to: "whatsapp:+97231234567".into(),
+            body: "שלום, עדיין מחפשת דירה".into(),
+            media: vec![],
+            profile_name: Some("Dana".into()),
+            status: "received".into(),
+            error_code: None,
+            created_at: now - 500,
+            updated_at: now - 500,
+            reply_enqueued_at: None,
+        };
+        calls.put_message(&message).await.unwrap();
+    }
+
+    let run = |args: &[&str]| {
+        let out = callkeeper(dir.path()).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (code, csv, _) = run(&["leads", "--csv"]);
+    assert_eq!(code, Some(0));
+    let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 3, "a header and the two calls with a lead (not the third): {csv}");
+    assert_eq!(lines[0], "call_sid,started,contact,area,name,note,budget");
+    assert!(lines[1].ends_with(",+972501234567,\"חיפה, כרמל\",דנה,\"'=HYPERLINK(\"\"http://x\"\")\","), "{}", lines[1]);
+    assert!(lines[2].ends_with(",+972501234567,,,,2000000"), "{}", lines[2]);
+    let (_, table, _) = run(&["leads"]);
+    assert!(table.starts_with("call_sid") && table.contains("חיפה, כרמל"), "{table}");
+
+    let (code, text, _) = run(&["contacts", "show", "+972501234567"]);
+    assert_eq!(code, Some(0));
+    assert!(text.contains("name        Dana"), "{text}");
+    for field in ["name           דנה", "area           חיפה, כרמל", "budget         2000000"] {
+        assert!(text.contains(field), "the merged lead has {field}: {text}");
+    }
+    let timeline: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("timeline")).skip(1).collect();
+    assert_eq!(timeline.len(), 3, "two calls and a message: {text}");
+    assert!(timeline[0].contains("whatsapp") && timeline[0].contains("שלום, עדיין מחפשת דירה"), "newest first: {text}");
+    let (_, json, _) = run(&["contacts", "show", "+972501234567", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        doc["timeline"].as_array().unwrap().iter().map(|i| i["kind"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["message", "call", "call"]
+    );
+
+    let (code, _, err) = run(&["contacts", "show", "+15550000000"]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, err) = run(&["contacts", "show", "dana"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("\"dana\" is not a +E164 number"), "{err}");
+}

@@ -330,6 +330,12 @@ async fn caller_who_hung_up_gets_no_fallback() {
     assert_eq!(twiml.names(), ["Hangup"]);
     let call = app.stores.calls.get_call(&CallSid::parse(&sid).unwrap()).await.unwrap().unwrap();
     assert_eq!((call.status, call.end_reason.as_deref(), call.fallback_reason), (CallStatus::Completed, Some("caller_hangup"), None));
+    // What Twilio said last is kept (it stayed `ringing`, from incoming_call, before); a late
+    // retry of an earlier post does not take the final status back.
+    assert_eq!(call.twilio_status.as_deref(), Some("completed"));
+    app.post("/webhook/stream_ended", &ended_form(&sid, &[])).await;
+    let call = app.stores.calls.get_call(&CallSid::parse(&sid).unwrap()).await.unwrap().unwrap();
+    assert_eq!(call.twilio_status.as_deref(), Some("completed"));
 }
 
 #[tokio::test]

@@ -184,6 +184,12 @@ async fn follow_stream(state: &AppState, form: &Form, call_sid: &CallSid) -> Res
         json!({ "decision": decision, "reason": reason, "twilio_status": twilio_status, "dial_status": form.get("DialCallStatus") });
     let key = format!("stream_ended:{reason}");
     store.add_event(call_sid, &CallEvent { at: now_ms(), kind: "stream_ended".into(), key, detail }).await?;
+    // What Twilio last said of the call (`in-progress` in the fallback, `completed` at the end);
+    // a late retry of an earlier post does not take a final status back.
+    let final_already = call.twilio_status.as_deref().is_some_and(callkeeper_core::twilio_rest::is_final_status);
+    if let Some(status) = twilio_status.filter(|s| !final_already && call.twilio_status.as_deref() != Some(*s)) {
+        store.patch_call(call_sid, &CallPatch { twilio_status: Some(status.to_string()), ..Default::default() }, now_ms()).await?;
+    }
     tracing::info!(call_sid = %call_sid, decision, reason, "stream ended");
     Ok(doc)
 }
