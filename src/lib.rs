@@ -3,6 +3,7 @@
 
 pub mod contacts;
 pub mod crm;
+pub mod crm_users;
 pub mod dlq;
 pub mod fake_realtime;
 pub mod leads;

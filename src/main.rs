@@ -136,6 +136,11 @@ enum Command {
         #[command(subcommand)]
         command: CallsCommand,
     },
+    /// The CRM's users: who may sign in to read it.
+    Crm {
+        #[command(subcommand)]
+        command: CrmCommand,
+    },
     /// One person the CRM knows: their lead fields and their calls and messages.
     Contacts {
         #[command(subcommand)]
@@ -203,6 +208,34 @@ enum DlqCommand {
         id: Option<String>,
         #[arg(long, conflicts_with = "id")]
         all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CrmCommand {
+    /// Add, list or remove users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user; the password (at least 12 characters) is read from standard input.
+    Add {
+        name: String,
+        /// Set a new password for an existing user instead.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Every user, by name (never their password hashes).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Remove {
+        name: String,
     },
 }
 
@@ -427,6 +460,29 @@ async fn run(cli: Cli, data_dir_given: bool) -> anyhow::Result<ExitCode> {
                 },
                 AgentCommand::Show { number, json } => print!("{}", profiles::show(calls, &key(number)?, json).await?),
                 AgentCommand::List { json } => print!("{}", profiles::list(calls, json).await?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Crm { command: CrmCommand::User { command } } => {
+            let stores = open(kind, &cli.data_dir, 5).await?;
+            let calls = stores.calls.as_ref();
+            let name = |name: &str| callkeeper_core::users::UserName::parse(name).map_err(anyhow::Error::from);
+            match command {
+                UserCommand::Add { name: n, replace } => match callkeeper::crm_users::add(calls, &name(&n)?, replace).await? {
+                    callkeeper::crm_users::Added::Done(text) => print!("{text}"),
+                    callkeeper::crm_users::Added::Refused(why) => {
+                        eprintln!("callkeeper: {why}");
+                        return Ok(ExitCode::from(2));
+                    }
+                },
+                UserCommand::List { json } => print!("{}", callkeeper::crm_users::list(calls, json).await?),
+                UserCommand::Remove { name: n } => {
+                    if !calls.remove_user(&name(&n)?).await? {
+                        eprintln!("callkeeper: no user {n}");
+                        return Ok(ExitCode::from(2));
+                    }
+                    println!("user {n} removed");
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -551,3 +551,50 @@ async fn contacts_and_leads_read_the_crm() {
     assert_eq!(code, Some(1));
     assert!(err.contains("\"dana\" is not a +E164 number"), "{err}");
 }
+
+/// `crm user add|list|remove`: the password comes from standard input, only its Argon2id hash is
+/// kept (and never listed); a short password, a taken name and a bad name are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crm_users_are_added_with_a_hashed_password_listed_and_removed() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let with_stdin = |args: &[&str], input: &str| {
+        let mut child =
+            callkeeper(dir.path()).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (code, out, err) = with_stdin(&["crm", "user", "add", "dana@example.com"], "a long passphrase\n");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "user dana@example.com added\n");
+    let (code, _, err) = with_stdin(&["crm", "user", "add", "dana@example.com"], "another passphrase\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("exists (--replace sets a new password)"), "{err}");
+    let (code, _, err) = with_stdin(&["crm", "user", "add", "avi"], "short\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("at least 12 characters"), "{err}");
+    let (code, _, err) = with_stdin(&["crm", "user", "add", "Dana Levi"], "a long passphrase\n");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("a user name is 1 to 64 of a-z"), "{err}");
+
+    // Only the hash is kept, and it is the password's.
+    let stores = callkeeper_core::store::open::open(callkeeper_core::store::open::StoreKind::Embedded, dir.path(), 5).await.unwrap();
+    let name = callkeeper_core::users::UserName::parse("dana@example.com").unwrap();
+    let hash = stores.calls.user(&name).await.unwrap().unwrap().password_hash;
+    assert!(hash.starts_with("$argon2id$") && !hash.contains("passphrase"), "{hash}");
+    assert!(callkeeper_core::users::verify_password(&hash, "a long passphrase"));
+    let (code, out, _) = with_stdin(&["crm", "user", "add", "dana@example.com", "--replace"], "a newer passphrase\n");
+    assert_eq!((code, out.as_str()), (Some(0), "password of dana@example.com replaced\n"));
+    let hash = stores.calls.user(&name).await.unwrap().unwrap().password_hash;
+    assert!(callkeeper_core::users::verify_password(&hash, "a newer passphrase"));
+
+    let (_, list, _) = with_stdin(&["crm", "user", "list", "--json"], "");
+    let users: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(users[0]["name"], "dana@example.com");
+    assert!(users[0].get("password_hash").is_none() && !list.contains("argon2"), "{list}");
+    let (code, out, _) = with_stdin(&["crm", "user", "remove", "dana@example.com"], "");
+    assert_eq!((code, out.as_str()), (Some(0), "user dana@example.com removed\n"));
+    let (code, _, _) = with_stdin(&["crm", "user", "remove", "dana@example.com"], "");
+    assert_eq!(code, Some(2));
+}

@@ -39,6 +39,7 @@ pub mod twiml;
 #[cfg(feature = "twiml-reader")]
 pub mod twiml_reader;
 pub mod url;
+pub mod users;
 pub mod watchdog;
 pub mod wav;
 pub mod worker;

@@ -41,4 +41,5 @@ store_contract_tests!(@cases aws_stores();
     leads_merge_on_the_call_and_its_contact,
     profiles_are_kept_by_number,
     a_transfer_keeps_its_number_and_leaves_the_watchdogs_list,
+    crm_users_are_added_once_changed_and_removed,
 );

@@ -41,6 +41,7 @@ macro_rules! store_contract_tests {
             leads_merge_on_the_call_and_its_contact,
             profiles_are_kept_by_number,
             a_transfer_keeps_its_number_and_leaves_the_watchdogs_list,
+            crm_users_are_added_once_changed_and_removed,
         );
     };
     (@cases $stores:expr; $($case:ident),* $(,)?) => {
@@ -614,4 +615,26 @@ pub async fn a_transfer_keeps_its_number_and_leaves_the_watchdogs_list(s: &Store
     let done =
         s.calls.transition(&call.call_sid, &[CallStatus::Transferred], CallStatus::Completed, &CallPatch::default(), call.at + 9).await;
     assert!(matches!(done.unwrap(), Transition::Applied(c) if c.status == CallStatus::Completed));
+}
+
+pub async fn crm_users_are_added_once_changed_and_removed(s: &Stores) {
+    use crate::users::{User, UserName};
+    let dana = UserName::parse("dana@example.com").unwrap();
+    let user = User { name: dana.clone(), password_hash: "$argon2id$v=19$first".into(), created_at: 10, updated_at: 10 };
+    assert_eq!(s.calls.user(&dana).await.unwrap(), None);
+    assert!(s.calls.add_user(&user).await.unwrap());
+    let again = User { password_hash: "$argon2id$v=19$other".into(), ..user.clone() };
+    assert!(!s.calls.add_user(&again).await.unwrap(), "a taken name is refused");
+    assert_eq!(s.calls.user(&dana).await.unwrap(), Some(user.clone()), "and nothing changed");
+    assert!(s.calls.set_password(&dana, "$argon2id$v=19$second", 20).await.unwrap());
+    let changed = s.calls.user(&dana).await.unwrap().unwrap();
+    assert_eq!((changed.password_hash.as_str(), changed.created_at, changed.updated_at), ("$argon2id$v=19$second", 10, 20));
+    let avi = UserName::parse("avi").unwrap();
+    assert!(!s.calls.set_password(&avi, "$argon2id$v=19$x", 20).await.unwrap(), "no such user");
+    s.calls.add_user(&User { name: avi.clone(), ..user.clone() }).await.unwrap();
+    let names: Vec<String> = s.calls.users().await.unwrap().into_iter().map(|u| u.name.to_string()).collect();
+    assert_eq!(names, ["avi", "dana@example.com"], "by name");
+    assert!(s.calls.remove_user(&dana).await.unwrap());
+    assert!(!s.calls.remove_user(&dana).await.unwrap());
+    assert_eq!(s.calls.user(&dana).await.unwrap(), None);
 }

@@ -160,6 +160,16 @@ pub trait CallStore: Send + Sync {
     async fn profiles(&self) -> StoreResult<Vec<StoredProfile>>;
     /// The contact's calls and messages, newest first.
     async fn timeline(&self, phone: &E164, limit: usize) -> StoreResult<Vec<TimelineItem>>;
+
+    /// Adds a CRM user; `false` when the name is taken (nothing changes).
+    async fn add_user(&self, user: &crate::users::User) -> StoreResult<bool>;
+    /// Replaces a user's password hash; `false` when there is no such user.
+    async fn set_password(&self, name: &crate::users::UserName, password_hash: &str, at: Millis) -> StoreResult<bool>;
+    async fn user(&self, name: &crate::users::UserName) -> StoreResult<Option<crate::users::User>>;
+    /// Every user, by name.
+    async fn users(&self) -> StoreResult<Vec<crate::users::User>>;
+    /// `false` when there was no such user.
+    async fn remove_user(&self, name: &crate::users::UserName) -> StoreResult<bool>;
 }
 
 /// Profiles as (key, JSON document, updated at) rows, read back and in `agent list`'s order.

@@ -7,6 +7,7 @@
 //! | turn | `CALL#{CallSid}` | `TURN#{seq:05}` | |
 //! | the call's lead (`save_lead`) | `CALL#{CallSid}` | `LEAD` | |
 //! | agent profile | `PROFILES` | `PROFILE#default` or `PROFILE#{E164}` | (one partition: a handful of numbers) |
+//! | CRM user (name, Argon2id hash) | `CRM_USERS` | `USER#{name}` | (one partition: the business's staff) |
 //! | recording | `CALL#{CallSid}` | `REC#{RecordingSid}` | |
 //! | recording pointer | `REC#{RecordingSid}` | `REC` | (finds a recording's call) |
 //! | contact (and its merged lead, `lead_doc`) | `CONTACT#{E164}` | `PROFILE` | |

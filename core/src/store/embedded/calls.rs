@@ -12,6 +12,7 @@ use crate::store::{stored_profiles, CallStore, Contact, MessageWrite, StoreError
 use crate::stream_report::{StreamFigures, Turn};
 use crate::time::Millis;
 use crate::transcript::{JobClaim, Transcript};
+use crate::users::{User, UserName};
 use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
@@ -689,6 +690,56 @@ impl CallStore for EmbeddedStore {
         })
         .await
     }
+
+    async fn add_user(&self, user: &User) -> StoreResult<bool> {
+        let user = user.clone();
+        self.with_conn(move |conn| {
+            let added = conn.execute(
+                "INSERT INTO crm_users (name, password_hash, created_at, updated_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING",
+                params![user.name.as_str(), user.password_hash, user.created_at, user.updated_at],
+            )?;
+            Ok(added == 1)
+        })
+        .await
+    }
+
+    async fn set_password(&self, name: &UserName, password_hash: &str, at: Millis) -> StoreResult<bool> {
+        let (name, hash) = (name.as_str().to_string(), password_hash.to_string());
+        self.with_conn(move |conn| {
+            Ok(conn.execute("UPDATE crm_users SET password_hash = ?2, updated_at = ?3 WHERE name = ?1", params![name, hash, at])? == 1)
+        })
+        .await
+    }
+
+    async fn user(&self, name: &UserName) -> StoreResult<Option<User>> {
+        let name = name.as_str().to_string();
+        let rows = self
+            .with_conn(move |conn| {
+                query(conn, "SELECT name, password_hash, created_at, updated_at FROM crm_users WHERE name = ?1", [name], user_row)
+            })
+            .await?;
+        rows.into_iter().next().transpose()
+    }
+
+    async fn users(&self) -> StoreResult<Vec<User>> {
+        let rows = self
+            .with_conn(|conn| query(conn, "SELECT name, password_hash, created_at, updated_at FROM crm_users ORDER BY name", [], user_row))
+            .await?;
+        rows.into_iter().collect()
+    }
+
+    async fn remove_user(&self, name: &UserName) -> StoreResult<bool> {
+        let name = name.as_str().to_string();
+        self.with_conn(move |conn| Ok(conn.execute("DELETE FROM crm_users WHERE name = ?1", [name])? == 1)).await
+    }
+}
+
+/// A `crm_users` row; a stored name that no longer parses is reported, not skipped.
+fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<User>> {
+    let (name, password_hash, created_at, updated_at): (String, String, Millis, Millis) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+    Ok(UserName::parse(&name)
+        .map(|name| User { name, password_hash, created_at, updated_at })
+        .map_err(|e| StoreError::Corrupt(format!("crm user: {e}"))))
 }
 
 #[cfg(test)]

@@ -149,6 +149,14 @@ CREATE TABLE agent_profiles (
     updated_at INTEGER NOT NULL
 );
 "#,
+    r#"
+CREATE TABLE crm_users (
+    name          TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL, -- Argon2id, PHC string
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+);
+"#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
