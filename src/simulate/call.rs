@@ -73,6 +73,35 @@ pub struct Played {
     pub redirects_in_fallback: u32,
 }
 
+impl Played {
+    /// A call that has just rung, with nothing happened yet.
+    pub fn new(call_sid: String, scenario: Scenario, origin: Instant) -> Played {
+        Played {
+            call_sid,
+            scenario,
+            outcome: Outcome::Hangup,
+            timeline: Timeline::new(origin),
+            subprotocol: None,
+            greeting_after_ms: None,
+            greeting_ms: 0,
+            answer_after_ms: Vec::new(),
+            agent_audio_ms: 0,
+            marks_echoed: 0,
+            close: None,
+            fault_at_ms: None,
+            fallback_at_ms: None,
+            recordings: Vec::new(),
+            voicemail: false,
+            frames_sent: 0,
+            frames_heard: 0,
+            bad_frames_sent: 0,
+            heard_audio: Vec::new(),
+            redirects_in_fallback: 0,
+        }
+    }
+}
+
+/// One call as it is being played: where it is, and what it has done so far.
 pub(super) struct Player<'a> {
     pub(super) ctx: &'a Ctx,
     pub(super) scenario: Scenario,
@@ -109,28 +138,7 @@ pub async fn play(ctx: &Ctx, scenario: Scenario) -> anyhow::Result<Played> {
         updates,
         recording_from: None,
         recording_callback: None,
-        played: Played {
-            call_sid,
-            scenario,
-            outcome: Outcome::Hangup,
-            timeline: Timeline::new(started),
-            subprotocol: None,
-            greeting_after_ms: None,
-            greeting_ms: 0,
-            answer_after_ms: Vec::new(),
-            agent_audio_ms: 0,
-            marks_echoed: 0,
-            close: None,
-            fault_at_ms: None,
-            fallback_at_ms: None,
-            recordings: Vec::new(),
-            voicemail: false,
-            frames_sent: 0,
-            frames_heard: 0,
-            bad_frames_sent: 0,
-            heard_audio: Vec::new(),
-            redirects_in_fallback: 0,
-        },
+        played: Played::new(call_sid, scenario, started),
         hung_up: false,
         said: Vec::new(),
         agent_said: Vec::new(),
@@ -181,20 +189,22 @@ impl Player<'_> {
 
     /// Posts a callback the call waits on, as many times as the scenario repeats callbacks; the
     /// last answer is the one followed.
-    pub(super) async fn post(&mut self, url: &str, form: &[(String, String)]) -> anyhow::Result<(u16, String)> {
+    /// (An unanswered post is status 0, as Twilio's error page would be: the caller of this
+    /// decides what that means for the call.)
+    pub(super) async fn post(&mut self, url: &str, form: &[(String, String)]) -> (u16, String) {
         let mut answer = (0, String::new());
         for _ in 0..self.scenario.repeats_webhooks() {
             let sent = send_signed(&self.ctx.client, &self.ctx.auth_token, url, form).await;
             self.timeline.webhook(sent.sent, &sent.name, sent.status, sent.took);
             answer = (sent.status, sent.body);
         }
-        Ok(answer)
+        answer
     }
 
     async fn run(&mut self) -> anyhow::Result<()> {
         let url = format!("{}/webhook/incoming_call", self.ctx.base_url);
         let form = self.form("ringing");
-        let (status, doc) = self.post(&url, &form).await?;
+        let (status, doc) = self.post(&url, &form).await;
         anyhow::ensure!(status == 200, "incoming_call answered HTTP {status}: {doc}");
         let mut next = Some(parse(&doc)?);
         while let Some(doc) = next.take() {
@@ -253,7 +263,7 @@ impl Player<'_> {
                 }
                 "Dial" => return self.dial(verb).await,
                 "Redirect" => {
-                    let (_, doc) = self.post(verb.text.trim(), &self.form("in-progress")).await?;
+                    let (_, doc) = self.post(verb.text.trim(), &self.form("in-progress")).await;
                     return Ok(Some(parse(&doc)?));
                 }
                 "Hangup" => {
@@ -285,7 +295,7 @@ impl Player<'_> {
             }
             Update::Url(url) => {
                 self.timeline.note(self.ms(), &format!("REST: the call was redirected to {url}"));
-                let (_, doc) = self.post(&url, &self.form("in-progress")).await?;
+                let (_, doc) = self.post(&url, &self.form("in-progress")).await;
                 Ok(Some(parse(&doc)?))
             }
             Update::Hangup => {
@@ -331,7 +341,7 @@ impl Player<'_> {
             self.hung_up = true;
         }
         let Some(action) = action else { return Ok(None) };
-        let (code, doc) = self.post(&action, &self.form(status)).await?;
+        let (code, doc) = self.post(&action, &self.form(status)).await;
         if self.hung_up {
             return Ok(None);
         }
@@ -370,7 +380,7 @@ impl Player<'_> {
                 ("RecordingDuration".to_string(), duration.clone()),
                 ("Digits".to_string(), "hangup".to_string()),
             ]);
-            self.post(action, &form).await?;
+            self.post(action, &form).await;
         }
         if let (Some(callback), Some(twilio)) = (verb.attr("recordingStatusCallback"), &self.ctx.twilio) {
             twilio.keep_recording(fake_twilio::Recording {
@@ -408,7 +418,7 @@ impl Player<'_> {
         };
         let mut form = self.form("in-progress");
         form.extend([("DialCallStatus".to_string(), status.to_string()), ("DialCallDuration".to_string(), duration.to_string())]);
-        let (_, doc) = self.post(action, &form).await?;
+        let (_, doc) = self.post(action, &form).await;
         Ok(Some(parse(&doc)?))
     }
 
@@ -431,7 +441,7 @@ impl Player<'_> {
             ]
             .map(|(k, v)| (k.to_string(), v.to_string())),
         );
-        let (status, body) = self.post(callback, &form).await?;
+        let (status, body) = self.post(callback, &form).await;
         anyhow::ensure!((200..300).contains(&status), "recording_done answered HTTP {status}: {body}");
         self.played.recordings.push((sid.to_string(), duration.parse().unwrap_or(0)));
         Ok(())

@@ -160,56 +160,95 @@ fn stack_env(
 
 const OFFLINE_KEY: &str = "sk-simulator-offline";
 
-pub async fn run(options: Options) -> anyhow::Result<Run> {
-    let client = reqwest::Client::new();
-    let mut twilio = None;
-    let mut openai = None;
-    let mut stack = None;
-    let mut stores: Option<Stores> = None;
-    let (base_url, account_sid, auth_token, language, data_dir) = match &options.target {
+/// What a run plays against, and what it can see of it.
+struct Setup {
+    base_url: String,
+    account_sid: String,
+    auth_token: String,
+    /// The agent's language, for the caller's voice.
+    language: String,
+    data_dir: Option<PathBuf>,
+    twilio: Option<fake_twilio::FakeTwilio>,
+    openai: Option<Arc<fake_openai::FakeOpenAi>>,
+    stack: Option<Arc<tokio::sync::Mutex<stack::LocalStack>>>,
+    /// The target's store, when it can be read from here.
+    stores: Option<Stores>,
+}
+
+async fn setup(options: &Options) -> anyhow::Result<Setup> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    match &options.target {
         Target::Local { data_dir } => {
             let account_sid = random_sid("AC");
             let auth_token = callkeeper_core::secrets::Secret::generate().expose().to_string();
-            let fake = fake_twilio::FakeTwilio::start(&account_sid).await?;
-            if options.offline {
-                openai = Some(Arc::new(fake_openai::FakeOpenAi::start(OFFLINE_KEY).await?));
-            }
-            let env = stack_env(&options, &account_sid, &auth_token, &fake, openai.as_deref());
-            let local = stack::LocalStack::start(data_dir, env).await?;
-            let base_url = format!("http://{}", local.server);
-            stack = Some(Arc::new(tokio::sync::Mutex::new(local)));
-            twilio = Some(fake);
-            stores = Some(callkeeper_core::store::open::open(callkeeper_core::store::open::StoreKind::Embedded, data_dir, 5).await?);
-            let language = std::env::var("AGENT_LANGUAGE").unwrap_or_else(|_| "he".into());
-            (base_url, account_sid, auth_token, language, Some(data_dir.clone()))
+            let twilio = fake_twilio::FakeTwilio::start(&account_sid).await?;
+            let openai = if options.offline { Some(Arc::new(fake_openai::FakeOpenAi::start(OFFLINE_KEY).await?)) } else { None };
+            let local =
+                stack::LocalStack::start(data_dir, stack_env(options, &account_sid, &auth_token, &twilio, openai.as_deref())).await?;
+            let stores = callkeeper_core::store::open::open(callkeeper_core::store::open::StoreKind::Embedded, data_dir, 5).await?;
+            Ok(Setup {
+                base_url: format!("http://{}", local.server),
+                account_sid,
+                auth_token,
+                language: env("AGENT_LANGUAGE").unwrap_or_else(|| "he".into()),
+                data_dir: Some(data_dir.clone()),
+                twilio: Some(twilio),
+                openai,
+                stack: Some(Arc::new(tokio::sync::Mutex::new(local))),
+                stores: Some(stores),
+            })
         }
         Target::Running { addr, data_dir } => {
             let (config, _) = crate::local_config::resolve(data_dir, *addr)?;
-            let has_store = options.store == callkeeper_core::store::open::StoreKind::Aws
+            let readable = options.store == callkeeper_core::store::open::StoreKind::Aws
                 || data_dir.join(callkeeper_core::store::embedded::DATABASE_FILE).exists();
-            if has_store {
-                stores = Some(callkeeper_core::store::open::open(options.store, data_dir, config.queue_max_receives).await?);
-            }
-            let base = config.public_base_url.as_str().trim_end_matches('/').to_string();
-            (base, config.twilio_account_sid.to_string(), config.twilio_auth_token.expose().to_string(), config.language.clone(), None)
+            let stores = if readable {
+                Some(callkeeper_core::store::open::open(options.store, data_dir, config.queue_max_receives).await?)
+            } else {
+                None
+            };
+            Ok(Setup {
+                base_url: config.public_base_url.as_str().trim_end_matches('/').to_string(),
+                account_sid: config.twilio_account_sid.to_string(),
+                auth_token: config.twilio_auth_token.expose().to_string(),
+                language: config.language.clone(),
+                data_dir: None,
+                twilio: None,
+                openai: None,
+                stack: None,
+                stores,
+            })
         }
         Target::Remote { base_url } => {
-            let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
             let (Some(account_sid), Some(auth_token)) = (env("TWILIO_ACCOUNT_SID"), env("TWILIO_AUTH_TOKEN")) else {
                 anyhow::bail!(
                     "--target needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN: the simulator signs as Twilio signs for that stack"
                 );
             };
-            if options.store == callkeeper_core::store::open::StoreKind::Aws {
-                stores = Some(callkeeper_core::store::open::stores_from_env(5).await?);
-            }
-            let language = env("AGENT_LANGUAGE").unwrap_or_else(|| "he".into());
-            (base_url.trim_end_matches('/').to_string(), account_sid, auth_token, language, None)
+            let stores = match options.store {
+                callkeeper_core::store::open::StoreKind::Aws => Some(callkeeper_core::store::open::stores_from_env(5).await?),
+                callkeeper_core::store::open::StoreKind::Embedded => None,
+            };
+            Ok(Setup {
+                base_url: base_url.trim_end_matches('/').to_string(),
+                account_sid,
+                auth_token,
+                language: env("AGENT_LANGUAGE").unwrap_or_else(|| "he".into()),
+                data_dir: None,
+                twilio: None,
+                openai: None,
+                stack: None,
+                stores,
+            })
         }
-    };
+    }
+}
+
+pub async fn run(options: Options) -> anyhow::Result<Run> {
+    let Setup { base_url, account_sid, auth_token, language, data_dir, twilio, openai, stack, stores } = setup(&options).await?;
     let caller_audio = Arc::new(options.caller_audio.clone().unwrap_or_else(|| caller_audio(&language).to_vec()));
     let ctx = Arc::new(call::Ctx {
-        client,
+        client: reqwest::Client::new(),
         base_url,
         account_sid,
         auth_token,

@@ -43,28 +43,7 @@ pub fn call_report(played: Played, crm: Option<Crm>, checks: Vec<Check>) -> Call
 
 /// A call the simulator could not play to its end: it fails, with the reason.
 pub fn failed_call(scenario: Scenario, error: &anyhow::Error) -> CallReport {
-    let played = Played {
-        call_sid: "-".into(),
-        scenario,
-        outcome: super::scenarios::Outcome::Hangup,
-        timeline: super::timeline::Timeline::new(tokio::time::Instant::now()),
-        subprotocol: None,
-        greeting_after_ms: None,
-        greeting_ms: 0,
-        answer_after_ms: Vec::new(),
-        agent_audio_ms: 0,
-        marks_echoed: 0,
-        close: None,
-        fault_at_ms: None,
-        fallback_at_ms: None,
-        recordings: Vec::new(),
-        voicemail: false,
-        frames_sent: 0,
-        frames_heard: 0,
-        bad_frames_sent: 0,
-        heard_audio: Vec::new(),
-        redirects_in_fallback: 0,
-    };
+    let played = Played::new("-".into(), scenario, tokio::time::Instant::now());
     call_report(played, None, vec![Check { name: "played", verdict: Verdict::Fail(format!("{error:#}")) }])
 }
 

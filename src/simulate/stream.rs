@@ -70,8 +70,7 @@ impl Player<'_> {
                     &stream_sid,
                     "stream-error",
                     Some(&format!("31902 Stream - WebSocket - Connection refused: {e}")),
-                )
-                .await?;
+                );
                 if self.scenario == Scenario::RelayDown {
                     if let Some(stack) = &self.ctx.stack {
                         stack.lock().await.start_relay().await?;
@@ -86,7 +85,7 @@ impl Player<'_> {
         let start = Instant::now();
         call.start(&self.call_sid, &self.ctx.account_sid, &parameters);
         self.timeline.note(self.ms(), "stream open: connected and start sent");
-        self.stream_status(&status_callback, &stream_sid, "stream-started", None).await?;
+        self.stream_status(&status_callback, &stream_sid, "stream-started", None);
 
         let end = self.converse(&mut call, start).await?;
         let heard = call.heard();
@@ -106,11 +105,11 @@ impl Player<'_> {
                 self.played.close = Some(reason.clone());
                 let error = (!reason.starts_with("1000")).then(|| format!("31921 Stream - WebSocket - Close Error: {reason}"));
                 let event = if error.is_some() { "stream-error" } else { "stream-stopped" };
-                self.stream_status(&status_callback, &stream_sid, event, error.as_deref()).await?;
+                self.stream_status(&status_callback, &stream_sid, event, error.as_deref());
             }
             StreamEnd::HungUp | StreamEnd::Dropped | StreamEnd::Updated(_) => {
                 self.played.close = call.closed(Duration::from_secs(2)).await.map(|c| format!("{} {}", c.code, c.reason));
-                self.stream_status(&status_callback, &stream_sid, "stream-stopped", None).await?;
+                self.stream_status(&status_callback, &stream_sid, "stream-stopped", None);
             }
             StreamEnd::Refused => {}
         }
@@ -118,8 +117,8 @@ impl Player<'_> {
     }
 
     /// A stream status callback: Twilio sends these beside the call, which does not wait for them.
-    async fn stream_status(&mut self, url: &Option<String>, stream_sid: &str, event: &str, error: Option<&str>) -> anyhow::Result<()> {
-        let Some(url) = url.clone() else { return Ok(()) };
+    fn stream_status(&mut self, url: &Option<String>, stream_sid: &str, event: &str, error: Option<&str>) {
+        let Some(url) = url.clone() else { return };
         let mut form = self.form("in-progress");
         form.retain(|(k, _)| k == "AccountSid" || k == "CallSid");
         form.push(("StreamSid".into(), stream_sid.into()));
@@ -137,7 +136,6 @@ impl Player<'_> {
                 log.lock().expect("not poisoned").push(answer);
             }
         }));
-        Ok(())
     }
 
     fn fault(&mut self) {
@@ -191,7 +189,6 @@ impl Player<'_> {
             let before = call.heard().media_frames;
             let said_at = Instant::now();
             let audio = self.ctx.caller_audio.clone();
-            let mut stopped_at = None;
             for (i, piece) in audio.chunks(800).enumerate() {
                 if let Some(end) = self.check(call).await {
                     return Ok(end);
@@ -209,11 +206,9 @@ impl Player<'_> {
             self.said.push((said_at, audio.to_vec()));
             self.heard.speaking.push((said_at, Instant::now()));
             let stopped = Instant::now();
-            if self.scenario == Scenario::TwilioRestFlaps && turn == 0 {
-                // The relay is frozen: nothing answers; wait for the watchdog's redirect.
-                stopped_at = Some(stopped);
-            }
-            let limit = if stopped_at.is_some() { RESCUE_TIMEOUT } else { AGENT_TIMEOUT };
+            // A frozen relay answers nothing: what comes is the watchdog's redirect.
+            let frozen = self.scenario == Scenario::TwilioRestFlaps && turn == 0;
+            let limit = if frozen { RESCUE_TIMEOUT } else { AGENT_TIMEOUT };
             let until = Instant::now() + limit;
             loop {
                 if let Some(end) = self.check(call).await {
@@ -225,7 +220,7 @@ impl Player<'_> {
                     break;
                 }
                 if Instant::now() > until {
-                    if stopped_at.is_some() {
+                    if frozen {
                         anyhow::bail!("the frozen relay's call was not redirected within {} s", limit.as_secs());
                     }
                     break;
