@@ -327,6 +327,9 @@ async fn run(cli: Cli, data_dir_given: bool) -> anyhow::Result<ExitCode> {
                 (None, Some(base_url)) => simulate::Target::Remote { base_url },
                 (None, None) => simulate::Target::Local { data_dir: if data_dir_given { cli.data_dir.clone() } else { fresh_data_dir() } },
             };
+            if !(speed.is_finite() && (0.1..=100.0).contains(&speed)) {
+                anyhow::bail!("--speed must be between 0.1 and 100 (times real time), got {speed}");
+            }
             if offline && !matches!(target, simulate::Target::Local { .. }) {
                 anyhow::bail!("--offline plays OpenAI for the simulator's own stack: it cannot with --port or --target");
             }
