@@ -44,11 +44,7 @@ pub async fn show(store: &dyn CallStore, phone: &E164, limit: usize, as_json: bo
     for item in &timeline {
         match item {
             TimelineItem::Call(c) => {
-                let outcome = match (&c.fallback_reason, &c.end_reason) {
-                    (Some(f), _) => format!("fallback ({f})"),
-                    (None, Some(e)) => e.clone(),
-                    (None, None) => "-".into(),
-                };
+                let outcome = crate::crm::outcome(c);
                 writeln!(
                     out,
                     "  {}  call      {:<8}  {:<15}  {}  {outcome}",

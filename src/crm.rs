@@ -47,7 +47,8 @@ fn live_transcript(turns: &[Turn]) -> Vec<(&'static str, &str)> {
     lines
 }
 
-fn outcome(c: &Call) -> String {
+/// How a call ended, in a few words: its fallback and why, and its end reason.
+pub fn outcome(c: &Call) -> String {
     match (&c.fallback_reason, &c.end_reason) {
         (Some(f), Some(e)) => format!("fallback ({f}), ended: {e}"),
         (Some(f), None) => format!("fallback ({f})"),

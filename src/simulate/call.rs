@@ -13,7 +13,6 @@ use super::stack::LocalStack;
 use super::stream::StreamEnd;
 use super::timeline::{Heard, Timeline};
 use callkeeper_core::ids::random_sid;
-use callkeeper_core::signature::{compute, Algorithm};
 use callkeeper_core::twiml_reader::{try_parse_twiml, El};
 use std::sync::Arc;
 use std::time::Duration;
@@ -504,17 +503,8 @@ pub(super) struct Sent {
 pub(super) async fn send_signed(client: &reqwest::Client, token: &str, url: &str, form: &[(String, String)]) -> Sent {
     let url = url.split('#').next().unwrap_or(url);
     let name = url.rsplit('/').next().unwrap_or(url).to_string();
-    let signature = compute(token.as_bytes(), Algorithm::HmacSha1, url, form);
-    let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
     let sent = Instant::now();
-    let response = client
-        .post(url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-twilio-signature", signature)
-        .timeout(Duration::from_secs(15))
-        .body(body)
-        .send()
-        .await;
+    let response = super::signed_post(client, token, url, url, form).timeout(Duration::from_secs(15)).send().await;
     let (status, body) = match response {
         Ok(r) => {
             let status = r.status().as_u16();

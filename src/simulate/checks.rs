@@ -220,3 +220,18 @@ pub async fn dead_letters(queue: &dyn JobQueue) -> anyhow::Result<Vec<String>> {
 pub fn passed(checks: &[Check]) -> bool {
     checks.iter().all(|c| !matches!(c.verdict, Verdict::Fail(_)))
 }
+
+/// `transcription-flaps`: two transcriptions failed on purpose, then one worked, and its lines were
+/// kept. Counted on the simulator's OpenAI around that call only (`before` and `after` are its
+/// asked and failed totals).
+pub fn transcription_retried(report: &mut super::CallReport, before: (u64, u64), after: (u64, u64)) {
+    let (asked, failed) = (after.0 - before.0, after.1 - before.1);
+    let lines = report.crm.as_ref().map_or(0, |c| c.transcript_lines);
+    let verdict = if failed == 2 && asked > failed && lines > 0 {
+        Verdict::Pass
+    } else {
+        Verdict::Fail(format!("{asked} transcriptions asked, {failed} failed on purpose, {lines} lines kept"))
+    };
+    report.checks.push(Check { name: "transcription-retried", verdict });
+    report.passed = passed(&report.checks);
+}

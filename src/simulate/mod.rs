@@ -318,7 +318,7 @@ pub async fn run(options: Options) -> anyhow::Result<Run> {
             let (asked, failed) = openai.transcriptions();
             if scenario == Scenario::TranscriptionFlaps {
                 if let Ok(played) = &mut report {
-                    refine_transcription_check(played, before, (asked, failed));
+                    checks::transcription_retried(played, before, (asked, failed));
                 }
             }
         }
@@ -346,19 +346,6 @@ pub async fn run(options: Options) -> anyhow::Result<Run> {
     Ok(Run { calls, skipped, summary, dead_letters, data_dir })
 }
 
-/// The transcription-flaps check counts requests made during that call only.
-fn refine_transcription_check(report: &mut CallReport, before: (u64, u64), after: (u64, u64)) {
-    let (asked, failed) = (after.0 - before.0, after.1 - before.1);
-    let lines = report.crm.as_ref().map_or(0, |c| c.transcript_lines);
-    let verdict = if failed == 2 && asked > failed && lines > 0 {
-        checks::Verdict::Pass
-    } else {
-        checks::Verdict::Fail(format!("{asked} transcriptions asked, {failed} failed on purpose, {lines} lines kept"))
-    };
-    report.checks.push(checks::Check { name: "transcription-retried", verdict });
-    report.passed = checks::passed(&report.checks);
-}
-
 /// Plays one call and reads what the CRM made of it. A call the simulator could not play
 /// through (the stack never answered, a rescue that never came) is a failed report, not an error.
 async fn play_one(ctx: &call::Ctx, scenario: Scenario, stores: Option<&Stores>) -> anyhow::Result<CallReport> {
@@ -380,7 +367,21 @@ async fn play_one(ctx: &call::Ctx, scenario: Scenario, stores: Option<&Stores>) 
     Ok(report)
 }
 
-/// Posts a form to one of callkeeper's webhooks, signed for its public URL.
+/// A form POST as Twilio sends it: to `post_url`, signed with `token` over `signed_url` (the
+/// public URL callkeeper checks signatures against; the same URL unless behind a proxy).
+pub fn signed_post(
+    client: &reqwest::Client,
+    token: &str,
+    signed_url: &str,
+    post_url: &str,
+    form: &[(String, String)],
+) -> reqwest::RequestBuilder {
+    let signature = compute(token.as_bytes(), Algorithm::HmacSha1, signed_url, form);
+    let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+    client.post(post_url).header("content-type", "application/x-www-form-urlencoded").header("x-twilio-signature", signature).body(body)
+}
+
+/// Posts a form to one of callkeeper's webhooks on `server`, signed for its public URL.
 pub async fn post_webhook(
     client: &reqwest::Client,
     config: &Config,
@@ -388,15 +389,8 @@ pub async fn post_webhook(
     path: &str,
     form: &[(String, String)],
 ) -> anyhow::Result<(u16, String)> {
-    let signature = compute(config.twilio_auth_token.expose().as_bytes(), Algorithm::HmacSha1, config.webhook_url(path).as_str(), form);
-    let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
-    let response = client
-        .post(format!("http://{server}{path}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-twilio-signature", signature)
-        .body(body)
-        .send()
-        .await?;
+    let token = config.twilio_auth_token.expose();
+    let response = signed_post(client, token, config.webhook_url(path).as_str(), &format!("http://{server}{path}"), form).send().await?;
     Ok((response.status().as_u16(), response.text().await?))
 }
 
@@ -437,14 +431,18 @@ pub async fn ring(
     let response = try_parse_twiml(&twiml).map_err(|e| anyhow::anyhow!("incoming_call's answer is not TwiML ({e}): {twiml}"))?;
     let stream = response.find("Stream").ok_or_else(|| anyhow::anyhow!("the TwiML connects no stream: {twiml}"))?;
     let stream_url = stream.attr("url").ok_or_else(|| anyhow::anyhow!("<Stream> has no url"))?.to_string();
-    let parameters = stream
+    let path = url::Url::parse(&stream_url)?.path().to_string();
+    Ok(Answered { stream_url, path, parameters: stream_parameters(stream) })
+}
+
+/// A `<Stream>`'s `<Parameter>`s, in order: what `start` carries as `customParameters`.
+pub fn stream_parameters(stream: &callkeeper_core::twiml_reader::El) -> Vec<(String, String)> {
+    stream
         .children
         .iter()
         .filter(|c| c.name == "Parameter")
         .filter_map(|p| Some((p.attr("name")?.to_string(), p.attr("value")?.to_string())))
-        .collect();
-    let path = url::Url::parse(&stream_url)?.path().to_string();
-    Ok(Answered { stream_url, path, parameters })
+        .collect()
 }
 
 /// μ-law audio as a 16-bit PCM WAV file anyone can play.

@@ -4,7 +4,7 @@
 use super::call::Played;
 use super::checks::{self, Check, Crm, Verdict};
 use super::scenarios::Scenario;
-use super::stack::{LocalStack, Usage};
+use super::stack::LocalStack;
 use super::{CallReport, Run};
 use std::fmt::Write;
 use std::sync::Arc;
@@ -66,8 +66,7 @@ impl Sampler {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             let first = stack.lock().await.usage().unwrap_or_default();
-            let mut peak = first.rss_kib;
-            let mut last = first;
+            let (mut peak, mut last, mut cpu_ms) = (first.rss_kib, first, 0);
             loop {
                 tokio::select! {
                     _ = stopped.changed() => break,
@@ -75,11 +74,13 @@ impl Sampler {
                 }
                 if let Some(now) = stack.lock().await.usage() {
                     peak = peak.max(now.rss_kib);
-                    // A restarted relay counts from zero again: keep what the old one used.
-                    last = Usage { cpu_ms: last.cpu_ms.max(now.cpu_ms), rss_kib: now.rss_kib };
+                    // CPU is summed sample to sample: a restarted relay counts from zero again,
+                    // and what the old one used stays counted (all but its last 250 ms).
+                    cpu_ms += now.cpu_ms.saturating_sub(last.cpu_ms);
+                    last = now;
                 }
             }
-            StackUsage { cpu_ms: last.cpu_ms.saturating_sub(first.cpu_ms), rss_before_kib: first.rss_kib, rss_peak_kib: peak }
+            StackUsage { cpu_ms, rss_before_kib: first.rss_kib, rss_peak_kib: peak }
         });
         Sampler { stop, task }
     }

@@ -37,12 +37,7 @@ impl Player<'_> {
     pub(super) async fn stream(&mut self, stream: &El) -> anyhow::Result<StreamEnd> {
         let url = stream.attr("url").ok_or_else(|| anyhow::anyhow!("<Stream> has no url"))?.to_string();
         let status_callback = stream.attr("statusCallback").map(str::to_string);
-        let parameters: Vec<(String, String)> = stream
-            .children
-            .iter()
-            .filter(|c| c.name == "Parameter")
-            .filter_map(|p| Some((p.attr("name")?.to_string(), p.attr("value")?.to_string())))
-            .collect();
+        let parameters = super::stream_parameters(stream);
         let stream_sid = random_sid("MZ");
         if self.scenario == Scenario::RelayDown {
             if let Some(stack) = &self.ctx.stack {
