@@ -9,7 +9,7 @@ use serde_json::json;
 use std::fmt::Write;
 
 pub async fn list(store: &dyn CallStore, limit: usize, as_json: bool) -> anyhow::Result<String> {
-    let calls = store.recent_calls(limit).await?;
+    let calls = store.recent_calls(None, limit).await?;
     if as_json {
         return Ok(serde_json::to_string_pretty(&calls)? + "\n");
     }

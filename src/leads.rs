@@ -15,7 +15,7 @@ struct Row {
 
 pub async fn list(store: &dyn CallStore, limit: usize, csv: bool) -> anyhow::Result<String> {
     let mut rows = Vec::new();
-    for call in store.recent_calls(limit).await? {
+    for call in store.recent_calls(None, limit).await? {
         let Some(Value::Object(fields)) = store.lead(&call.call_sid).await? else { continue };
         if fields.values().all(Value::is_null) {
             continue;

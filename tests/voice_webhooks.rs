@@ -94,7 +94,7 @@ async fn bad_signatures_are_refused_and_change_nothing() {
     let mut tampered = form.clone();
     tampered.push(("From".into(), "+972509999999".into()));
     assert_eq!(app.post_signed("/webhook/incoming_call", &tampered, Some(&signature)).await.status(), 403);
-    assert!(app.stores.calls.recent_calls(10).await.unwrap().is_empty(), "nothing stored");
+    assert!(app.stores.calls.recent_calls(None, 10).await.unwrap().is_empty(), "nothing stored");
 }
 
 #[tokio::test]
@@ -115,7 +115,7 @@ async fn malformed_fields_are_400_with_a_one_line_reason() {
         let body = response.text().await.unwrap();
         assert_eq!(body, format!("{reason}\n"));
     }
-    assert!(app.stores.calls.recent_calls(10).await.unwrap().is_empty());
+    assert!(app.stores.calls.recent_calls(None, 10).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -143,7 +143,7 @@ async fn retried_incoming_call_changes_nothing() {
         bodies.push(response.text().await.unwrap());
     }
     assert!(bodies.windows(2).all(|w| w[0] == w[1]), "the same TwiML every time");
-    let calls = app.stores.calls.recent_calls(10).await.unwrap();
+    let calls = app.stores.calls.recent_calls(None, 10).await.unwrap();
     assert_eq!(calls.len(), 1);
     let call_sid = CallSid::parse(&sid).unwrap();
     assert_eq!(app.stores.calls.events(&call_sid).await.unwrap().len(), 1, "one twiml_served event");
@@ -161,7 +161,7 @@ async fn a_hundred_simultaneous_calls_are_each_recorded_once() {
     for task in tasks {
         assert_eq!(task.await.unwrap(), 200);
     }
-    let calls = app.stores.calls.recent_calls(1000).await.unwrap();
+    let calls = app.stores.calls.recent_calls(None, 1000).await.unwrap();
     assert_eq!(calls.len(), 100);
     let mut stored: Vec<String> = calls.iter().map(|c| c.call_sid.to_string()).collect();
     stored.sort();

@@ -79,7 +79,7 @@ impl Reconciler {
             report.recordings_listed += 1;
             self.recording(found, &mut report).await?;
         }
-        for call in self.calls.recent_calls(RECENT_CALLS).await? {
+        for call in self.calls.recent_calls(None, RECENT_CALLS).await? {
             let left = matches!(call.status, CallStatus::Fallback | CallStatus::Transferred);
             if left && call.status_at <= settled && call.created_at >= since {
                 report.calls_checked += 1;

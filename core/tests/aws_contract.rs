@@ -31,6 +31,7 @@ store_contract_tests!(@cases aws_stores();
     jobs_are_claimed_once_and_transcripts_kept,
     events_are_idempotent_by_key,
     recent_calls_newest_first,
+    recent_calls_and_messages_page_without_gaps,
     recordings_upsert_and_keep_job_mark,
     messages_are_idempotent_and_on_the_timeline,
     message_status_only_moves_forward,

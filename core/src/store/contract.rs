@@ -30,6 +30,7 @@ macro_rules! store_contract_tests {
             jobs_are_claimed_once_and_transcripts_kept,
             events_are_idempotent_by_key,
             recent_calls_newest_first,
+            recent_calls_and_messages_page_without_gaps,
             recordings_upsert_and_keep_job_mark,
             messages_are_idempotent_and_on_the_timeline,
             message_status_only_moves_forward,
@@ -353,8 +354,44 @@ pub async fn recent_calls_newest_first(s: &Stores) {
         s.calls.create_call(&call).await.unwrap();
         sids.push(call.call_sid);
     }
-    let recent = s.calls.recent_calls(2).await.unwrap();
+    let recent = s.calls.recent_calls(None, 2).await.unwrap();
     assert_eq!(recent.iter().map(|c| c.call_sid.clone()).collect::<Vec<_>>(), vec![sids[2].clone(), sids[1].clone()]);
+}
+
+/// Pages of two, through items that share a millisecond: each seen once, newest first.
+pub async fn recent_calls_and_messages_page_without_gaps(s: &Stores) {
+    use crate::store::Before;
+    // Newer than anything another test writes, so these are the first pages.
+    let at = now_ms() + 20_000_000;
+    let mut calls = Vec::new();
+    let mut messages = Vec::new();
+    for i in 0..3 {
+        let mut call = new_call(CallStatus::Completed);
+        call.at = if i == 0 { at - 1 } else { at };
+        s.calls.create_call(&call).await.unwrap();
+        calls.push(call.call_sid.to_string());
+        let contact = call.contact.clone().unwrap();
+        let message = inbound_message(&contact, if i == 0 { at - 1 } else { at });
+        s.calls.put_message(&message).await.unwrap();
+        messages.push(message.message_sid.to_string());
+    }
+    // Newest first: the two at `at` by sid descending, then the older one.
+    let expected = |sids: &[String]| {
+        let mut newest = sids[1..].to_vec();
+        newest.sort_by(|a, b| b.cmp(a));
+        newest.push(sids[0].clone());
+        newest
+    };
+    let first = s.calls.recent_calls(None, 2).await.unwrap();
+    let after = Before { at: first[1].created_at, id: first[1].call_sid.to_string() };
+    let second = s.calls.recent_calls(Some(&after), 2).await.unwrap();
+    let seen: Vec<String> = first.iter().chain(second.iter().take(1)).map(|c| c.call_sid.to_string()).collect();
+    assert_eq!(seen, expected(&calls));
+    let first = s.calls.recent_messages(None, 2).await.unwrap();
+    let after = Before { at: first[1].created_at, id: first[1].message_sid.to_string() };
+    let second = s.calls.recent_messages(Some(&after), 2).await.unwrap();
+    let seen: Vec<String> = first.iter().chain(second.iter().take(1)).map(|m| m.message_sid.to_string()).collect();
+    assert_eq!(seen, expected(&messages));
 }
 
 fn recording(call_sid: &CallSid, status: &str) -> Recording {

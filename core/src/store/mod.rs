@@ -63,6 +63,14 @@ pub struct Contact {
     pub lead: Option<serde_json::Value>,
 }
 
+/// Where a newest-first page continues: just older than the item created at `at` with id `id`
+/// (its sid). Ties on the millisecond are broken by the id, so no item is skipped or repeated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Before {
+    pub at: Millis,
+    pub id: String,
+}
+
 /// A stored agent profile, for `agent list`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StoredProfile {
@@ -91,8 +99,8 @@ pub trait CallStore: Send + Sync {
     ) -> StoreResult<Transition>;
     /// Sets fields other than the status. `false` when the call does not exist.
     async fn patch_call(&self, call_sid: &CallSid, patch: &CallPatch, at: Millis) -> StoreResult<bool>;
-    /// Newest first.
-    async fn recent_calls(&self, limit: usize) -> StoreResult<Vec<Call>>;
+    /// Newest first, starting just after `before` (the last call of the page before) when given.
+    async fn recent_calls(&self, before: Option<&Before>, limit: usize) -> StoreResult<Vec<Call>>;
     /// The watchdog's list, through the sparse index of calls still on the line, or in
     /// `fallback` with a redirect pending; oldest status first. All of it, page by page (a call
     /// left out would never be watched); never a scan of all calls.
@@ -138,6 +146,8 @@ pub trait CallStore: Send + Sync {
     async fn mark_reply_enqueued(&self, message_sid: &MessageSid, at: Millis) -> StoreResult<()>;
     async fn update_message_status(&self, update: &MessageStatusUpdate) -> StoreResult<StatusApplied>;
     async fn get_message(&self, message_sid: &MessageSid) -> StoreResult<Option<Message>>;
+    /// Every contact's messages together, newest first, starting just after `before` when given.
+    async fn recent_messages(&self, before: Option<&Before>, limit: usize) -> StoreResult<Vec<Message>>;
 
     async fn contact(&self, phone: &E164) -> StoreResult<Option<Contact>>;
 

@@ -8,7 +8,7 @@ use crate::message::{status_rank, Message, MessageDirection, MessageStatusUpdate
 use crate::phone::E164;
 use crate::profile::{merge_lead, AgentProfile, ProfileKey};
 use crate::recording::Recording;
-use crate::store::{stored_profiles, CallStore, Contact, MessageWrite, StoreError, StoreResult, StoredProfile};
+use crate::store::{stored_profiles, Before, CallStore, Contact, MessageWrite, StoreError, StoreResult, StoredProfile};
 use crate::stream_report::{StreamFigures, Turn};
 use crate::time::Millis;
 use crate::transcript::{JobClaim, Transcript};
@@ -184,18 +184,27 @@ impl DynamoStore {
     }
 
     /// The keys of an index partition, newest first.
-    async fn index_keys(&self, index: &str, hash: (&str, String), limit: usize) -> StoreResult<Vec<Item>> {
+    /// The keys of the index's partition `hash`, sort key descending; only those below
+    /// `below` (a sort key attribute and its bound) when given.
+    async fn index_keys(&self, index: &str, hash: (&str, String), below: Option<(&str, String)>, limit: usize) -> StoreResult<Vec<Item>> {
         let mut keys = Vec::new();
         let mut start = None;
         while keys.len() < limit {
-            let out = self
+            let mut query = self
                 .client
                 .query()
                 .table_name(&self.table)
                 .index_name(index)
                 .key_condition_expression("#h = :h")
                 .expression_attribute_names("#h", hash.0)
-                .expression_attribute_values(":h", s(hash.1.clone()))
+                .expression_attribute_values(":h", s(hash.1.clone()));
+            if let Some((range, bound)) = &below {
+                query = query
+                    .key_condition_expression("#h = :h AND #r < :r")
+                    .expression_attribute_names("#r", *range)
+                    .expression_attribute_values(":r", s(bound.clone()));
+            }
+            let out = query
                 .scan_index_forward(false)
                 .limit((limit - keys.len()).min(1000) as i32)
                 .set_exclusive_start_key(start)
@@ -486,8 +495,9 @@ impl CallStore for DynamoStore {
         Ok(true)
     }
 
-    async fn recent_calls(&self, limit: usize) -> StoreResult<Vec<Call>> {
-        let keys = self.index_keys(RECENT_INDEX, ("recent_pk", RECENT_PK.to_string()), limit).await?;
+    async fn recent_calls(&self, before: Option<&Before>, limit: usize) -> StoreResult<Vec<Call>> {
+        let below = before.map(|b| ("recent_sk", time_key(b.at, &b.id)));
+        let keys = self.index_keys(RECENT_INDEX, ("recent_pk", RECENT_PK.to_string()), below, limit).await?;
         self.batch_get(keys).await?.into_iter().map(|item| from_item(item, "call")).collect()
     }
 
@@ -746,6 +756,8 @@ impl CallStore for DynamoStore {
         item.extend(key(format!("MSG#{}", message.message_sid), "MSG"));
         item.insert("contact_pk".into(), s(contact_pk(&message.contact)));
         item.insert("contact_sk".into(), s(time_key(message.created_at, message.message_sid.as_str())));
+        item.insert("recent_pk".into(), s(RECENT_MESSAGES_PK));
+        item.insert("recent_sk".into(), s(time_key(message.created_at, message.message_sid.as_str())));
         let put = self.client.put_item().table_name(&self.table).set_item(Some(item)).condition_expression("attribute_not_exists(pk)");
         match put.send().await {
             Ok(_) => {
@@ -823,6 +835,12 @@ impl CallStore for DynamoStore {
         self.get(format!("MSG#{message_sid}"), "MSG").await?.map(|item| from_item(item, "message")).transpose()
     }
 
+    async fn recent_messages(&self, before: Option<&Before>, limit: usize) -> StoreResult<Vec<Message>> {
+        let below = before.map(|b| ("recent_sk", time_key(b.at, &b.id)));
+        let keys = self.index_keys(RECENT_INDEX, ("recent_pk", RECENT_MESSAGES_PK.to_string()), below, limit).await?;
+        self.batch_get(keys).await?.into_iter().map(|item| from_item(item, "message")).collect()
+    }
+
     async fn contact(&self, phone: &E164) -> StoreResult<Option<Contact>> {
         let Some(item) = self.get(contact_pk(phone), "PROFILE").await? else { return Ok(None) };
         let c: StoredContact = from_item(item, "contact")?;
@@ -879,7 +897,7 @@ impl CallStore for DynamoStore {
     }
 
     async fn timeline(&self, phone: &E164, limit: usize) -> StoreResult<Vec<TimelineItem>> {
-        let keys = self.index_keys(TIMELINE_INDEX, ("contact_pk", contact_pk(phone)), limit).await?;
+        let keys = self.index_keys(TIMELINE_INDEX, ("contact_pk", contact_pk(phone)), None, limit).await?;
         self.batch_get(keys)
             .await?
             .into_iter()

@@ -11,13 +11,13 @@
 //! | recording | `CALL#{CallSid}` | `REC#{RecordingSid}` | |
 //! | recording pointer | `REC#{RecordingSid}` | `REC` | (finds a recording's call) |
 //! | contact (and its merged lead, `lead_doc`) | `CONTACT#{E164}` | `PROFILE` | |
-//! | message | `MSG#{MessageSid}` | `MSG` | `timeline` |
+//! | message | `MSG#{MessageSid}` | `MSG` | `timeline`; `recent` (partition `MESSAGES`) |
 //! | job error | `JOBERR#{message id}` | `JOBERR` | TTL: what `dlq show` prints |
 //!
 //! Access patterns: a call by CallSid (GetItem); active calls (Query `active`, one partition
 //! per shard, sparse: only calls with `active_pk`); a contact's timeline newest first (Query
-//! `timeline` descending, then BatchGetItem); recent calls (Query `recent` descending, then
-//! BatchGetItem); a call's events, turns and recordings (Query on its pk by sk prefix). Every
+//! `timeline` descending, then BatchGetItem); recent calls and messages, a page at a time
+//! (Query `recent` descending below the last sort key seen, then BatchGetItem); a call's events, turns and recordings (Query on its pk by sk prefix). Every
 //! transition and claim is a conditional write.
 
 use crate::ids::CallSid;
@@ -37,6 +37,8 @@ pub const TIMELINE_INDEX: &str = "timeline";
 pub const ACTIVE_SHARDS: u32 = 4;
 /// All calls share one `recent` partition: written once per call, at its creation.
 pub const RECENT_PK: &str = "CALLS";
+/// Messages share another partition of the same index, for the CRM's WhatsApp threads.
+pub const RECENT_MESSAGES_PK: &str = "MESSAGES";
 
 pub fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())

@@ -8,7 +8,7 @@ use crate::message::{status_rank, Message, MessageStatusUpdate, StatusApplied, T
 use crate::phone::E164;
 use crate::profile::{merge_lead, AgentProfile, ProfileKey};
 use crate::recording::Recording;
-use crate::store::{stored_profiles, CallStore, Contact, MessageWrite, StoreError, StoreResult, StoredProfile};
+use crate::store::{stored_profiles, Before, CallStore, Contact, MessageWrite, StoreError, StoreResult, StoredProfile};
 use crate::stream_report::{StreamFigures, Turn};
 use crate::time::Millis;
 use crate::transcript::{JobClaim, Transcript};
@@ -83,6 +83,14 @@ fn recording_row(r: &Row<'_>) -> rusqlite::Result<Recording> {
         updated_at: r.get(9)?,
         job_enqueued_at: r.get(10)?,
     })
+}
+
+/// The row value a newest-first page starts below: everything, without `before`.
+fn page_start(before: Option<&Before>) -> (Millis, String) {
+    match before {
+        Some(b) => (b.at, b.id.clone()),
+        None => (Millis::MAX, String::new()),
+    }
 }
 
 fn message_row(r: &Row<'_>) -> rusqlite::Result<Message> {
@@ -242,9 +250,14 @@ impl CallStore for EmbeddedStore {
         .await
     }
 
-    async fn recent_calls(&self, limit: usize) -> StoreResult<Vec<Call>> {
+    async fn recent_calls(&self, before: Option<&Before>, limit: usize) -> StoreResult<Vec<Call>> {
+        let (at, id) = page_start(before);
         self.with_conn(move |conn| {
-            query(conn, &format!("SELECT {CALL_COLUMNS} FROM calls ORDER BY created_at DESC, call_sid LIMIT ?1"), [limit as i64], call_row)
+            let sql = format!(
+                "SELECT {CALL_COLUMNS} FROM calls WHERE (created_at, call_sid) < (?1, ?2)
+                 ORDER BY created_at DESC, call_sid DESC LIMIT ?3"
+            );
+            query(conn, &sql, params![at, id, limit as i64], call_row)
         })
         .await
     }
@@ -567,6 +580,18 @@ impl CallStore for EmbeddedStore {
     async fn get_message(&self, message_sid: &MessageSid) -> StoreResult<Option<Message>> {
         let sid = message_sid.clone();
         self.with_conn(move |conn| load_message(conn, &sid)).await
+    }
+
+    async fn recent_messages(&self, before: Option<&Before>, limit: usize) -> StoreResult<Vec<Message>> {
+        let (at, id) = page_start(before);
+        self.with_conn(move |conn| {
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE (created_at, message_sid) < (?1, ?2)
+                 ORDER BY created_at DESC, message_sid DESC LIMIT ?3"
+            );
+            query(conn, &sql, params![at, id, limit as i64], message_row)
+        })
+        .await
     }
 
     async fn contact(&self, phone: &E164) -> StoreResult<Option<Contact>> {

@@ -157,6 +157,12 @@ CREATE TABLE crm_users (
     updated_at    INTEGER NOT NULL
 );
 "#,
+    r#"
+-- The CRM's pages: calls and messages newest first, a page at a time (the sid breaks ties).
+DROP INDEX calls_recent;
+CREATE INDEX calls_recent ON calls (created_at DESC, call_sid DESC);
+CREATE INDEX messages_recent ON messages (created_at DESC, message_sid DESC);
+"#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
