@@ -62,7 +62,10 @@ pub fn app(config: Arc<Config>, stores: Stores, with_watchdog: bool) -> App {
 
 /// The app without a worker: tests run theirs.
 pub fn app_with(config: Arc<Config>, stores: Stores, relay: Relay, watchdog: Option<Watchdog>) -> App {
-    let router = stamped(webhooks(AppState { config, stores }, &Route::ALL).merge(callkeeper_relay::routes(relay.clone())));
+    let state = AppState { config, stores };
+    let router = stamped(
+        webhooks(state.clone(), &Route::ALL).merge(callkeeper_functions::crm::routes(state)).merge(callkeeper_relay::routes(relay.clone())),
+    );
     App { router, relay, watchdog, reconciler: None, workers: None }
 }
 

@@ -56,12 +56,16 @@ impl Route {
 
 /// The routes given, plus `/healthz`, `/readyz` and `/version`, stamped and logged.
 pub fn router(state: AppState, routes: &[Route]) -> Router {
-    let health = Router::new()
+    stamped(webhooks(state.clone(), routes).merge(health(state)))
+}
+
+/// `/healthz`, `/readyz` and `/version`.
+pub fn health(state: AppState) -> Router {
+    Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/version", get(health::version))
-        .with_state(state.clone());
-    stamped(webhooks(state, routes).merge(health))
+        .with_state(state)
 }
 
 /// The webhooks alone: `callkeeper serve` merges them with the relay, whose `/readyz` also

@@ -12,6 +12,13 @@ pub async fn run(routes: &[Route]) -> Result<(), lambda_http::Error> {
     lambda_http::run(router(AppState { config, stores }, routes)).await
 }
 
+/// The CRM's pages (`/crm/...`), with `/healthz`, `/readyz` and `/version`.
+pub async fn run_crm() -> Result<(), lambda_http::Error> {
+    let (config, stores) = startup::from_env().await?;
+    let state = AppState { config, stores };
+    lambda_http::run(crate::app::stamped(crate::app::health(state.clone()).merge(crate::crm::routes(state)))).await
+}
+
 /// The watchdog function: EventBridge invokes it every minute, and each invocation keeps passing
 /// over the active calls every `WATCHDOG_POLL_SECS` for `WATCHDOG_RUN_SECS` (keep it under the
 /// function's timeout), so a stale call is found in seconds, not a minute. Answers what it did.

@@ -5,6 +5,7 @@
 //! (transcription, replies) happens in the workers.
 
 pub mod app;
+pub mod crm;
 pub mod deferred;
 pub mod health;
 pub mod lambda;

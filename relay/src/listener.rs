@@ -63,8 +63,8 @@ pub async fn serve(listener: TcpListener, router: axum::Router, limit: Limit, st
             Some(_) = connections.join_next() => continue,
             () = &mut stop => break,
         };
-        let socket = match accepted {
-            Ok((socket, _)) => socket,
+        let (socket, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 tracing::error!(error = %e, "accept failed");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -81,7 +81,13 @@ pub async fn serve(listener: TcpListener, router: axum::Router, limit: Limit, st
             continue;
         }
         let _ = socket.set_nodelay(true);
-        let connection = builder.serve_connection(TokioIo::new(socket), service.clone()).with_upgrades();
+        // The peer's address, for what limits by client (the CRM's sign-in) as axum's ConnectInfo.
+        let service = service.clone();
+        let with_peer = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            hyper::service::Service::call(&service, request)
+        });
+        let connection = builder.serve_connection(TokioIo::new(socket), with_peer).with_upgrades();
         let mut closing = closing.subscribe();
         let held = Held::new(&open);
         connections.spawn(async move {

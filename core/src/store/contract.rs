@@ -588,6 +588,13 @@ pub async fn blobs_round_trip(s: &Stores) {
     assert_eq!(s.blobs.get(&key).await.unwrap().as_deref(), Some(&b"RIFF....WAVE"[..]));
     assert!(s.blobs.put("../escape", bytes::Bytes::new(), "x").await.is_err());
     assert!(s.blobs.put("a//b", bytes::Bytes::new(), "x").await.is_err());
+    // Where the store makes presigned URLs, one fetches the blob with no other credentials.
+    if let Some(url) = s.blobs.presigned_url(&key, Duration::from_secs(60)).await.unwrap() {
+        let response = reqwest::get(&url).await.unwrap();
+        assert!(response.status().is_success(), "{url}: {}", response.status());
+        assert_eq!(&response.bytes().await.unwrap()[..], b"RIFF....WAVE");
+    }
+    assert!(s.blobs.presigned_url("../escape", Duration::from_secs(60)).await.is_err());
 }
 
 pub async fn leads_merge_on_the_call_and_its_contact(s: &Stores) {

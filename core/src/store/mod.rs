@@ -240,6 +240,10 @@ pub trait BlobStore: Send + Sync {
     /// `bytes` is shared, not copied: a recording can be a hundred megabytes.
     async fn put(&self, key: &str, bytes: bytes::Bytes, content_type: &str) -> StoreResult<()>;
     async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// A URL a browser can fetch the blob from for `ttl` with no other credentials, where the
+    /// store makes them (S3's presigned GET); `None` on a store that does not, whose blobs the
+    /// CRM serves through a signed route of its own.
+    async fn presigned_url(&self, key: &str, ttl: Duration) -> StoreResult<Option<String>>;
 }
 
 /// Blob keys are relative paths of plain segments: `recordings/2026/11/23/CA…/RE….wav`.

@@ -1,11 +1,13 @@
 //! `BlobStore` on S3, every object encrypted at rest (SSE-S3).
 
 use super::sdk_error;
-use crate::store::{check_blob_key, BlobStore, StoreResult};
+use crate::store::{check_blob_key, BlobStore, StoreError, StoreResult};
 use async_trait::async_trait;
+use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use aws_sdk_s3::Client;
+use std::time::Duration;
 
 #[derive(Clone)]
 pub struct S3Blobs {
@@ -43,5 +45,12 @@ impl BlobStore for S3Blobs {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
             Err(e) => Err(sdk_error(e)),
         }
+    }
+
+    async fn presigned_url(&self, key: &str, ttl: Duration) -> StoreResult<Option<String>> {
+        check_blob_key(key)?;
+        let config = PresigningConfig::expires_in(ttl).map_err(|e| StoreError::Invalid(format!("presigned URL lifetime: {e}")))?;
+        let request = self.client.get_object().bucket(&self.bucket).key(key).presigned(config).await.map_err(sdk_error)?;
+        Ok(Some(request.uri().to_string()))
     }
 }

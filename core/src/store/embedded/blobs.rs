@@ -44,4 +44,10 @@ impl BlobStore for FolderBlobs {
             Err(e) => Err(io_err("reading blob", e)),
         }
     }
+
+    /// A folder has no URLs of its own: the CRM signs a link to its own route.
+    async fn presigned_url(&self, key: &str, _ttl: std::time::Duration) -> StoreResult<Option<String>> {
+        check_blob_key(key)?;
+        Ok(None)
+    }
 }

@@ -1,0 +1,98 @@
+//! The lead fields across the most recent calls: a row per call that has any, a column per
+//! field any lead has. The page, its CSV export and `callkeeper leads` share it.
+
+use callkeeper_core::call::Call;
+use callkeeper_core::store::{CallStore, StoreResult};
+use callkeeper_core::time::format_ms;
+use serde::Serialize;
+use serde_json::Value;
+
+/// The columns every row has before the lead's own.
+pub const FIXED: [&str; 3] = ["call_sid", "started", "contact"];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LeadTable {
+    /// [`FIXED`], then every field any lead has, in the order they first appear.
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+/// The leads of the `limit` most recent calls; also the calls, for who looks further.
+pub async fn table(store: &dyn CallStore, limit: usize) -> StoreResult<(LeadTable, Vec<Call>)> {
+    let mut leads = Vec::new();
+    let calls = store.recent_calls(None, limit).await?;
+    for call in &calls {
+        let Some(Value::Object(fields)) = store.lead(&call.call_sid).await? else { continue };
+        if fields.values().all(Value::is_null) {
+            continue;
+        }
+        leads.push((call, fields));
+    }
+    let mut columns: Vec<String> = Vec::new();
+    for (_, fields) in &leads {
+        for name in fields.keys() {
+            if !columns.contains(name) {
+                columns.push(name.clone());
+            }
+        }
+    }
+    let header = FIXED.iter().map(|s| s.to_string()).chain(columns.iter().cloned()).collect();
+    let rows = leads
+        .iter()
+        .map(|(call, fields)| {
+            let contact = call.contact.as_ref().map_or_else(|| call.from.clone(), |p| p.to_string());
+            let values = columns.iter().map(|c| fields.get(c).map_or(String::new(), cell));
+            [call.call_sid.to_string(), format_ms(call.created_at), contact].into_iter().chain(values).collect()
+        })
+        .collect();
+    let with_leads = leads.iter().map(|(call, _)| (*call).clone()).collect();
+    Ok((LeadTable { header, rows }, with_leads))
+}
+
+impl LeadTable {
+    /// RFC 4180, UTF-8, CRLF line ends.
+    pub fn to_csv(&self) -> String {
+        let mut out = String::new();
+        for line in std::iter::once(&self.header).chain(self.rows.iter()) {
+            let cells: Vec<String> = line.iter().enumerate().map(|(i, v)| csv_cell(v, i >= FIXED.len())).collect();
+            out += &cells.join(",");
+            out += "\r\n";
+        }
+        out
+    }
+}
+
+/// A lead value as text: strings as they are, null as nothing, anything else as JSON.
+pub fn cell(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// One CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break. A lead's
+/// value is what a caller said: one that a spreadsheet would run as a formula (`=`, `+`, `-`,
+/// `@`, a tab or a carriage return first) is kept as text with a leading `'`.
+fn csv_cell(value: &str, from_a_caller: bool) -> String {
+    let value = if from_a_caller && value.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{value}") } else { value.to_string() };
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_cell;
+
+    #[test]
+    fn csv_fields_are_quoted_and_formulas_defused() {
+        assert_eq!(csv_cell("דירה בחיפה", true), "דירה בחיפה");
+        assert_eq!(csv_cell("a, b", true), "\"a, b\"");
+        assert_eq!(csv_cell("say \"hi\"\nbye", true), "\"say \"\"hi\"\"\nbye\"");
+        assert_eq!(csv_cell("=HYPERLINK(\"http://x\")", true), "\"'=HYPERLINK(\"\"http://x\"\")\"");
+        assert_eq!(csv_cell("+972501234567", false), "+972501234567", "our own columns are left as they are");
+    }
+}

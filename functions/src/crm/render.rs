@@ -1,0 +1,215 @@
+//! The pages' HTML: minijinja templates compiled into the binary, escaped as HTML, in the
+//! agent's language (Hebrew, right to left, unless `AGENT_LANGUAGE` says otherwise).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use minijinja::Environment;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// The templates, by name; `.html` turns on HTML escaping for every `{{ }}`.
+const TEMPLATES: [(&str, &str); 10] = [
+    ("base.html", include_str!("../../templates/base.html")),
+    ("sign_in.html", include_str!("../../templates/sign_in.html")),
+    ("calls.html", include_str!("../../templates/calls.html")),
+    ("call.html", include_str!("../../templates/call.html")),
+    ("contact.html", include_str!("../../templates/contact.html")),
+    ("leads.html", include_str!("../../templates/leads.html")),
+    ("threads.html", include_str!("../../templates/threads.html")),
+    ("thread.html", include_str!("../../templates/thread.html")),
+    ("now.html", include_str!("../../templates/now.html")),
+    ("operations.html", include_str!("../../templates/operations.html")),
+];
+
+pub const CSS: &str = include_str!("../../templates/crm.css");
+pub const JS: &str = include_str!("../../templates/crm.js");
+
+/// The words of the pages: (key, Hebrew, English).
+const WORDS: &[(&str, &str, &str)] = &[
+    ("app", "callkeeper", "callkeeper"),
+    ("sign_in", "כניסה", "Sign in"),
+    ("sign_out", "יציאה", "Sign out"),
+    ("name", "שם משתמש", "User name"),
+    ("password", "סיסמה", "Password"),
+    ("wrong_password", "שם המשתמש או הסיסמה שגויים", "Wrong user name or password"),
+    ("too_many", "יותר מדי ניסיונות. נסו שוב בעוד דקות ספורות", "Too many attempts. Try again in a few minutes"),
+    ("now", "עכשיו", "Now"),
+    ("calls", "שיחות", "Calls"),
+    ("call", "שיחה", "Call"),
+    ("contact", "איש קשר", "Contact"),
+    ("contacts", "אנשי קשר", "Contacts"),
+    ("leads", "לידים", "Leads"),
+    ("whatsapp", "וואטסאפ", "WhatsApp"),
+    ("operations", "תפעול", "Operations"),
+    ("status", "מצב", "Status"),
+    ("outcome", "תוצאה", "Outcome"),
+    ("any", "הכול", "Any"),
+    ("conversation", "שיחה עם הסוכן", "Conversation"),
+    ("fallback", "מענה חלופי", "Fallback"),
+    ("missed", "לא נענתה", "Missed"),
+    ("live", "על הקו", "On the line"),
+    ("from_date", "מתאריך", "From"),
+    ("to_date", "עד תאריך", "To"),
+    ("search", "חיפוש", "Search"),
+    ("search_hint", "מספר או שם", "Number or name"),
+    ("filter", "סינון", "Filter"),
+    ("older", "ישנות יותר", "Older"),
+    ("newest", "החדשות ביותר", "Newest"),
+    ("no_calls", "אין שיחות", "No calls"),
+    ("started", "התחלה", "Started"),
+    ("duration", "משך", "Duration"),
+    ("who", "מי", "Who"),
+    ("direction", "כיוון", "Direction"),
+    ("inbound", "נכנסת", "Inbound"),
+    ("outbound", "יוצאת", "Outbound"),
+    ("ended", "סיום", "Ended"),
+    ("recording", "הקלטה", "Recording"),
+    ("recordings", "הקלטות", "Recordings"),
+    ("not_kept", "השמע עוד לא נשמר", "The audio is not kept yet"),
+    ("live_transcript", "תמלול בזמן השיחה", "Live transcript"),
+    ("transcript", "תמלול אחרי השיחה", "Transcript after the call"),
+    ("caller", "מתקשר", "Caller"),
+    ("agent", "סוכן", "Agent"),
+    ("summary", "סיכום", "Summary"),
+    ("intent", "כוונה", "Intent"),
+    ("lead", "פרטי ליד", "Lead"),
+    ("nothing_yet", "עדיין אין", "Nothing yet"),
+    ("turns", "תורות ושיהוי", "Turns and latency"),
+    ("model", "מודל", "Model"),
+    ("relay", "ממסר", "Relay"),
+    ("heard", "נשמע", "Heard"),
+    ("cut", "נקטע", "Cut"),
+    ("stream", "זרם המדיה", "Media stream"),
+    ("events", "אירועים", "Events"),
+    ("reason", "סיבה", "Reason"),
+    ("export_csv", "ייצוא ל-CSV", "Export CSV"),
+    ("no_leads", "אין לידים", "No leads"),
+    ("first_seen", "פנייה ראשונה", "First seen"),
+    ("last_seen", "פנייה אחרונה", "Last seen"),
+    ("timeline", "ציר זמן", "Timeline"),
+    ("message", "הודעה", "Message"),
+    ("threads", "שיחות וואטסאפ", "WhatsApp threads"),
+    ("no_threads", "אין הודעות", "No messages"),
+    ("reply", "תשובה", "Reply"),
+    ("send", "שליחה", "Send"),
+    ("sent", "נשלחה", "Sent"),
+    (
+        "window_closed",
+        "עברו 24 שעות מההודעה האחרונה של הלקוח: וואטסאפ מתיר רק תבנית מאושרת",
+        "24 hours have passed since the customer last wrote: WhatsApp allows only an approved template",
+    ),
+    ("send_failed", "השליחה נכשלה", "Sending failed"),
+    ("empty_reply", "אין מה לשלוח", "Nothing to send"),
+    ("media", "מדיה", "Media"),
+    ("no_live_calls", "אין שיחות על הקו", "No calls on the line"),
+    ("since", "מאז", "Since"),
+    ("last_media", "מדיה אחרונה", "Last media"),
+    ("queue", "תור", "Queue"),
+    ("waiting", "ממתינות", "Waiting"),
+    ("in_flight", "בטיפול", "In flight"),
+    ("dead", "נכשלו", "Dead letters"),
+    ("error", "שגיאה", "Error"),
+    ("redrive", "שליחה מחדש", "Redrive"),
+    ("redrive_all", "שליחה מחדש של הכול", "Redrive all"),
+    ("redriven", "נשלחו מחדש", "Sent back"),
+    ("receives", "ניסיונות", "Receives"),
+    ("not_found", "לא נמצא", "Not found"),
+    ("forbidden", "הבקשה נדחתה: רעננו את הדף ונסו שוב", "The request was refused: reload the page and try again"),
+    ("unavailable", "האחסון אינו זמין כרגע. נסו שוב בעוד רגע", "Storage is unavailable. Try again in a moment"),
+    ("back", "חזרה", "Back"),
+    ("scanned_note", "נסרקו השיחות האחרונות בלבד", "Only the most recent calls were searched"),
+    ("times_utc", "תאריכים לפי UTC", "Dates in UTC"),
+    ("twilio", "Twilio", "Twilio"),
+];
+
+/// The languages written right to left.
+const RIGHT_TO_LEFT: [&str; 4] = ["he", "ar", "fa", "ur"];
+
+pub struct Pages {
+    env: Environment<'static>,
+    pub lang: String,
+    pub dir: &'static str,
+    words: BTreeMap<&'static str, &'static str>,
+}
+
+impl Pages {
+    /// Pages in `language` (a BCP 47 tag): Hebrew words for Hebrew, English otherwise; the
+    /// direction follows the language.
+    pub fn new(language: &str) -> Pages {
+        let mut env = Environment::new();
+        for (name, source) in TEMPLATES {
+            env.add_template(name, source).expect("the CRM's templates parse (a test renders each)");
+        }
+        let primary = language.split(['-', '_']).next().unwrap_or("he").to_ascii_lowercase();
+        let hebrew = primary == "he";
+        let words = WORDS.iter().map(|(key, he, en)| (*key, if hebrew { *he } else { *en })).collect();
+        let dir = if RIGHT_TO_LEFT.contains(&primary.as_str()) { "rtl" } else { "ltr" };
+        Pages { env, lang: primary, dir, words }
+    }
+
+    pub fn word(&self, key: &str) -> &'static str {
+        self.words.get(key).copied().unwrap_or("?")
+    }
+
+    /// The page `name` with `data`, plus what every page has: the words, `lang`, `dir`.
+    pub fn render(&self, name: &str, status: StatusCode, data: impl Serialize) -> Response {
+        let page = minijinja::context! { t => &self.words, lang => &self.lang, dir => self.dir, ..minijinja::Value::from_serialize(&data) };
+        match self.env.get_template(name).and_then(|t| t.render(page)) {
+            Ok(html) => html_response(status, html),
+            Err(e) => {
+                tracing::error!(template = name, error = %e, "a CRM page failed to render");
+                html_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "<!doctype html><title>error</title><p>The page failed to render.</p>".into(),
+                )
+            }
+        }
+    }
+}
+
+/// Pages are private and change: never cached, never framed, and their links never leak the
+/// address of the page (a recording's link is signed, but it should not travel either).
+pub fn html_response(status: StatusCode, html: String) -> Response {
+    let mut response = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
+    secure_headers(response.headers_mut());
+    response
+}
+
+pub fn secure_headers(headers: &mut axum::http::HeaderMap) {
+    let set = |headers: &mut axum::http::HeaderMap, name: &'static str, value: &'static str| {
+        headers.insert(name, HeaderValue::from_static(value));
+    };
+    set(headers, "cache-control", "no-store");
+    set(headers, "x-content-type-options", "nosniff");
+    set(headers, "referrer-policy", "no-referrer");
+    set(headers, "x-frame-options", "DENY");
+    // Recordings play from S3's presigned URLs in AWS: media from any https origin.
+    set(
+        headers,
+        "content-security-policy",
+        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data: https:; media-src 'self' https:; \
+         connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hebrew_is_right_to_left_and_english_left_to_right() {
+        let he = Pages::new("he-IL");
+        assert_eq!((he.lang.as_str(), he.dir, he.word("calls")), ("he", "rtl", "שיחות"));
+        let en = Pages::new("en-US");
+        assert_eq!((en.lang.as_str(), en.dir, en.word("calls")), ("en", "ltr", "Calls"));
+    }
+
+    #[test]
+    fn every_word_has_both_languages_once() {
+        let mut seen = std::collections::HashSet::new();
+        for (key, he, en) in WORDS {
+            assert!(seen.insert(key), "{key} twice");
+            assert!(!he.is_empty() && !en.is_empty(), "{key}");
+        }
+    }
+}
