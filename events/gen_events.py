@@ -75,6 +75,40 @@ def webhook(path, params, request_id):
     }
 
 
+def page(path, request_id):
+    """A browser's GET of one of the CRM's pages, with no session."""
+    agent = "Mozilla/5.0 (X11; Linux x86_64) Chrome/148.0 Safari/537.36"
+    return {
+        "version": "2.0",
+        "routeKey": "ANY /crm/{proxy+}",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {
+            "accept": "text/html",
+            "accept-language": "he-IL,he;q=0.9",
+            "host": HOST,
+            "user-agent": agent,
+            "x-forwarded-for": "203.0.113.7",
+            "x-forwarded-port": "443",
+            "x-forwarded-proto": "https",
+        },
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": API_ID,
+            "domainName": HOST,
+            "domainPrefix": API_ID,
+            "http": {"method": "GET", "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.7", "userAgent": agent},
+            "requestId": request_id,
+            "routeKey": "ANY /crm/{proxy+}",
+            "stage": "$default",
+            "time": TIME,
+            "timeEpoch": EPOCH_MS,
+        },
+        "pathParameters": {"proxy": path.removeprefix("/crm/")},
+        "isBase64Encoded": False,
+    }
+
+
 def voice(call_sid, direction, status, extra=None):
     inbound = direction == "inbound"
     params = {
@@ -169,6 +203,7 @@ def events():
         "To": f"whatsapp:{CALLER}",
     }
     yield "whatsapp_status", webhook("/webhook/whatsapp/status", status, "was1")
+    yield "crm", page("/crm/calls", "crm1")
     # EventBridge Scheduler's envelope; the watchdog does not read it.
     yield "watchdog", {
         "version": "0",

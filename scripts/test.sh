@@ -4,6 +4,8 @@
 # - Python tools go into a virtual environment under ~/.cache (nothing installed system-wide):
 #   the twilio package, whose RequestValidator our signature fixture is checked against, and
 #   moto, whose server the AWS adapters' tests run against (the same SDK calls production makes).
+# - Debian's Chromium and its WebDriver, with apt-get when they are missing, for the CRM's
+#   browser test.
 # - Cargo builds into a shared target folder outside the clone, so rebuilds stay fast.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +59,15 @@ fi
 # Offline: no AWS account is asked anything; a region is all it needs.
 AWS_DEFAULT_REGION=eu-west-1 AWS_ACCESS_KEY_ID=offline AWS_SECRET_ACCESS_KEY=offline SAM_CLI_TELEMETRY=0 \
   "$SAM_VENV/bin/sam" validate --lint --config-file samconfig.toml
+
+echo "== Chromium and chromium-driver, for the CRM's pages in a real browser (tests/crm_pages.rs)"
+if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; then
+  as_root=""
+  [ "$(id -u)" = 0 ] || as_root="sudo"
+  $as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+echo "   $(chromium --version 2>/dev/null | head -1)"
 
 echo "== moto_server (DynamoDB, SQS, S3, SSM emulated) for the AWS adapters' tests"
 port="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"

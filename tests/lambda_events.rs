@@ -267,6 +267,23 @@ async fn every_function_binary_answers_its_sample_event() {
     let message = store.get_message(&callkeeper_core::ids::MessageSid::parse(MESSAGE_IN).unwrap()).await.unwrap().unwrap();
     assert!(message.reply_enqueued_at.is_some());
 
+    // The CRM: a page without a session sends the browser to sign in; the sign-in page is the
+    // agent's language, right to left.
+    let (status, _, _) = http(&emulator.invoke("crm", &event("crm")).await);
+    assert_eq!(status, 303);
+    let mut sign_in = event("crm");
+    sign_in["rawPath"] = "/crm/sign-in".into();
+    sign_in["requestContext"]["http"]["path"] = "/crm/sign-in".into();
+    let response = emulator.invoke("crm", &sign_in).await;
+    let (status, content_type, html) = http(&response);
+    assert_eq!((status, content_type.as_str()), (200, "text/html; charset=utf-8"), "{html}");
+    assert!(html.contains(r#"<html lang="he" dir="rtl">"#) && html.contains(r#"name="token""#), "{html}");
+    let cookies = response["cookies"]
+        .as_array()
+        .map(|c| c.iter().map(|v| v.as_str().unwrap_or("").to_string()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    assert!(cookies.iter().any(|c| c.starts_with("ck_signin=") && c.contains("HttpOnly; Secure; SameSite=Strict")), "{response}");
+
     // The watchdog's minute: the outbound call never got its stream, so it is redirected.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let run = emulator.invoke("watchdog", &event("watchdog")).await;
