@@ -204,6 +204,12 @@ def events():
     }
     yield "whatsapp_status", webhook("/webhook/whatsapp/status", status, "was1")
     yield "crm", page("/crm/calls", "crm1")
+    # What incoming_call raises for the call above, as the events queue delivers it.
+    yield "deliver_events", sqs("events", "7c2e4f9a-3b1d-4e8a-9f60-2d5c8b1a7e34", {
+        "kind": "deliver_event",
+        "event": {"id": f"call.started:{CALL_IN}", "type": "call.started", "created_at": EPOCH_MS,
+                  "data": {"call": {"call_sid": CALL_IN, "from": CALLER, "to": BUSINESS, "direction": "inbound"}}},
+    })
     # EventBridge Scheduler's envelope; the watchdog does not read it.
     yield "watchdog", {
         "version": "0",

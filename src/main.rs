@@ -21,7 +21,7 @@ struct Cli {
     data_dir: PathBuf,
     /// Where calls, jobs and recordings are kept: `embedded` (SQLite and a folder in --data-dir)
     /// or `aws` (DynamoDB, SQS and S3, named by CALLKEEPER_TABLE, CALLKEEPER_BUCKET,
-    /// TRANSCRIPTION_QUEUE, REPLIES_QUEUE; honours AWS_ENDPOINT_URL).
+    /// TRANSCRIPTION_QUEUE, REPLIES_QUEUE, EVENTS_QUEUE; honours AWS_ENDPOINT_URL).
     #[arg(long, global = true, env = "CALLKEEPER_STORE", default_value = "embedded", value_parser = ["embedded", "aws"])]
     store: String,
     #[command(subcommand)]
@@ -125,8 +125,8 @@ enum Command {
     DevResources,
     /// The dead-letter queues: jobs that failed too often.
     Dlq {
-        /// `transcription` or `replies`.
-        #[arg(long, default_value = "transcription", global = true, value_parser = ["transcription", "replies"])]
+        /// `transcription`, `replies` or `events`.
+        #[arg(long, default_value = "transcription", global = true, value_parser = ["transcription", "replies", "events"])]
         queue: String,
         #[command(subcommand)]
         command: DlqCommand,
@@ -411,8 +411,8 @@ async fn run(cli: Cli, data_dir_given: bool) -> anyhow::Result<ExitCode> {
             let max_receives = callkeeper_core::config::queue_max_receives_from_env()?;
             aws::create_resources(&aws::sdk_config().await, &names, max_receives).await?;
             println!(
-                "created table {}, queues {} and {} (each with a -dlq after {max_receives} receives), bucket {}",
-                names.table, names.transcription_queue, names.replies_queue, names.bucket
+                "created table {}, queues {}, {} and {} (each with a -dlq after {max_receives} receives), bucket {}",
+                names.table, names.transcription_queue, names.replies_queue, names.events_queue, names.bucket
             );
             Ok(ExitCode::SUCCESS)
         }

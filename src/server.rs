@@ -50,10 +50,13 @@ pub fn app(config: Arc<Config>, stores: Stores, with_watchdog: bool) -> App {
     let watchdog = with_watchdog.then(|| Watchdog::new(stores.calls.clone(), TwilioRest::from_config(&config), config.clone()));
     let twilio = TwilioRest::from_config(&config);
     let reconciler = with_watchdog.then(|| Reconciler::new(stores.calls.clone(), stores.queue.clone(), twilio.clone(), config.clone()));
-    let handlers: Vec<Arc<dyn JobHandler>> = vec![
+    let mut handlers: Vec<Arc<dyn JobHandler>> = vec![
         Arc::new(Transcriber::new(stores.calls.clone(), stores.blobs.clone(), twilio.clone(), config.clone())),
         Arc::new(Replier::new(stores.calls.clone(), twilio, config.clone())),
     ];
+    if let Some(deliverer) = callkeeper_core::event_delivery::Deliverer::new(stores.calls.clone(), config.clone()) {
+        handlers.push(Arc::new(deliverer));
+    }
     let mut app = app_with(config, stores.clone(), relay, watchdog);
     app.workers = Some(Workers { queue: stores.queue.clone(), handlers });
     app.reconciler = reconciler;
@@ -130,7 +133,8 @@ impl Server {
         let listener = TcpListener::bind(options.addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.addr))?;
         let addr = listener.local_addr()?;
         let (config, source) = local_config::resolve(&options.data_dir, addr)?;
-        let stores = open(options.store, &options.data_dir, config.queue_max_receives).await?;
+        let stores =
+            callkeeper_core::business_events::notifying(open(options.store, &options.data_dir, config.queue_max_receives).await?, &config);
         Ok(Server { listener, addr, config: Arc::new(config), stores, source, store: options.store })
     }
 
@@ -178,8 +182,8 @@ impl Server {
                 StoreKind::Aws => {
                     let names = callkeeper_core::store::aws::AwsNames::from_env();
                     format!(
-                        "aws: table {}, bucket {}, queues {} and {}",
-                        names.table, names.bucket, names.transcription_queue, names.replies_queue
+                        "aws: table {}, bucket {}, queues {}, {} and {}",
+                        names.table, names.bucket, names.transcription_queue, names.replies_queue, names.events_queue
                     )
                 }
             },

@@ -243,6 +243,7 @@ fn aws_env() -> Vec<(&'static str, String)> {
         ("CALLKEEPER_BUCKET", format!("ck-recordings-{suffix}")),
         ("TRANSCRIPTION_QUEUE", format!("ck-transcription-{suffix}")),
         ("REPLIES_QUEUE", format!("ck-replies-{suffix}")),
+        ("EVENTS_QUEUE", format!("ck-events-{suffix}")),
     ]
 }
 

@@ -100,6 +100,17 @@ async fn path_of(c: &Client) -> String {
     c.current_url().await.unwrap().path().to_string()
 }
 
+/// Waits for a click's navigation to land on `want` (WebDriver's click does not wait for it).
+async fn wait_path(c: &Client, want: &str) {
+    for _ in 0..100 {
+        if path_of(c).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the browser is at {}, not {want}", path_of(c).await);
+}
+
 fn screenshot(name: &str, png: &[u8]) {
     let dir = std::env::var("CALLKEEPER_SCREENSHOTS").unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").to_string());
     std::fs::create_dir_all(&dir).unwrap();
@@ -172,7 +183,7 @@ async fn the_crm_in_a_browser() {
     assert_eq!(html.attr("lang").await.unwrap().as_deref(), Some("he"));
 
     sign_in(&c, &base, "dana", PASSWORD).await;
-    assert_eq!(path_of(&c).await, "/crm/now");
+    wait_path(&c, "/crm/now").await;
     assert_eq!(text_of(&c, "#user").await, "dana");
 
     // The calls list has the simulated call, as a conversation.
@@ -181,8 +192,8 @@ async fn the_crm_in_a_browser() {
     assert!(table.contains("שיחה עם הסוכן"), "{table}");
     screenshot("crm-calls.png", &c.screenshot().await.unwrap());
     c.find(Locator::Css("a.call-link")).await.unwrap().click().await.unwrap();
-    assert!(path_of(&c).await.starts_with("/crm/calls/CA"));
     let live = text_of(&c, "#live-transcript").await;
+    assert!(path_of(&c).await.starts_with("/crm/calls/CA"));
     assert!(live.contains("סוכן"), "the agent's words, as spoken: {live}");
     let after = text_of(&c, "#transcripts").await;
     assert!(after.contains("(offline) speech"), "the recording's transcript: {after}");
@@ -240,7 +251,7 @@ async fn the_crm_in_a_browser() {
 
     // Signed out, the pages are closed again.
     c.find(Locator::Css(".who button")).await.unwrap().click().await.unwrap();
-    assert_eq!(path_of(&c).await, "/crm/sign-in");
+    wait_path(&c, "/crm/sign-in").await;
     c.goto(&format!("{base}/crm/calls/{}", "CA".to_string() + &"0".repeat(32))).await.unwrap();
     assert_eq!(path_of(&c).await, "/crm/sign-in");
 

@@ -167,6 +167,8 @@ async fn every_function_binary_answers_its_sample_event() {
         .mount(&twilio)
         .await;
 
+    Mock::given(method("POST")).and(path("/business/events")).respond_with(ResponseTemplate::new(204)).mount(&twilio).await;
+
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &names.table);
     let seeded = Recording {
         recording_sid: RecordingSid::parse(SEEDED_RECORDING).unwrap(),
@@ -189,6 +191,7 @@ async fn every_function_binary_answers_its_sample_event() {
         ("CALLKEEPER_BUCKET", names.bucket.clone()),
         ("TRANSCRIPTION_QUEUE", names.transcription_queue.clone()),
         ("REPLIES_QUEUE", names.replies_queue.clone()),
+        ("EVENTS_QUEUE", names.events_queue.clone()),
         ("AWS_ENDPOINT_URL", endpoint),
         ("AWS_REGION", "eu-west-1".into()),
         ("AWS_ACCESS_KEY_ID", "testing".into()),
@@ -198,6 +201,9 @@ async fn every_function_binary_answers_its_sample_event() {
         ("TWILIO_ACCOUNT_SID", ACCOUNT.into()),
         ("TWILIO_AUTH_TOKEN_SSM_PARAMETER", parameter),
         ("TWILIO_API_BASE", twilio.uri()),
+        // The business's receiver of events: the same fake server, on a path of its own.
+        ("EVENTS_WEBHOOK_URL", format!("{}/business/events", twilio.uri())),
+        ("EVENTS_WEBHOOK_SECRET", "the business's shared secret".into()),
         ("METRICS_NAMESPACE", "Callkeeper/events-test".into()),
         // The outbound call is stale for the watchdog a second after it is answered.
         ("STREAM_START_TIMEOUT_SECS", "1".into()),
@@ -284,6 +290,21 @@ async fn every_function_binary_answers_its_sample_event() {
         .unwrap_or_default();
     assert!(cookies.iter().any(|c| c.starts_with("ck_signin=") && c.contains("HttpOnly; Secure; SameSite=Strict")), "{response}");
 
+    // Events out: the calls above raised theirs on the events queue (moto's SQS); the delivery
+    // function POSTs one, signed, to the business's receiver.
+    let queues = aws::connect(&sdk, &names, 5).await.unwrap().queue;
+    let raised = queues.depth(callkeeper_core::job::QueueName::Events).await.unwrap().visible;
+    assert!(raised >= 2, "call.started for both calls at least: {raised}");
+    let batch = emulator.invoke("deliver_events", &event("deliver_events")).await;
+    assert_eq!(batch["batchItemFailures"], serde_json::json!([]), "{batch}\n{}", emulator.output());
+    let delivered: Vec<_> = twilio.received_requests().await.unwrap().into_iter().filter(|r| r.url.path() == "/business/events").collect();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].headers["x-callkeeper-event-id"].to_str().unwrap(), format!("call.started:{CALL_IN}"));
+    let signature = delivered[0].headers["x-callkeeper-signature"].to_str().unwrap();
+    let timestamp: i64 = delivered[0].headers["x-callkeeper-timestamp"].to_str().unwrap().parse().unwrap();
+    let body = String::from_utf8(delivered[0].body.clone()).unwrap();
+    assert_eq!(signature, callkeeper_core::event_delivery::signature("the business's shared secret", timestamp, &body));
+
     // The watchdog's minute: the outbound call never got its stream, so it is redirected.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let run = emulator.invoke("watchdog", &event("watchdog")).await;
@@ -307,5 +328,5 @@ async fn every_function_binary_answers_its_sample_event() {
     let fallbacks = emf(&output, "Fallbacks");
     assert_eq!(fallbacks.len(), 2, "stream_ended's and the watchdog's");
     let outcomes: Vec<_> = emf(&output, "JobOutcomes").iter().map(|d| format!("{}/{}", d["Queue"], d["Outcome"])).collect();
-    assert_eq!(outcomes, [r#""transcription"/"kept""#, r#""replies"/"sent""#]);
+    assert_eq!(outcomes, [r#""transcription"/"kept""#, r#""replies"/"sent""#, r#""events"/"delivered""#]);
 }

@@ -19,8 +19,16 @@ fn parameter_value(template: &str, name: &str, key: &str) -> String {
 }
 
 /// Settings read outside `Config`: the store's, the relay binary's port, logging.
-const OTHER_SETTINGS: &[&str] =
-    &["CALLKEEPER_STORE", "CALLKEEPER_TABLE", "CALLKEEPER_BUCKET", "TRANSCRIPTION_QUEUE", "REPLIES_QUEUE", "PORT", "LOG_FORMAT"];
+const OTHER_SETTINGS: &[&str] = &[
+    "CALLKEEPER_STORE",
+    "CALLKEEPER_TABLE",
+    "CALLKEEPER_BUCKET",
+    "TRANSCRIPTION_QUEUE",
+    "REPLIES_QUEUE",
+    "EVENTS_QUEUE",
+    "PORT",
+    "LOG_FORMAT",
+];
 
 /// Every `NAME: value` (function environments) and `{ Name: NAME, Value: … }` (the relay's):
 /// CloudFormation's own keys are CamelCase, so an UPPER_SNAKE key is a setting.
@@ -82,11 +90,11 @@ fn every_metric_the_code_emits_is_watched() {
 fn the_queues_are_what_the_workers_expect() {
     let template = template();
     // The code finds a dead-letter queue by its queue's name plus "-dlq".
-    for queue in ["transcription", "replies"] {
+    for queue in callkeeper_core::job::QueueName::ALL.map(|q| q.as_str()) {
         assert!(template.contains(&format!("QueueName: !Sub \"${{AWS::StackName}}-{queue}\"\n")));
         assert!(template.contains(&format!("QueueName: !Sub \"${{AWS::StackName}}-{queue}-dlq\"\n")));
     }
-    assert_eq!(template.matches("maxReceiveCount: 5\n").count(), 2);
+    assert_eq!(template.matches("maxReceiveCount: 5\n").count(), callkeeper_core::job::QueueName::ALL.len());
     assert_eq!(template.matches("QUEUE_MAX_RECEIVES: \"5\"").count() + template.matches("QUEUE_MAX_RECEIVES, Value: \"5\"").count(), 2);
     // Lambda requires a queue's visibility to be at least its worker's timeout; a job stops
     // MARGIN before the timeout, and each request it makes fits inside it.
@@ -100,10 +108,13 @@ fn the_queues_are_what_the_workers_expect() {
     let reply_timeout = after("  ReplyFunction:\n", "Timeout: ");
     assert!(after("  TranscriptionQueue:\n", "VisibilityTimeout: ") > transcribe_timeout);
     assert!(after("  RepliesQueue:\n", "VisibilityTimeout: ") > reply_timeout);
+    let deliver_timeout = after("  DeliverEventsFunction:\n", "Timeout: ");
+    assert!(after("  EventsQueue:\n", "VisibilityTimeout: ") > deliver_timeout);
     let margin = callkeeper_functions::queue_worker::MARGIN.as_secs();
     let twilio = callkeeper_core::twilio_rest::RetryPolicy::default().total.as_secs();
     assert!(callkeeper_core::openai::TRANSCRIBE_TIMEOUT.as_secs() + twilio + margin <= transcribe_timeout);
     assert!(callkeeper_core::openai::CHAT_TIMEOUT.as_secs() + twilio + margin <= reply_timeout);
+    assert!(callkeeper_core::event_delivery::TIMEOUT.as_secs() + margin <= deliver_timeout);
     // A worker that dies frees its job's claim long before the job is seen again.
     let lease = callkeeper_core::config::SETTINGS.iter().find(|s| s.0 == "JOB_LEASE_SECS").unwrap().1.parse::<u64>().unwrap();
     assert!(lease < after("  RepliesQueue:\n", "VisibilityTimeout: "));

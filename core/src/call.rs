@@ -153,6 +153,23 @@ pub struct Call {
     pub redirect_pending: bool,
 }
 
+impl Call {
+    /// How the call went, in a word: `live` (on the line), `fallback` (the stream failed; the
+    /// caller got the voicemail or a person), `conversation` (the agent held the call), `missed`
+    /// (it ended before any of that).
+    pub fn outcome(&self) -> &'static str {
+        if self.status.is_active() {
+            "live"
+        } else if self.fallback_reason.is_some() {
+            "fallback"
+        } else if self.stream_sid.is_some() {
+            "conversation"
+        } else {
+            "missed"
+        }
+    }
+}
+
 /// What the watchdog reads of a call on its list (active, or with a redirect pending).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActiveCall {

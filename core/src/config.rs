@@ -130,6 +130,8 @@ pub struct Config {
     /// The number outbound calls come from unless `--from` says otherwise.
     pub twilio_phone_number: Option<E164>,
     pub watchdog: WatchdogSettings,
+    /// `None` without `EVENTS_WEBHOOK_URL`: no events go out.
+    pub events: Option<EventsSettings>,
     /// `None` without `OPENAI_API_KEY`: recordings are still kept, and calls say transcription
     /// is not configured.
     pub openai: Option<OpenAiSettings>,
@@ -147,6 +149,15 @@ pub struct ReplySettings {
     pub system_prompt: String,
     /// The answer without an OpenAI key.
     pub fixed_text: String,
+}
+
+/// Where the business's own systems are told what happened (see [`crate::business_events`]).
+#[derive(Debug, Clone)]
+pub struct EventsSettings {
+    /// `EVENTS_WEBHOOK_URL`: every event is POSTed here as JSON.
+    pub url: AbsoluteUrl,
+    /// `EVENTS_WEBHOOK_SECRET`: signs each delivery (HMAC-SHA256), so the receiver can check it.
+    pub secret: Secret,
 }
 
 #[derive(Debug, Clone)]
@@ -296,6 +307,9 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("TWILIO_AUTH_TOKEN_SECONDARY_SSM_PARAMETER", "", "in AWS: the SSM parameter holding the secondary token, during a rotation"),
     ("STREAM_TOKEN_SECRET_SSM_PARAMETER", "", "in AWS: the SSM parameter holding the stream token secret"),
     ("OPENAI_API_KEY_SSM_PARAMETER", "", "in AWS: the SSM parameter holding the OpenAI key"),
+    ("EVENTS_WEBHOOK_URL", "", "POST every business event (call.started, call.ended, call.analyzed, lead.saved, whatsapp.received, whatsapp.sent) here as signed JSON"),
+    ("EVENTS_WEBHOOK_SECRET", "", "signs each event delivery (HMAC-SHA256 over `timestamp.body`); at least 16 characters"),
+    ("EVENTS_WEBHOOK_SECRET_SSM_PARAMETER", "", "in AWS: the SSM parameter holding the events webhook's secret"),
     ("METRICS_NAMESPACE", "", "emit CloudWatch metrics (EMF lines on stdout) in this namespace; off when unset"),
 ];
 
@@ -358,6 +372,7 @@ impl Config {
         let public_base_url = base.and_then(|v| check(AbsoluteUrl::http_base(&v, "PUBLIC_BASE_URL")));
         let relay_public_url = relay.and_then(|v| check(AbsoluteUrl::ws_base(&v, "RELAY_PUBLIC_URL")));
         let greeting_url = get("GREETING_URL").and_then(|v| check(AbsoluteUrl::http(&v, "GREETING_URL")));
+        let events_url = get("EVENTS_WEBHOOK_URL").and_then(|v| check(AbsoluteUrl::http(&v, "EVENTS_WEBHOOK_URL")));
         let fallback_audio = get("FALLBACK_AUDIO_URL").and_then(|v| check(AbsoluteUrl::http(&v, "FALLBACK_AUDIO_URL")));
         let twilio_api_base = match get("TWILIO_API_BASE") {
             None => crate::twilio_rest::DEFAULT_API_BASE.to_string(),
@@ -433,6 +448,20 @@ impl Config {
         };
 
         let stream_token_secret = get("STREAM_TOKEN_SECRET").map(Secret::new);
+        let events = match (events_url, get("EVENTS_WEBHOOK_SECRET")) {
+            (Some(url), Some(secret)) if secret.len() >= 16 => Some(EventsSettings { url, secret: Secret::new(secret) }),
+            (Some(_), Some(_)) => {
+                errors.push("EVENTS_WEBHOOK_SECRET must be at least 16 characters".into());
+                None
+            }
+            (Some(_), None) => {
+                errors.push(
+                    "EVENTS_WEBHOOK_URL needs EVENTS_WEBHOOK_SECRET (or EVENTS_WEBHOOK_SECRET_SSM_PARAMETER) to sign its events".into(),
+                );
+                None
+            }
+            (None, _) => None,
+        };
         let openai = get("OPENAI_API_KEY").map(|key| OpenAiSettings {
             api_key: Secret::new(key),
             base_url: get("OPENAI_BASE_URL").unwrap_or_else(|| "https://api.openai.com/v1".into()).trim_end_matches('/').to_string(),
@@ -537,6 +566,7 @@ impl Config {
                     twilio_phone_number,
                     watchdog: WatchdogSettings { poll: Duration::from_secs(watchdog_poll), run_for: Duration::from_secs(watchdog_run) },
                     openai,
+                    events,
                     transcription: TranscriptionSettings {
                         language: get("TRANSCRIPTION_LANGUAGE").unwrap_or_else(|| language.split('-').next().unwrap_or("he").to_string()),
                         min_secs: min_recording_secs,

@@ -13,15 +13,18 @@ pub enum QueueName {
     Transcription,
     /// Inbound WhatsApp messages to answer.
     Replies,
+    /// Business events to deliver to `EVENTS_WEBHOOK_URL`.
+    Events,
 }
 
 impl QueueName {
-    pub const ALL: [QueueName; 2] = [QueueName::Transcription, QueueName::Replies];
+    pub const ALL: [QueueName; 3] = [QueueName::Transcription, QueueName::Replies, QueueName::Events];
 
     pub fn as_str(self) -> &'static str {
         match self {
             QueueName::Transcription => "transcription",
             QueueName::Replies => "replies",
+            QueueName::Events => "events",
         }
     }
     pub fn parse(value: &str) -> Option<Self> {
@@ -34,6 +37,7 @@ impl QueueName {
 pub enum Job {
     Transcribe { call_sid: CallSid, recording_sid: RecordingSid },
     WhatsappReply { message_sid: MessageSid, contact: E164 },
+    DeliverEvent { event: crate::business_events::BusinessEvent },
 }
 
 impl Job {
@@ -41,6 +45,7 @@ impl Job {
         match self {
             Job::Transcribe { .. } => QueueName::Transcription,
             Job::WhatsappReply { .. } => QueueName::Replies,
+            Job::DeliverEvent { .. } => QueueName::Events,
         }
     }
     pub fn to_body(&self) -> String {

@@ -6,8 +6,10 @@
 
 pub mod audio_chunks;
 pub mod build_info;
+pub mod business_events;
 pub mod call;
 pub mod config;
+pub mod event_delivery;
 pub mod fallback;
 pub mod form;
 pub mod ids;

@@ -23,7 +23,7 @@ pub async fn from_env() -> Result<(Arc<Config>, Stores), StartError> {
         let env = |name: &str| std::env::var(name).ok();
         let secrets = crate::parameters::resolve(&env).await?;
         let config = Config::from_lookup(|name| secrets.get(name).cloned().or_else(|| env(name)))?;
-        let stores = stores_from_env(config.queue_max_receives).await?;
+        let stores = crate::business_events::notifying(stores_from_env(config.queue_max_receives).await?, &config);
         Ok((Arc::new(config), stores))
     };
     started.await.inspect_err(|e: &StartError| tracing::error!(error = %e, "refusing to start"))

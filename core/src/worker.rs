@@ -76,6 +76,22 @@ impl JobHandler for Replier {
     }
 }
 
+#[async_trait::async_trait]
+impl JobHandler for crate::event_delivery::Deliverer {
+    fn queue(&self) -> QueueName {
+        QueueName::Events
+    }
+    fn retry_base(&self) -> Duration {
+        crate::event_delivery::Deliverer::retry_base(self)
+    }
+    fn lease(&self) -> Duration {
+        crate::event_delivery::Deliverer::lease(self)
+    }
+    async fn handle(&self, body: &str) -> Result<Done, String> {
+        crate::event_delivery::Deliverer::handle(self, body).await.map(|o| Done::of(o.kind(), o)).map_err(|e| e.to_string())
+    }
+}
+
 /// How long a received job stays hidden from other workers: twice its claim's lease, so a
 /// worker that dies leaves a job whose claim has run out by the time it is seen again. A worker
 /// still on it extends this every third of it.

@@ -16,7 +16,7 @@ async fn redrive_all_starts_a_message_move_task_from_the_dead_letter_queue() {
     let sqs = MockServer::start().await;
     let names = AwsNames::with_suffix("t1");
     let url = |name: &str| format!("{}/123456789012/{name}", sqs.uri());
-    for queue in [&names.transcription_queue, &names.replies_queue] {
+    for queue in [&names.transcription_queue, &names.replies_queue, &names.events_queue] {
         for name in [queue.clone(), format!("{queue}-dlq")] {
             Mock::given(method("POST"))
                 .and(target("GetQueueUrl"))

@@ -78,6 +78,8 @@ fn time_left(deadline_ms: u64) -> Duration {
 pub enum Worker {
     Transcribe,
     Reply,
+    /// Business events to `EVENTS_WEBHOOK_URL`.
+    DeliverEvents,
 }
 
 /// A queue worker: SQS invokes it with a batch; it answers which messages failed, so only those
@@ -92,6 +94,10 @@ pub async fn run_worker(worker: Worker) -> Result<(), lambda_runtime::Error> {
     let handler: Arc<dyn JobHandler> = match worker {
         Worker::Transcribe => Arc::new(Transcriber::new(stores.calls.clone(), stores.blobs.clone(), twilio, config.clone())),
         Worker::Reply => Arc::new(Replier::new(stores.calls.clone(), twilio, config.clone())),
+        Worker::DeliverEvents => match callkeeper_core::event_delivery::Deliverer::new(stores.calls.clone(), config.clone()) {
+            Some(deliverer) => Arc::new(deliverer),
+            None => return Err("the deliver_events function needs EVENTS_WEBHOOK_URL".into()),
+        },
     };
     let handler_fn = lambda_runtime::service_fn(|event: lambda_runtime::LambdaEvent<aws_lambda_events::event::sqs::SqsEvent>| {
         let (queue, handler) = (stores.queue.clone(), handler.clone());

@@ -51,7 +51,9 @@ pub async fn spawn_app_with_agent(extra: &[(&str, &str)], agent: Option<Arc<dyn 
     }
     let config = Arc::new(Config::from_lookup(|k| settings.get(k).cloned()).unwrap());
     let data_dir = tempfile::tempdir().unwrap();
-    let stores = embedded::open_stores(data_dir.path(), config.queue_max_receives).unwrap();
+    // As `serve` opens them: raising business events when EVENTS_WEBHOOK_URL is set.
+    let stores =
+        callkeeper_core::business_events::notifying(embedded::open_stores(data_dir.path(), config.queue_max_receives).unwrap(), &config);
     let mut relay = Relay::new(config.clone(), stores.calls.clone());
     if let Some(agent) = agent {
         relay.agent = agent;

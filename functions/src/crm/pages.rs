@@ -23,19 +23,6 @@ const PAGE: usize = 50;
 /// quickly, and says the search stopped there.
 const SCAN: usize = 2_000;
 
-/// How a call went, in the words of the calls page's filter.
-pub fn outcome(c: &Call) -> &'static str {
-    if c.status.is_active() {
-        "live"
-    } else if c.fallback_reason.is_some() {
-        "fallback"
-    } else if c.stream_sid.is_some() {
-        "conversation"
-    } else {
-        "missed"
-    }
-}
-
 /// A call as a row of a list.
 #[derive(Serialize)]
 struct Row {
@@ -62,7 +49,7 @@ fn row(c: &Call, name: Option<String>) -> Row {
         name,
         direction: c.direction.as_str(),
         status: c.status.as_str(),
-        outcome: outcome(c),
+        outcome: c.outcome(),
         reason: c.fallback_reason.clone().or_else(|| c.end_reason.clone()),
         duration: duration(c),
     }
@@ -153,7 +140,7 @@ pub async fn calls(State(state): State<CrmState>, viewer: Viewer, Query(query): 
                 break 'scan;
             }
             if !(status.as_deref().is_none_or(|s| call.status.as_str() == s)
-                && wanted_outcome.as_deref().is_none_or(|o| outcome(&call) == o))
+                && wanted_outcome.as_deref().is_none_or(|o| call.outcome() == o))
             {
                 continue;
             }

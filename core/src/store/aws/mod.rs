@@ -3,7 +3,7 @@
 //! adapter, run against `moto_server` with the SDK calls production makes.
 //!
 //! Names come from the environment, as the deployed functions get them: `CALLKEEPER_TABLE`,
-//! `CALLKEEPER_BUCKET`, `TRANSCRIPTION_QUEUE` and `REPLIES_QUEUE` (each queue's dead-letter
+//! `CALLKEEPER_BUCKET`, `TRANSCRIPTION_QUEUE`, `REPLIES_QUEUE` and `EVENTS_QUEUE` (each queue's dead-letter
 //! queue is the same name with `-dlq`). The SDK's own settings apply: `AWS_REGION`,
 //! credentials, and `AWS_ENDPOINT_URL` to point it at moto or LocalStack.
 
@@ -29,6 +29,7 @@ pub struct AwsNames {
     pub bucket: String,
     pub transcription_queue: String,
     pub replies_queue: String,
+    pub events_queue: String,
 }
 
 impl AwsNames {
@@ -40,6 +41,7 @@ impl AwsNames {
             bucket: get("CALLKEEPER_BUCKET", "callkeeper-recordings"),
             transcription_queue: get("TRANSCRIPTION_QUEUE", "callkeeper-transcription"),
             replies_queue: get("REPLIES_QUEUE", "callkeeper-replies"),
+            events_queue: get("EVENTS_QUEUE", "callkeeper-events"),
         }
     }
 
@@ -50,6 +52,7 @@ impl AwsNames {
             bucket: format!("callkeeper-recordings-{suffix}"),
             transcription_queue: format!("callkeeper-transcription-{suffix}"),
             replies_queue: format!("callkeeper-replies-{suffix}"),
+            events_queue: format!("callkeeper-events-{suffix}"),
         }
     }
 
@@ -57,6 +60,7 @@ impl AwsNames {
         match queue {
             QueueName::Transcription => &self.transcription_queue,
             QueueName::Replies => &self.replies_queue,
+            QueueName::Events => &self.events_queue,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! every AWS test's fresh set. The deployed stack declares the same in `infra/template.yaml`.
 
 use super::{dead_letter_queue_name, sdk_error, AwsNames};
+use crate::job::QueueName;
 use crate::store::StoreResult;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType, ScalarAttributeType,
@@ -68,7 +69,7 @@ pub async fn create_resources(sdk: &aws_config::SdkConfig, names: &AwsNames, max
         .map_err(sdk_error)?;
 
     let sqs = aws_sdk_sqs::Client::new(sdk);
-    for queue in [&names.transcription_queue, &names.replies_queue] {
+    for queue in QueueName::ALL.map(|q| names.queue(q)) {
         let dlq = sqs.create_queue().queue_name(dead_letter_queue_name(queue)).send().await.map_err(sdk_error)?;
         let dlq_url = dlq.queue_url().unwrap_or_default();
         let arn = sqs

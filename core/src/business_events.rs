@@ -1,0 +1,309 @@
+//! Events out: what happened, for the business's own systems. With `EVENTS_WEBHOOK_URL` set,
+//! every write that makes one of these facts true also puts an event on the `events` queue, and
+//! the delivery worker ([`crate::event_delivery`]) POSTs it, signed, with retries and a
+//! dead-letter queue behind them:
+//!
+//! | type | when | `data` |
+//! |---|---|---|
+//! | `call.started` | a call is created (incoming, or an outbound one answered) | the call |
+//! | `call.ended` | the call is completed | the call, `outcome`, `duration_secs` |
+//! | `call.analyzed` | a recording's transcript is kept | transcript, summary, intent, the call's lead |
+//! | `lead.saved` | lead fields are saved (by the agent during the call, or the extraction after) | the lead as merged |
+//! | `whatsapp.received` | an inbound message is kept | the message |
+//! | `whatsapp.sent` | an outbound message is kept | the message |
+//!
+//! The events are raised at the store port ([`Notifying`] wraps any [`CallStore`]), so every
+//! writer raises them (webhooks, relay, watchdog, reconciler, workers, the CRM) and none can
+//! forget. Each event's id is fixed by what it is about (`call.ended:CA…`): a write retried after
+//! its enqueue failed raises the same event again, and the delivery worker sends an id once.
+
+use crate::call::{Call, CallEvent, CallPatch, CallStatus, Created, NewCall, Transition};
+use crate::ids::{CallSid, MessageSid, RecordingSid};
+use crate::job::Job;
+use crate::message::{Message, MessageDirection, MessageStatusUpdate, StatusApplied, TimelineItem};
+use crate::phone::E164;
+use crate::profile::{AgentProfile, ProfileKey};
+use crate::recording::Recording;
+use crate::store::{enqueue, Before, CallStore, Contact, JobQueue, MessageWrite, StoreResult, StoredProfile, Stores};
+use crate::stream_report::{StreamFigures, Turn};
+use crate::time::{now_ms, Millis};
+use crate::transcript::{JobClaim, Transcript};
+use crate::users::{User, UserName};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Every type of event, as receivers see it.
+pub const TYPES: [&str; 6] = ["call.started", "call.ended", "call.analyzed", "lead.saved", "whatsapp.received", "whatsapp.sent"];
+
+/// One event, as it is POSTed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BusinessEvent {
+    /// The same for every raising of the same fact: the receiver's idempotency key.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When it was raised, milliseconds since the epoch.
+    pub created_at: Millis,
+    pub data: Value,
+}
+
+impl BusinessEvent {
+    fn new(kind: &str, subject: &str, data: Value) -> BusinessEvent {
+        BusinessEvent { id: format!("{kind}:{subject}"), kind: kind.to_string(), created_at: now_ms(), data }
+    }
+
+    pub fn call_started(call: &Call) -> BusinessEvent {
+        BusinessEvent::new("call.started", call.call_sid.as_str(), json!({ "call": call }))
+    }
+
+    pub fn call_ended(call: &Call) -> BusinessEvent {
+        let duration_secs = ((call.status_at - call.created_at).max(0) + 500) / 1000;
+        BusinessEvent::new(
+            "call.ended",
+            call.call_sid.as_str(),
+            json!({ "call": call, "outcome": call.outcome(), "duration_secs": duration_secs }),
+        )
+    }
+
+    pub fn call_analyzed(call_sid: &CallSid, transcript: &Transcript, lead: Option<&Value>) -> BusinessEvent {
+        let subject = format!("{call_sid}:{}", transcript.recording_sid);
+        BusinessEvent::new(
+            "call.analyzed",
+            &subject,
+            json!({
+                "call_sid": call_sid, "recording_sid": transcript.recording_sid, "language": transcript.language,
+                "summary": transcript.summary, "intent": transcript.intent, "lines": transcript.lines, "note": transcript.note, "lead": lead,
+            }),
+        )
+    }
+
+    /// One event per distinct lead: saving the same fields again raises the same id.
+    pub fn lead_saved(call_sid: &CallSid, contact: Option<&E164>, lead: &Value) -> BusinessEvent {
+        let digest = Sha256::digest(lead.to_string().as_bytes());
+        let subject = format!("{call_sid}:{}", hex::encode(&digest[..8]));
+        BusinessEvent::new("lead.saved", &subject, json!({ "call_sid": call_sid, "contact": contact, "lead": lead }))
+    }
+
+    /// `whatsapp.received` or `whatsapp.sent` (SMS too: `channel` says which).
+    pub fn message(message: &Message) -> BusinessEvent {
+        let kind = match message.direction {
+            MessageDirection::Inbound => "whatsapp.received",
+            MessageDirection::Outbound => "whatsapp.sent",
+        };
+        BusinessEvent::new(kind, message.message_sid.as_str(), json!({ "message": message }))
+    }
+}
+
+/// The stores, raising business events from every call store write when `EVENTS_WEBHOOK_URL`
+/// is set; as they are otherwise.
+pub fn notifying(stores: Stores, config: &crate::config::Config) -> Stores {
+    if config.events.is_none() {
+        return stores;
+    }
+    let calls: Arc<dyn CallStore> = Arc::new(Notifying { inner: stores.calls.clone(), queue: stores.queue.clone() });
+    Stores { calls, ..stores }
+}
+
+/// A call store that also puts an event on the `events` queue for each fact in [`TYPES`]. A
+/// failed enqueue fails the write's call, so its caller retries as for any store failure (the
+/// write itself is idempotent, and the event's id is the same).
+pub struct Notifying {
+    inner: Arc<dyn CallStore>,
+    queue: Arc<dyn JobQueue>,
+}
+
+impl Notifying {
+    async fn raise(&self, event: BusinessEvent) -> StoreResult<()> {
+        let (kind, id) = (event.kind.clone(), event.id.clone());
+        enqueue(self.queue.as_ref(), &Job::DeliverEvent { event }).await?;
+        tracing::debug!(kind, id, "business event queued");
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CallStore for Notifying {
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
+    }
+
+    async fn create_call(&self, call: &NewCall) -> StoreResult<Created> {
+        let created = self.inner.create_call(call).await?;
+        // Also on `Existing`: the retry of a webhook whose enqueue failed.
+        self.raise(BusinessEvent::call_started(created.call())).await?;
+        Ok(created)
+    }
+
+    async fn get_call(&self, call_sid: &CallSid) -> StoreResult<Option<Call>> {
+        self.inner.get_call(call_sid).await
+    }
+
+    async fn transition(
+        &self,
+        call_sid: &CallSid,
+        from: &[CallStatus],
+        to: CallStatus,
+        patch: &CallPatch,
+        at: Millis,
+    ) -> StoreResult<Transition> {
+        let done = self.inner.transition(call_sid, from, to, patch, at).await?;
+        match &done {
+            Transition::Applied(call) if call.status == CallStatus::Completed => self.raise(BusinessEvent::call_ended(call)).await?,
+            _ => {}
+        }
+        Ok(done)
+    }
+
+    async fn patch_call(&self, call_sid: &CallSid, patch: &CallPatch, at: Millis) -> StoreResult<bool> {
+        self.inner.patch_call(call_sid, patch, at).await
+    }
+
+    async fn recent_calls(&self, before: Option<&Before>, limit: usize) -> StoreResult<Vec<Call>> {
+        self.inner.recent_calls(before, limit).await
+    }
+
+    async fn active_calls(&self) -> StoreResult<Vec<crate::call::ActiveCall>> {
+        self.inner.active_calls().await
+    }
+
+    async fn heartbeat(&self, call_sid: &CallSid, last_media_at: Millis) -> StoreResult<bool> {
+        self.inner.heartbeat(call_sid, last_media_at).await
+    }
+
+    async fn finish_stream(&self, call_sid: &CallSid, figures: &StreamFigures) -> StoreResult<bool> {
+        self.inner.finish_stream(call_sid, figures).await
+    }
+
+    async fn put_turn(&self, call_sid: &CallSid, turn: &Turn) -> StoreResult<()> {
+        self.inner.put_turn(call_sid, turn).await
+    }
+
+    async fn turns(&self, call_sid: &CallSid) -> StoreResult<Vec<Turn>> {
+        self.inner.turns(call_sid).await
+    }
+
+    async fn claim_job(&self, key: &str, at: Millis, lease: Duration) -> StoreResult<JobClaim> {
+        self.inner.claim_job(key, at, lease).await
+    }
+
+    async fn finish_job(&self, key: &str, at: Millis) -> StoreResult<()> {
+        self.inner.finish_job(key, at).await
+    }
+
+    async fn drop_job_claim(&self, key: &str) -> StoreResult<()> {
+        self.inner.drop_job_claim(key).await
+    }
+
+    async fn renew_job_claim(&self, key: &str, at: Millis, lease: Duration) -> StoreResult<bool> {
+        self.inner.renew_job_claim(key, at, lease).await
+    }
+
+    async fn put_transcript(&self, call_sid: &CallSid, transcript: &Transcript) -> StoreResult<()> {
+        self.inner.put_transcript(call_sid, transcript).await?;
+        let lead = self.inner.lead(call_sid).await?;
+        self.raise(BusinessEvent::call_analyzed(call_sid, transcript, lead.as_ref())).await
+    }
+
+    async fn transcripts(&self, call_sid: &CallSid) -> StoreResult<Vec<Transcript>> {
+        self.inner.transcripts(call_sid).await
+    }
+
+    async fn add_event(&self, call_sid: &CallSid, event: &CallEvent) -> StoreResult<bool> {
+        self.inner.add_event(call_sid, event).await
+    }
+
+    async fn events(&self, call_sid: &CallSid) -> StoreResult<Vec<CallEvent>> {
+        self.inner.events(call_sid).await
+    }
+
+    async fn put_recording(&self, recording: &Recording) -> StoreResult<Recording> {
+        self.inner.put_recording(recording).await
+    }
+
+    async fn mark_recording_enqueued(&self, recording_sid: &RecordingSid, at: Millis) -> StoreResult<()> {
+        self.inner.mark_recording_enqueued(recording_sid, at).await
+    }
+
+    async fn recordings(&self, call_sid: &CallSid) -> StoreResult<Vec<Recording>> {
+        self.inner.recordings(call_sid).await
+    }
+
+    async fn put_message(&self, message: &Message) -> StoreResult<MessageWrite> {
+        let written = self.inner.put_message(message).await?;
+        // A reply that never left (outside the 24-hour window) was not sent.
+        if written.message.status != crate::replies::TEMPLATE_NEEDED {
+            self.raise(BusinessEvent::message(&written.message)).await?;
+        }
+        Ok(written)
+    }
+
+    async fn mark_reply_enqueued(&self, message_sid: &MessageSid, at: Millis) -> StoreResult<()> {
+        self.inner.mark_reply_enqueued(message_sid, at).await
+    }
+
+    async fn update_message_status(&self, update: &MessageStatusUpdate) -> StoreResult<StatusApplied> {
+        self.inner.update_message_status(update).await
+    }
+
+    async fn get_message(&self, message_sid: &MessageSid) -> StoreResult<Option<Message>> {
+        self.inner.get_message(message_sid).await
+    }
+
+    async fn recent_messages(&self, before: Option<&Before>, limit: usize) -> StoreResult<Vec<Message>> {
+        self.inner.recent_messages(before, limit).await
+    }
+
+    async fn contact(&self, phone: &E164) -> StoreResult<Option<Contact>> {
+        self.inner.contact(phone).await
+    }
+
+    async fn save_lead(&self, call_sid: &CallSid, contact: Option<&E164>, fields: &Value, at: Millis) -> StoreResult<Value> {
+        let lead = self.inner.save_lead(call_sid, contact, fields, at).await?;
+        self.raise(BusinessEvent::lead_saved(call_sid, contact, &lead)).await?;
+        Ok(lead)
+    }
+
+    async fn lead(&self, call_sid: &CallSid) -> StoreResult<Option<Value>> {
+        self.inner.lead(call_sid).await
+    }
+
+    async fn put_profile(&self, key: &ProfileKey, profile: &AgentProfile, at: Millis) -> StoreResult<()> {
+        self.inner.put_profile(key, profile, at).await
+    }
+
+    async fn profile(&self, key: &ProfileKey) -> StoreResult<Option<AgentProfile>> {
+        self.inner.profile(key).await
+    }
+
+    async fn profiles(&self) -> StoreResult<Vec<StoredProfile>> {
+        self.inner.profiles().await
+    }
+
+    async fn timeline(&self, phone: &E164, limit: usize) -> StoreResult<Vec<TimelineItem>> {
+        self.inner.timeline(phone, limit).await
+    }
+
+    async fn add_user(&self, user: &User) -> StoreResult<bool> {
+        self.inner.add_user(user).await
+    }
+
+    async fn set_password(&self, name: &UserName, password_hash: &str, at: Millis) -> StoreResult<bool> {
+        self.inner.set_password(name, password_hash, at).await
+    }
+
+    async fn user(&self, name: &UserName) -> StoreResult<Option<User>> {
+        self.inner.user(name).await
+    }
+
+    async fn users(&self) -> StoreResult<Vec<User>> {
+        self.inner.users().await
+    }
+
+    async fn remove_user(&self, name: &UserName) -> StoreResult<bool> {
+        self.inner.remove_user(name).await
+    }
+}
