@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use wiremock::matchers::{method, path_regex};
+use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const BIN: &str = env!("CARGO_BIN_EXE_callkeeper");
@@ -149,16 +149,31 @@ async fn the_crm_in_a_browser() {
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let base = format!("http://{addr}");
 
-    // A customer writes on WhatsApp.
+    // A customer writes on WhatsApp, with a picture, which the reply worker keeps.
     let (config, _) = local_config::resolve(dir.path(), addr).unwrap();
+    let message_sid = format!("SM{}", "cd".repeat(16));
+    let picture = format!("/2010-04-01/Accounts/{}/Messages/{message_sid}/Media/ME1", config.twilio_account_sid);
+    // A 1×1 PNG.
+    let png = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==",
+    )
+    .unwrap();
+    Mock::given(method("GET"))
+        .and(path(picture.clone()))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(png, "image/png"))
+        .mount(&twilio)
+        .await;
     let form: Vec<(String, String)> = [
-        ("MessageSid", format!("SM{}", "cd".repeat(16))),
+        ("MessageSid", message_sid.clone()),
         ("AccountSid", config.twilio_account_sid.to_string()),
         ("From", "whatsapp:+972501234567".into()),
         ("To", "whatsapp:+97231234567".into()),
         ("Body", "שלום, אפשר לקבוע פגישה?".into()),
         ("ProfileName", "Dana".into()),
-        ("NumMedia", "0".into()),
+        ("NumMedia", "1".into()),
+        ("MediaUrl0", format!("{}{picture}", twilio.uri())),
+        ("MediaContentType0", "image/png".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -223,6 +238,27 @@ async fn the_crm_in_a_browser() {
     c.goto(&format!("{base}/crm/whatsapp")).await.unwrap();
     c.wait().for_element(Locator::Css("#threads a")).await.unwrap().click().await.unwrap();
     assert!(text_of(&c, "#chat").await.contains("אפשר לקבוע פגישה"));
+    // The picture shows, from the blob store (serve's reply worker kept it within a second).
+    let thread = c.current_url().await.unwrap();
+    let mut shown = serde_json::Value::Null;
+    for _ in 0..50 {
+        shown = c
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 const img = document.querySelector('img.media');
+                 if (!img) { done(null); return; }
+                 if (img.complete) { done(img.naturalWidth); } else { img.onload = () => done(img.naturalWidth); img.onerror = () => done(-1); }",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if shown != serde_json::Value::Null {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        c.goto(thread.as_str()).await.unwrap();
+    }
+    assert_eq!(shown, 1, "the 1×1 picture loaded");
     c.find(Locator::Css("#body")).await.unwrap().send_keys("בטח, מחר בעשר?").await.unwrap();
     c.find(Locator::Css("#send")).await.unwrap().click().await.unwrap();
     text_of(&c, "#sent").await;

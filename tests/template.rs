@@ -113,7 +113,9 @@ fn the_queues_are_what_the_workers_expect() {
     let margin = callkeeper_functions::queue_worker::MARGIN.as_secs();
     let twilio = callkeeper_core::twilio_rest::RetryPolicy::default().total.as_secs();
     assert!(callkeeper_core::openai::TRANSCRIBE_TIMEOUT.as_secs() + twilio + margin <= transcribe_timeout);
-    assert!(callkeeper_core::openai::CHAT_TIMEOUT.as_secs() + twilio + margin <= reply_timeout);
+    // A reply to a voice note: its download, its transcription, the answer, the send.
+    let voice_note = callkeeper_core::twilio_rest::DOWNLOAD_TIMEOUT + callkeeper_core::openai::TRANSCRIBE_TIMEOUT;
+    assert!(voice_note.as_secs() + callkeeper_core::openai::CHAT_TIMEOUT.as_secs() + twilio + margin <= reply_timeout);
     assert!(callkeeper_core::event_delivery::TIMEOUT.as_secs() + margin <= deliver_timeout);
     // A worker that dies frees its job's claim long before the job is seen again.
     let lease = callkeeper_core::config::SETTINGS.iter().find(|s| s.0 == "JOB_LEASE_SECS").unwrap().1.parse::<u64>().unwrap();

@@ -47,7 +47,7 @@ async fn twilio_sends(expected_body: &str) -> (MockServer, String) {
 }
 
 fn replier(app: &TestApp) -> Replier {
-    Replier::new(app.stores.calls.clone(), TwilioRest::from_config(&app.config), app.config.clone())
+    Replier::new(app.stores.calls.clone(), app.stores.blobs.clone(), TwilioRest::from_config(&app.config), app.config.clone())
 }
 
 async fn outbound(app: &TestApp) -> Vec<callkeeper_core::message::Message> {
@@ -213,4 +213,88 @@ async fn a_reply_whose_answer_never_came_is_kept_unconfirmed_and_not_sent_again(
     assert_eq!(polled.done, 1);
     let replies = outbound(&app).await;
     assert_eq!((replies.len(), replies[0].status.as_str(), replies[0].body.as_str()), (1, callkeeper_core::replies::UNCONFIRMED, "תודה!"));
+}
+
+/// An inbound message with these media (URL path on the fake Twilio, content type).
+fn with_media(message_sid: &str, twilio: &MockServer, media: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut form = inbound(message_sid, "");
+    form.retain(|(k, _)| k != "NumMedia");
+    form.push(("NumMedia".into(), media.len().to_string()));
+    for (i, (url, content_type)) in media.iter().enumerate() {
+        let url = if url.starts_with("http") { url.to_string() } else { format!("{}{url}", twilio.uri()) };
+        form.push((format!("MediaUrl{i}"), url));
+        form.push((format!("MediaContentType{i}"), content_type.to_string()));
+    }
+    form
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voice_note_is_kept_transcribed_and_answered_and_a_picture_kept() {
+    let answer = "בטח, מחר בעשר מתאים?";
+    let (twilio, _) = twilio_sends(answer).await;
+    let msid = random_sid("SM");
+    let media_path = |me: &str| format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{msid}/Media/{me}");
+    let voice = b"OggS\x00\x02voice note bytes".to_vec();
+    let picture = b"\xFF\xD8\xFF\xE0 a jpeg".to_vec();
+    for (me, bytes, content_type) in [("ME1", voice.clone(), "audio/ogg"), ("ME2", picture.clone(), "image/jpeg")] {
+        Mock::given(method("GET"))
+            .and(path(media_path(me)))
+            .respond_with(ResponseTemplate::new(200).set_body_raw(bytes, content_type))
+            .expect(1)
+            .mount(&twilio)
+            .await;
+    }
+    let openai = MockServer::start().await;
+    let words = "אני רוצה לקבוע פגישה";
+    Mock::given(method("POST"))
+        .and(path("/v1/audio/transcriptions"))
+        .and(body_string_contains("filename=\"audio.ogg\""))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({ "text": words, "segments": [{ "start": 0.0, "end": 1.8, "text": words }] })),
+        )
+        .expect(1)
+        .mount(&openai)
+        .await;
+    let completion = serde_json::json!({ "choices": [{ "message": { "role": "assistant", "content": answer } }] });
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(body_string_contains(format!("(voice note) {words}")))
+        .and(body_string_contains("(sent a picture)"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion))
+        .expect(1)
+        .mount(&openai)
+        .await;
+    let openai_base = format!("{}/v1", openai.uri());
+    let app = spawn_app_with(&[("TWILIO_API_BASE", &twilio.uri()), ("OPENAI_API_KEY", "sk-test"), ("OPENAI_BASE_URL", &openai_base)]).await;
+    let form = with_media(&msid, &twilio, &[(&media_path("ME1"), "audio/ogg"), (&media_path("ME2"), "image/jpeg")]);
+    twiml_of(app.post("/webhook/whatsapp/inbound", &form).await).await;
+
+    let polled = poll_once(app.stores.queue.as_ref(), &replier(&app)).await.unwrap();
+    assert_eq!((polled.received, polled.done), (1, 1));
+    let message = app.stores.calls.get_message(&MessageSid::parse(&msid).unwrap()).await.unwrap().unwrap();
+    assert_eq!(message.media[0].transcript.as_deref(), Some(words));
+    assert_eq!(message.media[1].transcript, None);
+    for (m, bytes) in message.media.iter().zip([voice, picture]) {
+        let key = m.blob_key.as_deref().expect("kept");
+        assert!(key.starts_with("media/") && key.contains(&msid), "{key}");
+        assert_eq!(app.stores.blobs.get(key).await.unwrap(), Some(bytes));
+    }
+    assert_eq!(outbound(&app).await[0].body, answer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_that_is_not_the_accounts_is_never_fetched_and_the_message_still_answered() {
+    let (twilio, _) = twilio_sends("תודה! נחזור אליך.").await;
+    let app = spawn_app_with(&[("TWILIO_API_BASE", &twilio.uri()), ("REPLY_FIXED_TEXT", "תודה! נחזור אליך.")]).await;
+    let msid = random_sid("SM");
+    let elsewhere = format!("{}/2010-04-01/Accounts/AC{}/Messages/{msid}/Media/ME1", twilio.uri(), "9".repeat(32));
+    let form = with_media(&msid, &twilio, &[(&elsewhere, "image/jpeg"), ("http://169.254.169.254/latest/meta-data/iam", "image/jpeg")]);
+    twiml_of(app.post("/webhook/whatsapp/inbound", &form).await).await;
+    let polled = poll_once(app.stores.queue.as_ref(), &replier(&app)).await.unwrap();
+    assert_eq!((polled.received, polled.done), (1, 1));
+    let fetched: Vec<_> = twilio.received_requests().await.unwrap().into_iter().filter(|r| r.method.as_str() == "GET").collect();
+    assert!(fetched.is_empty(), "another account's media is not fetched with ours: {fetched:?}");
+    let message = app.stores.calls.get_message(&MessageSid::parse(&msid).unwrap()).await.unwrap().unwrap();
+    assert!(message.media.iter().all(|m| m.blob_key.is_none()), "kept as a URL only");
 }

@@ -245,6 +245,10 @@ impl CallStore for Notifying {
         self.inner.mark_reply_enqueued(message_sid, at).await
     }
 
+    async fn keep_media(&self, message_sid: &MessageSid, media: &[crate::message::Media], at: Millis) -> StoreResult<bool> {
+        self.inner.keep_media(message_sid, media, at).await
+    }
+
     async fn update_message_status(&self, update: &MessageStatusUpdate) -> StoreResult<StatusApplied> {
         self.inner.update_message_status(update).await
     }

@@ -29,10 +29,53 @@ impl MessageDirection {
     }
 }
 
+/// A picture, voice note or file sent with a message: Twilio's URL, and once the reply worker
+/// has it, where it is kept and (a voice note) what it said.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Media {
     pub url: String,
     pub content_type: Option<String>,
+    /// Where the bytes are kept in the blob store (`media/…`), once fetched from Twilio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob_key: Option<String>,
+    /// A voice note's words, by the calls' transcription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript: Option<String>,
+}
+
+impl Media {
+    pub fn new(url: &str, content_type: Option<&str>) -> Media {
+        Media { url: url.to_string(), content_type: content_type.map(str::to_string), blob_key: None, transcript: None }
+    }
+
+    pub fn is_audio(&self) -> bool {
+        self.content_type.as_deref().is_some_and(|t| t.starts_with("audio/"))
+    }
+
+    pub fn is_image(&self) -> bool {
+        self.content_type.as_deref().is_some_and(|t| t.starts_with("image/"))
+    }
+
+    /// A file name extension for the content type (what the transcription API reads the format
+    /// by); `bin` for anything else.
+    pub fn extension(&self) -> &'static str {
+        let essence = self.content_type.as_deref().unwrap_or("").split(';').next().unwrap_or("").trim();
+        match essence {
+            "audio/ogg" | "audio/opus" => "ogg",
+            "audio/mpeg" | "audio/mp3" => "mp3",
+            "audio/mp4" | "audio/m4a" | "audio/x-m4a" | "audio/aac" => "m4a",
+            "audio/wav" | "audio/x-wav" | "audio/wave" => "wav",
+            "audio/webm" => "webm",
+            "audio/amr" => "amr",
+            "image/jpeg" => "jpg",
+            "image/png" => "png",
+            "image/webp" => "webp",
+            "image/gif" => "gif",
+            "video/mp4" => "mp4",
+            "application/pdf" => "pdf",
+            _ => "bin",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

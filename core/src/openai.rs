@@ -52,7 +52,19 @@ impl OpenAi {
 
     /// One channel (a WAV file) to lines with timestamps, all spoken by `speaker`.
     pub async fn transcribe(&self, wav: Vec<u8>, language: &str, speaker: Speaker) -> Result<Vec<Line>, OpenAiError> {
-        let file = reqwest::multipart::Part::bytes(wav).file_name("audio.wav").mime_str("audio/wav").expect("a valid MIME type");
+        self.transcribe_file(wav, "wav", language, speaker).await
+    }
+
+    /// Audio in a format the API reads by its extension (`ogg`, `mp3`, `m4a`, `wav`, `webm`):
+    /// a WhatsApp voice note is Ogg Opus.
+    pub async fn transcribe_file(
+        &self,
+        audio: Vec<u8>,
+        extension: &str,
+        language: &str,
+        speaker: Speaker,
+    ) -> Result<Vec<Line>, OpenAiError> {
+        let file = reqwest::multipart::Part::bytes(audio).file_name(format!("audio.{extension}"));
         let form = reqwest::multipart::Form::new()
             .part("file", file)
             .text("model", self.settings.transcribe_model.clone())

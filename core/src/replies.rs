@@ -3,16 +3,22 @@
 //! fixed text when there is no OpenAI key. WhatsApp allows a free-form answer only within 24
 //! hours of the customer's last message; outside it the worker records that a template is
 //! needed instead of sending.
+//!
+//! Before answering, the worker keeps the message's media (pictures, voice notes) in the blob
+//! store and transcribes its voice notes with the calls' transcription, so the answer is to what
+//! the customer said, and the CRM shows and plays them.
 
 use crate::config::Config;
 use crate::ids::{random_sid, MessageSid};
 use crate::job::Job;
 use crate::job_claim;
+use crate::message::Media;
 use crate::message::{Message, MessageDirection, TimelineItem};
 use crate::openai::OpenAi;
-use crate::store::CallStore;
+use crate::store::{BlobStore, CallStore};
 use crate::time::{now_ms, Millis};
 use crate::transcript::JobClaim;
+use crate::transcript::Speaker;
 use crate::transcription::JobError;
 use crate::twilio_rest::{OutboundMessage, TwilioRest};
 use std::sync::Arc;
@@ -59,14 +65,43 @@ impl Replied {
 #[derive(Clone)]
 pub struct Replier {
     calls: Arc<dyn CallStore>,
+    blobs: Arc<dyn BlobStore>,
     twilio: TwilioRest,
     openai: Option<OpenAi>,
     config: Arc<Config>,
 }
 
 impl Replier {
-    pub fn new(calls: Arc<dyn CallStore>, twilio: TwilioRest, config: Arc<Config>) -> Replier {
-        Replier { calls, twilio, openai: config.openai.clone().map(OpenAi::new), config }
+    pub fn new(calls: Arc<dyn CallStore>, blobs: Arc<dyn BlobStore>, twilio: TwilioRest, config: Arc<Config>) -> Replier {
+        Replier { calls, blobs, twilio, openai: config.openai.clone().map(OpenAi::new), config }
+    }
+
+    /// Keeps each of the message's media in the blob store and transcribes its voice notes, once:
+    /// what a failed attempt already kept is not fetched again by the retry.
+    async fn keep_media(&self, inbound: Message) -> Result<Message, JobError> {
+        if inbound.media.iter().all(|m| m.blob_key.is_some()) {
+            return Ok(inbound);
+        }
+        let mut media = inbound.media.clone();
+        for (i, m) in media.iter_mut().enumerate().filter(|(_, m)| m.blob_key.is_none()) {
+            if !self.twilio.is_account_media(&m.url) {
+                // Twilio's webhook is signed, but its URL is still not fetched with our
+                // credentials unless it is this account's: the message is answered without it.
+                tracing::warn!(message_sid = %inbound.message_sid, url = %m.url, "media outside this account's API; not fetched");
+                continue;
+            }
+            let bytes = self.twilio.fetch_media(&m.url).await?;
+            let key = media_key(&inbound, i, m);
+            let content_type = m.content_type.clone().unwrap_or_else(|| "application/octet-stream".into());
+            self.blobs.put(&key, bytes::Bytes::from(bytes.clone()), &content_type).await?;
+            if let (Some(openai), true) = (&self.openai, m.is_audio() && TRANSCRIBABLE.contains(&m.extension())) {
+                let lines = openai.transcribe_file(bytes, m.extension(), &self.config.transcription.language, Speaker::Caller).await?;
+                m.transcript = Some(lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>().join(" "));
+            }
+            m.blob_key = Some(key);
+        }
+        self.calls.keep_media(&inbound.message_sid, &media, now_ms()).await?;
+        Ok(Message { media, ..inbound })
     }
 
     /// A failed reply's first backoff: `JOB_RETRY_BASE_SECS`, as for every job.
@@ -110,7 +145,7 @@ impl Replier {
         let history: Vec<(&str, String)> = timeline
             .iter()
             .map(|item| match item {
-                TimelineItem::Message(m) if m.direction == MessageDirection::Inbound => ("user", m.body.clone()),
+                TimelineItem::Message(m) if m.direction == MessageDirection::Inbound => ("user", said(m)),
                 TimelineItem::Message(m) => ("assistant", m.body.clone()),
                 TimelineItem::Call(c) => (
                     "system",
@@ -129,6 +164,7 @@ impl Replier {
     async fn reply(&self, message_sid: &MessageSid) -> Result<Replied, JobError> {
         let inbound =
             self.calls.get_message(message_sid).await?.ok_or_else(|| JobError::BadJob(format!("no message {message_sid} to answer")))?;
+        let inbound = self.keep_media(inbound).await?;
         let text = self.compose(&inbound).await?;
         let now = now_ms();
         // The customer's address is the inbound sender; ours is where they wrote.
@@ -186,4 +222,30 @@ impl Replier {
         self.calls.put_message(&outbound).await?;
         Ok(Replied::Sent { message_sid: sent.sid })
     }
+}
+
+/// Audio the transcription reads (by extension); WhatsApp's voice notes are Ogg Opus.
+const TRANSCRIBABLE: [&str; 5] = ["ogg", "mp3", "m4a", "wav", "webm"];
+
+/// Where a message's media is kept: by date, then message, by its place in the message.
+fn media_key(message: &Message, index: usize, media: &Media) -> String {
+    let date = &crate::time::format_ms(message.created_at)[..10];
+    format!("media/{}/{}/{index}.{}", date.replace('-', "/"), message.message_sid, media.extension())
+}
+
+/// What the customer said, for the LLM: the text, each voice note's words, and what else came.
+fn said(message: &Message) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if !message.body.trim().is_empty() {
+        parts.push(message.body.clone());
+    }
+    for m in &message.media {
+        match &m.transcript {
+            Some(words) => parts.push(format!("(voice note) {words}")),
+            None if m.is_image() => parts.push("(sent a picture)".into()),
+            None if m.is_audio() => parts.push("(sent a voice note)".into()),
+            None => parts.push("(sent a file)".into()),
+        }
+    }
+    parts.join("\n")
 }

@@ -347,6 +347,21 @@ impl TwilioRest {
         self.send_bytes_within(reqwest::Method::GET, &url, None, true, DOWNLOAD_TIMEOUT).await
     }
 
+    /// A message's media (a picture, a voice note), by the `MediaUrl` Twilio's webhook gave. Only
+    /// this account's media is fetched with its credentials: any other URL is refused, so a
+    /// forged or odd URL can neither leak the auth token nor reach inside our network.
+    pub async fn fetch_media(&self, url: &str) -> Result<Vec<u8>, RestError> {
+        if !self.is_account_media(url) {
+            return Err(RestError::Unexpected(format!("media URL {url:?} is not this account's")));
+        }
+        self.send_bytes_within(reqwest::Method::GET, url, None, true, DOWNLOAD_TIMEOUT).await
+    }
+
+    /// Whether `url` is a message's media under this account on Twilio's API.
+    pub fn is_account_media(&self, url: &str) -> bool {
+        url.starts_with(&self.account_url("/Messages/")) && !url.contains("..") && !url.contains('@')
+    }
+
     /// Deletes a recording from Twilio (once it is kept elsewhere). A recording already gone is fine.
     pub async fn delete_recording(&self, recording_sid: &crate::ids::RecordingSid) -> Result<(), RestError> {
         let url = self.account_url(&format!("/Recordings/{recording_sid}.json"));

@@ -93,7 +93,7 @@ pub async fn run_worker(worker: Worker) -> Result<(), lambda_runtime::Error> {
     let twilio = TwilioRest::from_config(&config);
     let handler: Arc<dyn JobHandler> = match worker {
         Worker::Transcribe => Arc::new(Transcriber::new(stores.calls.clone(), stores.blobs.clone(), twilio, config.clone())),
-        Worker::Reply => Arc::new(Replier::new(stores.calls.clone(), twilio, config.clone())),
+        Worker::Reply => Arc::new(Replier::new(stores.calls.clone(), stores.blobs.clone(), twilio, config.clone())),
         Worker::DeliverEvents => match callkeeper_core::event_delivery::Deliverer::new(stores.calls.clone(), config.clone()) {
             Some(deliverer) => Arc::new(deliverer),
             None => return Err("the deliver_events function needs EVENTS_WEBHOOK_URL".into()),

@@ -26,7 +26,7 @@ fn media(form: &Form) -> Result<Vec<Media>, WebhookError> {
     (0..count)
         .map(|i| {
             let url = form.get(&format!("MediaUrl{i}")).ok_or_else(|| WebhookError::BadRequest(format!("missing field MediaUrl{i}")))?;
-            Ok(Media { url: url.to_string(), content_type: form.get(&format!("MediaContentType{i}")).map(str::to_string) })
+            Ok(Media::new(url, form.get(&format!("MediaContentType{i}"))))
         })
         .collect()
 }

@@ -441,7 +441,7 @@ fn inbound_message(contact: &E164, at: i64) -> Message {
         from: format!("whatsapp:{contact}"),
         to: "whatsapp:+14155238886".into(),
         body: "שלום, אני מחפש דירה".into(),
-        media: vec![Media { url: "https://api.twilio.com/media/ME1".into(), content_type: Some("image/jpeg".into()) }],
+        media: vec![Media::new("https://api.twilio.com/media/ME1", Some("image/jpeg"))],
         profile_name: Some("Dana".into()),
         status: "received".into(),
         error_code: None,
@@ -466,6 +466,13 @@ pub async fn messages_are_idempotent_and_on_the_timeline(s: &Stores) {
     assert!(!again.created);
     assert_eq!(again.message.body, first.body, "a retry changes nothing");
     s.calls.mark_reply_enqueued(&first.message_sid, 5).await.unwrap();
+    let mut kept = first.media.clone();
+    kept[0].blob_key = Some("media/2026/12/01/SM1/0.jpg".into());
+    kept[0].transcript = Some("שלום".into());
+    assert!(s.calls.keep_media(&first.message_sid, &kept, 6).await.unwrap());
+    assert_eq!(s.calls.get_message(&first.message_sid).await.unwrap().unwrap().media, kept);
+    let unknown = MessageSid::parse(&random_sid("SM")).unwrap();
+    assert!(!s.calls.keep_media(&unknown, &kept, 6).await.unwrap(), "no such message");
     assert_eq!(s.calls.get_message(&first.message_sid).await.unwrap().unwrap().reply_enqueued_at, Some(5));
     let second = inbound_message(&contact, 3_000);
     s.calls.put_message(&second).await.unwrap();

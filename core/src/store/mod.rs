@@ -144,6 +144,9 @@ pub trait CallStore: Send + Sync {
     /// Inserts a message unless one with its sid exists; records its contact.
     async fn put_message(&self, message: &Message) -> StoreResult<MessageWrite>;
     async fn mark_reply_enqueued(&self, message_sid: &MessageSid, at: Millis) -> StoreResult<()>;
+    /// Replaces the message's media (where each is kept, a voice note's words); `false` when
+    /// there is no such message.
+    async fn keep_media(&self, message_sid: &MessageSid, media: &[crate::message::Media], at: Millis) -> StoreResult<bool>;
     async fn update_message_status(&self, update: &MessageStatusUpdate) -> StoreResult<StatusApplied>;
     async fn get_message(&self, message_sid: &MessageSid) -> StoreResult<Option<Message>>;
     /// Every contact's messages together, newest first, starting just after `before` when given.

@@ -27,8 +27,8 @@ use callkeeper_core::twilio_rest::TwilioRest;
 use std::sync::Arc;
 
 pub const BASE: &str = "/crm";
-/// Where a recording's signed link points on the embedded store.
-pub const BLOB_PATH: &str = "/crm/audio";
+/// Where a recording's or a message's media's signed link points on the embedded store.
+pub const BLOB_PATH: &str = "/crm/blob";
 
 #[derive(Clone)]
 pub struct CrmState {
@@ -72,6 +72,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/crm/leads.csv", get(pages::leads_csv))
         .route("/crm/whatsapp", get(whatsapp::threads))
         .route("/crm/whatsapp/{phone}", get(whatsapp::thread).post(whatsapp::reply))
+        .route("/crm/whatsapp/{phone}/media/{message_sid}/{index}", get(whatsapp::media))
         .route("/crm/operations", get(pages::operations))
         .route("/crm/operations/redrive", post(pages::redrive))
         .with_state(state)

@@ -332,8 +332,8 @@ pub struct BlobLink {
     sig: String,
 }
 
-/// A blob by its signed link (the embedded store's presigned URL): WAV, with byte ranges so
-/// the player can seek.
+/// A blob by its signed link (the embedded store's presigned URL), typed by its extension, with
+/// byte ranges so the player can seek.
 pub async fn audio(State(state): State<CrmState>, headers: HeaderMap, Query(link): Query<BlobLink>) -> Result<Response, CrmError> {
     if !state.keys.blob_link_ok(&link.key, link.expires, &link.sig, now_ms()) {
         return Err(CrmError::Forbidden);
@@ -345,13 +345,32 @@ pub async fn audio(State(state): State<CrmState>, headers: HeaderMap, Query(link
         Some((start, end)) => (StatusCode::PARTIAL_CONTENT, bytes[start..=end].to_vec(), Some(format!("bytes {start}-{end}/{total}"))),
         None => (StatusCode::OK, bytes, None),
     };
-    let mut response = (status, [(header::CONTENT_TYPE, "audio/wav"), (header::ACCEPT_RANGES, "bytes")], body).into_response();
+    let mut response = (status, [(header::CONTENT_TYPE, content_type(&link.key)), (header::ACCEPT_RANGES, "bytes")], body).into_response();
     super::render::secure_headers(response.headers_mut());
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=300"));
     if let Some(value) = content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
         response.headers_mut().insert(header::CONTENT_RANGE, value);
     }
     Ok(response)
+}
+
+/// What the store keeps, by extension: recordings, and the pictures and voice notes of messages.
+fn content_type(key: &str) -> &'static str {
+    match key.rsplit('.').next().unwrap_or("") {
+        "wav" => "audio/wav",
+        "ogg" => "audio/ogg",
+        "mp3" => "audio/mpeg",
+        "m4a" => "audio/mp4",
+        "webm" => "audio/webm",
+        "amr" => "audio/amr",
+        "jpg" => "image/jpeg",
+        "png" => "image/png",
+        "webp" => "image/webp",
+        "gif" => "image/gif",
+        "mp4" => "video/mp4",
+        "pdf" => "application/pdf",
+        _ => "application/octet-stream",
+    }
 }
 
 /// One `bytes=a-b`, `bytes=a-` or `bytes=-n` range within `total`, inclusive; anything else

@@ -101,6 +101,7 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("send_failed", "השליחה נכשלה", "Sending failed"),
     ("empty_reply", "אין מה לשלוח", "Nothing to send"),
     ("media", "מדיה", "Media"),
+    ("voice_note", "הודעה קולית", "Voice note"),
     ("no_live_calls", "אין שיחות על הקו", "No calls on the line"),
     ("since", "מאז", "Since"),
     ("last_media", "מדיה אחרונה", "Last media"),
@@ -183,7 +184,7 @@ pub fn secure_headers(headers: &mut axum::http::HeaderMap) {
     set(headers, "x-content-type-options", "nosniff");
     set(headers, "referrer-policy", "no-referrer");
     set(headers, "x-frame-options", "DENY");
-    // Recordings play from S3's presigned URLs in AWS: media from any https origin.
+    // Recordings and WhatsApp media come from S3's presigned URLs in AWS: any https origin.
     set(
         headers,
         "content-security-policy",

@@ -192,7 +192,7 @@ mod tests {
         assert!(!keys.csrf_ok(&b, &keys.csrf_token(&a)), "another session's token");
         assert!(!keys.csrf_ok(&a, ""));
         let link = keys.blob_link("recordings/a/RE1.wav", 10_000);
-        assert!(link.starts_with("/crm/audio?key=recordings%2Fa%2FRE1.wav&expires=10000&sig="), "{link}");
+        assert!(link.starts_with("/crm/blob?key=recordings%2Fa%2FRE1.wav&expires=10000&sig="), "{link}");
         let sig = link.rsplit("sig=").next().unwrap();
         assert!(keys.blob_link_ok("recordings/a/RE1.wav", 10_000, sig, 9_000));
         assert!(!keys.blob_link_ok("recordings/a/RE1.wav", 10_000, sig, 10_000), "expired");

@@ -26,11 +26,40 @@ const SCAN: usize = 1_000;
 const SEND_MARK: Duration = Duration::from_secs(24 * 3600);
 
 fn message_row(m: &Message) -> Value {
+    let path = urlencode(m.contact.as_str());
+    let media: Vec<Value> = m
+        .media
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let src = x.blob_key.as_ref().map(|_| format!("/crm/whatsapp/{path}/media/{}/{i}", m.message_sid));
+            json!({ "content_type": x.content_type, "image": x.is_image(), "audio": x.is_audio(), "src": src, "transcript": x.transcript })
+        })
+        .collect();
     json!({
         "at": m.created_at, "time": format_ms(m.created_at), "direction": m.direction.as_str(), "channel": m.channel.as_str(),
-        "status": m.status, "error_code": m.error_code, "body": m.body,
-        "media": m.media.iter().map(|x| json!({ "url": x.url, "content_type": x.content_type })).collect::<Vec<_>>(),
+        "status": m.status, "error_code": m.error_code, "body": m.body, "media": media,
     })
+}
+
+/// A message's picture or voice note, for the thread's page: a redirect to a link that works
+/// for a few minutes (S3's presigned URL in AWS, our own signed route on the embedded store).
+pub async fn media(
+    State(state): State<CrmState>,
+    _viewer: Viewer,
+    Path((phone, message_sid, index)): Path<(String, String, usize)>,
+) -> Result<Response, CrmError> {
+    let sid = MessageSid::parse(&message_sid).map_err(|_| CrmError::NotFound)?;
+    let message = state.app.stores.calls.get_message(&sid).await?.ok_or(CrmError::NotFound)?;
+    if message.contact.as_str() != phone {
+        return Err(CrmError::NotFound);
+    }
+    let key = message.media.get(index).and_then(|m| m.blob_key.clone()).ok_or(CrmError::NotFound)?;
+    let link = match state.app.stores.blobs.presigned_url(&key, super::session::LINK_LIFETIME).await? {
+        Some(url) => url,
+        None => state.keys.blob_link(&key, now_ms() + super::session::LINK_LIFETIME.as_millis() as i64),
+    };
+    Ok(Redirect::to(&link).into_response())
 }
 
 pub async fn threads(State(state): State<CrmState>, viewer: Viewer) -> Result<Response, CrmError> {

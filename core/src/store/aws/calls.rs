@@ -783,6 +783,18 @@ impl CallStore for DynamoStore {
         }
     }
 
+    async fn keep_media(&self, message_sid: &MessageSid, media: &[crate::message::Media], at: Millis) -> StoreResult<bool> {
+        let value = serde_dynamo::to_attribute_value(media).map_err(|e| StoreError::Invalid(format!("media: {e}")))?;
+        let mut update = Update::default();
+        update.set("media", value).set("updated_at", n(at));
+        let builder = self.client.update_item().table_name(&self.table).set_key(Some(key(format!("MSG#{message_sid}"), "MSG")));
+        match update.apply(builder, Some("attribute_exists(#pk)".into())).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+
     async fn update_message_status(&self, u: &MessageStatusUpdate) -> StoreResult<StatusApplied> {
         // Optimistic: read the status, write conditionally on it; a lost race is read again.
         for _ in 0..5 {

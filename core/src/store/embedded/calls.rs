@@ -544,6 +544,16 @@ impl CallStore for EmbeddedStore {
         .await
     }
 
+    async fn keep_media(&self, message_sid: &MessageSid, media: &[crate::message::Media], at: Millis) -> StoreResult<bool> {
+        let (sid, media) = (message_sid.clone(), MediaList(media.to_vec()));
+        self.with_conn(move |conn| {
+            let changed =
+                conn.execute("UPDATE messages SET media = ?1, updated_at = ?2 WHERE message_sid = ?3", params![media, at, sid])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
     async fn update_message_status(&self, update: &MessageStatusUpdate) -> StoreResult<StatusApplied> {
         let u = update.clone();
         self.with_conn(move |conn| {
