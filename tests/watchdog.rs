@@ -185,6 +185,38 @@ async fn two_watchdogs_at_once_make_one_redirect_per_call() {
     assert_eq!(asked, sids, "each call redirected exactly once");
 }
 
+/// Twilio takes 3 s to answer each redirect: the other watchdog's passes see the calls still
+/// pending meanwhile, and must leave them to the attempt in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_redirect_in_flight_is_not_made_again_by_the_other_watchdog() {
+    let (app, twilio) = app_and_twilio().await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"^/2010-04-01/Accounts/AC[0-9a-f]{32}/Calls/CA[0-9a-f]{32}\.json$"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({ "sid": "CA", "status": "in-progress" }))
+                .set_delay(Duration::from_secs(3)),
+        )
+        .mount(&twilio)
+        .await;
+    let mut sids = Vec::new();
+    for _ in 0..4 {
+        let sid = new_call_sid();
+        app.answer(&sid).await;
+        sids.push(sid);
+    }
+    let _first = start_watchdog(&app);
+    let _second = start_watchdog(&app);
+    for sid in &sids {
+        watchdog_event(&app, &CallSid::parse(sid).unwrap(), "watchdog_redirected", Duration::from_secs(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut asked = redirects(&twilio).await;
+    asked.sort();
+    sids.sort();
+    assert_eq!(asked, sids, "each call redirected exactly once");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twilio_answering_500_then_200_is_retried() {
     let (app, twilio) = app_and_twilio().await;

@@ -15,6 +15,7 @@ use crate::fallback::{self, Claim, ClaimedBy};
 use crate::ids::CallSid;
 use crate::store::{CallStore, StoreResult};
 use crate::time::{now_ms, Millis};
+use crate::transcript::JobClaim;
 use crate::twilio_rest::{CallUpdate, TwilioRest, Updated};
 use serde_json::json;
 use std::sync::Arc;
@@ -26,6 +27,13 @@ const CONCURRENT_REDIRECTS: usize = 16;
 /// After claiming a call whose heartbeats stopped, how long the watchdog gives writes that were
 /// stuck behind the same store trouble (the relay's end of the stream) before it looks again.
 const AFTER_CLAIM: Duration = Duration::from_millis(500);
+/// One redirect attempt at a time per call, across watchdogs: the attempt holds a claim this
+/// long at most (Twilio's retries inside one request take 10 s at most, plus `AFTER_CLAIM`), so a
+/// watchdog that dies mid-attempt leaves the call to the next pass after it.
+const REDIRECT_ATTEMPT: Duration = Duration::from_secs(30);
+/// A pending redirect is retried by other passes only this long after its call was claimed:
+/// the claimant goes first (and looks whether the stream has ended, `AFTER_CLAIM`).
+const RETRY_AFTER: Duration = Duration::from_secs(2);
 /// A call `ringing` this long can no longer be: Twilio rings an outbound call for at most 600 s
 /// (`Timeout`), so its final status callback was lost. Twilio is asked, and the call closed out.
 pub const RINGING_AT_MOST: Duration = Duration::from_secs(11 * 60);
@@ -180,7 +188,8 @@ impl Watchdog {
                 continue;
             }
             let stale = if call.redirect_pending {
-                Some(Stale { reason: "redirect_retry", since: call.status_at })
+                (now - call.status_at >= RETRY_AFTER.as_millis() as Millis)
+                    .then_some(Stale { reason: "redirect_retry", since: call.status_at })
             } else {
                 staleness(&call, now, &self.config.timeouts)
             };
@@ -216,7 +225,19 @@ impl Watchdog {
                     return Ok(report);
                 }
             }
+        }
+        // Another watchdog (or this one's next pass) sees the call pending while this attempt
+        // runs: only the holder of the attempt's claim redirects, so the caller hears the
+        // fallback once.
+        let attempt = format!("redirect:{sid}");
+        report.store_writes += 1;
+        if self.calls.claim_job(&attempt, now_ms(), REDIRECT_ATTEMPT).await? != JobClaim::Claimed {
+            report.already_handled = 1;
+            return Ok(report);
+        }
+        if !call.redirect_pending {
             if stale.reason == "heartbeat_stale" && self.stream_is_over(sid, &mut report).await? {
+                self.calls.finish_job(&attempt, now_ms()).await?;
                 return Ok(report);
             }
             tracing::warn!(call_sid = %sid, reason = stale.reason, stale_ms = detected_at - stale.since, "watchdog: redirecting the call to the fallback");
@@ -234,6 +255,8 @@ impl Watchdog {
             "twilio_ms": answered_at - requested_at,
         });
         let done = CallPatch { redirect_pending: Some(false), ..Default::default() };
+        // A transient failure is retried by a later pass, which needs the attempt's claim back.
+        let retried = matches!(&outcome, Err(error) if error.is_transient());
         let (kind, detail) = match outcome {
             Ok(Updated::Done { status }) => {
                 self.calls.patch_call(sid, &done, answered_at).await?;
@@ -259,9 +282,14 @@ impl Watchdog {
                 ("watchdog_redirect_failed", json!({ "times": times, "error": error.to_string(), "retried_next_pass": transient }))
             }
         };
-        report.store_writes += 2;
+        report.store_writes += 3;
         let event = CallEvent { at: answered_at, kind: kind.into(), key: format!("{kind}:{requested_at}"), detail };
         self.calls.add_event(sid, &event).await?;
+        if retried {
+            self.calls.drop_job_claim(&attempt).await?;
+        } else {
+            self.calls.finish_job(&attempt, now_ms()).await?;
+        }
         Ok(report)
     }
 
