@@ -52,6 +52,20 @@ fn start_watchdog(app: &TestApp) -> oneshot::Sender<()> {
     stop
 }
 
+/// Two watchdogs at once over `sids`: each call is redirected (within `within`) exactly once.
+async fn two_watchdogs_redirect_each_once(app: &TestApp, twilio: &MockServer, mut sids: Vec<String>, within: Duration) {
+    let _first = start_watchdog(app);
+    let _second = start_watchdog(app);
+    for sid in &sids {
+        watchdog_event(app, &CallSid::parse(sid).unwrap(), "watchdog_redirected", within).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut asked = redirects(twilio).await;
+    asked.sort();
+    sids.sort();
+    assert_eq!(asked, sids, "each call redirected exactly once");
+}
+
 /// The redirects Twilio received, by call sid.
 async fn redirects(twilio: &MockServer) -> Vec<String> {
     let requests = twilio.received_requests().await.unwrap_or_default();
@@ -173,16 +187,7 @@ async fn two_watchdogs_at_once_make_one_redirect_per_call() {
         app.answer(&sid).await;
         sids.push(sid);
     }
-    let _first = start_watchdog(&app);
-    let _second = start_watchdog(&app);
-    for sid in &sids {
-        watchdog_event(&app, &CallSid::parse(sid).unwrap(), "watchdog_redirected", Duration::from_secs(4)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let mut asked = redirects(&twilio).await;
-    asked.sort();
-    sids.sort();
-    assert_eq!(asked, sids, "each call redirected exactly once");
+    two_watchdogs_redirect_each_once(&app, &twilio, sids, Duration::from_secs(4)).await;
 }
 
 /// Twilio takes 3 s to answer each redirect: the other watchdog's passes see the calls still
@@ -205,16 +210,7 @@ async fn a_slow_redirect_in_flight_is_not_made_again_by_the_other_watchdog() {
         app.answer(&sid).await;
         sids.push(sid);
     }
-    let _first = start_watchdog(&app);
-    let _second = start_watchdog(&app);
-    for sid in &sids {
-        watchdog_event(&app, &CallSid::parse(sid).unwrap(), "watchdog_redirected", Duration::from_secs(10)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let mut asked = redirects(&twilio).await;
-    asked.sort();
-    sids.sort();
-    assert_eq!(asked, sids, "each call redirected exactly once");
+    two_watchdogs_redirect_each_once(&app, &twilio, sids, Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

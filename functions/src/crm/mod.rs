@@ -40,6 +40,16 @@ pub struct CrmState {
 }
 
 impl CrmState {
+    /// A redirect to a link that works for a few minutes to the blob at `key` (a recording, a
+    /// message's media): S3's presigned URL in AWS, our own signed route on the embedded store.
+    pub async fn blob_redirect(&self, key: &str) -> Result<Response, CrmError> {
+        let link = match self.app.stores.blobs.presigned_url(key, session::LINK_LIFETIME).await? {
+            Some(url) => url,
+            None => self.keys.blob_link(key, now_ms() + session::LINK_LIFETIME.as_millis() as i64),
+        };
+        Ok(Redirect::to(&link).into_response())
+    }
+
     pub fn new(app: AppState) -> CrmState {
         CrmState {
             keys: session::Keys::derive(&app.config.stream_token_secret),

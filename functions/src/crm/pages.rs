@@ -1,7 +1,6 @@
 //! The pages that read: now, calls, a call, a contact, leads, operations; and the recording's
 //! audio, the CSV export and the redrive, which are the other things a page asks for.
 
-use super::session::LINK_LIFETIME;
 use super::{CrmError, CrmState, Viewer};
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -224,6 +223,13 @@ fn turn_row(t: &Turn) -> Value {
     })
 }
 
+/// A lead's fields that have a value, as (name, text) for the page.
+fn lead_fields(lead: Option<&Value>) -> Vec<(String, String)> {
+    lead.and_then(|l| l.as_object())
+        .map(|l| l.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), super::leads::cell(v))).collect())
+        .unwrap_or_default()
+}
+
 fn event_row(e: &CallEvent) -> Value {
     let detail = match &e.detail {
         Value::Null => String::new(),
@@ -274,11 +280,7 @@ pub async fn call(State(state): State<CrmState>, viewer: Viewer, Path(sid): Path
             json!({ "recording_sid": t.recording_sid.to_string(), "language": t.language, "note": t.note, "lines": lines, "summary": t.summary, "intent": t.intent })
         })
         .collect();
-    let lead: Vec<(String, String)> = lead
-        .as_ref()
-        .and_then(|l| l.as_object())
-        .map(|l| l.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), super::leads::cell(v))).collect())
-        .unwrap_or_default();
+    let lead = lead_fields(lead.as_ref());
     let figures = call.stream.as_ref().map(|f| {
         json!({
             "end": f.end.as_str(), "secs": format!("{:.1}", f.duration_ms() as f64 / 1000.0), "frames_in": f.frames_in, "gaps": f.gaps,
@@ -296,8 +298,7 @@ pub async fn call(State(state): State<CrmState>, viewer: Viewer, Path(sid): Path
 }
 
 /// The recording's audio, for the page's player: recorded as heard by this user, then a
-/// redirect to a link that works for a few minutes (S3's presigned URL in AWS, our own signed
-/// route on the embedded store).
+/// redirect to a short-lived link ([`CrmState::blob_redirect`]).
 pub async fn listen(
     State(state): State<CrmState>,
     viewer: Viewer,
@@ -318,11 +319,7 @@ pub async fn listen(
     };
     store.add_event(&sid, &event).await?;
     tracing::info!(user = viewer.name(), call_sid = %sid, %recording_sid, "recording played");
-    let link = match state.app.stores.blobs.presigned_url(&key, LINK_LIFETIME).await? {
-        Some(url) => url,
-        None => state.keys.blob_link(&key, at + LINK_LIFETIME.as_millis() as Millis),
-    };
-    Ok(Redirect::to(&link).into_response())
+    state.blob_redirect(&key).await
 }
 
 #[derive(Deserialize)]
@@ -421,12 +418,7 @@ pub async fn contact(State(state): State<CrmState>, viewer: Viewer, Path(phone):
             }),
         })
         .collect();
-    let lead: Vec<(String, String)> = contact
-        .lead
-        .as_ref()
-        .and_then(|l| l.as_object())
-        .map(|l| l.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), super::leads::cell(v))).collect())
-        .unwrap_or_default();
+    let lead = lead_fields(contact.lead.as_ref());
     let data = json!({
         "title": format!("{} {}", state.pages.word("contact"), contact.phone), "user": viewer.name(), "csrf": viewer.csrf, "nav": "calls",
         "phone": contact.phone.as_str(), "phone_path": urlencode(contact.phone.as_str()), "name": contact_name(&contact),

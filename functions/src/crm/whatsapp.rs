@@ -42,8 +42,7 @@ fn message_row(m: &Message) -> Value {
     })
 }
 
-/// A message's picture or voice note, for the thread's page: a redirect to a link that works
-/// for a few minutes (S3's presigned URL in AWS, our own signed route on the embedded store).
+/// A message's picture or voice note, for the thread's page (see [`CrmState::blob_redirect`]).
 pub async fn media(
     State(state): State<CrmState>,
     _viewer: Viewer,
@@ -55,11 +54,7 @@ pub async fn media(
         return Err(CrmError::NotFound);
     }
     let key = message.media.get(index).and_then(|m| m.blob_key.clone()).ok_or(CrmError::NotFound)?;
-    let link = match state.app.stores.blobs.presigned_url(&key, super::session::LINK_LIFETIME).await? {
-        Some(url) => url,
-        None => state.keys.blob_link(&key, now_ms() + super::session::LINK_LIFETIME.as_millis() as i64),
-    };
-    Ok(Redirect::to(&link).into_response())
+    state.blob_redirect(&key).await
 }
 
 pub async fn threads(State(state): State<CrmState>, viewer: Viewer) -> Result<Response, CrmError> {
