@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds and deploys callkeeper to the AWS account and region of your AWS CLI profile:
 #
-#   1. the functions, with cargo-lambda, into target/lambda/<bin>/bootstrap;
+#   1. the functions, with cargo-lambda: one binary, target/lambda/functions/bootstrap, that every
+#      function runs (each by the name its Handler gives);
 #   2. the relay's image (relay/Dockerfile), pushed to an ECR repository (created if missing);
 #   3. the stack (infra/template.yaml), with `sam deploy`, given that image.
 #

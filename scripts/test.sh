@@ -82,7 +82,7 @@ done
 export CALLKEEPER_TEST_AWS_ENDPOINT="http://127.0.0.1:$port"
 echo "   at $CALLKEEPER_TEST_AWS_ENDPOINT"
 
-echo "== the function binaries, for tests/lambda_events.rs to run under cargo-lambda's emulator"
+echo "== the functions' binary, for tests/lambda_events.rs to run under cargo-lambda's emulator"
 cargo build --locked --quiet -p callkeeper-functions --bins
 export CALLKEEPER_TEST_CARGO_LAMBDA="$VENV/bin/cargo-lambda"
 

@@ -1,4 +1,4 @@
-//! Every Lambda binary, run by cargo-lambda's runtime emulator (`cargo lambda watch`), on the
+//! Every Lambda function, run by cargo-lambda's runtime emulator (`cargo lambda watch`), on the
 //! sample events in `events/`: API Gateway's payload 2.0 with Twilio's form bodies base64
 //! encoded and signed for the URL API Gateway serves, SQS batches, the scheduler's tick. The
 //! functions start as deployed: the AWS store (on moto_server), the auth token read from an SSM
@@ -36,19 +36,21 @@ fn event(name: &str) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-/// `cargo lambda watch` and the function processes it starts, stopped together.
+/// `cargo lambda watch` and the function process it starts, stopped together: one per function,
+/// since every function is the one binary, `functions`, told which it is by `_HANDLER` as Lambda
+/// tells it (the emulator names a function by its binary).
 struct Emulator {
     child: Child,
     port: u16,
-    log: PathBuf,
 }
 
 impl Emulator {
-    fn start(env: &[(&str, String)], log: &Path) -> Emulator {
+    fn start(handler: &str, env: &[(&str, String)], log: &Path) -> Emulator {
         let cargo_lambda = std::env::var("CALLKEEPER_TEST_CARGO_LAMBDA")
             .expect("CALLKEEPER_TEST_CARGO_LAMBDA is not set: run the suite with ./scripts/test.sh, which installs cargo-lambda");
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let out = std::fs::File::create(log).unwrap();
+        // Every function's emulator appends to one log, in the order they printed.
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         let mut command = Command::new(cargo_lambda);
         // Cargo gives this test process its package's variables (CARGO_MANIFEST_DIR…); some build
         // scripts watch them, so the functions' `cargo run` would rebuild half the tree.
@@ -63,23 +65,48 @@ impl Emulator {
             .args(["--invoke-port", &port.to_string()])
             .current_dir(root())
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("_HANDLER", handler)
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .stdin(Stdio::null())
             .process_group(0)
             .spawn()
             .unwrap();
-        Emulator { child, port, log: log.to_path_buf() }
+        Emulator { child, port }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", "--", &format!("-{}", self.child.id())]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// The deployed functions under the emulator, each started at its first invocation.
+struct Functions {
+    env: Vec<(&'static str, String)>,
+    log: PathBuf,
+    running: std::sync::Mutex<std::collections::HashMap<String, Emulator>>,
+}
+
+impl Functions {
+    fn new(env: Vec<(&'static str, String)>, log: &Path) -> Functions {
+        Functions { env, log: log.to_path_buf(), running: Default::default() }
     }
 
-    /// What the emulator and the functions printed.
+    /// What the emulators and the functions printed.
     fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     async fn invoke(&self, function: &str, event: &Value) -> Value {
-        let url = format!("http://127.0.0.1:{}/2015-03-31/functions/{function}/invocations", self.port);
-        // The first invocation of each function may build it.
+        let port = {
+            let mut running = self.running.lock().unwrap();
+            running.entry(function.to_string()).or_insert_with(|| Emulator::start(function, &self.env, &self.log)).port
+        };
+        let url = format!("http://127.0.0.1:{port}/2015-03-31/functions/functions/invocations");
+        // The first invocation may build the binary.
         let client = reqwest::Client::builder().timeout(Duration::from_secs(600)).build().unwrap();
         for _ in 0..300 {
             match client.post(&url).json(event).send().await {
@@ -94,14 +121,7 @@ impl Emulator {
                 Err(e) => panic!("{function}: {e}\n{}", self.output()),
             }
         }
-        panic!("the emulator never listened on {}\n{}", self.port, self.output())
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", "--", &format!("-{}", self.child.id())]).status();
-        let _ = self.child.wait();
+        panic!("the emulator for {function} never listened on {port}\n{}", self.output())
     }
 }
 
@@ -129,7 +149,7 @@ fn emf(output: &str, metric: &str) -> Vec<Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_function_binary_answers_its_sample_event() {
+async fn every_function_answers_its_sample_event() {
     let sdk = require_moto().await;
     let endpoint = std::env::var("CALLKEEPER_TEST_AWS_ENDPOINT").unwrap();
     let suffix = callkeeper_core::ids::random_sid("ev")[2..14].to_lowercase();
@@ -185,7 +205,7 @@ async fn every_function_binary_answers_its_sample_event() {
     };
     store.put_recording(&seeded).await.unwrap();
 
-    let env: Vec<(&str, String)> = vec![
+    let env: Vec<(&'static str, String)> = vec![
         ("CALLKEEPER_STORE", "aws".into()),
         ("CALLKEEPER_TABLE", names.table.clone()),
         ("CALLKEEPER_BUCKET", names.bucket.clone()),
@@ -211,7 +231,7 @@ async fn every_function_binary_answers_its_sample_event() {
         ("RUST_LOG", "info".into()),
     ];
     let log = tempfile::NamedTempFile::new().unwrap();
-    let emulator = Emulator::start(&env, log.path());
+    let emulator = Functions::new(env, log.path());
 
     // Voice: answered with the stream, the stream's status kept, and with no relay ever
     // starting the stream, the Connect action serves the voicemail fallback.

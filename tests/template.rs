@@ -51,6 +51,22 @@ fn settings_set(template: &str) -> Vec<String> {
     names
 }
 
+/// The one binary serves each function by the name its `Handler` gives: every function the
+/// template deploys is one the binary knows, and every one it knows is deployed.
+#[test]
+fn every_function_is_one_the_binary_serves() {
+    use callkeeper_functions::lambda::Function;
+    let template = template();
+    let handlers: Vec<&str> = template.lines().filter_map(|l| l.trim().strip_prefix("Handler: ")).collect();
+    for handler in &handlers {
+        assert!(Function::from_name(handler).is_some(), "the template deploys {handler}, which the binary does not serve");
+    }
+    for function in Function::ALL {
+        assert_eq!(handlers.iter().filter(|h| **h == function.name()).count(), 1, "{} deployed once", function.name());
+    }
+    assert!(template.contains("CodeUri: ../target/lambda/functions/\n"), "the one artifact, for every function");
+}
+
 #[test]
 fn every_webhook_has_its_route() {
     let template = template();

@@ -1,19 +1,98 @@
-//! What every Lambda binary runs: started once (secrets, configuration, stores: see
-//! [`callkeeper_core::startup`]), then its handler served through the Lambda runtime API.
+//! What the Lambda binary runs: one binary for every function (it links the whole tree once, not
+//! once per function), which serves the function it is deployed as — the template's `Handler`,
+//! which Lambda gives the process as `_HANDLER`. Each is started once (secrets, configuration,
+//! stores: see [`callkeeper_core::startup`]), then served through the Lambda runtime API.
 
 use crate::app::{router, AppState, Route};
 use callkeeper_core::startup;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The functions the binary serves, by the names the template gives as their `Handler`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    IncomingCall,
+    StreamStatus,
+    StreamEnded,
+    RecordingDone,
+    WhatsappInbound,
+    WhatsappStatus,
+    Crm,
+    Watchdog,
+    Transcribe,
+    Reply,
+    DeliverEvents,
+}
+
+impl Function {
+    pub const ALL: [Function; 11] = [
+        Function::IncomingCall,
+        Function::StreamStatus,
+        Function::StreamEnded,
+        Function::RecordingDone,
+        Function::WhatsappInbound,
+        Function::WhatsappStatus,
+        Function::Crm,
+        Function::Watchdog,
+        Function::Transcribe,
+        Function::Reply,
+        Function::DeliverEvents,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::IncomingCall => "incoming_call",
+            Function::StreamStatus => "stream_status",
+            Function::StreamEnded => "stream_ended",
+            Function::RecordingDone => "recording_done",
+            Function::WhatsappInbound => "whatsapp_inbound",
+            Function::WhatsappStatus => "whatsapp_status",
+            Function::Crm => "crm",
+            Function::Watchdog => "watchdog",
+            Function::Transcribe => "transcribe",
+            Function::Reply => "reply",
+            Function::DeliverEvents => "deliver_events",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Function> {
+        Function::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// The function this process is: `_HANDLER`, which Lambda sets to the function's `Handler`.
+    pub fn from_env() -> Result<Function, lambda_runtime::Error> {
+        let name = std::env::var("_HANDLER").unwrap_or_default();
+        Function::from_name(&name).ok_or_else(|| {
+            let known: Vec<&str> = Function::ALL.iter().map(|f| f.name()).collect();
+            format!("_HANDLER is {name:?}, not one of the functions: {}", known.join(", ")).into()
+        })
+    }
+
+    pub async fn run(self) -> Result<(), lambda_runtime::Error> {
+        match self {
+            Function::IncomingCall => run(&[Route::IncomingCall, Route::OutboundCall]).await,
+            Function::StreamStatus => run(&[Route::StreamStatus]).await,
+            Function::StreamEnded => run(&[Route::StreamEnded]).await,
+            Function::RecordingDone => run(&[Route::RecordingDone]).await,
+            Function::WhatsappInbound => run(&[Route::WhatsappInbound]).await,
+            Function::WhatsappStatus => run(&[Route::WhatsappStatus]).await,
+            Function::Crm => run_crm().await,
+            Function::Watchdog => run_watchdog().await,
+            Function::Transcribe => run_worker(Worker::Transcribe).await,
+            Function::Reply => run_worker(Worker::Reply).await,
+            Function::DeliverEvents => run_worker(Worker::DeliverEvents).await,
+        }
+    }
+}
+
 /// A webhook function: the router for its routes, behind API Gateway's HTTP API.
-pub async fn run(routes: &[Route]) -> Result<(), lambda_http::Error> {
+async fn run(routes: &[Route]) -> Result<(), lambda_http::Error> {
     let (config, stores) = startup::from_env().await?;
     lambda_http::run(router(AppState { config, stores }, routes)).await
 }
 
 /// The CRM's pages (`/crm/...`), with `/healthz`, `/readyz` and `/version`.
-pub async fn run_crm() -> Result<(), lambda_http::Error> {
+async fn run_crm() -> Result<(), lambda_http::Error> {
     let (config, stores) = startup::from_env().await?;
     let state = AppState { config, stores };
     lambda_http::run(crate::app::stamped(crate::app::health(state.clone()).merge(crate::crm::routes(state)))).await
@@ -25,7 +104,7 @@ pub async fn run_crm() -> Result<(), lambda_http::Error> {
 ///
 /// Every fifth minute the same invocation also runs the reconciler once, beside the passes (one
 /// function less to deploy and build; both are the account's housekeeping on a schedule).
-pub async fn run_watchdog() -> Result<(), lambda_runtime::Error> {
+async fn run_watchdog() -> Result<(), lambda_runtime::Error> {
     use callkeeper_core::reconciler::{self, Reconciler};
     use callkeeper_core::twilio_rest::TwilioRest;
     use callkeeper_core::watchdog::Watchdog;
@@ -75,7 +154,7 @@ fn time_left(deadline_ms: u64) -> Duration {
 
 /// Which queue worker a Lambda runs.
 #[derive(Debug, Clone, Copy)]
-pub enum Worker {
+enum Worker {
     Transcribe,
     Reply,
     /// Business events to `EVENTS_WEBHOOK_URL`.
@@ -84,7 +163,7 @@ pub enum Worker {
 
 /// A queue worker: SQS invokes it with a batch; it answers which messages failed, so only those
 /// come back (`ReportBatchItemFailures`).
-pub async fn run_worker(worker: Worker) -> Result<(), lambda_runtime::Error> {
+async fn run_worker(worker: Worker) -> Result<(), lambda_runtime::Error> {
     use callkeeper_core::replies::Replier;
     use callkeeper_core::transcription::Transcriber;
     use callkeeper_core::twilio_rest::TwilioRest;
@@ -109,4 +188,17 @@ pub async fn run_worker(worker: Worker) -> Result<(), lambda_runtime::Error> {
         }
     });
     lambda_runtime::run(handler_fn).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Function;
+
+    #[test]
+    fn every_function_is_found_by_its_name() {
+        for function in Function::ALL {
+            assert_eq!(Function::from_name(function.name()), Some(function));
+        }
+        assert_eq!(Function::from_name("bootstrap"), None);
+    }
 }

@@ -1,6 +1,0 @@
-//! The WhatsApp reply worker Lambda, triggered by the replies queue.
-
-#[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    callkeeper_functions::lambda::run_worker(callkeeper_functions::lambda::Worker::Reply).await
-}
