@@ -2,9 +2,11 @@
 //!
 //! Starts the real `callkeeper serve` (release build) pinned to CPU 0, and from this process,
 //! pinned to CPU 1, plays N concurrent calls at Twilio's real-time pace (50 media frames a second
-//! each) for a steady window. Reports, per load, the server's CPU share of its one core, its
-//! memory per call, the time it spends per inbound frame (p50/p99, from the stream figures it
-//! writes), heartbeat writes per call-minute, and whether every frame was accounted for.
+//! each) for a steady window. Reports, per load, the server's CPU share of its one core (user and
+//! system) and per stream-second, its memory per call, the time it spends per inbound frame
+//! (p50/p99, from the stream figures it writes), what it adds between Twilio's socket and the
+//! model's (the figures' `to_model_us` / `from_model_us`), heartbeat writes per call-minute, and
+//! whether every frame was accounted for.
 //!
 //! With `--agent embedded` the caller speaks for one second every six, so the agent answers and
 //! audio flows both ways (paced playback, marks, VAD); with `--agent silent` it only listens.
@@ -25,7 +27,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-const BIN: &str = env!("CARGO_BIN_EXE_callkeeper");
+/// The `callkeeper` under load: this build's, or `CALLKEEPER_BENCH_SERVER` (an earlier commit's
+/// release binary), for a before and after in the same conditions.
+static BIN: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| std::env::var("CALLKEEPER_BENCH_SERVER").unwrap_or_else(|_| env!("CARGO_BIN_EXE_callkeeper").to_string()));
 
 struct Server {
     child: Child,
@@ -49,10 +54,10 @@ fn start_fake_realtime() -> (Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
     let mut command = if has_taskset() {
         let mut c = Command::new("taskset");
-        c.args(["-c", "1", BIN]);
+        c.args(["-c", "1", BIN.as_str()]);
         c
     } else {
-        Command::new(BIN)
+        Command::new(BIN.as_str())
     };
     let mut child = command.args(["fake-realtime", "--port", &port]).env("RUST_LOG", "warn").stdout(Stdio::piped()).spawn().unwrap();
     BufReader::new(child.stdout.take().unwrap()).lines().next().unwrap().unwrap();
@@ -67,10 +72,10 @@ fn start_server(agent: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut command = if has_taskset() {
         let mut c = Command::new("taskset");
-        c.args(["-c", "0", BIN]);
+        c.args(["-c", "0", BIN.as_str()]);
         c
     } else {
-        Command::new(BIN)
+        Command::new(BIN.as_str())
     };
     for name in ["PUBLIC_BASE_URL", "RELAY_PUBLIC_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "PORT", "OPENAI_API_KEY"] {
         command.env_remove(name);
@@ -96,13 +101,12 @@ fn start_server(agent: &str) -> Server {
     Server { child, addr, dir, fake }
 }
 
-/// utime + stime of a process, in seconds.
-fn cpu_secs(pid: u32) -> f64 {
+/// utime and stime of a process, in seconds.
+fn cpu_secs(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let after_name = &stat[stat.rfind(')').unwrap() + 2..];
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
+    (fields[11].parse::<f64>().unwrap() / 100.0, fields[12].parse::<f64>().unwrap() / 100.0)
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -180,7 +184,9 @@ async fn scenario(agent: &str, calls: usize, steady: Duration) {
     let (cpu0, wall0) = (cpu_secs(pid), Instant::now());
     let rss_live = rss_kib(pid);
     tokio::time::sleep_until(until).await;
-    let cpu_share = (cpu_secs(pid) - cpu0) / wall0.elapsed().as_secs_f64();
+    let (cpu1, wall) = (cpu_secs(pid), wall0.elapsed().as_secs_f64());
+    let (user_share, sys_share) = ((cpu1.0 - cpu0.0) / wall, (cpu1.1 - cpu0.1) / wall);
+    let cpu_share = user_share + sys_share;
 
     let mut sent = Vec::new();
     for t in tasks {
@@ -194,6 +200,7 @@ async fn scenario(agent: &str, calls: usize, steady: Duration) {
     let stores = embedded::open_stores(server.dir.path(), 5).unwrap();
     let (mut p50s, mut p99s, mut lost, mut beats, mut minutes, mut out) = (vec![], vec![], 0u64, 0u64, 0f64, 0u64);
     let mut relay_share = Vec::new();
+    let (mut to_model, mut from_model) = (Vec::new(), Vec::new());
     for (sid, frames) in &sent {
         let call = stores.calls.get_call(sid).await.unwrap().unwrap();
         let f = call.stream.expect("figures written");
@@ -203,6 +210,12 @@ async fn scenario(agent: &str, calls: usize, steady: Duration) {
         beats += f.heartbeats;
         minutes += f.duration_ms() as f64 / 60_000.0;
         out += f.frames_out;
+        if f.to_model_us_p99 > 0 {
+            to_model.push((f.to_model_us_p50, f.to_model_us_p99));
+        }
+        if f.from_model_us_p99 > 0 {
+            from_model.push((f.from_model_us_p50, f.from_model_us_p99));
+        }
         for turn in stores.calls.turns(sid).await.unwrap() {
             if let (Some(model), Some(sent)) = (turn.model_audio_at, turn.first_audio_at) {
                 relay_share.push((sent - model).max(0) as u64);
@@ -212,9 +225,20 @@ async fn scenario(agent: &str, calls: usize, steady: Duration) {
     relay_share.sort_unstable();
     let share = |q: f64| relay_share.get(((relay_share.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0);
     p99s.sort_unstable();
+    // Across calls: the median call's p50, the median call's p99 and the worst call's p99.
+    let across = |mut v: Vec<(u64, u64)>| -> String {
+        if v.is_empty() {
+            return "-".into();
+        }
+        let p50 = median(v.iter().map(|x| x.0).collect());
+        v.sort_unstable_by_key(|x| x.1);
+        format!("{}/{}/{}µs", p50, v[v.len() / 2].1, v.last().unwrap().1)
+    };
     println!(
-        "agent={agent:<8} calls={calls:<4} cpu={:>5.1}% of one core  → ~{:>5.0} calls/core  rss/call={:>5.1} KiB  frame p50={}µs p99={}µs (worst call p99 {}µs)  frames lost={lost}  out={out}  heartbeats/call-min={:.1}  all-in CPU/frame={:.1}µs  CPU-ms/stream-s={:.3}  turns={} relay share p50={}ms p99={}ms  callers at {:.1}% of real-time pace",
+        "agent={agent:<8} calls={calls:<4} cpu={:>5.1}% of one core (user {:.1}% sys {:.1}%)  → ~{:>5.0} calls/core  rss/call={:>5.1} KiB  frame p50={}µs p99={}µs (worst call p99 {}µs)  frames lost={lost}  out={out}  heartbeats/call-min={:.1}  all-in CPU/frame={:.1}µs  CPU-ms/stream-s={:.3}  turns={} relay share p50={}ms p99={}ms  to model p50/p99/worst={}  from model p50/p99/worst={}  callers at {:.1}% of real-time pace",
         cpu_share * 100.0,
+        user_share * 100.0,
+        sys_share * 100.0,
         calls as f64 / cpu_share,
         (rss_live.saturating_sub(rss_idle)) as f64 / calls as f64,
         median(p50s),
@@ -226,6 +250,8 @@ async fn scenario(agent: &str, calls: usize, steady: Duration) {
         relay_share.len(),
         share(0.5),
         share(0.99),
+        across(to_model),
+        across(from_model),
         pace * 100.0,
     );
 }

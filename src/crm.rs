@@ -111,6 +111,13 @@ pub async fn show(store: &dyn CallStore, call_sid: &CallSid, as_json: bool) -> a
             f.frame_us_p50,
             f.frame_us_p99,
         )?;
+        if f.to_model_us_p99 > 0 || f.from_model_us_p99 > 0 {
+            writeln!(
+                out,
+                "model       {}/{} µs caller → model, {}/{} µs model → caller p50/p99 (the relay's own time)",
+                f.to_model_us_p50, f.to_model_us_p99, f.from_model_us_p50, f.from_model_us_p99
+            )?;
+        }
     }
     writeln!(out, "\nlead")?;
     match lead.as_ref().and_then(|l| l.as_object()).filter(|l| !l.is_empty()) {

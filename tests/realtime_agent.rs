@@ -85,6 +85,10 @@ async fn the_agent_speaks_first_then_answers_a_turn_with_a_live_transcript() {
     call.stop();
     let figures = a.app.figures(&sid).await;
     assert_eq!((figures.end, figures.agent_errors), (StreamEnd::TwilioStop, 0));
+    // What the relay itself adds between the sockets is measured, and small on an idle machine.
+    assert!(figures.to_model_us_p50 > 0 && figures.to_model_us_p99 >= figures.to_model_us_p50, "{figures:?}");
+    assert!(figures.from_model_us_p50 > 0 && figures.from_model_us_p99 >= figures.from_model_us_p50, "{figures:?}");
+    assert!(figures.to_model_us_p50 < 20_000 && figures.from_model_us_p50 < 20_000, "{figures:?}");
 
     // The session was GA-shaped and μ-law both ways; the greeting asked for after it.
     {

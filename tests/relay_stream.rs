@@ -234,7 +234,7 @@ impl VoiceAgent for GoodbyeAgent {
     }
     async fn converse(&self, _call: CallInfo, link: AgentLink) -> Result<(), AgentError> {
         let audio = bytes::Bytes::from(vec![0x10u8; 160 * 15]);
-        let _ = link.output.send(AgentOutput::Audio { response: 1, mulaw: audio }).await;
+        let _ = link.output.send(AgentOutput::Audio { response: 1, mulaw: audio, made: tokio::time::Instant::now() }).await;
         let _ = link.output.send(AgentOutput::ResponseDone { response: 1 }).await;
         let _ = link.output.send(AgentOutput::Hangup { reason: "goodbye".into() }).await;
         Ok(())

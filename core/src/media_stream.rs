@@ -115,10 +115,69 @@ fn count(obj: &Value, event: &'static str, path: &[&str]) -> Result<u64, FrameEr
     number(field(obj, event, path)?).ok_or_else(|| FrameError::Malformed { event, reason: format!("{} is not a number", path.join(".")) })
 }
 
+/// A well-formed `media` frame, read without building a JSON tree: 50 a second per call. Any
+/// frame this does not take goes the general way, which says what is wrong with it.
+#[derive(Deserialize)]
+struct MediaFrame<'a> {
+    #[serde(borrow)]
+    event: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    media: MediaFields<'a>,
+}
+
+#[derive(Deserialize)]
+struct MediaFields<'a> {
+    #[serde(borrow, default)]
+    track: Option<std::borrow::Cow<'a, str>>,
+    chunk: Count,
+    timestamp: Count,
+    #[serde(borrow)]
+    payload: std::borrow::Cow<'a, str>,
+}
+
+/// A count Twilio sends as a string of digits (or, leniently, a number).
+struct Count(u64);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Count, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Count;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a count")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Count, E> {
+                Ok(Count(n))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Count, E> {
+                s.parse().map(Count).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+fn fast_media(frame: &str) -> Option<Media> {
+    let f: MediaFrame = serde_json::from_str(frame).ok()?;
+    if f.event != "media" {
+        return None;
+    }
+    let payload = base64::engine::general_purpose::STANDARD.decode(f.media.payload.as_bytes()).ok()?;
+    Some(Media {
+        track: f.media.track.map_or_else(|| "inbound".into(), |t| t.into_owned()),
+        chunk: f.media.chunk.0,
+        timestamp_ms: f.media.timestamp.0,
+        payload,
+    })
+}
+
 /// Parses one text frame.
 pub fn parse(frame: &str) -> Result<Inbound, FrameError> {
     if frame.len() > MAX_FRAME_BYTES {
         return Err(FrameError::Oversized(frame.len()));
+    }
+    if let Some(media) = fast_media(frame) {
+        return Ok(Inbound::Media(media));
     }
     let v: Value = serde_json::from_str(frame).map_err(|e| FrameError::InvalidJson(e.to_string()))?;
     let event = v.get("event").and_then(Value::as_str).ok_or_else(|| FrameError::InvalidJson("no \"event\" string".into()))?;
@@ -172,10 +231,17 @@ pub fn parse(frame: &str) -> Result<Inbound, FrameError> {
     })
 }
 
-/// Audio for the caller: μ-law bytes, one frame's worth or a few.
+/// Audio for the caller: μ-law bytes, one frame's worth or a few. Built by hand, as the model's
+/// appends are: 50 a second per call, and base64 needs no escaping.
 pub fn media_frame(stream_sid: &str, mulaw: &[u8]) -> String {
-    json!({ "event": "media", "streamSid": stream_sid, "media": { "payload": base64::engine::general_purpose::STANDARD.encode(mulaw) } })
-        .to_string()
+    let sid = serde_json::to_string(stream_sid).expect("a string serializes");
+    let mut frame = String::with_capacity(48 + sid.len() + mulaw.len().div_ceil(3) * 4);
+    frame.push_str(r#"{"event":"media","streamSid":"#);
+    frame.push_str(&sid);
+    frame.push_str(r#","media":{"payload":""#);
+    base64::engine::general_purpose::STANDARD.encode_string(mulaw, &mut frame);
+    frame.push_str(r#""}}"#);
+    frame
 }
 
 /// Asks Twilio to tell us (with a `mark` back) when everything sent before it has been played.
@@ -208,6 +274,11 @@ mod tests {
         assert_eq!(start.media_format, MediaFormat { encoding: "audio/x-mulaw".into(), sample_rate: 8000, channels: 1 });
         let media = parse(r#"{"event":"media","sequenceNumber":"3","media":{"track":"inbound","chunk":"2","timestamp":"20","payload":"/38="},"streamSid":"MZ1"}"#).unwrap();
         assert_eq!(media, Inbound::Media(Media { track: "inbound".into(), chunk: 2, timestamp_ms: 20, payload: vec![0xFF, 0x7F] }));
+        // The quick way and the general way read the same frame the same: numbers as numbers, no
+        // track, an escaped slash.
+        let lenient = r#"{"event":"media","media":{"chunk":2,"timestamp":20,"payload":"\/38="}}"#;
+        assert!(fast_media(lenient).is_some());
+        assert_eq!(parse(lenient).unwrap(), media);
         assert_eq!(
             parse(r#"{"event":"dtmf","streamSid":"MZ1","sequenceNumber":"5","dtmf":{"track":"inbound_track","digit":"1"}}"#).unwrap(),
             Inbound::Dtmf { digit: "1".into() }

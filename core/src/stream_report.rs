@@ -75,6 +75,17 @@ pub struct StreamFigures {
     /// Errors the voice agent reported and went on from (the model's non-fatal `error` events).
     #[serde(default)]
     pub agent_errors: u64,
+    /// With an agent that talks to a model (the Realtime API), what the relay adds, in
+    /// microseconds: a caller frame read → its audio written to the model's socket, and the
+    /// model's first audio of an answer read → its first frame written to Twilio's. 0 without.
+    #[serde(default)]
+    pub to_model_us_p50: u64,
+    #[serde(default)]
+    pub to_model_us_p99: u64,
+    #[serde(default)]
+    pub from_model_us_p50: u64,
+    #[serde(default)]
+    pub from_model_us_p99: u64,
 }
 
 impl StreamFigures {

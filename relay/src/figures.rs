@@ -74,6 +74,8 @@ pub struct Counters {
     /// The agent's non-fatal errors (`AgentOutput::Error`).
     pub agent_errors: u64,
     pub frame_time: Histogram,
+    /// The model's first audio of an answer read → its first frame written to Twilio, µs.
+    pub from_model: Histogram,
     last_chunk: Option<u64>,
 }
 
@@ -107,6 +109,8 @@ pub struct Ending<'a> {
     pub marks_sent: u64,
     pub agent_audio_dropped: u64,
     pub heartbeats: u64,
+    /// Caller frame read → written to the model, µs (from the agent).
+    pub to_model: &'a Histogram,
 }
 
 impl Counters {
@@ -130,6 +134,10 @@ impl Counters {
             frame_us_p50: self.frame_time.quantile(0.5),
             frame_us_p99: self.frame_time.quantile(0.99),
             agent_errors: self.agent_errors,
+            to_model_us_p50: e.to_model.quantile(0.5),
+            to_model_us_p99: e.to_model.quantile(0.99),
+            from_model_us_p50: self.from_model.quantile(0.5),
+            from_model_us_p99: self.from_model.quantile(0.99),
         }
     }
 }

@@ -4,7 +4,9 @@
 //! The agent's audio (any length, often faster than real time) is cut into 20 ms frames and
 //! queued. Frames leave only while the estimated play head (when Twilio will have played all we
 //! sent) is less than [`LEAD`] ahead of now: Twilio's buffer never holds more than that, so a
-//! `clear` silences the agent at once and a long reply is never dumped on the socket at once. A
+//! `clear` silences the agent at once and a long reply is never dumped on the socket at once.
+//! They leave in batches: when Twilio holds only [`REFILL_AT`], it is topped up to the lead in
+//! one write, a third of the wake-ups and writes of a frame every 20 ms. A
 //! mark follows every [`MARK_EVERY`] frames and the last frame of a response; Twilio echoes each
 //! when it has played it, which is how far the caller heard.
 
@@ -19,6 +21,9 @@ pub const FRAME: Duration = Duration::from_millis(20);
 /// 100 ms ahead of real time: enough to ride out scheduling jitter, little enough that a
 /// barge-in cuts within a syllable.
 pub const LEAD: Duration = Duration::from_millis(100);
+/// Twilio's buffer is refilled when it holds this little: one 20 ms frame of margin for the
+/// timer's lateness, so the caller never hears a gap.
+pub const REFILL_AT: Duration = Duration::from_millis(40);
 /// A mark every 200 ms of audio: the precision of "what the caller heard".
 pub const MARK_EVERY: u64 = 10;
 /// 60 s of audio waiting to be played; more from the agent is dropped and counted.
@@ -146,12 +151,13 @@ impl Playback {
         }
     }
 
-    /// When the next frame may leave, if any is waiting.
+    /// When the next batch is due, if any audio is waiting: when Twilio holds only
+    /// [`REFILL_AT`] (at once, if it holds less).
     pub fn next_due(&self) -> Option<Instant> {
         if self.queue.is_empty() {
             return None;
         }
-        Some((self.play_head + FRAME).checked_sub(LEAD).unwrap_or(self.play_head))
+        Some(self.play_head.checked_sub(REFILL_AT).unwrap_or(self.play_head))
     }
 
     /// Sends what the clock allows. Returns the responses whose first frame left now.
@@ -165,6 +171,10 @@ impl Playback {
                 break;
             }
             let (_, frame) = self.queue.pop_front().expect("front exists");
+            if self.queue.is_empty() {
+                // A long answer grew the queue; a call spends most of its time between answers.
+                self.queue.shrink_to_fit();
+            }
             self.play_head = head + FRAME;
             let sent = match &mut self.sending {
                 Some((r, n)) if *r == response => {
@@ -270,16 +280,21 @@ mod tests {
         out.clear();
         play(&mut p, t0 + FRAME, t0 + Duration::from_secs(1), &mut out);
         assert_eq!(media(&out), 50);
-        assert_eq!(p.next_due(), Some(t0 + Duration::from_millis(1020)));
+        // Twilio holds 100 ms; the next batch when it holds 40.
+        assert_eq!(p.next_due(), Some(t0 + Duration::from_millis(1060)));
         let mut early = Vec::new();
         p.take_due(t0 + Duration::from_millis(1019), &mut early);
-        assert!(early.is_empty(), "nothing leaves before it is due");
+        assert!(early.is_empty(), "nothing leaves before a frame has played");
+        let mut batch = Vec::new();
+        p.take_due(t0 + Duration::from_millis(1060), &mut batch);
+        assert_eq!(media(&batch), 3, "60 ms in one write");
+        out.extend(batch);
         // A late wake-up sends no burst: what Twilio would already have played is not sent "in the past".
         out.clear();
         p.take_due(t0 + Duration::from_secs(3), &mut out);
         assert_eq!(media(&out), 5);
         play(&mut p, t0 + Duration::from_secs(3), t0 + Duration::from_secs(10), &mut out);
-        assert_eq!(media(&out), 45);
+        assert_eq!(media(&out), 42);
         assert_eq!(p.next_due(), None);
         assert_eq!(p.marks_sent, 10, "a mark per 10 frames, the last one at the end");
         assert_eq!(out.last(), Some(&Out::Mark("r1.100".into())));

@@ -6,9 +6,10 @@ use callkeeper_core::ids::CallSid;
 use callkeeper_core::store::CallStore;
 use callkeeper_core::stream_report::Turn;
 use callkeeper_core::time::Millis;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// Turn writes waiting for the store; a call makes a few per turn.
@@ -17,24 +18,31 @@ const CAPACITY: usize = 64;
 const TURN_ATTEMPTS: u32 = 4;
 
 pub struct Recorder {
-    /// When the relay last saw media from the caller; the heartbeat writes it.
-    pub last_media: watch::Sender<Millis>,
-    turns: mpsc::Sender<Turn>,
+    /// When the relay last saw media from the caller; the heartbeat writes it. Set for every
+    /// frame, read every few seconds: an atomic, not a channel that would wake anyone.
+    last_media: Arc<AtomicI64>,
+    /// Boxed: a channel holds its first 32 slots from the start, and a turn is large.
+    turns: mpsc::Sender<Box<Turn>>,
     task: JoinHandle<u64>,
 }
 
 impl Recorder {
     pub fn start(calls: Arc<dyn CallStore>, call_sid: CallSid, interval: Duration, started_at: Millis) -> Recorder {
-        let (last_media, media_rx) = watch::channel(started_at);
+        let last_media = Arc::new(AtomicI64::new(started_at));
         let (turns, turns_rx) = mpsc::channel(CAPACITY);
-        let task = tokio::spawn(run(calls, call_sid, interval, media_rx, turns_rx));
+        let task = tokio::spawn(run(calls, call_sid, interval, last_media.clone(), turns_rx));
         Recorder { last_media, turns, task }
+    }
+
+    /// Media from the caller reached the relay at `at`.
+    pub fn media_at(&self, at: Millis) {
+        self.last_media.store(at, Ordering::Relaxed);
     }
 
     /// Queues a turn's latest state. If the store is that far behind, the write is dropped:
     /// the turn's later state will be written, and the call never waits.
     pub fn turn(&self, turn: Turn) {
-        if let Err(e) = self.turns.try_send(turn) {
+        if let Err(e) = self.turns.try_send(Box::new(turn)) {
             tracing::warn!(error = %e, "turn write dropped: the store is behind");
         }
     }
@@ -51,27 +59,28 @@ async fn run(
     calls: Arc<dyn CallStore>,
     call_sid: CallSid,
     interval: Duration,
-    mut last_media: watch::Receiver<Millis>,
-    mut turns: mpsc::Receiver<Turn>,
+    last_media: Arc<AtomicI64>,
+    mut turns: mpsc::Receiver<Box<Turn>>,
 ) -> u64 {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut written: Millis = *last_media.borrow();
+    let mut written: Millis = last_media.load(Ordering::Relaxed);
     let mut beating = true;
     let mut beats = 0u64;
     loop {
         tokio::select! {
             turn = turns.recv() => match turn {
-                Some(turn) => write_turn(calls.as_ref(), &call_sid, &turn).await,
+                // Boxed, as the heartbeat's: the store's futures are large, and this task lives as long as the call.
+                Some(turn) => Box::pin(write_turn(calls.as_ref(), &call_sid, &turn)).await,
                 None => break,
             },
             _ = ticker.tick(), if beating => {
-                let last = *last_media.borrow_and_update();
+                let last = last_media.load(Ordering::Relaxed);
                 // No media since the last beat: no beat, so the watchdog sees the stream go quiet.
                 if last <= written {
                     continue;
                 }
-                match calls.heartbeat(&call_sid, last).await {
+                match Box::pin(calls.heartbeat(&call_sid, last)).await {
                     Ok(true) => {
                         written = last;
                         beats += 1;

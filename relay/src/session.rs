@@ -9,7 +9,7 @@
 
 use crate::agent::{AgentInput, AgentLink, AgentOutput, CallInfo, INPUT_CAPACITY, OUTPUT_CAPACITY};
 use crate::drain::LiveCall;
-use crate::figures::{Counters, Ending};
+use crate::figures::{Counters, Ending, Histogram};
 use crate::playback::{Out, Playback};
 use crate::recorder::Recorder;
 use crate::turns::TurnLog;
@@ -22,9 +22,12 @@ use callkeeper_core::media_stream::{self, FrameError, Inbound, Start};
 use callkeeper_core::stream_report::StreamEnd;
 use callkeeper_core::time::{now_ms, Millis};
 use callkeeper_core::{metrics, stream_token};
+use futures_util::SinkExt;
 use serde_json::json;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 /// From the upgrade to `start`. Twilio sends both at once; a socket that does not is holding one
 /// of the relay's few opening places (`upgrade::MAX_OPENING`).
@@ -71,7 +74,9 @@ fn skip_bad_frame(counters: &mut Counters, call: Option<&CallSid>, error: &Frame
 
 pub async fn run(relay: Relay, mut socket: WebSocket, live: LiveCall, opening: Opening) {
     let mut counters = Counters::default();
-    let opened = tokio::time::timeout(HANDSHAKE_TIMEOUT, open(&relay, &mut socket, &mut counters)).await;
+    // The one-off steps are boxed: a future is as large as its largest await point, and the
+    // store's futures would otherwise stay in every call's task for its whole life.
+    let opened = tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(open(&relay, &mut socket, &mut counters))).await;
     drop(opening);
     let (start, call) = match opened {
         Ok(Ok(opened)) => opened,
@@ -88,7 +93,7 @@ pub async fn run(relay: Relay, mut socket: WebSocket, live: LiveCall, opening: O
             return;
         }
     };
-    let profile = relay.profiles.for_call(&call).await;
+    let profile = Box::pin(relay.profiles.for_call(&call)).await;
     let session = Session::begin(relay, start, call, profile, counters);
     session.pump_and_finish(socket).await;
     drop(live);
@@ -164,6 +169,13 @@ async fn admit(relay: &Relay, start: Start) -> Result<(Start, Call), Refusal> {
     Ok((start, call))
 }
 
+/// Resolves once the relay starts draining; never, if the drain is gone.
+async fn drain_started(mut closing: watch::Receiver<bool>) {
+    if closing.wait_for(|closing| *closing).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 struct Session {
     relay: Relay,
     call_sid: CallSid,
@@ -177,10 +189,16 @@ struct Session {
     from_agent: mpsc::Receiver<AgentOutput>,
     /// The agent asked to end or transfer the call once its audio has played: what, and the
     /// latest moment to do it even if Twilio never echoes the last mark.
-    finale: Option<(Finale, tokio::time::Instant)>,
+    finale: Option<(Finale, Instant)>,
     /// Why the agent failed, for the close frame.
     failure: Option<String>,
     out: Vec<Out>,
+    /// When the last frame from Twilio was read (the silence timer and the figures go by it).
+    frame_read_at: Instant,
+    /// When the agent had the first audio of an answer that is about to start playing.
+    answer_made: Option<Instant>,
+    /// Shared with the agent: caller audio's wait in the relay before the model has it.
+    to_model: Arc<Mutex<Histogram>>,
 }
 
 /// How the agent ends its part of the call.
@@ -202,6 +220,7 @@ impl Session {
         let recorder = Recorder::start(relay.calls.clone(), call.call_sid.clone(), relay.config.timeouts.heartbeat_interval, started_at);
         let (to_agent, input) = mpsc::channel(INPUT_CAPACITY);
         let (output, from_agent) = mpsc::channel(OUTPUT_CAPACITY);
+        let to_model = Arc::new(Mutex::new(Histogram::default()));
         let info = CallInfo {
             call_sid: call.call_sid.clone(),
             stream_sid: start.stream_sid.clone(),
@@ -210,6 +229,7 @@ impl Session {
             contact: call.contact.clone(),
             transfer_number: profile.transfer_number.clone().or_else(|| relay.config.transfer_number.clone()),
             profile,
+            to_model: to_model.clone(),
         };
         let agent = relay.agent.clone();
         // Kept here so a failure can say why before the channel closes.
@@ -227,7 +247,7 @@ impl Session {
             stream_sid: start.stream_sid,
             started_at,
             counters,
-            playback: Playback::new(tokio::time::Instant::now()),
+            playback: Playback::new(Instant::now()),
             turns: TurnLog::default(),
             recorder,
             to_agent,
@@ -235,37 +255,56 @@ impl Session {
             finale: None,
             failure: None,
             out: Vec::new(),
+            frame_read_at: Instant::now(),
+            answer_made: None,
+            to_model,
         }
     }
 
     async fn pump_and_finish(mut self, mut socket: WebSocket) {
         let end = self.pump(&mut socket).await;
-        self.finish(end, socket).await;
+        Box::pin(self.finish(end, socket)).await;
     }
 
     async fn pump(&mut self, socket: &mut WebSocket) -> StreamEnd {
-        let mut closing = self.relay.drain.closing_signal();
+        let closing = self.relay.drain.closing_signal();
+        let closing = drain_started(closing);
+        tokio::pin!(closing);
         let mut agent_open = true;
         // Twilio sends a frame every 20 ms while the call lasts: a silence this long is lost media.
+        // The timer is armed once and moved on only when it fires (at most every `silence`),
+        // rather than made again for each of the 50 frames a second.
         let silence = self.relay.config.relay.media_silence;
-        let mut last_frame = tokio::time::Instant::now();
+        let silent = tokio::time::sleep(silence);
+        tokio::pin!(silent);
+        // The playback's next frame, reset only when that moment changes.
+        let pace = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(pace);
+        let mut pace_at: Option<Instant> = None;
         loop {
             if self.finale.is_some() && !self.playback.is_audible() {
                 return self.end_by_agent().await;
             }
             let due = self.playback.next_due();
+            if let Some(at) = due.filter(|_| due != pace_at) {
+                pace.as_mut().reset(at);
+            }
+            pace_at = due;
             let finale_by = self.finale.as_ref().map(|(_, by)| *by);
             tokio::select! {
                 biased;
-                Ok(()) = closing.changed() => if *closing.borrow() {
-                    return StreamEnd::DrainDeadline;
-                },
-                _ = tokio::time::sleep_until(last_frame + silence) => {
+                () = &mut closing => return StreamEnd::DrainDeadline,
+                () = &mut silent => {
+                    let deadline = self.frame_read_at + silence;
+                    if deadline > Instant::now() {
+                        silent.as_mut().reset(deadline);
+                        continue;
+                    }
                     tracing::warn!(call_sid = %self.call_sid, silence_ms = silence.as_millis() as u64, "no frame from Twilio; ending the stream so the fallback follows");
                     return StreamEnd::MediaSilent;
                 }
                 message = socket.recv() => {
-                    last_frame = tokio::time::Instant::now();
+                    self.frame_read_at = Instant::now();
                     let started = std::time::Instant::now();
                     let end = match message {
                         Some(Ok(message)) => self.inbound(message),
@@ -295,18 +334,33 @@ impl Session {
                     }
                     Some(output) => {
                         self.agent_output(output);
+                        // Whatever else the agent has sent by now goes out in the same write.
+                        while let Ok(more) = self.from_agent.try_recv() {
+                            if let AgentOutput::Failed { reason } = more {
+                                if self.finale.is_none() {
+                                    self.failure = Some(reason);
+                                    return StreamEnd::AgentFailed;
+                                }
+                                agent_open = false;
+                                break;
+                            }
+                            self.agent_output(more);
+                        }
                         if self.flush(socket).await.is_err() {
                             return StreamEnd::SocketError;
+                        }
+                        if let Some(made) = self.answer_made.take() {
+                            self.counters.from_model.record(made.elapsed().as_micros() as u64);
                         }
                     }
                     None if self.finale.is_some() => agent_open = false,
                     None => return StreamEnd::AgentFailed,
                 },
-                _ = tokio::time::sleep_until(finale_by.unwrap_or_else(tokio::time::Instant::now)), if finale_by.is_some() => {
+                _ = tokio::time::sleep_until(finale_by.unwrap_or_else(Instant::now)), if finale_by.is_some() => {
                     tracing::warn!(call_sid = %self.call_sid, "the agent's last audio was never confirmed played; going on");
                     return self.end_by_agent().await;
                 }
-                _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                () = &mut pace, if due.is_some() => {
                     self.send_due();
                     if self.flush(socket).await.is_err() {
                         return StreamEnd::SocketError;
@@ -331,8 +385,8 @@ impl Session {
             Ok(Inbound::Media(media)) => {
                 let received_at = now_ms();
                 self.counters.media_in(media.chunk);
-                self.recorder.last_media.send_replace(received_at);
-                let input = AgentInput::Audio { mulaw: media.payload.into(), received_at };
+                self.recorder.media_at(received_at);
+                let input = AgentInput::Audio { mulaw: media.payload.into(), received_at, arrived: self.frame_read_at };
                 if self.to_agent.try_send(input).is_err() {
                     self.counters.agent_input_dropped += 1;
                 }
@@ -373,9 +427,13 @@ impl Session {
 
     fn agent_output(&mut self, output: AgentOutput) {
         match output {
-            AgentOutput::Audio { response, mulaw } => {
+            AgentOutput::Audio { response, mulaw, made } => {
                 if let Some(turn) = self.turns.response_audio(response, now_ms()) {
                     self.recorder.turn(turn);
+                }
+                // An answer that starts now: how long from the model's socket to Twilio's.
+                if !self.playback.is_audible() {
+                    self.answer_made.get_or_insert(made);
                 }
                 self.playback.push(response, mulaw);
                 self.send_due();
@@ -415,7 +473,7 @@ impl Session {
     }
 
     fn finale_after_playback(&mut self, finale: Finale) {
-        let now = tokio::time::Instant::now();
+        let now = Instant::now();
         self.finale = Some((finale, now + self.playback.time_to_play(now) + HANGUP_GRACE));
     }
 
@@ -423,7 +481,9 @@ impl Session {
     async fn end_by_agent(&mut self) -> StreamEnd {
         match self.finale.as_ref().map(|(f, _)| f.clone()) {
             Some(Finale::Transfer { to, reason }) => {
-                crate::transfer::hand_over(&self.relay, &self.call_sid, &to, &reason).await;
+                // Boxed: an HTTP request's future, awaited once, would otherwise make every
+                // call's task that much larger for its whole life.
+                Box::pin(crate::transfer::hand_over(&self.relay, &self.call_sid, &to, &reason)).await;
                 StreamEnd::Transferred
             }
             _ => StreamEnd::AgentHangup,
@@ -433,7 +493,7 @@ impl Session {
     /// The caller spoke while the agent was heard: silence Twilio's buffer, cut the response at
     /// what was heard, and tell the agent.
     fn barge_in(&mut self) {
-        let Some(cut) = self.playback.clear(tokio::time::Instant::now()) else { return };
+        let Some(cut) = self.playback.clear(Instant::now()) else { return };
         self.counters.barge_ins += 1;
         self.out.push(Out::Clear);
         if let Some(turn) = self.turns.cut(cut.response, cut.heard_ms) {
@@ -444,7 +504,7 @@ impl Session {
     }
 
     fn send_due(&mut self) {
-        let started = self.playback.take_due(tokio::time::Instant::now(), &mut self.out);
+        let started = self.playback.take_due(Instant::now(), &mut self.out);
         if !started.is_empty() {
             let at = now_ms();
             for response in started {
@@ -453,8 +513,11 @@ impl Session {
         }
     }
 
-    /// Writes what is waiting for the socket.
+    /// Writes what is waiting for the socket: queued frames leave in one write.
     async fn flush(&mut self, socket: &mut WebSocket) -> Result<(), axum::Error> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
         for out in self.out.drain(..) {
             let text = match out {
                 Out::Media(frame) => {
@@ -464,14 +527,27 @@ impl Session {
                 Out::Mark(name) => media_stream::mark_frame(&self.stream_sid, &name),
                 Out::Clear => media_stream::clear_frame(&self.stream_sid),
             };
-            socket.send(Message::Text(text.into())).await?;
+            socket.feed(Message::Text(text.into())).await?;
         }
-        Ok(())
+        socket.flush().await
     }
 
     async fn finish(self, end: StreamEnd, mut socket: WebSocket) {
-        let Session { relay, call_sid, stream_sid, started_at, counters, playback, mut turns, recorder, to_agent, finale, failure, .. } =
-            self;
+        let Session {
+            relay,
+            call_sid,
+            stream_sid,
+            started_at,
+            counters,
+            playback,
+            mut turns,
+            recorder,
+            to_agent,
+            finale,
+            failure,
+            to_model,
+            ..
+        } = self;
         // The agent's input closing is how it learns the call is over.
         drop(to_agent);
         let calls = relay.calls.as_ref();
@@ -517,6 +593,7 @@ impl Session {
             marks_sent: playback.marks_sent,
             agent_audio_dropped: playback.dropped,
             heartbeats,
+            to_model: &to_model.lock().expect("not poisoned"),
         });
         let mut delay = Duration::from_millis(100);
         for attempt in 1..=FIGURES_ATTEMPTS {

@@ -268,6 +268,10 @@ pub async fn stream_figures_and_turns_are_kept(s: &Stores) {
         frame_us_p50: 9,
         frame_us_p99: 40,
         agent_errors: 1,
+        to_model_us_p50: 30,
+        to_model_us_p99: 90,
+        from_model_us_p50: 40,
+        from_model_us_p99: 120,
     };
     assert!(s.calls.finish_stream(sid, &figures).await.unwrap());
     assert!(!s.calls.finish_stream(&call_sid(), &figures).await.unwrap());

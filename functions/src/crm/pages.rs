@@ -286,6 +286,9 @@ pub async fn call(State(state): State<CrmState>, viewer: Viewer, Path(sid): Path
             "end": f.end.as_str(), "secs": format!("{:.1}", f.duration_ms() as f64 / 1000.0), "frames_in": f.frames_in, "gaps": f.gaps,
             "frames_out": f.frames_out, "marks": format!("{}/{}", f.marks_heard, f.marks_sent), "barge_ins": f.barge_ins,
             "bad_frames": f.bad_frames, "frame_us": format!("{}/{}", f.frame_us_p50, f.frame_us_p99),
+            "model_us": (f.to_model_us_p99 > 0 || f.from_model_us_p99 > 0).then(|| format!(
+                "{}/{} · {}/{}", f.to_model_us_p50, f.to_model_us_p99, f.from_model_us_p50, f.from_model_us_p99
+            )),
         })
     });
     let data = json!({

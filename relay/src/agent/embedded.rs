@@ -51,7 +51,7 @@ impl EmbeddedAgent {
 /// Sends one prompt as a response. `false` when the relay has gone.
 async fn say(link: &AgentLink, response: ResponseId, prompt: &Prompt) -> bool {
     let outputs = [
-        AgentOutput::Audio { response, mulaw: prompt.audio.clone() },
+        AgentOutput::Audio { response, mulaw: prompt.audio.clone(), made: tokio::time::Instant::now() },
         AgentOutput::ResponseDone { response },
         AgentOutput::Transcript { speaker: Speaker::Agent, text: prompt.text.to_string() },
     ];
@@ -78,7 +78,7 @@ impl VoiceAgent for EmbeddedAgent {
         while let Some(input) = link.input.recv().await {
             // Only the caller's audio matters here. An `Interrupted` needs nothing: the prompt's
             // audio is already with the relay, which dropped what was not heard.
-            let AgentInput::Audio { mulaw, received_at } = input else { continue };
+            let AgentInput::Audio { mulaw, received_at, .. } = input else { continue };
             let relay_listening = match vad.push(&mulaw) {
                 Some(VadEvent::SpeechStarted) => link.output.send(AgentOutput::SpeechStarted).await.is_ok(),
                 Some(VadEvent::SpeechEnded { frames_ago }) => {

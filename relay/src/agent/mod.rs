@@ -16,14 +16,16 @@ pub mod openai;
 pub mod silent;
 pub mod vad;
 
+use crate::figures::Histogram;
 use bytes::Bytes;
 use callkeeper_core::ids::CallSid;
 use callkeeper_core::phone::E164;
 use callkeeper_core::profile::AgentProfile;
 use callkeeper_core::store::CallStore;
 use callkeeper_core::time::Millis;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 pub const INPUT_CAPACITY: usize = 250;
 pub const OUTPUT_CAPACITY: usize = 64;
@@ -41,10 +43,12 @@ pub enum Speaker {
 /// What the relay tells the agent.
 #[derive(Debug, Clone)]
 pub enum AgentInput {
-    /// 20 ms of the caller, μ-law, and when it reached the relay.
+    /// 20 ms of the caller, μ-law, and when it reached the relay (by the wall clock, for turns,
+    /// and by the monotonic one, for the relay's own latency).
     Audio {
         mulaw: Bytes,
         received_at: Millis,
+        arrived: Instant,
     },
     Dtmf {
         digit: String,
@@ -65,10 +69,12 @@ pub enum AgentInput {
 /// What the agent tells the relay.
 #[derive(Debug, Clone)]
 pub enum AgentOutput {
-    /// μ-law audio of a response, any length; the relay paces it out in 20 ms frames.
+    /// μ-law audio of a response, any length; the relay paces it out in 20 ms frames. `made` is
+    /// when the agent had it (read off the model's socket, or made).
     Audio {
         response: ResponseId,
         mulaw: Bytes,
+        made: Instant,
     },
     /// No more audio for this response.
     ResponseDone {
@@ -117,6 +123,9 @@ pub struct CallInfo {
     pub profile: Arc<AgentProfile>,
     /// Where `transfer_to_human` rings: the profile's number, else `TRANSFER_NUMBER`.
     pub transfer_number: Option<E164>,
+    /// An agent that writes to a model records here how long each caller frame waited in the
+    /// relay before it was written (arrival → write done), in microseconds: the stream's figures.
+    pub to_model: Arc<Mutex<Histogram>>,
 }
 
 /// The agent's ends of the two channels.

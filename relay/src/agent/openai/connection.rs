@@ -17,9 +17,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// The largest event we accept from the model: audio deltas are a few KiB.
 const MAX_MESSAGE: usize = 4 << 20;
-/// The socket's read buffer: an audio delta's frame at a time. Tungstenite's default (128 KiB)
-/// would be most of a call's memory.
-const READ_BUFFER: usize = 4096;
+/// The socket's read buffer: an audio delta's frame (100 ms of μ-law is ~1.2 KB of JSON) at a
+/// time; it grows for a larger one. Tungstenite's default (128 KiB) would be most of a call's
+/// memory.
+const READ_BUFFER: usize = 2048;
 
 pub struct Connection {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -81,6 +82,15 @@ impl Connection {
 
     pub async fn send(&mut self, event: String) -> Result<(), AgentError> {
         self.socket.send(Message::text(event)).await.map_err(|e| unavailable(format!("the model's socket failed: {e}")))
+    }
+
+    /// Sends events in one write.
+    pub async fn send_all(&mut self, events: impl Iterator<Item = String>) -> Result<(), AgentError> {
+        let failed = |e: WsError| unavailable(format!("the model's socket failed: {e}"));
+        for event in events {
+            self.socket.feed(Message::text(event)).await.map_err(failed)?;
+        }
+        self.socket.flush().await.map_err(failed)
     }
 
     /// The next event the model sends; frames that are not events are skipped and logged.

@@ -51,16 +51,23 @@ impl VoiceAgent for OpenAiAgent {
 
     async fn converse(&self, call: CallInfo, link: AgentLink) -> Result<(), AgentError> {
         let mut talk = Conversation::new(call, link, self.calls.clone());
-        // The clip plays while the socket opens: the caller hears the business at once.
-        let clip = talk.call.profile.greeting_clip.clone();
-        if let Some(clip) = &clip {
-            talk.say_clip(Bytes::from(clip.audio()), &clip.text).await;
-        }
-        let tools = protocol::tools(&talk.call.profile, talk.call.transfer_number.is_some());
-        let update = protocol::session_update(&talk.call.profile, &self.settings, &tools);
-        let mut model = Connection::open(&self.settings, &self.api_key, update).await?;
-        match &clip {
-            Some(clip) => model.send(protocol::assistant_said(&clip.text)).await?,
+        // The clip plays while the socket opens: the caller hears the business at once. Only
+        // its words are kept: this future lives as long as the call.
+        let clip_text = match talk.call.profile.greeting_clip.clone() {
+            Some(clip) => {
+                talk.say_clip(Bytes::from(clip.audio()), &clip.text).await;
+                Some(clip.text)
+            }
+            None => None,
+        };
+        let update = {
+            let tools = protocol::tools(&talk.call.profile, talk.call.transfer_number.is_some());
+            protocol::session_update(&talk.call.profile, &self.settings, &tools)
+        };
+        // Boxed: the handshake's future is large and done with once the socket is open.
+        let mut model = Box::pin(Connection::open(&self.settings, &self.api_key, update)).await?;
+        match clip_text {
+            Some(text) => model.send(protocol::assistant_said(&text)).await?,
             None => {
                 let greeting = talk.call.profile.greeting.clone();
                 talk.request_response(Some(&greeting));
@@ -97,6 +104,10 @@ struct Conversation {
     calls: Arc<dyn CallStore>,
     /// Client events waiting for the model's socket.
     to_model: Vec<String>,
+    /// The oldest caller frame not yet written to the model, by when it reached the relay.
+    audio_waiting_since: Option<Instant>,
+    /// When the model event being handled was read off its socket.
+    event_read_at: Instant,
     next_response: ResponseId,
     items: HashMap<String, Item>,
     /// The model's response in progress, if any (at most one: the API allows no second).
@@ -124,6 +135,8 @@ impl Conversation {
             link,
             calls,
             to_model: Vec::new(),
+            audio_waiting_since: None,
+            event_read_at: Instant::now(),
             next_response: 1,
             items: HashMap::new(),
             active: None,
@@ -145,7 +158,7 @@ impl Conversation {
     async fn say_clip(&mut self, audio: Bytes, text: &str) {
         let response = self.next_response;
         self.next_response += 1;
-        self.tell_relay(AgentOutput::Audio { response, mulaw: audio }).await;
+        self.tell_relay(AgentOutput::Audio { response, mulaw: audio, made: Instant::now() }).await;
         self.tell_relay(AgentOutput::ResponseDone { response }).await;
         self.tell_relay(AgentOutput::Transcript { speaker: Speaker::Agent, text: text.to_string() }).await;
     }
@@ -176,18 +189,29 @@ impl Conversation {
 
     async fn run(&mut self, model: &mut Connection) -> Result<(), AgentError> {
         loop {
-            for event in self.to_model.drain(..) {
-                model.send(event).await?;
+            if !self.to_model.is_empty() {
+                model.send_all(self.to_model.drain(..)).await?;
+                if let Some(since) = self.audio_waiting_since.take() {
+                    let waited = since.elapsed().as_micros() as u64;
+                    self.call.to_model.lock().expect("not poisoned").record(waited);
+                }
             }
             let idle_at = self.quiet_since + self.idle_after();
             tokio::select! {
                 input = self.link.input.recv() => match input {
-                    Some(input) => self.on_input(input),
+                    Some(input) => {
+                        self.on_input(input);
+                        // What else the relay has sent by now goes to the model in the same write.
+                        while let Ok(more) = self.link.input.try_recv() {
+                            self.on_input(more);
+                        }
+                    }
                     // The stream ended: the call is over for the agent.
                     None => return Ok(()),
                 },
                 event = model.next() => {
                     let event = event?;
+                    self.event_read_at = Instant::now();
                     if !self.on_model(event).await? {
                         return Ok(());
                     }
@@ -199,7 +223,12 @@ impl Conversation {
 
     fn on_input(&mut self, input: AgentInput) {
         match input {
-            AgentInput::Audio { mulaw, .. } => self.to_model.push(protocol::append(&mulaw)),
+            // Each frame as it comes: batching appends would save writes only at the price of
+            // the model hearing the caller later (see README's relay figures).
+            AgentInput::Audio { mulaw, arrived, .. } => {
+                self.audio_waiting_since.get_or_insert(arrived);
+                self.to_model.push(protocol::append(&mulaw));
+            }
             AgentInput::Heard { response, heard_ms } => {
                 self.activity();
                 // Fully heard: nothing left to truncate.
@@ -293,7 +322,7 @@ impl Conversation {
                 item.sent += audio.len();
                 let response = item.response;
                 self.activity();
-                self.tell_relay(AgentOutput::Audio { response, mulaw: Bytes::from(audio) }).await
+                self.tell_relay(AgentOutput::Audio { response, mulaw: Bytes::from(audio), made: self.event_read_at }).await
             }
             ServerEvent::AudioDone { response_id, item_id } => match self.items.get_mut(&item_id) {
                 Some(item) if !self.discarded.contains(&response_id) => {

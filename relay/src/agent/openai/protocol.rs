@@ -191,7 +191,26 @@ fn text(v: &Value, field: &str) -> String {
     v[field].as_str().unwrap_or_default().to_string()
 }
 
+/// An audio delta, read without building a JSON tree: most of what the model sends.
+#[derive(serde::Deserialize)]
+struct AudioDelta<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    response_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    item_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    delta: std::borrow::Cow<'a, str>,
+}
+
 pub fn parse(frame: &str) -> Result<ServerEvent, String> {
+    if let Ok(delta) = serde_json::from_str::<AudioDelta>(frame) {
+        if delta.kind == "response.output_audio.delta" {
+            let audio = B64.decode(delta.delta.as_bytes()).map_err(|e| format!("audio delta is not base64: {e}"))?;
+            return Ok(ServerEvent::AudioDelta { response_id: delta.response_id.into_owned(), item_id: delta.item_id.into_owned(), audio });
+        }
+    }
     let v: Value = serde_json::from_str(frame).map_err(|e| format!("not JSON: {e}"))?;
     let kind = v["type"].as_str().ok_or("no type")?;
     Ok(match kind {
