@@ -70,8 +70,7 @@ async fn run(
     loop {
         tokio::select! {
             turn = turns.recv() => match turn {
-                // Boxed, as the heartbeat's: the store's futures are large, and this task lives as long as the call.
-                Some(turn) => Box::pin(write_turn(calls.as_ref(), &call_sid, &turn)).await,
+                Some(turn) => write_turn(calls.as_ref(), &call_sid, &turn).await,
                 None => break,
             },
             _ = ticker.tick(), if beating => {
@@ -80,7 +79,7 @@ async fn run(
                 if last <= written {
                     continue;
                 }
-                match Box::pin(calls.heartbeat(&call_sid, last)).await {
+                match calls.heartbeat(&call_sid, last).await {
                     Ok(true) => {
                         written = last;
                         beats += 1;

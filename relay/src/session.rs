@@ -74,8 +74,8 @@ fn skip_bad_frame(counters: &mut Counters, call: Option<&CallSid>, error: &Frame
 
 pub async fn run(relay: Relay, mut socket: WebSocket, live: LiveCall, opening: Opening) {
     let mut counters = Counters::default();
-    // The one-off steps are boxed: a future is as large as its largest await point, and the
-    // store's futures would otherwise stay in every call's task for its whole life.
+    // The one-off steps are boxed: a future is as large as its largest await point, and theirs
+    // would otherwise stay in every call's task for its whole life.
     let opened = tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(open(&relay, &mut socket, &mut counters))).await;
     drop(opening);
     let (start, call) = match opened {
