@@ -52,6 +52,17 @@ fn start_watchdog(app: &TestApp) -> oneshot::Sender<()> {
     stop
 }
 
+/// `n` calls answered, whose streams never start.
+async fn answered_calls(app: &TestApp, n: usize) -> Vec<String> {
+    let mut sids = Vec::new();
+    for _ in 0..n {
+        let sid = new_call_sid();
+        app.answer(&sid).await;
+        sids.push(sid);
+    }
+    sids
+}
+
 /// Two watchdogs at once over `sids`: each call is redirected (within `within`) exactly once.
 async fn two_watchdogs_redirect_each_once(app: &TestApp, twilio: &MockServer, mut sids: Vec<String>, within: Duration) {
     let _first = start_watchdog(app);
@@ -181,12 +192,7 @@ async fn an_ended_call_gets_no_redirect_and_one_twilio_says_is_over_is_closed_ou
 async fn two_watchdogs_at_once_make_one_redirect_per_call() {
     let (app, twilio) = app_and_twilio().await;
     twilio_accepts_redirects().mount(&twilio).await;
-    let mut sids = Vec::new();
-    for _ in 0..10 {
-        let sid = new_call_sid();
-        app.answer(&sid).await;
-        sids.push(sid);
-    }
+    let sids = answered_calls(&app, 10).await;
     two_watchdogs_redirect_each_once(&app, &twilio, sids, Duration::from_secs(4)).await;
 }
 
@@ -204,12 +210,7 @@ async fn a_slow_redirect_in_flight_is_not_made_again_by_the_other_watchdog() {
         )
         .mount(&twilio)
         .await;
-    let mut sids = Vec::new();
-    for _ in 0..4 {
-        let sid = new_call_sid();
-        app.answer(&sid).await;
-        sids.push(sid);
-    }
+    let sids = answered_calls(&app, 4).await;
     two_watchdogs_redirect_each_once(&app, &twilio, sids, Duration::from_secs(10)).await;
 }
 

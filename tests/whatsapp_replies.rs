@@ -46,6 +46,17 @@ async fn twilio_sends(expected_body: &str) -> (MockServer, String) {
     (twilio, sent)
 }
 
+/// The chat model's answer, as the API sends it.
+fn chat_answer(answer: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(serde_json::json!({ "choices": [{ "message": { "role": "assistant", "content": answer } }] }))
+}
+
+/// The app with OpenAI (chat and transcription) on `openai` and Twilio's REST API on `twilio`.
+async fn app_with_llm(twilio: &MockServer, openai: &MockServer) -> TestApp {
+    let openai_base = format!("{}/v1", openai.uri());
+    spawn_app_with(&[("TWILIO_API_BASE", &twilio.uri()), ("OPENAI_API_KEY", "sk-test"), ("OPENAI_BASE_URL", &openai_base)]).await
+}
+
 fn replier(app: &TestApp) -> Replier {
     Replier::new(app.stores.calls.clone(), app.stores.blobs.clone(), TwilioRest::from_config(&app.config), app.config.clone())
 }
@@ -66,16 +77,14 @@ async fn an_inbound_message_is_answered_by_the_llm_from_the_timeline() {
     let answer = "שלום דנה! איזה אזור מעניין אותך?";
     let (twilio, sent) = twilio_sends(answer).await;
     let openai = MockServer::start().await;
-    let completion = serde_json::json!({ "choices": [{ "message": { "role": "assistant", "content": answer } }] });
     Mock::given(method("POST"))
         .and(path("/v1/chat/completions"))
         .and(body_string_contains("מחפשת דירה"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completion))
+        .respond_with(chat_answer(answer))
         .expect(1)
         .mount(&openai)
         .await;
-    let openai_base = format!("{}/v1", openai.uri());
-    let app = spawn_app_with(&[("TWILIO_API_BASE", &twilio.uri()), ("OPENAI_API_KEY", "sk-test"), ("OPENAI_BASE_URL", &openai_base)]).await;
+    let app = app_with_llm(&twilio, &openai).await;
     let msid = random_sid("SM");
     twiml_of(app.post("/webhook/whatsapp/inbound", &inbound(&msid, "היי, מחפשת דירה")).await).await;
 
@@ -256,17 +265,15 @@ async fn a_voice_note_is_kept_transcribed_and_answered_and_a_picture_kept() {
         .expect(1)
         .mount(&openai)
         .await;
-    let completion = serde_json::json!({ "choices": [{ "message": { "role": "assistant", "content": answer } }] });
     Mock::given(method("POST"))
         .and(path("/v1/chat/completions"))
         .and(body_string_contains(format!("(voice note) {words}")))
         .and(body_string_contains("(sent a picture)"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completion))
+        .respond_with(chat_answer(answer))
         .expect(1)
         .mount(&openai)
         .await;
-    let openai_base = format!("{}/v1", openai.uri());
-    let app = spawn_app_with(&[("TWILIO_API_BASE", &twilio.uri()), ("OPENAI_API_KEY", "sk-test"), ("OPENAI_BASE_URL", &openai_base)]).await;
+    let app = app_with_llm(&twilio, &openai).await;
     let form = with_media(&msid, &twilio, &[(&media_path("ME1"), "audio/ogg"), (&media_path("ME2"), "image/jpeg")]);
     twiml_of(app.post("/webhook/whatsapp/inbound", &form).await).await;
 

@@ -322,40 +322,28 @@ impl Session {
                     }
                     self.counters.frame_time.record(started.elapsed().as_micros() as u64);
                 }
-                output = self.from_agent.recv(), if agent_open => match output {
-                    // The agent's last words are queued: its end no longer matters to the caller.
-                    Some(AgentOutput::Failed { reason }) if self.finale.is_some() => {
-                        tracing::info!(call_sid = %self.call_sid, reason, "agent ended after its last words; finishing the call");
-                        agent_open = false;
-                    }
-                    Some(AgentOutput::Failed { reason }) => {
-                        self.failure = Some(reason);
-                        return StreamEnd::AgentFailed;
-                    }
-                    Some(output) => {
-                        self.agent_output(output);
+                output = self.from_agent.recv(), if agent_open => {
+                    let mut output = output;
+                    loop {
+                        if let Some(end) = self.take_agent_output(output, &mut agent_open) {
+                            return end;
+                        }
                         // Whatever else the agent has sent by now goes out in the same write.
-                        while let Ok(more) = self.from_agent.try_recv() {
-                            if let AgentOutput::Failed { reason } = more {
-                                if self.finale.is_none() {
-                                    self.failure = Some(reason);
-                                    return StreamEnd::AgentFailed;
-                                }
-                                agent_open = false;
-                                break;
-                            }
-                            self.agent_output(more);
+                        if !agent_open {
+                            break;
                         }
-                        if self.flush(socket).await.is_err() {
-                            return StreamEnd::SocketError;
-                        }
-                        if let Some(made) = self.answer_made.take() {
-                            self.counters.from_model.record(made.elapsed().as_micros() as u64);
+                        match self.from_agent.try_recv() {
+                            Ok(more) => output = Some(more),
+                            Err(_) => break,
                         }
                     }
-                    None if self.finale.is_some() => agent_open = false,
-                    None => return StreamEnd::AgentFailed,
-                },
+                    if self.flush(socket).await.is_err() {
+                        return StreamEnd::SocketError;
+                    }
+                    if let Some(made) = self.answer_made.take() {
+                        self.counters.from_model.record(made.elapsed().as_micros() as u64);
+                    }
+                }
                 _ = tokio::time::sleep_until(finale_by.unwrap_or_else(Instant::now)), if finale_by.is_some() => {
                     tracing::warn!(call_sid = %self.call_sid, "the agent's last audio was never confirmed played; going on");
                     return self.end_by_agent().await;
@@ -368,6 +356,26 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Takes what the agent sent (`None`: its channel closed); `Some` ends the stream. Once the
+    /// agent's last words are queued its end no longer matters to the caller: the channel is
+    /// only no longer read (`agent_open`).
+    fn take_agent_output(&mut self, output: Option<AgentOutput>, agent_open: &mut bool) -> Option<StreamEnd> {
+        match output {
+            Some(AgentOutput::Failed { reason }) if self.finale.is_some() => {
+                tracing::info!(call_sid = %self.call_sid, reason, "agent ended after its last words; finishing the call");
+                *agent_open = false;
+            }
+            Some(AgentOutput::Failed { reason }) => {
+                self.failure = Some(reason);
+                return Some(StreamEnd::AgentFailed);
+            }
+            Some(output) => self.agent_output(output),
+            None if self.finale.is_some() => *agent_open = false,
+            None => return Some(StreamEnd::AgentFailed),
+        }
+        None
     }
 
     /// Handles one frame from Twilio; `Some` ends the stream.

@@ -81,7 +81,7 @@ impl Connection {
     }
 
     pub async fn send(&mut self, event: String) -> Result<(), AgentError> {
-        self.socket.send(Message::text(event)).await.map_err(|e| unavailable(format!("the model's socket failed: {e}")))
+        self.send_all(std::iter::once(event)).await
     }
 
     /// Sends events in one write.
