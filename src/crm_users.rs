@@ -26,7 +26,7 @@ pub async fn add(store: &dyn CallStore, name: &UserName, replace: bool) -> anyho
             Added::Refused(format!("no user {name} (add it without --replace)"))
         });
     }
-    let user = User { name: name.clone(), password_hash: hash, created_at: at, updated_at: at };
+    let user = User { name: name.clone(), password_hash: hash, created_at: at, updated_at: at, session_epoch: 0 };
     Ok(if store.add_user(&user).await? {
         Added::Done(format!("user {name} added\n"))
     } else {

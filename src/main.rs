@@ -234,9 +234,10 @@ enum UserCommand {
         #[arg(long)]
         json: bool,
     },
-    Remove {
-        name: String,
-    },
+    /// End every session of a user, on every device ("sign out everywhere").
+    SignOut { name: String },
+    /// Remove a user; their sessions end with them.
+    Remove { name: String },
 }
 
 #[derive(Subcommand)]
@@ -325,7 +326,7 @@ async fn run(cli: Cli, data_dir_given: bool) -> anyhow::Result<ExitCode> {
             let target = match (port, target) {
                 (Some(port), _) => simulate::Target::Running { addr: SocketAddr::new(host, port), data_dir: cli.data_dir.clone() },
                 (None, Some(base_url)) => simulate::Target::Remote { base_url },
-                (None, None) => simulate::Target::Local { data_dir: if data_dir_given { cli.data_dir.clone() } else { fresh_data_dir() } },
+                (None, None) => simulate::Target::Local { data_dir: if data_dir_given { cli.data_dir.clone() } else { fresh_data_dir()? } },
             };
             if !(speed.is_finite() && (0.1..=100.0).contains(&speed)) {
                 anyhow::bail!("--speed must be between 0.1 and 100 (times real time), got {speed}");
@@ -486,6 +487,13 @@ async fn run(cli: Cli, data_dir_given: bool) -> anyhow::Result<ExitCode> {
                     }
                     println!("user {n} removed");
                 }
+                UserCommand::SignOut { name: n } => {
+                    if !calls.end_sessions(&name(&n)?, callkeeper_core::time::now_ms()).await? {
+                        eprintln!("callkeeper: no user {n}");
+                        return Ok(ExitCode::from(2));
+                    }
+                    println!("every session of {n} ended");
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -526,10 +534,13 @@ async fn run(cli: Cli, data_dir_given: bool) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// A folder of its own for a simulated stack: `callkeeper-sim-<time>` in the system's temp dir.
-fn fresh_data_dir() -> PathBuf {
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    std::env::temp_dir().join(format!("callkeeper-sim-{stamp}"))
+/// A folder of its own for a simulated stack: `callkeeper-sim-XXXXXX` in the system's temp dir,
+/// made new with a random name and for its owner only, so nobody else on the machine can have
+/// made it first or read the calls it will hold. Kept after the run, for `calls list`.
+fn fresh_data_dir() -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new().prefix("callkeeper-sim-").permissions(std::fs::Permissions::from_mode(0o700)).tempdir()?;
+    Ok(dir.keep())
 }
 
 /// The caller's voice: a WAV file (μ-law or PCM, any channel count: the first is taken, at
@@ -553,4 +564,21 @@ async fn open_crm(kind: StoreKind, data_dir: &std::path::Path) -> anyhow::Result
         anyhow::bail!("no callkeeper data in {} (start `callkeeper serve` there, or pass --data-dir)", data_dir.display());
     }
     Ok(open(kind, data_dir, 5).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_simulated_stacks_folder_is_new_unguessable_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let (a, b) = (super::fresh_data_dir().unwrap(), super::fresh_data_dir().unwrap());
+        assert_ne!(a, b);
+        for dir in [&a, &b] {
+            let name = dir.file_name().unwrap().to_str().unwrap();
+            let suffix = name.strip_prefix("callkeeper-sim-").unwrap();
+            assert!(!suffix.chars().all(|c| c.is_ascii_digit()), "not a time stamp: {name}");
+            assert_eq!(std::fs::metadata(dir).unwrap().permissions().mode() & 0o777, 0o700, "{name}");
+            std::fs::remove_dir(dir).unwrap();
+        }
+    }
 }

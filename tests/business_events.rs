@@ -152,3 +152,53 @@ async fn an_event_the_receiver_never_takes_waits_in_the_dead_letter_queue() {
     deliver_all(&app).await;
     assert_eq!(receiver.lock().unwrap().accepted.len(), 1);
 }
+
+/// Receivers such as Zapier or Slack keep their secret in the URL's path: a delivery that fails
+/// keeps (and shows on Operations, and logs) its error without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_delivery_keeps_no_trace_of_the_receivers_url() {
+    // A port with nobody on it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/hooks/T0SECRETPATH/B1SECRETPATH");
+    let settings = [
+        ("EVENTS_WEBHOOK_URL", url.as_str()),
+        ("EVENTS_WEBHOOK_SECRET", SECRET),
+        ("JOB_RETRY_BASE_SECS", "0"),
+        ("QUEUE_MAX_RECEIVES", "2"),
+    ];
+    let app = spawn_app_with(&settings).await;
+    assert_eq!(app.post("/webhook/incoming_call", &incoming_call_form(&random_sid("CA"), "+972501234567")).await.status(), 200);
+    deliver_all(&app).await;
+    let dead = app.stores.queue.dead_letters(QueueName::Events, 10).await.unwrap();
+    let error = dead[0].last_error.as_deref().unwrap_or("");
+    assert!(error.contains("the receiver did not answer"), "{error}");
+    assert!(!error.contains("SECRETPATH") && !error.contains("/hooks"), "{error}");
+}
+
+/// A redirect from the receiver is not followed: the signed body would go wherever it points.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receivers_redirect_is_a_failure_and_the_body_goes_nowhere_else() {
+    let (elsewhere, other) = receiver(0).await;
+    let redirecting = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let to = elsewhere.clone();
+            async move { (StatusCode::TEMPORARY_REDIRECT, [("location", to)]) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, redirecting).await.unwrap() });
+    let settings = [
+        ("EVENTS_WEBHOOK_URL", url.as_str()),
+        ("EVENTS_WEBHOOK_SECRET", SECRET),
+        ("JOB_RETRY_BASE_SECS", "0"),
+        ("QUEUE_MAX_RECEIVES", "2"),
+    ];
+    let app = spawn_app_with(&settings).await;
+    assert_eq!(app.post("/webhook/incoming_call", &incoming_call_form(&random_sid("CA"), "+972501234567")).await.status(), 200);
+    deliver_all(&app).await;
+    let dead = app.stores.queue.dead_letters(QueueName::Events, 10).await.unwrap();
+    assert!(dead[0].last_error.as_deref().unwrap_or("").contains("the receiver answered 307"), "{dead:?}");
+    assert_eq!(other.lock().unwrap().attempts, 0, "the redirect's target got nothing");
+}

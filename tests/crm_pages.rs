@@ -152,7 +152,7 @@ async fn the_crm_in_a_browser() {
     // A customer writes on WhatsApp, with a picture, which the reply worker keeps.
     let (config, _) = local_config::resolve(dir.path(), addr).unwrap();
     let message_sid = format!("SM{}", "cd".repeat(16));
-    let picture = format!("/2010-04-01/Accounts/{}/Messages/{message_sid}/Media/ME1", config.twilio_account_sid);
+    let picture = format!("/2010-04-01/Accounts/{}/Messages/{message_sid}/Media/ME{}", config.twilio_account_sid, "ef".repeat(16));
     // A 1×1 PNG.
     let png = base64::Engine::decode(
         &base64::engine::general_purpose::STANDARD,
@@ -300,4 +300,266 @@ async fn the_crm_in_a_browser() {
     assert_eq!(path_of(&c).await, "/crm/sign-in");
     assert!(text_of(&c, "#problem").await.contains("יותר מדי ניסיונות"));
     c.close().await.unwrap();
+}
+
+/// `callkeeper serve` on a fresh folder with the user dana, for the sign-in's HTTP tests: its
+/// log in a file, a client that follows no redirects, and a sign-in form's cookie and token
+/// (both can be posted many times: they are bound to each other, not used up).
+struct Crm {
+    serve: Killed,
+    base: String,
+    addr: std::net::SocketAddr,
+    dir: tempfile::TempDir,
+    log: std::path::PathBuf,
+    client: reqwest::Client,
+    form_cookie: String,
+    token: String,
+}
+
+async fn crm(env: &[(&str, &str)]) -> Crm {
+    let dir = tempfile::tempdir().unwrap();
+    let mut add = callkeeper(dir.path()).args(["crm", "user", "add", "dana"]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    add.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
+    assert!(add.wait().unwrap().success());
+    let port = free_port();
+    let log = dir.path().join("serve.log");
+    let mut command = callkeeper(dir.path());
+    command.envs(env.iter().copied()).env("RUST_LOG", "info").args(["serve", "--port", &port.to_string()]);
+    let serve = Killed(command.stdout(std::fs::File::create(&log).unwrap()).stderr(Stdio::null()).spawn().unwrap());
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for _ in 0..200 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let form = client.get(format!("{base}/crm/sign-in")).send().await.unwrap();
+    let form_cookie = form.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let html = form.text().await.unwrap();
+    let token = html.split("name=\"token\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    Crm { serve, base, addr, dir, log, client, form_cookie, token }
+}
+
+impl Crm {
+    async fn sign_in(&self, name: &str, password: &str, forwarded_for: Option<&str>) -> reqwest::Response {
+        let mut request = self.client.post(format!("{}/crm/sign-in", self.base)).header("cookie", &self.form_cookie).form(&[
+            ("name", name),
+            ("password", password),
+            ("token", &self.token),
+        ]);
+        if let Some(address) = forwarded_for {
+            request = request.header("x-forwarded-for", address);
+        }
+        request.send().await.unwrap()
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.serve.0.id())).unwrap();
+        status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse().unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+}
+
+/// The session cookie a sign-in's answer sets.
+fn session_cookie(response: &reqwest::Response) -> String {
+    let cookie = response.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).find(|v| v.starts_with("ck_session="));
+    cookie.expect("a session cookie").split(';').next().unwrap().to_string()
+}
+
+/// A burst of sign-ins from many addresses (the proxy's header, trusted) is held to a few
+/// password checks at once: the rest are told at once to come back in a second, the process's
+/// memory stays near where it was and comes back to it, and a webhook keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_sign_ins_is_bounded_and_gives_its_memory_back() {
+    let crm = crm(&[("TRUSTED_PROXY_HOPS", "1")]).await;
+    assert_eq!(crm.sign_in("dana", PASSWORD, Some("10.9.9.9")).await.status(), 303, "a first sign-in, as a running CRM has had");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = crm.rss_kib();
+    let (config, _) = local_config::resolve(crm.dir.path(), crm.addr).unwrap();
+
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let pid = crm.serve.0.id();
+    let sampler = {
+        let sampling = sampling.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0u64;
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                    let rss = status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1));
+                    peak = peak.max(rss.and_then(|v| v.parse().ok()).unwrap_or(0));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    let webhooks = {
+        let (client, config, addr) = (reqwest::Client::new(), config.clone(), crm.addr);
+        tokio::spawn(async move {
+            let mut took = Vec::new();
+            for _ in 0..20 {
+                let form = vec![
+                    ("CallSid".to_string(), callkeeper_core::ids::random_sid("CA")),
+                    ("AccountSid".to_string(), config.twilio_account_sid.to_string()),
+                    ("From".to_string(), "+972501234567".to_string()),
+                    ("To".to_string(), "+97231234567".to_string()),
+                    ("CallStatus".to_string(), "ringing".to_string()),
+                    ("Direction".to_string(), "inbound".to_string()),
+                ];
+                let started = std::time::Instant::now();
+                let (status, _) =
+                    callkeeper::simulate::post_webhook(&client, &config, addr, "/webhook/incoming_call", &form).await.unwrap();
+                took.push(started.elapsed());
+                assert_eq!(status, 200);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            took
+        })
+    };
+    let burst: Vec<_> = (0..40)
+        .map(|i| {
+            let (client, base, cookie, token) = (crm.client.clone(), crm.base.clone(), crm.form_cookie.clone(), crm.token.clone());
+            tokio::spawn(async move {
+                let response = client
+                    .post(format!("{base}/crm/sign-in"))
+                    .header("cookie", cookie)
+                    .header("x-forwarded-for", format!("10.1.{}.{}", i / 200, i % 200 + 1))
+                    .form(&[("name", format!("guess{i}")), ("password", "not the password".into()), ("token", token)])
+                    .send()
+                    .await
+                    .unwrap();
+                (response.status().as_u16(), response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string()))
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for b in burst {
+        answers.push(b.await.unwrap());
+    }
+    let mut took = webhooks.await.unwrap();
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = crm.rss_kib();
+    took.sort();
+    let checked = answers.iter().filter(|(s, _)| *s == 401).count();
+    let busy = answers.iter().filter(|(s, retry)| *s == 503 && retry.as_deref() == Some("1")).count();
+    println!(
+        "sign-in burst of 40: {checked} checked (401), {busy} busy (503); RSS before {} MiB, peak {} MiB, after {} MiB; \
+         incoming_call during it p50 {:?}, max {:?}",
+        before / 1024,
+        peak / 1024,
+        after / 1024,
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
+    assert_eq!(checked + busy, 40, "every attempt answered 401 or 503 with Retry-After: {answers:?}");
+    assert!(busy > 0 && checked >= callkeeper_functions::crm::verifier::THREADS, "{answers:?}");
+    // Two checks at once at 19 MiB each, and what their requests hold.
+    assert!(peak < before + 100 * 1024, "peak {peak} KiB from {before} KiB");
+    assert!(after < before + 16 * 1024, "after the burst {after} KiB, before it {before} KiB: memory was not given back");
+}
+
+/// The five-guess limit holds inside a burst: each guess is counted before it is checked, so of
+/// 29 at once only five are checked, and the right password after them is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_guesses_are_counted_before_they_are_checked() {
+    let crm = crm(&[]).await;
+    let guesses: Vec<_> = (0..29)
+        .map(|_| {
+            let (client, base, cookie, token) = (crm.client.clone(), crm.base.clone(), crm.form_cookie.clone(), crm.token.clone());
+            tokio::spawn(async move {
+                let form = [("name", "dana"), ("password", "not the password"), ("token", token.as_str())];
+                client.post(format!("{base}/crm/sign-in")).header("cookie", cookie).form(&form).send().await.unwrap().status().as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for g in guesses {
+        statuses.push(g.await.unwrap());
+    }
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    assert!(checked <= 5, "{checked} guesses were checked: {statuses:?}");
+    assert!(statuses.iter().all(|s| [401, 429, 503].contains(s)), "{statuses:?}");
+    let right = crm.sign_in("dana", PASSWORD, None).await;
+    assert_eq!(right.status(), 429, "the right password after the burst is refused");
+    assert!(right.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() > 0);
+}
+
+/// Behind a proxy every visitor is the proxy's address: with `TRUSTED_PROXY_HOPS` the limit
+/// keys on the address the proxy saw, so one visitor's guesses do not lock out another; without
+/// it the header is not believed, so a guesser cannot escape the limit by writing one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limit_keys_on_the_address_a_trusted_proxy_saw_and_never_on_a_written_one() {
+    let behind_proxy = crm(&[("TRUSTED_PROXY_HOPS", "1")]).await;
+    for _ in 0..6 {
+        assert_ne!(behind_proxy.sign_in("dana", "not the password", Some("203.0.113.7")).await.status(), 303);
+    }
+    assert_eq!(behind_proxy.sign_in("dana", PASSWORD, Some("203.0.113.7")).await.status(), 429, "the guesser waits");
+    // A client's own entry in front of what the proxy appended is not believed either.
+    assert_eq!(behind_proxy.sign_in("dana", PASSWORD, Some("198.51.100.1, 203.0.113.7")).await.status(), 429);
+    let dana = behind_proxy.sign_in("dana", PASSWORD, Some("198.51.100.20")).await;
+    assert_eq!(dana.status(), 303, "dana, elsewhere behind the same proxy, signs in");
+
+    let direct = crm(&[]).await;
+    for i in 0..6 {
+        direct.sign_in("dana", "not the password", Some(&format!("192.0.2.{i}"))).await;
+    }
+    assert_eq!(direct.sign_in("dana", PASSWORD, Some("192.0.2.99")).await.status(), 429, "a written address changes nothing");
+    assert!(direct.log().contains("TRUSTED_PROXY_HOPS"), "serve says what to set when it sees the header");
+}
+
+/// A sign-in name is at most 64 bytes: a longer one is refused before it is counted or logged,
+/// and what is logged of a name is escaped, so a newline in it cannot forge a line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_names_are_refused_unlogged_and_names_cannot_forge_log_lines() {
+    let crm = crm(&[]).await;
+    let huge = "a".repeat(200_000);
+    for _ in 0..3 {
+        let refused = crm.sign_in(&huge, "not the password", None).await;
+        assert_eq!(refused.status(), 400);
+        assert!(refused.text().await.unwrap().contains("at most 64 bytes"));
+    }
+    let forged = crm.sign_in("x\nforged signed in user=admin", "not the password", None).await;
+    assert_eq!(forged.status(), 401);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = crm.log();
+    assert!(log.len() < 20_000, "the log is {} bytes", log.len());
+    assert!(!log.contains(&"a".repeat(1000)), "the long name was logged");
+    assert!(log.lines().any(|l| l.contains("sign-in failed")), "{log}");
+    assert!(!log.lines().any(|l| l.trim_start().starts_with("forged")), "a forged line: {log}");
+    assert_eq!(crm.sign_in("dana", PASSWORD, None).await.status(), 303, "the long names counted against nothing");
+}
+
+/// Signing out ends the session on the server: the cookie replayed afterwards no longer works,
+/// nor does any other session of the user; `crm user sign-out` does the same from the shell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_ends_every_session_of_the_user() {
+    let crm = crm(&[]).await;
+    let page = |cookie: String| {
+        let (client, base) = (crm.client.clone(), crm.base.clone());
+        async move { client.get(format!("{base}/crm/calls")).header("cookie", cookie).send().await.unwrap().status().as_u16() }
+    };
+    let laptop = session_cookie(&crm.sign_in("dana", PASSWORD, None).await);
+    let phone = session_cookie(&crm.sign_in("dana", PASSWORD, None).await);
+    assert_eq!(page(laptop.clone()).await, 200);
+    let calls = crm.client.get(format!("{}/crm/calls", crm.base)).header("cookie", &laptop).send().await.unwrap().text().await.unwrap();
+    let csrf = calls.split("name=\"csrf\" value=\"").nth(1).expect("the sign-out form's token").split('"').next().unwrap().to_string();
+    let out = crm.client.post(format!("{}/crm/sign-out", crm.base)).header("cookie", &laptop).form(&[("csrf", csrf)]).send().await.unwrap();
+    assert_eq!(out.status(), 303);
+    assert_eq!(page(laptop).await, 303, "the signed-out cookie, replayed, is sent to sign in");
+    assert_eq!(page(phone).await, 303, "and the user's other session with it");
+
+    let again = session_cookie(&crm.sign_in("dana", PASSWORD, None).await);
+    assert_eq!(page(again.clone()).await, 200);
+    let everywhere = callkeeper(crm.dir.path()).args(["crm", "user", "sign-out", "dana"]).output().unwrap();
+    assert!(everywhere.status.success(), "{}", String::from_utf8_lossy(&everywhere.stderr));
+    assert_eq!(page(again).await, 303, "signed out everywhere from the shell");
+    let nobody = callkeeper(crm.dir.path()).args(["crm", "user", "sign-out", "nobody"]).output().unwrap();
+    assert_eq!(nobody.status.code(), Some(2));
 }

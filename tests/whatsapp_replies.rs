@@ -243,9 +243,10 @@ async fn a_voice_note_is_kept_transcribed_and_answered_and_a_picture_kept() {
     let (twilio, _) = twilio_sends(answer).await;
     let msid = random_sid("SM");
     let media_path = |me: &str| format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{msid}/Media/{me}");
+    let (me1, me2) = (random_sid("ME"), random_sid("ME"));
     let voice = b"OggS\x00\x02voice note bytes".to_vec();
     let picture = b"\xFF\xD8\xFF\xE0 a jpeg".to_vec();
-    for (me, bytes, content_type) in [("ME1", voice.clone(), "audio/ogg"), ("ME2", picture.clone(), "image/jpeg")] {
+    for (me, bytes, content_type) in [(me1.as_str(), voice.clone(), "audio/ogg"), (me2.as_str(), picture.clone(), "image/jpeg")] {
         Mock::given(method("GET"))
             .and(path(media_path(me)))
             .respond_with(ResponseTemplate::new(200).set_body_raw(bytes, content_type))
@@ -274,7 +275,7 @@ async fn a_voice_note_is_kept_transcribed_and_answered_and_a_picture_kept() {
         .mount(&openai)
         .await;
     let app = app_with_llm(&twilio, &openai).await;
-    let form = with_media(&msid, &twilio, &[(&media_path("ME1"), "audio/ogg"), (&media_path("ME2"), "image/jpeg")]);
+    let form = with_media(&msid, &twilio, &[(&media_path(&me1), "audio/ogg"), (&media_path(&me2), "image/jpeg")]);
     twiml_of(app.post("/webhook/whatsapp/inbound", &form).await).await;
 
     let polled = poll_once(app.stores.queue.as_ref(), &replier(&app)).await.unwrap();
@@ -304,4 +305,154 @@ async fn media_that_is_not_the_accounts_is_never_fetched_and_the_message_still_a
     assert!(fetched.is_empty(), "another account's media is not fetched with ours: {fetched:?}");
     let message = app.stores.calls.get_message(&MessageSid::parse(&msid).unwrap()).await.unwrap().unwrap();
     assert!(message.media.iter().all(|m| m.blob_key.is_none()), "kept as a URL only");
+    assert!(message.media.iter().all(|m| m.problem.as_deref().is_some_and(|p| p.contains("not this account's"))), "{:?}", message.media);
+}
+
+/// A path that climbs out of the account's media, however it is spelled, is not fetched: it
+/// would reach the rest of Twilio's API with our credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_media_path_that_climbs_out_is_never_fetched() {
+    let (twilio, _) = twilio_sends("תודה! נחזור אליך.").await;
+    let app = spawn_app_with(&[("TWILIO_API_BASE", &twilio.uri()), ("REPLY_FIXED_TEXT", "תודה! נחזור אליך.")]).await;
+    let msid = random_sid("SM");
+    let messages = format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Messages");
+    let climbing = [
+        format!("{messages}/%2e%2e/%2e%2e/Recordings.json"),
+        format!("{messages}/{msid}/Media/.%2E/.%2E/.%2E/Calls.json"),
+        format!("{messages}/{msid}/Media/..\\..\\..\\Calls.json"),
+    ];
+    let media: Vec<(&str, &str)> = climbing.iter().map(|p| (p.as_str(), "image/jpeg")).collect();
+    twiml_of(app.post("/webhook/whatsapp/inbound", &with_media(&msid, &twilio, &media)).await).await;
+    let polled = poll_once(app.stores.queue.as_ref(), &replier(&app)).await.unwrap();
+    assert_eq!((polled.received, polled.done), (1, 1), "answered");
+    let fetched: Vec<_> = twilio.received_requests().await.unwrap().into_iter().filter(|r| r.method.as_str() == "GET").collect();
+    assert!(fetched.is_empty(), "fetched: {:?}", fetched.iter().map(|r| r.url.to_string()).collect::<Vec<_>>());
+}
+
+/// Twilio's media answers with a redirect to its CDN; one anywhere else (here, a stand-in for
+/// the cloud's metadata service) is not followed, and the message is answered without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_media_redirect_off_twilios_hosts_is_not_followed() {
+    let (twilio, _) = twilio_sends("תודה! נחזור אליך.").await;
+    let metadata = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("AccessKeyId: ASIA-secret"))
+        .expect(0)
+        .mount(&metadata)
+        .await;
+    let msid = random_sid("SM");
+    let media = format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{msid}/Media/{}", random_sid("ME"));
+    Mock::given(method("GET"))
+        .and(path(media.clone()))
+        .respond_with(ResponseTemplate::new(302).insert_header("location", format!("{}/latest/meta-data/iam", metadata.uri())))
+        .expect(1)
+        .mount(&twilio)
+        .await;
+    let app = spawn_app_with(&[("TWILIO_API_BASE", &twilio.uri()), ("REPLY_FIXED_TEXT", "תודה! נחזור אליך.")]).await;
+    twiml_of(app.post("/webhook/whatsapp/inbound", &with_media(&msid, &twilio, &[(&media, "image/jpeg")])).await).await;
+    let polled = poll_once(app.stores.queue.as_ref(), &replier(&app)).await.unwrap();
+    assert_eq!((polled.received, polled.done), (1, 1), "answered, and not retried: the redirect will not change");
+    let message = app.stores.calls.get_message(&MessageSid::parse(&msid).unwrap()).await.unwrap().unwrap();
+    assert_eq!(message.media[0].blob_key, None);
+    let problem = message.media[0].problem.as_deref().unwrap();
+    assert!(problem.contains("not to Twilio's media hosts"), "{problem}");
+    assert_eq!(outbound(&app).await.len(), 1);
+}
+
+/// A medium Twilio no longer has (404) and a voice note the transcription refuses (a corrupt
+/// file: any customer can send one) are recorded as such, and the message is answered at once,
+/// not retried into the dead-letter queue. What each said, the LLM is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_that_cannot_be_kept_or_transcribed_does_not_stop_the_answer() {
+    let answer = "קיבלתי, תודה! אפשר לשלוח שוב את ההקלטה?";
+    let (twilio, _) = twilio_sends(answer).await;
+    let msid = random_sid("SM");
+    let media_path = |me: &str| format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{msid}/Media/{me}");
+    let (gone, corrupt) = (random_sid("ME"), random_sid("ME"));
+    Mock::given(method("GET"))
+        .and(path(media_path(&gone)))
+        .respond_with(
+            ResponseTemplate::new(404)
+                .set_body_json(serde_json::json!({ "code": 20404, "message": "The requested resource was not found" })),
+        )
+        .expect(1)
+        .mount(&twilio)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(media_path(&corrupt)))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(b"OggS not really".to_vec(), "audio/ogg"))
+        .expect(1)
+        .mount(&twilio)
+        .await;
+    let openai = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/audio/transcriptions"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "error": { "message": "Audio file might be corrupted or unsupported", "type": "invalid_request_error", "param": "file", "code": "invalid_value" }
+        })))
+        .expect(1)
+        .mount(&openai)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(body_string_contains("(sent a voice note that could not be played)"))
+        .and(body_string_contains("(sent a picture)"))
+        .respond_with(chat_answer(answer))
+        .expect(1)
+        .mount(&openai)
+        .await;
+    let app = app_with_llm(&twilio, &openai).await;
+    let form = with_media(&msid, &twilio, &[(&media_path(&gone), "image/jpeg"), (&media_path(&corrupt), "audio/ogg")]);
+    twiml_of(app.post("/webhook/whatsapp/inbound", &form).await).await;
+    let polled = poll_once(app.stores.queue.as_ref(), &replier(&app)).await.unwrap();
+    assert_eq!((polled.received, polled.done), (1, 1), "answered on the first try");
+    let message = app.stores.calls.get_message(&MessageSid::parse(&msid).unwrap()).await.unwrap().unwrap();
+    let (picture, voice) = (&message.media[0], &message.media[1]);
+    assert_eq!(picture.blob_key, None);
+    assert!(picture.problem.as_deref().unwrap().contains("404"), "{picture:?}");
+    assert!(voice.blob_key.is_some(), "the voice note is kept, to be heard in the CRM");
+    assert_eq!(voice.transcript, None);
+    assert!(voice.problem.as_deref().unwrap().starts_with("not transcribed"), "{voice:?}");
+    assert_eq!(outbound(&app).await[0].body, answer);
+}
+
+/// A transient failure (Twilio's 503) is retried, and what was done before it is not redone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_media_failure_is_retried_without_fetching_again_what_was_kept() {
+    let (twilio, _) = twilio_sends("תודה! נחזור אליך.").await;
+    let msid = random_sid("SM");
+    let media_path = |me: &str| format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{msid}/Media/{me}");
+    let (first, second) = (random_sid("ME"), random_sid("ME"));
+    Mock::given(method("GET"))
+        .and(path(media_path(&first)))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(b"\x89PNG".to_vec(), "image/png"))
+        .expect(1)
+        .mount(&twilio)
+        .await;
+    // Busy for every try of the first receive (the client's own retries), then there.
+    Mock::given(method("GET"))
+        .and(path(media_path(&second)))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(4)
+        .mount(&twilio)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(media_path(&second)))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(b"\x89PNG 2".to_vec(), "image/png"))
+        .mount(&twilio)
+        .await;
+    let app =
+        spawn_app_with(&[("TWILIO_API_BASE", &twilio.uri()), ("REPLY_FIXED_TEXT", "תודה! נחזור אליך."), ("JOB_RETRY_BASE_SECS", "0")])
+            .await;
+    let form = with_media(&msid, &twilio, &[(&media_path(&first), "image/png"), (&media_path(&second), "image/png")]);
+    twiml_of(app.post("/webhook/whatsapp/inbound", &form).await).await;
+    let polled = poll_once(app.stores.queue.as_ref(), &replier(&app)).await.unwrap();
+    assert_eq!((polled.received, polled.done), (1, 0), "failed, to be retried");
+    let kept = app.stores.calls.get_message(&MessageSid::parse(&msid).unwrap()).await.unwrap().unwrap();
+    assert!(kept.media[0].blob_key.is_some() && kept.media[1].blob_key.is_none(), "{:?}", kept.media);
+    let polled = poll_once(app.stores.queue.as_ref(), &replier(&app)).await.unwrap();
+    assert_eq!((polled.received, polled.done), (1, 1));
+    let message = app.stores.calls.get_message(&MessageSid::parse(&msid).unwrap()).await.unwrap().unwrap();
+    assert!(message.media.iter().all(|m| m.blob_key.is_some() && m.problem.is_none()), "{:?}", message.media);
+    assert_eq!(outbound(&app).await.len(), 1);
 }

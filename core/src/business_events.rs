@@ -310,4 +310,8 @@ impl CallStore for Notifying {
     async fn remove_user(&self, name: &UserName) -> StoreResult<bool> {
         self.inner.remove_user(name).await
     }
+
+    async fn end_sessions(&self, name: &UserName, at: Millis) -> StoreResult<bool> {
+        self.inner.end_sessions(name, at).await
+    }
 }

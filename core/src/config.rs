@@ -141,6 +141,9 @@ pub struct Config {
     pub realtime: RealtimeSettings,
     /// Where the agent's `transfer_to_human` sends a call, unless its profile names a number.
     pub transfer_number: Option<E164>,
+    /// Proxies in front of `serve` whose `X-Forwarded-For` entries are believed (ngrok: 1), so
+    /// the CRM's sign-in limit sees each visitor's address, not the proxy's.
+    pub trusted_proxy_hops: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -287,6 +290,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("TWILIO_PHONE_NUMBER", "", "the number `callkeeper call` calls from unless `--from` is given"),
     ("WATCHDOG_POLL_SECS", "1", "how often the watchdog looks for stale calls"),
     ("WATCHDOG_RUN_SECS", "55", "how long one scheduled watchdog invocation keeps polling"),
+    (
+        "TRUSTED_PROXY_HOPS",
+        "0",
+        "proxies in front of `serve` (ngrok, a load balancer) whose `X-Forwarded-For` is believed; the CRM's sign-in limit keys on the address they saw (not used behind API Gateway, whose own context says it)",
+    ),
     ("OPENAI_API_KEY", "", "turns on transcription and extraction; without it recordings are kept untranscribed"),
     ("OPENAI_BASE_URL", "https://api.openai.com/v1", "OpenAI's API (tests point it at a fake)"),
     ("OPENAI_TRANSCRIBE_MODEL", "whisper-1", "transcription model (segment timestamps need whisper-1)"),
@@ -408,6 +416,7 @@ impl Config {
         let media_silence = number("MEDIA_SILENCE_SECS", 3, 1..=60);
         let watchdog_poll = number("WATCHDOG_POLL_SECS", 1, 1..=60);
         let watchdog_run = number("WATCHDOG_RUN_SECS", 55, 0..=900);
+        let trusted_proxy_hops = number("TRUSTED_PROXY_HOPS", 0, 0..=10) as usize;
         let min_recording_secs = number("MIN_RECORDING_SECS", 2, 0..=3600);
         let job_retry_base = number("JOB_RETRY_BASE_SECS", 2, 0..=60);
         let job_lease = number("JOB_LEASE_SECS", 60, 3..=900);
@@ -586,6 +595,7 @@ impl Config {
                         connect_timeout: Duration::from_secs(3),
                     },
                     transfer_number,
+                    trusted_proxy_hops,
                     language,
                 })
             }

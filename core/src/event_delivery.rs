@@ -1,7 +1,8 @@
 //! Delivers business events ([`crate::business_events`]) to `EVENTS_WEBHOOK_URL`: one JSON POST
 //! per event, signed so the receiver can tell it is ours, as callkeeper tells Twilio's:
 //!
-//! - `X-Callkeeper-Event-Id`: the event's id, the same on every retry (the idempotency key);
+//! - `X-Callkeeper-Event-Id`: the event's id, the same on every retry: a copy, for logs, of the
+//!   body's `id`, which is the idempotency key (the header is not signed, the body is);
 //! - `X-Callkeeper-Timestamp`: seconds since the epoch, when this attempt was signed;
 //! - `X-Callkeeper-Signature`: `v1=` and the hex HMAC-SHA256, keyed by `EVENTS_WEBHOOK_SECRET`,
 //!   of `{timestamp}.{body}`. A receiver recomputes it over the raw body and refuses old
@@ -9,7 +10,9 @@
 //!
 //! A 2xx is delivered; anything else (or no answer in 10 s) is a failure: the job comes back
 //! with backoff and, after `QUEUE_MAX_RECEIVES`, waits in the events dead-letter queue. An event
-//! delivered is never sent again, however often it is queued.
+//! delivered is never sent again, however often it is queued. Redirects are not followed (a 3xx
+//! is a failure): the signed body goes to the configured URL and nowhere else. Errors are kept
+//! and logged without the URL, which for many receivers (Zapier, Slack) holds their secret.
 
 use crate::config::{Config, EventsSettings};
 use crate::job::Job;
@@ -82,7 +85,8 @@ impl Deliverer {
     /// `None` without `EVENTS_WEBHOOK_URL`.
     pub fn new(calls: Arc<dyn CallStore>, config: Arc<Config>) -> Option<Deliverer> {
         let settings = config.events.clone()?;
-        let http = reqwest::Client::builder().timeout(TIMEOUT).build().expect("an HTTP client builds");
+        let http =
+            reqwest::Client::builder().timeout(TIMEOUT).redirect(reqwest::redirect::Policy::none()).build().expect("an HTTP client builds");
         Some(Deliverer { calls, settings, config, http })
     }
 
@@ -120,7 +124,7 @@ impl Deliverer {
             .send()
             .await;
         let outcome = match sent {
-            Err(e) => Err(DeliveryError::Unreachable(e.to_string())),
+            Err(e) => Err(DeliveryError::Unreachable(e.without_url().to_string())),
             Ok(response) if response.status().is_success() => Ok(response.status().as_u16()),
             Ok(response) => {
                 let status = response.status().as_u16();

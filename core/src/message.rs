@@ -41,11 +41,15 @@ pub struct Media {
     /// A voice note's words, by the calls' transcription.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transcript: Option<String>,
+    /// Why it could not be kept, or (a voice note) transcribed, for good: Twilio has no such
+    /// media, the file is not audio the transcription reads. The message is answered anyway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 impl Media {
     pub fn new(url: &str, content_type: Option<&str>) -> Media {
-        Media { url: url.to_string(), content_type: content_type.map(str::to_string), blob_key: None, transcript: None }
+        Media { url: url.to_string(), content_type: content_type.map(str::to_string), blob_key: None, transcript: None, problem: None }
     }
 
     pub fn is_audio(&self) -> bool {

@@ -17,6 +17,15 @@ pub enum OpenAiError {
     Unexpected(String),
 }
 
+impl OpenAiError {
+    /// OpenAI refused this input for good (a file it cannot decode, too large, of a format it
+    /// does not read): sending it again changes nothing. A refused key, a throttle or a failure
+    /// of OpenAI's own is not this.
+    pub fn refused_the_input(&self) -> bool {
+        matches!(self, OpenAiError::Api { status: 400 | 413 | 415 | 422, .. })
+    }
+}
+
 /// A transcription of one upload (at most 25 MB, ~26 minutes of 8 kHz audio) may take minutes.
 /// Inside the transcribe function's 900 s with room for a retry.
 pub const TRANSCRIBE_TIMEOUT: Duration = Duration::from_secs(240);

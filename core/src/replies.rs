@@ -77,31 +77,75 @@ impl Replier {
     }
 
     /// Keeps each of the message's media in the blob store and transcribes its voice notes, once:
-    /// what a failed attempt already kept is not fetched again by the retry.
+    /// what a failed attempt already did is not done again by the retry (it is stored before the
+    /// error is). A medium that cannot be kept or transcribed for good (Twilio has none at that
+    /// URL, the transcription refuses the file: any customer can send a corrupt voice note) is
+    /// recorded with its problem and the message is answered without it; only a failure that a
+    /// retry may mend fails the job.
     async fn keep_media(&self, inbound: Message) -> Result<Message, JobError> {
-        if inbound.media.iter().all(|m| m.blob_key.is_some()) {
+        if inbound.media.iter().all(|m| self.is_done(m)) {
             return Ok(inbound);
         }
         let mut media = inbound.media.clone();
-        for (i, m) in media.iter_mut().enumerate().filter(|(_, m)| m.blob_key.is_none()) {
-            if !self.twilio.is_account_media(&m.url) {
-                // Twilio's webhook is signed, but its URL is still not fetched with our
-                // credentials unless it is this account's: the message is answered without it.
-                tracing::warn!(message_sid = %inbound.message_sid, url = %m.url, "media outside this account's API; not fetched");
-                continue;
+        let mut failed = None;
+        for (i, m) in media.iter_mut().enumerate() {
+            if let Err(e) = self.keep_one(&inbound, i, m).await {
+                failed = Some(e);
+                break;
             }
-            let bytes = self.twilio.fetch_media(&m.url).await?;
-            let key = media_key(&inbound, i, m);
-            let content_type = m.content_type.clone().unwrap_or_else(|| "application/octet-stream".into());
-            self.blobs.put(&key, bytes::Bytes::from(bytes.clone()), &content_type).await?;
-            if let (Some(openai), true) = (&self.openai, m.is_audio() && TRANSCRIBABLE.contains(&m.extension())) {
-                let lines = openai.transcribe_file(bytes, m.extension(), &self.config.transcription.language, Speaker::Caller).await?;
-                m.transcript = Some(lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>().join(" "));
-            }
-            m.blob_key = Some(key);
         }
         self.calls.keep_media(&inbound.message_sid, &media, now_ms()).await?;
-        Ok(Message { media, ..inbound })
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(Message { media, ..inbound }),
+        }
+    }
+
+    /// Nothing more to do for `m`: kept (and transcribed, if it is a voice note that can be),
+    /// or given up on with its problem.
+    fn is_done(&self, m: &Media) -> bool {
+        m.problem.is_some() || (m.blob_key.is_some() && (m.transcript.is_some() || !self.transcribes(m)))
+    }
+
+    fn transcribes(&self, m: &Media) -> bool {
+        self.openai.is_some() && m.is_audio() && TRANSCRIBABLE.contains(&m.extension())
+    }
+
+    async fn keep_one(&self, inbound: &Message, index: usize, m: &mut Media) -> Result<(), JobError> {
+        if self.is_done(m) {
+            return Ok(());
+        }
+        let sid = &inbound.message_sid;
+        let bytes = match &m.blob_key {
+            Some(key) => self.blobs.get(key).await?.ok_or_else(|| JobError::BadJob(format!("kept media {key} is gone")))?,
+            None => {
+                let bytes = match self.twilio.fetch_media(&m.url).await {
+                    Ok(bytes) => bytes,
+                    Err(e) if media_gone(&e) => {
+                        // The URL is the customer's message's; only its origin is logged.
+                        tracing::warn!(message_sid = %sid, error = %e, "a medium cannot be fetched; answering without it");
+                        m.problem = Some(format!("not kept: {e}"));
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let key = media_key(inbound, index, m);
+                self.blobs.put(&key, bytes::Bytes::from(bytes.clone())).await?;
+                m.blob_key = Some(key);
+                bytes
+            }
+        };
+        if let (Some(openai), true) = (&self.openai, self.transcribes(m)) {
+            match openai.transcribe_file(bytes, m.extension(), &self.config.transcription.language, Speaker::Caller).await {
+                Ok(lines) => m.transcript = Some(lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>().join(" ")),
+                Err(e) if e.refused_the_input() => {
+                    tracing::warn!(message_sid = %sid, error = %e, "a voice note cannot be transcribed; answering without its words");
+                    m.problem = Some(format!("not transcribed: {e}"));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// A failed reply's first backoff: `JOB_RETRY_BASE_SECS`, as for every job.
@@ -224,6 +268,17 @@ impl Replier {
     }
 }
 
+/// Twilio will never give this medium: it has none there (4xx other than a refused token or
+/// a throttle), or the URL or its redirect is not one callkeeper fetches.
+fn media_gone(e: &crate::twilio_rest::RestError) -> bool {
+    use crate::twilio_rest::RestError;
+    match e {
+        RestError::Api { status, .. } => (400..500).contains(status) && ![401, 408, 429].contains(status),
+        RestError::Unexpected(_) => true,
+        RestError::Network(_) => false,
+    }
+}
+
 /// Audio the transcription reads (by extension); WhatsApp's voice notes are Ogg Opus.
 const TRANSCRIBABLE: [&str; 5] = ["ogg", "mp3", "m4a", "wav", "webm"];
 
@@ -243,6 +298,7 @@ fn said(message: &Message) -> String {
         match &m.transcript {
             Some(words) => parts.push(format!("(voice note) {words}")),
             None if m.is_image() => parts.push("(sent a picture)".into()),
+            None if m.is_audio() && m.problem.is_some() => parts.push("(sent a voice note that could not be played)".into()),
             None if m.is_audio() => parts.push("(sent a voice note)".into()),
             None => parts.push("(sent a file)".into()),
         }

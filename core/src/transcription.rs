@@ -153,7 +153,7 @@ impl Transcriber {
         // read from it in place.
         let audio = bytes::Bytes::from(self.twilio.fetch_recording(recording_sid).await?);
         let key = blob_key(call_sid, recording_sid, recording.created_at);
-        self.blobs.put(&key, audio.clone(), "audio/wav").await?;
+        self.blobs.put(&key, audio.clone()).await?;
 
         let language = self.config.transcription.language.clone();
         let mut transcript = Transcript {

@@ -26,6 +26,21 @@ pub const CALL_NOT_IN_PROGRESS: u32 = 21220;
 /// "The requested resource was not found."
 pub const NOT_FOUND: u32 = 20404;
 
+/// Redirects followed for one request (Twilio's media answers with one, to its CDN).
+const MAX_REDIRECTS: usize = 3;
+
+/// Where Twilio's media URLs redirect: its CDN, over https, by name (never an address, so
+/// never a private or link-local one), either as a host of its own or as the path-style S3
+/// bucket `media.twiliocdn.com`. Twilio's own API calls never redirect.
+pub fn is_media_host(url: &url::Url) -> bool {
+    let Some(url::Host::Domain(host)) = url.host() else { return false };
+    let host = host.to_ascii_lowercase();
+    let under = |domain: &str| host == domain || host.ends_with(&format!(".{domain}"));
+    let s3_bucket = (host == "s3.amazonaws.com" || host.starts_with("s3-external-1.") && under("amazonaws.com"))
+        && url.path_segments().and_then(|mut s| s.next()) == Some("media.twiliocdn.com");
+    url.scheme() == "https" && url.port().is_none() && (under("twiliocdn.com") || under("twilio.com") || s3_bucket)
+}
+
 /// A recording's download: an hour of dual-channel 8 kHz audio is 115 MB.
 pub const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -218,7 +233,20 @@ impl TwilioRest {
     }
 
     fn with_tokens(base: &str, account: AccountSid, auth_tokens: Vec<Secret>, retry: RetryPolicy) -> TwilioRest {
-        let http = reqwest::Client::builder().timeout(retry.per_attempt).build().expect("a TLS client builds");
+        let http = reqwest::Client::builder()
+            .timeout(retry.per_attempt)
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                if attempt.previous().len() >= MAX_REDIRECTS {
+                    attempt.error("too many redirects")
+                } else if is_media_host(attempt.url()) {
+                    attempt.follow()
+                } else {
+                    let refused = format!("a redirect to {} is not to Twilio's media hosts", attempt.url().origin().ascii_serialization());
+                    attempt.error(refused)
+                }
+            }))
+            .build()
+            .expect("a TLS client builds");
         let base = base.trim_end_matches('/').to_string();
         TwilioRest { http, base, account, auth_tokens: auth_tokens.into(), current: Arc::default(), retry }
     }
@@ -351,15 +379,41 @@ impl TwilioRest {
     /// this account's media is fetched with its credentials: any other URL is refused, so a
     /// forged or odd URL can neither leak the auth token nor reach inside our network.
     pub async fn fetch_media(&self, url: &str) -> Result<Vec<u8>, RestError> {
-        if !self.is_account_media(url) {
+        let Some(url) = self.account_media(url) else {
             return Err(RestError::Unexpected(format!("media URL {url:?} is not this account's")));
-        }
-        self.send_bytes_within(reqwest::Method::GET, url, None, true, DOWNLOAD_TIMEOUT).await
+        };
+        self.send_bytes_within(reqwest::Method::GET, url.as_str(), None, true, DOWNLOAD_TIMEOUT).await
     }
 
     /// Whether `url` is a message's media under this account on Twilio's API.
     pub fn is_account_media(&self, url: &str) -> bool {
-        url.starts_with(&self.account_url("/Messages/")) && !url.contains("..") && !url.contains('@')
+        self.account_media(url).is_some()
+    }
+
+    /// `url`, parsed and normalized (`%2e%2e`, `\`, `./` resolved as a server would), if it is
+    /// exactly `{API}/2010-04-01/Accounts/{this account}/Messages/{MM|SM…}/Media/{ME…}`: a
+    /// string prefix is not enough, as a path that climbs out of it reaches the rest of the API
+    /// with our credentials.
+    fn account_media(&self, url: &str) -> Option<url::Url> {
+        let (url, base) = (url::Url::parse(url).ok()?, url::Url::parse(&self.base).ok()?);
+        let plain = url.username().is_empty() && url.password().is_none() && url.query().is_none() && url.fragment().is_none();
+        if !plain || url.origin() != base.origin() {
+            return None;
+        }
+        let prefix: Vec<&str> = base.path_segments()?.filter(|s| !s.is_empty()).collect();
+        let segments: Vec<&str> = url.path_segments()?.collect();
+        let rest = segments.strip_prefix(prefix.as_slice())?;
+        let sid = |value: &str, kinds: &[&str]| {
+            value.len() == 34 && kinds.contains(&&value[..2]) && value[2..].bytes().all(|b| b.is_ascii_hexdigit())
+        };
+        match rest {
+            ["2010-04-01", "Accounts", account, "Messages", message, "Media", media]
+                if *account == self.account.as_str() && sid(message, &["MM", "SM"]) && sid(media, &["ME"]) =>
+            {
+                Some(url)
+            }
+            _ => None,
+        }
     }
 
     /// Deletes a recording from Twilio (once it is kept elsewhere). A recording already gone is fine.
@@ -459,6 +513,12 @@ impl TwilioRest {
         let response = match request.send().await {
             Ok(response) => response,
             Err(e) => {
+                if e.is_redirect() {
+                    // Refused by the policy above: no retry changes where it points.
+                    // reqwest's own text leaves the policy's reason to the error's source.
+                    let why = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default();
+                    return (Err(RestError::Unexpected(format!("refused: {}: {why}", e.without_url()))), None);
+                }
                 let kind = if e.is_connect() {
                     "connect"
                 } else if e.is_timeout() {
@@ -511,5 +571,50 @@ mod tests {
         let html = parse_error(502, "<html>Bad Gateway</html>");
         assert!(matches!(html, RestError::Api { status: 502, code: None, ref message, .. } if message.contains("Bad Gateway")));
         assert_eq!(parse_error(503, "").to_string(), "Twilio answered HTTP 503: no details");
+    }
+
+    #[test]
+    fn only_this_accounts_media_paths_are_media() {
+        let account = AccountSid::parse("AC0123456789abcdef0123456789abcdef").unwrap();
+        let rest = TwilioRest::new("https://api.twilio.com", account, Secret::new("t"), RetryPolicy::default());
+        let base = "https://api.twilio.com/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages";
+        let (mm, me) = (format!("MM{}", "ab".repeat(16)), format!("ME{}", "cd".repeat(16)));
+        assert!(rest.is_account_media(&format!("{base}/{mm}/Media/{me}")));
+        assert!(rest.is_account_media(&format!("{base}/SM{}/Media/{me}", "0".repeat(32))));
+        for bad in [
+            format!("{base}/%2e%2e/%2e%2e/Calls.json"),
+            format!("{base}/.%2E/{mm}/Media/{me}"),
+            format!("{base}/{mm}/Media/{me}/%2e%2e/%2e%2e/%2e%2e/Recordings.json"),
+            format!("{base}/{mm}/Media/..\\..\\..\\Recordings.json"),
+            format!("{base}/{mm}/Media/{me}?x=1"),
+            format!("{base}/{mm}/Media/{me}.json"),
+            format!("{base}/{mm}/Media"),
+            format!("{}/{mm}/Media/{me}", base.replace("api.twilio.com", "api.twilio.com@evil.example")),
+            format!("{}/{mm}/Media/{me}", base.replace("https://api.twilio.com", "https://api.twilio.com.evil.example")),
+            format!("{}/{mm}/Media/{me}", base.replace("https", "http")),
+            format!("{}/{mm}/Media/{me}", base.replace("0123456789abcdef0123456789abcdef", "ffffffffffffffffffffffffffffffff")),
+        ] {
+            assert!(!rest.is_account_media(&bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn redirects_go_only_to_twilios_media_hosts_over_https() {
+        let host = |u: &str| is_media_host(&url::Url::parse(u).unwrap());
+        assert!(host("https://media.twiliocdn.com/AC1/abc"));
+        assert!(host("https://s3-external-1.amazonaws.com/media.twiliocdn.com/AC1/abc"));
+        assert!(host("https://api.twilio.com/2010-04-01/x"));
+        for bad in [
+            "http://media.twiliocdn.com/AC1/abc",
+            "https://169.254.169.254/latest/meta-data/",
+            "https://[::1]/x",
+            "https://127.0.0.1/x",
+            "https://twiliocdn.com.evil.example/x",
+            "https://eviltwiliocdn.com/x",
+            "https://s3-external-1.amazonaws.com/another-bucket/x",
+            "https://media.twiliocdn.com:8443/x",
+        ] {
+            assert!(!host(bad), "{bad}");
+        }
     }
 }

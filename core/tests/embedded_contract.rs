@@ -39,7 +39,7 @@ async fn the_data_folder_and_everything_in_it_are_the_owners_only() {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let stores = open_stores(&dir, 3).unwrap();
     stores.calls.create_call(&new_call(CallStatus::AwaitingStream)).await.unwrap();
-    stores.blobs.put("recordings/2026/12/01/CA1/RE1.wav", bytes::Bytes::from_static(b"RIFF"), "audio/wav").await.unwrap();
+    stores.blobs.put("recordings/2026/12/01/CA1/RE1.wav", bytes::Bytes::from_static(b"RIFF")).await.unwrap();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&dir), 0o700, "the data folder");
     for folder in ["blobs", "blobs/recordings", "blobs/recordings/2026/12/01/CA1"] {

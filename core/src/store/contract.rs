@@ -595,15 +595,25 @@ pub async fn queue_stale_receipts_do_not_delete(s: &Stores) {
 pub async fn blobs_round_trip(s: &Stores) {
     let key = format!("recordings/2026/11/23/{}/RE1.wav", call_sid());
     assert_eq!(s.blobs.get(&key).await.unwrap(), None);
-    s.blobs.put(&key, bytes::Bytes::from_static(b"RIFF....WAVE"), "audio/wav").await.unwrap();
+    s.blobs.put(&key, bytes::Bytes::from_static(b"RIFF....WAVE")).await.unwrap();
     assert_eq!(s.blobs.get(&key).await.unwrap().as_deref(), Some(&b"RIFF....WAVE"[..]));
-    assert!(s.blobs.put("../escape", bytes::Bytes::new(), "x").await.is_err());
-    assert!(s.blobs.put("a//b", bytes::Bytes::new(), "x").await.is_err());
+    assert!(s.blobs.put("../escape", bytes::Bytes::new()).await.is_err());
+    assert!(s.blobs.put("a//b", bytes::Bytes::new()).await.is_err());
     // Where the store makes presigned URLs, one fetches the blob with no other credentials.
     if let Some(url) = s.blobs.presigned_url(&key, Duration::from_secs(60)).await.unwrap() {
         let response = reqwest::get(&url).await.unwrap();
         assert!(response.status().is_success(), "{url}: {}", response.status());
+        assert_eq!(response.headers()["content-type"], "audio/wav");
+        assert!(response.headers().get("content-disposition").is_none(), "a recording plays in place");
         assert_eq!(&response.bytes().await.unwrap()[..], b"RIFF....WAVE");
+        // A medium whose type is not on the list (a sender's "text/html picture" is kept as
+        // `.bin`) is served as an attachment of no type a browser runs.
+        let other = format!("media/2026/11/23/{}/0.bin", call_sid());
+        s.blobs.put(&other, bytes::Bytes::from_static(b"<script>alert(1)</script>")).await.unwrap();
+        let url = s.blobs.presigned_url(&other, Duration::from_secs(60)).await.unwrap().unwrap();
+        let response = reqwest::get(&url).await.unwrap();
+        assert_eq!(response.headers()["content-type"], "application/octet-stream");
+        assert_eq!(response.headers()["content-disposition"], "attachment");
     }
     assert!(s.blobs.presigned_url("../escape", Duration::from_secs(60)).await.is_err());
 }
@@ -675,7 +685,7 @@ pub async fn a_transfer_keeps_its_number_and_leaves_the_watchdogs_list(s: &Store
 pub async fn crm_users_are_added_once_changed_and_removed(s: &Stores) {
     use crate::users::{User, UserName};
     let dana = UserName::parse("dana@example.com").unwrap();
-    let user = User { name: dana.clone(), password_hash: "$argon2id$v=19$first".into(), created_at: 10, updated_at: 10 };
+    let user = User { name: dana.clone(), password_hash: "$argon2id$v=19$first".into(), created_at: 10, updated_at: 10, session_epoch: 0 };
     assert_eq!(s.calls.user(&dana).await.unwrap(), None);
     assert!(s.calls.add_user(&user).await.unwrap());
     let again = User { password_hash: "$argon2id$v=19$other".into(), ..user.clone() };
@@ -684,8 +694,13 @@ pub async fn crm_users_are_added_once_changed_and_removed(s: &Stores) {
     assert!(s.calls.set_password(&dana, "$argon2id$v=19$second", 20).await.unwrap());
     let changed = s.calls.user(&dana).await.unwrap().unwrap();
     assert_eq!((changed.password_hash.as_str(), changed.created_at, changed.updated_at), ("$argon2id$v=19$second", 10, 20));
+    assert!(s.calls.end_sessions(&dana, 30).await.unwrap());
+    assert!(s.calls.end_sessions(&dana, 31).await.unwrap());
+    let signed_out = s.calls.user(&dana).await.unwrap().unwrap();
+    assert_eq!((signed_out.session_epoch, signed_out.updated_at, signed_out.password_hash.as_str()), (2, 31, "$argon2id$v=19$second"));
     let avi = UserName::parse("avi").unwrap();
     assert!(!s.calls.set_password(&avi, "$argon2id$v=19$x", 20).await.unwrap(), "no such user");
+    assert!(!s.calls.end_sessions(&avi, 20).await.unwrap(), "no such user to sign out");
     s.calls.add_user(&User { name: avi.clone(), ..user.clone() }).await.unwrap();
     let names: Vec<String> = s.calls.users().await.unwrap().into_iter().map(|u| u.name.to_string()).collect();
     assert_eq!(names, ["avi", "dana@example.com"], "by name");

@@ -183,6 +183,9 @@ pub trait CallStore: Send + Sync {
     async fn users(&self) -> StoreResult<Vec<crate::users::User>>;
     /// `false` when there was no such user.
     async fn remove_user(&self, name: &crate::users::UserName) -> StoreResult<bool>;
+    /// Ends every session of the user (raises its `session_epoch`); `false` when there is no
+    /// such user.
+    async fn end_sessions(&self, name: &crate::users::UserName, at: Millis) -> StoreResult<bool>;
 }
 
 /// Profiles as (key, JSON document, updated at) rows, read back and in `agent list`'s order.
@@ -240,13 +243,39 @@ pub async fn enqueue(queue: &dyn JobQueue, job: &Job) -> StoreResult<String> {
 
 #[async_trait]
 pub trait BlobStore: Send + Sync {
-    /// `bytes` is shared, not copied: a recording can be a hundred megabytes.
-    async fn put(&self, key: &str, bytes: bytes::Bytes, content_type: &str) -> StoreResult<()>;
+    /// `bytes` is shared, not copied: a recording can be a hundred megabytes. What the blob is
+    /// served as follows from its key ([`blob_content_type`]).
+    async fn put(&self, key: &str, bytes: bytes::Bytes) -> StoreResult<()>;
     async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
     /// A URL a browser can fetch the blob from for `ttl` with no other credentials, where the
     /// store makes them (S3's presigned GET); `None` on a store that does not, whose blobs the
     /// CRM serves through a signed route of its own.
     async fn presigned_url(&self, key: &str, ttl: Duration) -> StoreResult<Option<String>>;
+}
+
+/// What a blob is served as, by its key's extension (which the store gave it: recordings are
+/// `.wav`, a message's media the extension of its allow-listed type, else `.bin`), and whether
+/// a browser may show it in place. Never the type a sender declared: a `text/html` "picture"
+/// served as such would run on the bucket's (or the CRM's) origin. What is not shown in place
+/// is served as an attachment.
+pub fn blob_content_type(key: &str) -> (&'static str, bool) {
+    let content_type = match key.rsplit('.').next().unwrap_or("") {
+        "wav" => "audio/wav",
+        "ogg" => "audio/ogg",
+        "mp3" => "audio/mpeg",
+        "m4a" => "audio/mp4",
+        "webm" => "audio/webm",
+        "amr" => "audio/amr",
+        "jpg" => "image/jpeg",
+        "png" => "image/png",
+        "webp" => "image/webp",
+        "gif" => "image/gif",
+        "mp4" => "video/mp4",
+        "pdf" => "application/pdf",
+        _ => "application/octet-stream",
+    };
+    let inline = content_type.starts_with("audio/") || content_type.starts_with("image/") || content_type.starts_with("video/");
+    (content_type, inline)
 }
 
 /// Blob keys are relative paths of plain segments: `recordings/2026/11/23/CA…/RE….wav`.

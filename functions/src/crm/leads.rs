@@ -54,7 +54,7 @@ impl LeadTable {
     pub fn to_csv(&self) -> String {
         let mut out = String::new();
         for line in std::iter::once(&self.header).chain(self.rows.iter()) {
-            let cells: Vec<String> = line.iter().enumerate().map(|(i, v)| csv_cell(v, i >= FIXED.len())).collect();
+            let cells: Vec<String> = line.iter().map(|v| csv_cell(v)).collect();
             out += &cells.join(",");
             out += "\r\n";
         }
@@ -71,16 +71,30 @@ pub fn cell(value: &Value) -> String {
     }
 }
 
-/// One CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break. A lead's
-/// value is what a caller said: one that a spreadsheet would run as a formula (`=`, `+`, `-`,
-/// `@`, a tab or a carriage return first) is kept as text with a leading `'`.
-fn csv_cell(value: &str, from_a_caller: bool) -> String {
-    let value = if from_a_caller && value.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{value}") } else { value.to_string() };
+/// One CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break. Every
+/// column is defused, as the contact falls back to the caller's `From` and a lead's value is
+/// what a caller said: a value a spreadsheet would run as a formula (its first character, past
+/// any spaces, one of `=`, `+`, `-`, `@`, a tab or a carriage return, or their full-width
+/// forms, which some spreadsheets read alike) is kept as text with a leading `'`. A plain
+/// number (`+972501234567`, `-3.5`) is left as it is: a spreadsheet reads it as a number, and
+/// it runs nothing.
+fn csv_cell(value: &str) -> String {
+    let value = if runs_as_formula(value) { format!("'{value}") } else { value.to_string() };
     if value.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", value.replace('"', "\"\""))
     } else {
         value
     }
+}
+
+fn runs_as_formula(value: &str) -> bool {
+    let trimmed = value.trim_start_matches(|c: char| c.is_whitespace() && c != '\t' && c != '\r');
+    let Some(first) = trimmed.chars().next() else { return false };
+    let risky = matches!(first, '=' | '+' | '-' | '@' | '\t' | '\r' | '\u{FF1D}' | '\u{FF0B}' | '\u{FF0D}' | '\u{FF20}');
+    let number = trimmed.trim_end().strip_prefix(['+', '-']).is_some_and(|rest| {
+        !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit() || c == '.') && rest.chars().filter(|c| *c == '.').count() <= 1
+    });
+    risky && !number
 }
 
 #[cfg(test)]
@@ -89,10 +103,17 @@ mod tests {
 
     #[test]
     fn csv_fields_are_quoted_and_formulas_defused() {
-        assert_eq!(csv_cell("דירה בחיפה", true), "דירה בחיפה");
-        assert_eq!(csv_cell("a, b", true), "\"a, b\"");
-        assert_eq!(csv_cell("say \"hi\"\nbye", true), "\"say \"\"hi\"\"\nbye\"");
-        assert_eq!(csv_cell("=HYPERLINK(\"http://x\")", true), "\"'=HYPERLINK(\"\"http://x\"\")\"");
-        assert_eq!(csv_cell("+972501234567", false), "+972501234567", "our own columns are left as they are");
+        assert_eq!(csv_cell("דירה בחיפה"), "דירה בחיפה");
+        assert_eq!(csv_cell("a, b"), "\"a, b\"");
+        assert_eq!(csv_cell("say \"hi\"\nbye"), "\"say \"\"hi\"\"\nbye\"");
+        assert_eq!(csv_cell("=HYPERLINK(\"http://x\")"), "\"'=HYPERLINK(\"\"http://x\"\")\"");
+        assert_eq!(csv_cell(" =1+1"), "' =1+1", "past leading spaces");
+        assert_eq!(csv_cell("\u{3000}=1+1"), "'\u{3000}=1+1", "past an ideographic space");
+        assert_eq!(csv_cell("＝1+1"), "'＝1+1", "a full-width equals sign");
+        assert_eq!(csv_cell("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_cell("-2+3+cmd|' /C calc'!A0"), "'-2+3+cmd|' /C calc'!A0");
+        assert_eq!(csv_cell("+972501234567"), "+972501234567", "a phone number is a plain number");
+        assert_eq!(csv_cell("-3.5"), "-3.5");
+        assert_eq!(csv_cell("+"), "'+");
     }
 }

@@ -12,6 +12,7 @@ mod pages;
 pub mod render;
 pub mod session;
 mod sign_in;
+pub mod verifier;
 mod whatsapp;
 
 use crate::app::AppState;
@@ -36,6 +37,7 @@ pub struct CrmState {
     pub keys: session::Keys,
     pub pages: Arc<render::Pages>,
     pub limiter: Arc<limiter::Limiter>,
+    pub verifiers: Arc<verifier::Verifiers>,
     pub twilio: TwilioRest,
 }
 
@@ -55,6 +57,7 @@ impl CrmState {
             keys: session::Keys::derive(&app.config.stream_token_secret),
             pages: Arc::new(render::Pages::new(&app.config.language)),
             limiter: Arc::default(),
+            verifiers: Arc::new(verifier::Verifiers::start()),
             twilio: TwilioRest::from_config(&app.config),
             app,
         }
@@ -143,18 +146,51 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// Where a request comes from, for the sign-in limit: the client API Gateway saw, or the peer
-/// of the connection under `serve`. Never a header the client writes.
-pub fn client_address(request: &Request) -> String {
+/// Where a request comes from, for the sign-in limit: the client API Gateway saw; under
+/// `serve`, the peer of the connection, or with `trusted_hops` proxies in front (ngrok, a load
+/// balancer), the address the outermost of them saw. Each proxy appends the address it was
+/// called from to `X-Forwarded-For`, so that is the `trusted_hops`-th entry from the right,
+/// counting the peer; entries further left are the client's own writing and never believed.
+pub fn client_address(request: &Request, trusted_hops: usize) -> String {
     use lambda_http::request::RequestContext;
     if let Some(RequestContext::ApiGatewayV2(context)) = request.extensions().get::<RequestContext>() {
         if let Some(ip) = &context.http.source_ip {
             return ip.clone();
         }
     }
-    match request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
+    let peer = match request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
         Some(axum::extract::ConnectInfo(peer)) => peer.ip().to_string(),
         None => "unknown".into(),
+    };
+    let forwarded: Vec<&str> = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    if trusted_hops == 0 {
+        if !forwarded.is_empty() {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::warn!(
+                    "CRM requests carry X-Forwarded-For: if a proxy (ngrok, a load balancer) is in front of callkeeper, set \
+                     TRUSTED_PROXY_HOPS, or every visitor shares the proxy's sign-in limit"
+                )
+            });
+        }
+        return peer;
+    }
+    // [client's own entries…, what each proxy saw…, the peer]: a proxy that was bypassed or
+    // wrote nothing leaves fewer entries, and the leftmost one there is is taken.
+    let chain: Vec<&str> = forwarded.into_iter().chain(std::iter::once(peer.as_str())).collect();
+    let at = chain.len().saturating_sub(trusted_hops + 1);
+    match chain[at].parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        // Not an address: a proxy that writes something else is not one to trust.
+        Err(_) => peer,
     }
 }
 
@@ -192,4 +228,32 @@ fn plain(status: StatusCode, text: &str) -> Response {
     let mut response = (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{text}\n")).into_response();
     render::secure_headers(response.headers_mut());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_address;
+    use axum::extract::{ConnectInfo, Request};
+
+    fn request(forwarded: &[&str]) -> Request {
+        let mut builder = Request::builder().uri("/crm/sign-in");
+        for value in forwarded {
+            builder = builder.header("x-forwarded-for", *value);
+        }
+        let mut request = builder.body(axum::body::Body::empty()).unwrap();
+        request.extensions_mut().insert(ConnectInfo(std::net::SocketAddr::from(([127, 0, 0, 1], 5000))));
+        request
+    }
+
+    #[test]
+    fn the_address_is_the_one_the_outermost_trusted_proxy_saw() {
+        assert_eq!(client_address(&request(&["203.0.113.7"]), 0), "127.0.0.1", "no proxy trusted: the peer");
+        assert_eq!(client_address(&request(&["203.0.113.7"]), 1), "203.0.113.7");
+        assert_eq!(client_address(&request(&["6.6.6.6, 203.0.113.7"]), 1), "203.0.113.7", "the client's own entry is not believed");
+        assert_eq!(client_address(&request(&["6.6.6.6", "203.0.113.7"]), 1), "203.0.113.7", "over two header lines");
+        assert_eq!(client_address(&request(&["6.6.6.6, 203.0.113.7, 10.0.0.2"]), 2), "203.0.113.7", "two proxies");
+        assert_eq!(client_address(&request(&[]), 1), "127.0.0.1", "a proxy bypassed: the peer");
+        assert_eq!(client_address(&request(&["203.0.113.7"]), 3), "203.0.113.7", "fewer entries than hops: the leftmost");
+        assert_eq!(client_address(&request(&["not an address"]), 1), "127.0.0.1");
+    }
 }

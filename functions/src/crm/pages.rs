@@ -345,32 +345,20 @@ pub async fn audio(State(state): State<CrmState>, headers: HeaderMap, Query(link
         Some((start, end)) => (StatusCode::PARTIAL_CONTENT, bytes[start..=end].to_vec(), Some(format!("bytes {start}-{end}/{total}"))),
         None => (StatusCode::OK, bytes, None),
     };
-    let mut response = (status, [(header::CONTENT_TYPE, content_type(&link.key)), (header::ACCEPT_RANGES, "bytes")], body).into_response();
+    let (content_type, inline) = callkeeper_core::store::blob_content_type(&link.key);
+    let disposition = if inline { "inline" } else { "attachment" };
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, content_type), (header::CONTENT_DISPOSITION, disposition), (header::ACCEPT_RANGES, "bytes")],
+        body,
+    )
+        .into_response();
     super::render::secure_headers(response.headers_mut());
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=300"));
     if let Some(value) = content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
         response.headers_mut().insert(header::CONTENT_RANGE, value);
     }
     Ok(response)
-}
-
-/// What the store keeps, by extension: recordings, and the pictures and voice notes of messages.
-fn content_type(key: &str) -> &'static str {
-    match key.rsplit('.').next().unwrap_or("") {
-        "wav" => "audio/wav",
-        "ogg" => "audio/ogg",
-        "mp3" => "audio/mpeg",
-        "m4a" => "audio/mp4",
-        "webm" => "audio/webm",
-        "amr" => "audio/amr",
-        "jpg" => "image/jpeg",
-        "png" => "image/png",
-        "webp" => "image/webp",
-        "gif" => "image/gif",
-        "mp4" => "video/mp4",
-        "pdf" => "application/pdf",
-        _ => "application/octet-stream",
-    }
 }
 
 /// One `bytes=a-b`, `bytes=a-` or `bytes=-n` range within `total`, inclusive; anything else

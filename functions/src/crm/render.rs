@@ -33,6 +33,7 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("password", "סיסמה", "Password"),
     ("wrong_password", "שם המשתמש או הסיסמה שגויים", "Wrong user name or password"),
     ("too_many", "יותר מדי ניסיונות. נסו שוב בעוד דקות ספורות", "Too many attempts. Try again in a few minutes"),
+    ("busy", "השרת עמוס כרגע. נסו שוב בעוד רגע", "The server is busy. Try again in a moment"),
     ("now", "עכשיו", "Now"),
     ("calls", "שיחות", "Calls"),
     ("call", "שיחה", "Call"),

@@ -2,8 +2,9 @@
 //! own, a CSRF token bound to the session, and short-lived signed links to recordings' audio.
 //!
 //! Sessions are not stored: the cookie carries the user, its expiry and a fingerprint of the
-//! user's password hash, under an HMAC. Removing a user or changing their password ends their
-//! sessions, because every request reads the user back and compares the fingerprint.
+//! user's password hash and session epoch, under an HMAC. Removing a user, changing their
+//! password or signing out (which raises the epoch) ends their sessions, because every request
+//! reads the user back and compares the fingerprint.
 
 use callkeeper_core::secrets::{fill_random, Secret};
 use callkeeper_core::time::Millis;
@@ -36,7 +37,7 @@ pub struct Session {
     pub expires_at: Millis,
     /// Random per sign-in; the CSRF token is derived from it.
     nonce: String,
-    /// Binds the session to the password it was opened with.
+    /// Binds the session to the password and the session epoch it was opened with.
     password: String,
 }
 
@@ -65,12 +66,12 @@ impl Keys {
             user: user.name.clone(),
             expires_at: now + LIFETIME.as_millis() as Millis,
             nonce: random_hex(16),
-            password: self.password_fingerprint(&user.password_hash),
+            password: self.fingerprint(user),
         }
     }
 
-    fn password_fingerprint(&self, password_hash: &str) -> String {
-        hex::encode(&self.sign(&[b"password", password_hash.as_bytes()])[..8])
+    fn fingerprint(&self, user: &User) -> String {
+        hex::encode(&self.sign(&[b"password", user.password_hash.as_bytes(), &user.session_epoch.to_be_bytes()])[..8])
     }
 
     /// The cookie's value: `user|expires|nonce|password|tag`.
@@ -97,9 +98,10 @@ impl Keys {
         Some(Session { user: UserName::parse(user).ok()?, expires_at, nonce: nonce.into(), password: password.into() })
     }
 
-    /// Whether the session was opened with the user's current password.
+    /// Whether the session was opened with the user's current password, since they last
+    /// signed out.
     pub fn still_valid(&self, s: &Session, user: &User) -> bool {
-        let now = self.password_fingerprint(&user.password_hash);
+        let now = self.fingerprint(user);
         subtle_eq(now.as_bytes(), s.password.as_bytes())
     }
 
@@ -165,7 +167,7 @@ mod tests {
     use super::*;
 
     fn user(hash: &str) -> User {
-        User { name: UserName::parse("dana").unwrap(), password_hash: hash.into(), created_at: 0, updated_at: 0 }
+        User { name: UserName::parse("dana").unwrap(), password_hash: hash.into(), created_at: 0, updated_at: 0, session_epoch: 0 }
     }
 
     #[test]
@@ -181,6 +183,7 @@ mod tests {
         assert_eq!(Keys::derive(&Secret::new("other")).read(&value, 2_000), None, "another key");
         assert!(keys.still_valid(&session, &user("h1")));
         assert!(!keys.still_valid(&session, &user("h2")), "the password changed");
+        assert!(!keys.still_valid(&session, &User { session_epoch: 1, ..user("h1") }), "signed out since");
     }
 
     #[test]

@@ -23,13 +23,13 @@ impl S3Blobs {
 
 #[async_trait]
 impl BlobStore for S3Blobs {
-    async fn put(&self, key: &str, bytes: bytes::Bytes, content_type: &str) -> StoreResult<()> {
+    async fn put(&self, key: &str, bytes: bytes::Bytes) -> StoreResult<()> {
         check_blob_key(key)?;
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .content_type(content_type)
+            .content_type(crate::store::blob_content_type(key).0)
             .server_side_encryption(ServerSideEncryption::Aes256)
             .body(ByteStream::from(bytes))
             .send()
@@ -50,7 +50,11 @@ impl BlobStore for S3Blobs {
     async fn presigned_url(&self, key: &str, ttl: Duration) -> StoreResult<Option<String>> {
         check_blob_key(key)?;
         let config = PresigningConfig::expires_in(ttl).map_err(|e| StoreError::Invalid(format!("presigned URL lifetime: {e}")))?;
-        let request = self.client.get_object().bucket(&self.bucket).key(key).presigned(config).await.map_err(sdk_error)?;
+        // The link says what the object is served as, whatever it was stored with.
+        let (content_type, inline) = crate::store::blob_content_type(key);
+        let get = self.client.get_object().bucket(&self.bucket).key(key).response_content_type(content_type);
+        let get = if inline { get } else { get.response_content_disposition("attachment") };
+        let request = get.presigned(config).await.map_err(sdk_error)?;
         Ok(Some(request.uri().to_string()))
     }
 }

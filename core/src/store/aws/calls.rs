@@ -317,6 +317,7 @@ fn user_of(item: &Item) -> StoreResult<User> {
         password_hash: attr_s(item, "password_hash"),
         created_at: number("created_at"),
         updated_at: number("updated_at"),
+        session_epoch: number("session_epoch") as u64,
     })
 }
 
@@ -973,5 +974,22 @@ impl CallStore for DynamoStore {
             .await
             .map_err(sdk_error)?;
         Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+
+    async fn end_sessions(&self, name: &UserName, at: Millis) -> StoreResult<bool> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(USERS_PK, user_sk(name))))
+            .update_expression("ADD session_epoch :one SET updated_at = :at")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":at", n(at))
+            .condition_expression("attribute_exists(pk)");
+        match update.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(sdk_error(e)),
+        }
     }
 }

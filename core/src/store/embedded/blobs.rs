@@ -22,7 +22,7 @@ fn io_err(what: &str, e: std::io::Error) -> StoreError {
 
 #[async_trait]
 impl BlobStore for FolderBlobs {
-    async fn put(&self, key: &str, bytes: bytes::Bytes, _content_type: &str) -> StoreResult<()> {
+    async fn put(&self, key: &str, bytes: bytes::Bytes) -> StoreResult<()> {
         check_blob_key(key)?;
         let path = self.root.join(key);
         let dir = path.parent().expect("a checked key has a parent under the root").to_path_buf();

@@ -750,7 +750,12 @@ impl CallStore for EmbeddedStore {
         let name = name.as_str().to_string();
         let rows = self
             .with_conn(move |conn| {
-                query(conn, "SELECT name, password_hash, created_at, updated_at FROM crm_users WHERE name = ?1", [name], user_row)
+                query(
+                    conn,
+                    "SELECT name, password_hash, created_at, updated_at, session_epoch FROM crm_users WHERE name = ?1",
+                    [name],
+                    user_row,
+                )
             })
             .await?;
         rows.into_iter().next().transpose()
@@ -758,7 +763,9 @@ impl CallStore for EmbeddedStore {
 
     async fn users(&self) -> StoreResult<Vec<User>> {
         let rows = self
-            .with_conn(|conn| query(conn, "SELECT name, password_hash, created_at, updated_at FROM crm_users ORDER BY name", [], user_row))
+            .with_conn(|conn| {
+                query(conn, "SELECT name, password_hash, created_at, updated_at, session_epoch FROM crm_users ORDER BY name", [], user_row)
+            })
             .await?;
         rows.into_iter().collect()
     }
@@ -767,13 +774,24 @@ impl CallStore for EmbeddedStore {
         let name = name.as_str().to_string();
         self.with_conn(move |conn| Ok(conn.execute("DELETE FROM crm_users WHERE name = ?1", [name])? == 1)).await
     }
+
+    async fn end_sessions(&self, name: &UserName, at: Millis) -> StoreResult<bool> {
+        let name = name.as_str().to_string();
+        self.with_conn(move |conn| {
+            Ok(conn
+                .execute("UPDATE crm_users SET session_epoch = session_epoch + 1, updated_at = ?2 WHERE name = ?1", params![name, at])?
+                == 1)
+        })
+        .await
+    }
 }
 
 /// A `crm_users` row; a stored name that no longer parses is reported, not skipped.
 fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<User>> {
-    let (name, password_hash, created_at, updated_at): (String, String, Millis, Millis) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+    let (name, password_hash, created_at, updated_at, epoch): (String, String, Millis, Millis, i64) =
+        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
     Ok(UserName::parse(&name)
-        .map(|name| User { name, password_hash, created_at, updated_at })
+        .map(|name| User { name, password_hash, created_at, updated_at, session_epoch: epoch as u64 })
         .map_err(|e| StoreError::Corrupt(format!("crm user: {e}"))))
 }
 

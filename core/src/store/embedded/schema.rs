@@ -163,6 +163,10 @@ DROP INDEX calls_recent;
 CREATE INDEX calls_recent ON calls (created_at DESC, call_sid DESC);
 CREATE INDEX messages_recent ON messages (created_at DESC, message_sid DESC);
 "#,
+    r#"
+-- Signing out ends every session opened before (the cookie carries the epoch it was opened in).
+ALTER TABLE crm_users ADD COLUMN session_epoch INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
