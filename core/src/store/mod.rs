@@ -298,3 +298,16 @@ pub struct Stores {
     pub queue: Arc<dyn JobQueue>,
     pub blobs: Arc<dyn BlobStore>,
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn blobs_are_served_as_their_keys_say_and_only_media_in_place() {
+        use super::blob_content_type;
+        assert_eq!(blob_content_type("recordings/2026/12/01/CA1/RE1.wav"), ("audio/wav", true));
+        assert_eq!(blob_content_type("media/2026/12/01/MM1/0.jpg"), ("image/jpeg", true));
+        assert_eq!(blob_content_type("media/2026/12/01/MM1/1.pdf"), ("application/pdf", false));
+        assert_eq!(blob_content_type("media/2026/12/01/MM1/2.bin"), ("application/octet-stream", false));
+        assert_eq!(blob_content_type("media/2026/12/01/MM1/3.html"), ("application/octet-stream", false));
+    }
+}

@@ -33,7 +33,7 @@ fn message_row(m: &Message) -> Value {
         .enumerate()
         .map(|(i, x)| {
             let src = x.blob_key.as_ref().map(|_| format!("/crm/whatsapp/{path}/media/{}/{i}", m.message_sid));
-            json!({ "content_type": x.content_type, "image": x.is_image(), "audio": x.is_audio(), "src": src, "transcript": x.transcript })
+            json!({ "content_type": x.content_type, "image": x.is_image(), "audio": x.is_audio(), "src": src, "transcript": x.transcript, "problem": x.problem })
         })
         .collect();
     json!({
