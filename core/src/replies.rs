@@ -117,12 +117,17 @@ impl Replier {
         }
         let sid = &inbound.message_sid;
         let bytes = match &m.blob_key {
-            Some(key) => self.blobs.get(key).await?.ok_or_else(|| JobError::BadJob(format!("kept media {key} is gone")))?,
+            Some(key) => match self.blobs.get(key).await? {
+                Some(bytes) => bytes,
+                None => {
+                    m.problem = Some(format!("not transcribed: the kept file {key} is gone"));
+                    return Ok(());
+                }
+            },
             None => {
                 let bytes = match self.twilio.fetch_media(&m.url).await {
                     Ok(bytes) => bytes,
                     Err(e) if media_gone(&e) => {
-                        // The URL is the customer's message's; only its origin is logged.
                         tracing::warn!(message_sid = %sid, error = %e, "a medium cannot be fetched; answering without it");
                         m.problem = Some(format!("not kept: {e}"));
                         return Ok(());

@@ -385,11 +385,6 @@ impl TwilioRest {
         self.send_bytes_within(reqwest::Method::GET, url.as_str(), None, true, DOWNLOAD_TIMEOUT).await
     }
 
-    /// Whether `url` is a message's media under this account on Twilio's API.
-    pub fn is_account_media(&self, url: &str) -> bool {
-        self.account_media(url).is_some()
-    }
-
     /// `url`, parsed and normalized (`%2e%2e`, `\`, `./` resolved as a server would), if it is
     /// exactly `{API}/2010-04-01/Accounts/{this account}/Messages/{MM|SM…}/Media/{ME…}`: a
     /// string prefix is not enough, as a path that climbs out of it reaches the rest of the API
@@ -579,8 +574,8 @@ mod tests {
         let rest = TwilioRest::new("https://api.twilio.com", account, Secret::new("t"), RetryPolicy::default());
         let base = "https://api.twilio.com/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages";
         let (mm, me) = (format!("MM{}", "ab".repeat(16)), format!("ME{}", "cd".repeat(16)));
-        assert!(rest.is_account_media(&format!("{base}/{mm}/Media/{me}")));
-        assert!(rest.is_account_media(&format!("{base}/SM{}/Media/{me}", "0".repeat(32))));
+        assert!(rest.account_media(&format!("{base}/{mm}/Media/{me}")).is_some());
+        assert!(rest.account_media(&format!("{base}/SM{}/Media/{me}", "0".repeat(32))).is_some());
         for bad in [
             format!("{base}/%2e%2e/%2e%2e/Calls.json"),
             format!("{base}/.%2E/{mm}/Media/{me}"),
@@ -594,7 +589,7 @@ mod tests {
             format!("{}/{mm}/Media/{me}", base.replace("https", "http")),
             format!("{}/{mm}/Media/{me}", base.replace("0123456789abcdef0123456789abcdef", "ffffffffffffffffffffffffffffffff")),
         ] {
-            assert!(!rest.is_account_media(&bad), "{bad}");
+            assert!(rest.account_media(&bad).is_none(), "{bad}");
         }
     }
 
