@@ -10,7 +10,7 @@
 //!
 //! `cargo bench --bench signature_cost`.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/api/common/mod.rs"]
 mod common;
 
 use callkeeper_core::signature::{compute, validate, Algorithm, SignedBody};

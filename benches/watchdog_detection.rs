@@ -15,11 +15,10 @@
 //!
 //! `cargo bench --bench watchdog_detection` (or `-- --calls 300`).
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/api/common/mod.rs"]
 mod common;
 
 use callkeeper_core::ids::CallSid;
-use callkeeper_core::twilio_rest::TwilioRest;
 use callkeeper_core::watchdog::Watchdog;
 use common::*;
 use std::sync::Arc;
@@ -53,7 +52,7 @@ async fn fake_twilio() -> MockServer {
 }
 
 fn watchdog(app: &TestApp) -> Watchdog {
-    Watchdog::new(app.stores.calls.clone(), TwilioRest::from_config(&app.config), app.config.clone())
+    Watchdog::new(app.stores.calls.clone(), app.config.twilio_rest(), app.config.clone())
 }
 
 async fn redirected_event(app: &TestApp, sid: &CallSid) -> serde_json::Value {

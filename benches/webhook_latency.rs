@@ -3,7 +3,7 @@
 //!
 //! `cargo bench --bench webhook_latency` (add `-- --requests 5000 --concurrency 16` to change the load).
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/api/common/mod.rs"]
 mod common;
 
 use common::*;

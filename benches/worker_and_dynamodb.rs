@@ -10,7 +10,7 @@
 //!
 //! `CALLKEEPER_TEST_AWS_ENDPOINT=http://127.0.0.1:5000 cargo bench --bench worker_and_dynamodb`
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/api/common/mod.rs"]
 mod common;
 
 use aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextRef;
@@ -20,7 +20,6 @@ use callkeeper_core::ids::{random_sid, CallSid};
 use callkeeper_core::store::aws::{create_resources, AwsNames, DynamoStore, S3Blobs, SqsQueue};
 use callkeeper_core::store::Stores;
 use callkeeper_core::transcription::Transcriber;
-use callkeeper_core::twilio_rest::TwilioRest;
 use callkeeper_core::worker::poll_once;
 use common::*;
 use std::collections::BTreeMap;
@@ -159,7 +158,7 @@ async fn worker_per_minute(label: &str, stores: Stores) {
         let config = config(&twilio, &openai);
         let addr = serve_on(&stores, &config).await;
         let client = reqwest::Client::new();
-        let worker = Transcriber::new(stores.calls.clone(), stores.blobs.clone(), TwilioRest::from_config(&config), config.clone());
+        let worker = Transcriber::new(stores.calls.clone(), stores.blobs.clone(), config.twilio_rest(), config.clone());
         let mut times = Vec::new();
         for _ in 0..3 {
             let sid = random_sid("CA");
@@ -218,7 +217,7 @@ async fn dynamodb_per_call(sdk: &aws_config::SdkConfig) {
     ended.push(("CallStatus".into(), "completed".into()));
     post(&client, &config, addr, "/webhook/stream_ended", &ended).await;
     post(&client, &config, addr, "/webhook/recording_done", &recording_form(&sid, &random_sid("RE"), &twilio, 1)).await;
-    let worker = Transcriber::new(stores.calls.clone(), stores.blobs.clone(), TwilioRest::from_config(&config), config.clone());
+    let worker = Transcriber::new(stores.calls.clone(), stores.blobs.clone(), config.twilio_rest(), config.clone());
     assert_eq!(poll_once(stores.queue.as_ref(), &worker).await.unwrap().done, 1);
 
     let counts = counter.0.lock().unwrap().clone();

@@ -44,7 +44,7 @@ pub async fn show(store: &dyn CallStore, phone: &E164, limit: usize, as_json: bo
     for item in &timeline {
         match item {
             TimelineItem::Call(c) => {
-                let outcome = crate::crm::outcome(c);
+                let outcome = crate::calls::outcome(c);
                 writeln!(
                     out,
                     "  {}  call      {:<8}  {:<15}  {}  {outcome}",

@@ -1,8 +1,9 @@
 //! The `callkeeper` command's library: the local server (`serve`), the simulator (`simulate`),
 //! outbound calls (`call`) and the CRM views (`calls`, `contacts`, `leads`), kept here so the end-to-end tests start exactly what users start.
 
+pub mod agent_profiles;
+pub mod calls;
 pub mod contacts;
-pub mod crm;
 pub mod crm_users;
 pub mod dlq;
 pub mod fake_realtime;
@@ -10,6 +11,5 @@ pub mod leads;
 pub mod local_config;
 pub mod media_client;
 pub mod outbound;
-pub mod profiles;
 pub mod server;
 pub mod simulate;

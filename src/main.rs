@@ -1,7 +1,7 @@
 //! `callkeeper`: run the system locally, and look at what it keeps.
 
 use callkeeper::server::{shutdown_signal, ServeOptions, Server};
-use callkeeper::{crm, dlq, fake_realtime, outbound, profiles, simulate};
+use callkeeper::{agent_profiles, calls, dlq, fake_realtime, outbound, simulate};
 use callkeeper_core::ids::CallSid;
 use callkeeper_core::job::QueueName;
 use callkeeper_core::profile::ProfileKey;
@@ -455,15 +455,15 @@ async fn run(cli: Cli, data_dir_given: bool) -> anyhow::Result<ExitCode> {
             let calls = stores.calls.as_ref();
             let key = |number: Option<String>| ProfileKey::parse(number.as_deref()).map_err(|e| anyhow::anyhow!("--number {e}"));
             match command {
-                AgentCommand::Set { number, file } => match profiles::set(calls, &key(number)?, &file).await? {
+                AgentCommand::Set { number, file } => match agent_profiles::set(calls, &key(number)?, &file).await? {
                     Ok(done) => print!("{done}"),
                     Err(bad) => {
                         eprintln!("callkeeper: profile refused: {bad}");
                         return Ok(ExitCode::from(2));
                     }
                 },
-                AgentCommand::Show { number, json } => print!("{}", profiles::show(calls, &key(number)?, json).await?),
-                AgentCommand::List { json } => print!("{}", profiles::list(calls, json).await?),
+                AgentCommand::Show { number, json } => print!("{}", agent_profiles::show(calls, &key(number)?, json).await?),
+                AgentCommand::List { json } => print!("{}", agent_profiles::list(calls, json).await?),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -517,10 +517,10 @@ async fn run(cli: Cli, data_dir_given: bool) -> anyhow::Result<ExitCode> {
         Command::Calls { command } => {
             let stores = open_crm(kind, &cli.data_dir).await?;
             match command {
-                CallsCommand::List { limit, json } => print!("{}", crm::list(stores.calls.as_ref(), limit, json).await?),
+                CallsCommand::List { limit, json } => print!("{}", calls::list(stores.calls.as_ref(), limit, json).await?),
                 CallsCommand::Show { call_sid, json } => {
                     let sid = CallSid::parse(&call_sid)?;
-                    match crm::show(stores.calls.as_ref(), &sid, json).await? {
+                    match calls::show(stores.calls.as_ref(), &sid, json).await? {
                         Some(text) => print!("{text}"),
                         None => {
                             eprintln!("callkeeper: no call {sid} in {}", cli.data_dir.display());

@@ -8,7 +8,7 @@ use callkeeper_core::ids::CallSid;
 use callkeeper_core::phone::E164;
 use callkeeper_core::store::CallStore;
 use callkeeper_core::time::now_ms;
-use callkeeper_core::twilio_rest::{OutboundCall, TwilioRest};
+use callkeeper_core::twilio_rest::OutboundCall;
 use callkeeper_functions::Route;
 
 pub async fn place(config: &Config, calls: &dyn CallStore, to: &str, from: Option<&str>, detect_machine: bool) -> anyhow::Result<String> {
@@ -28,7 +28,7 @@ pub async fn place(config: &Config, calls: &dyn CallStore, to: &str, from: Optio
         machine_detection: detect_machine.then(|| "Enable".to_string()),
         ..Default::default()
     };
-    let created = TwilioRest::from_config(config).create_call(&request).await?;
+    let created = config.twilio_rest().create_call(&request).await?;
     let call_sid = CallSid::parse(&created.sid).map_err(|e| anyhow::anyhow!("Twilio answered a call sid we cannot read: {e}"))?;
     // Twilio may already have fetched the TwiML (and `outbound_call` recorded the call): then
     // this finds it and changes nothing.

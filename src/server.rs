@@ -9,7 +9,6 @@ use callkeeper_core::store::open::{open, StoreKind};
 use callkeeper_core::store::JobQueue;
 use callkeeper_core::store::Stores;
 use callkeeper_core::transcription::Transcriber;
-use callkeeper_core::twilio_rest::TwilioRest;
 use callkeeper_core::watchdog::Watchdog;
 use callkeeper_core::worker::JobHandler;
 use callkeeper_functions::{stamped, webhooks, AppState, Route};
@@ -47,8 +46,8 @@ pub struct Workers {
 /// The app with the voice agent the configuration names, and a watchdog when `with_watchdog`.
 pub fn app(config: Arc<Config>, stores: Stores, with_watchdog: bool) -> App {
     let relay = Relay::new(config.clone(), stores.calls.clone());
-    let watchdog = with_watchdog.then(|| Watchdog::new(stores.calls.clone(), TwilioRest::from_config(&config), config.clone()));
-    let twilio = TwilioRest::from_config(&config);
+    let watchdog = with_watchdog.then(|| Watchdog::new(stores.calls.clone(), config.twilio_rest(), config.clone()));
+    let twilio = config.twilio_rest();
     let reconciler = with_watchdog.then(|| Reconciler::new(stores.calls.clone(), stores.queue.clone(), twilio.clone(), config.clone()));
     let mut handlers: Vec<Arc<dyn JobHandler>> = vec![
         Arc::new(Transcriber::new(stores.calls.clone(), stores.blobs.clone(), twilio.clone(), config.clone())),
@@ -133,8 +132,10 @@ impl Server {
         let listener = TcpListener::bind(options.addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.addr))?;
         let addr = listener.local_addr()?;
         let (config, source) = local_config::resolve(&options.data_dir, addr)?;
-        let stores =
-            callkeeper_core::business_events::notifying(open(options.store, &options.data_dir, config.queue_max_receives).await?, &config);
+        let stores = callkeeper_core::business_events::notifying(
+            open(options.store, &options.data_dir, config.queue_max_receives).await?,
+            config.events.is_some(),
+        );
         Ok(Server { listener, addr, config: Arc::new(config), stores, source, store: options.store })
     }
 

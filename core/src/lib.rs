@@ -1,47 +1,40 @@
-//! callkeeper's domain: what a call is and how it moves, the TwiML Twilio is answered with,
-//! Twilio's request signatures, the storage ports with their embedded adapter, and configuration.
+//! callkeeper's core: everything that is not a web framework's or Lambda's. `functions/` (the
+//! webhooks, the CRM and the workers as Lambda functions), `relay/` (the media relay) and the
+//! `callkeeper` command stand on it. By layer, each using only those below it:
 //!
-//! Nothing here knows about HTTP frameworks or Lambda: `functions/` and the `callkeeper` command
-//! stand on this crate.
+//! | folder | what | uses |
+//! |---|---|---|
+//! | [`domain`] | values and their rules: calls, messages, recordings, transcripts, profiles, users, jobs, events | nothing of ours |
+//! | [`audio`] | μ-law, WAV, cutting channels | — |
+//! | [`twilio`] | signatures, forms, TwiML, Media Streams, the stream token, the REST API, the routes | domain |
+//! | [`store`] | the storage ports, their embedded (SQLite) and AWS adapters, the contract suite, the events decorator | domain |
+//! | [`process`] | configuration, start-up, logging, metrics, build info, health and stamping | domain, twilio, store |
+//! | [`work`] | the job runner, transcription, WhatsApp replies, event delivery, OpenAI | all of the above |
+//! | [`housekeeping`] | the watchdog, the reconciler, the fallback | all of the above |
+//!
+//! Every module is also re-exported at the crate's root under the name it had before the
+//! layers (`callkeeper_core::call`, `callkeeper_core::twilio_rest`, …), so callers' paths stay.
 
-pub mod audio_chunks;
-pub mod build_info;
-pub mod business_events;
-pub mod call;
-pub mod config;
-pub mod event_delivery;
-pub mod fallback;
-pub mod form;
-pub mod ids;
-pub mod job;
-pub mod job_claim;
-pub mod media_stream;
-pub mod message;
-pub mod metrics;
-pub mod mulaw;
-pub mod openai;
-pub mod parameters;
-pub mod phone;
-pub mod profile;
-pub mod reconciler;
-pub mod recording;
-pub mod replies;
-pub mod secrets;
-pub mod signature;
-pub mod startup;
+pub mod audio;
+pub mod domain;
+pub mod housekeeping;
+pub mod process;
 pub mod store;
-pub mod stream_report;
-pub mod stream_token;
-pub mod telemetry;
-pub mod time;
-pub mod transcript;
-pub mod transcription;
-pub mod twilio_rest;
-pub mod twiml;
+pub mod twilio;
+pub mod work;
+
+pub use audio::{chunks as audio_chunks, mulaw, wav};
+pub use domain::{call, ids, job, message, phone, profile, recording, secrets, stream_report, time, transcript, url, users};
+pub use housekeeping::{fallback, reconciler, watchdog};
+pub use process::{build_info, config, metrics, parameters, startup, telemetry};
 #[cfg(feature = "twiml-reader")]
-pub mod twiml_reader;
-pub mod url;
-pub mod users;
-pub mod watchdog;
-pub mod wav;
-pub mod worker;
+pub use twilio::twiml_reader;
+pub use twilio::{form, media_stream, rest as twilio_rest, routes, signature, stream_token, twiml};
+pub use work::{claims as job_claim, event_delivery, openai, profiles, replies, runner as worker, transcription};
+
+/// The business events (values, in [`domain::events`]) and the call store that raises them
+/// ([`store::notifying`]), under the one name they had.
+pub mod business_events {
+    pub use crate::domain::events::*;
+    pub use crate::store::notifying::{notifying, Notifying};
+}

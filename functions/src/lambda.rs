@@ -106,10 +106,10 @@ async fn run_crm() -> Result<(), lambda_http::Error> {
 /// function less to deploy and build; both are the account's housekeeping on a schedule).
 async fn run_watchdog() -> Result<(), lambda_runtime::Error> {
     use callkeeper_core::reconciler::{self, Reconciler};
-    use callkeeper_core::twilio_rest::TwilioRest;
+
     use callkeeper_core::watchdog::Watchdog;
     let (config, stores) = startup::from_env().await?;
-    let twilio = TwilioRest::from_config(&config);
+    let twilio = config.twilio_rest();
     let watchdog = Watchdog::new(stores.calls.clone(), twilio.clone(), config.clone());
     let reconciler = Reconciler::new(stores.calls.clone(), stores.queue.clone(), twilio, config.clone());
     let handler = lambda_runtime::service_fn(|_event: lambda_runtime::LambdaEvent<serde_json::Value>| {
@@ -166,10 +166,10 @@ enum Worker {
 async fn run_worker(worker: Worker) -> Result<(), lambda_runtime::Error> {
     use callkeeper_core::replies::Replier;
     use callkeeper_core::transcription::Transcriber;
-    use callkeeper_core::twilio_rest::TwilioRest;
+
     use callkeeper_core::worker::JobHandler;
     let (config, stores) = startup::from_env().await?;
-    let twilio = TwilioRest::from_config(&config);
+    let twilio = config.twilio_rest();
     let handler: Arc<dyn JobHandler> = match worker {
         Worker::Transcribe => Arc::new(Transcriber::new(stores.calls.clone(), stores.blobs.clone(), twilio, config.clone())),
         Worker::Reply => Arc::new(Replier::new(stores.calls.clone(), stores.blobs.clone(), twilio, config.clone())),
@@ -182,9 +182,7 @@ async fn run_worker(worker: Worker) -> Result<(), lambda_runtime::Error> {
         let (queue, handler) = (stores.queue.clone(), handler.clone());
         let time_left = time_left(event.context.deadline);
         async move {
-            Ok::<_, lambda_runtime::Error>(
-                crate::queue_worker::handle_batch(queue.as_ref(), handler.as_ref(), event.payload, time_left).await,
-            )
+            Ok::<_, lambda_runtime::Error>(crate::sqs_batch::handle_batch(queue.as_ref(), handler.as_ref(), event.payload, time_left).await)
         }
     });
     lambda_runtime::run(handler_fn).await

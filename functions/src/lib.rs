@@ -1,5 +1,6 @@
-//! callkeeper's Twilio webhooks: one axum Router, served by `callkeeper serve` on a laptop and by
-//! one thin Lambda binary per function (`src/bin/`) behind API Gateway.
+//! callkeeper's Twilio webhooks and the CRM: one axum Router, served by `callkeeper serve` on a
+//! laptop and, behind API Gateway, by the one Lambda binary (`src/bin/functions.rs`) that serves
+//! every function by the name its template `Handler` gives.
 //!
 //! Webhooks only validate, record and enqueue, so they answer in milliseconds: heavy work
 //! (transcription, replies) happens in the workers.
@@ -9,9 +10,9 @@ pub mod crm;
 pub mod deferred;
 pub mod health;
 pub mod lambda;
-pub mod queue_worker;
-pub mod recording;
+pub mod recording_done;
 pub mod signed_form;
+pub mod sqs_batch;
 pub mod voice;
 pub mod whatsapp;
 

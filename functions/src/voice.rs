@@ -17,7 +17,7 @@ use callkeeper_core::{metrics, stream_token, twiml::Twiml};
 use serde_json::json;
 use std::time::Duration;
 
-pub const STREAM_PATH: &str = "/ws/twilio-media";
+pub use callkeeper_core::routes::STREAM_PATH;
 
 pub async fn incoming_call(State(state): State<AppState>, SignedForm(form): SignedForm) -> Result<Response, WebhookError> {
     answer(&state, &form, Direction::Inbound).await

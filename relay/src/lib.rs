@@ -33,7 +33,7 @@ use profiles::Profiles;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-pub use callkeeper_functions::voice::STREAM_PATH;
+pub use callkeeper_core::routes::STREAM_PATH;
 
 /// What every stream shares.
 #[derive(Clone)]
@@ -54,7 +54,7 @@ impl Relay {
     pub fn new(config: Arc<Config>, calls: Arc<dyn CallStore>) -> Relay {
         let agent = agent::from_config(&config, calls.clone());
         let profiles = Profiles::new(calls.clone(), config.clone());
-        let twilio = TwilioRest::from_config(&config);
+        let twilio = config.twilio_rest();
         Relay { config, calls, agent, drain: Drain::default(), profiles, twilio, opening: Arc::default() }
     }
 }
@@ -67,13 +67,13 @@ pub fn routes(relay: Relay) -> Router {
     Router::new()
         .route(STREAM_PATH, get(upgrade::upgrade))
         .route(&trailing, get(upgrade::upgrade))
-        .route("/healthz", get(callkeeper_functions::health::healthz))
-        .route("/readyz", get(upgrade::readyz))
-        .route("/version", get(callkeeper_functions::health::version))
+        .route(callkeeper_core::routes::HEALTHZ, get(callkeeper_core::process::http::healthz))
+        .route(callkeeper_core::routes::READYZ, get(upgrade::readyz))
+        .route(callkeeper_core::routes::VERSION, get(callkeeper_core::process::http::version))
         .with_state(relay)
 }
 
 /// The relay on its own, as the Fargate service runs it.
 pub fn router(relay: Relay) -> Router {
-    callkeeper_functions::stamped(routes(relay))
+    callkeeper_core::process::http::stamped(routes(relay))
 }

@@ -39,7 +39,7 @@ impl Profiles {
                 other => other.map(|(_, p)| p.clone()),
             }
         };
-        match profile::resolve(self.calls.as_ref(), &self.config, number.as_ref()).await {
+        match callkeeper_core::work::profiles::resolve(self.calls.as_ref(), &self.config, number.as_ref()).await {
             Ok(found) => {
                 let found = Arc::new(found);
                 self.cached.lock().unwrap_or_else(|p| p.into_inner()).insert(number, (Instant::now(), found.clone()));
@@ -47,7 +47,7 @@ impl Profiles {
             }
             Err(e) => {
                 tracing::warn!(call_sid = %call.call_sid, error = %e, "agent profile not read; using the last one known");
-                stale.unwrap_or_else(|| Arc::new(AgentProfile::builtin_for(&self.config)))
+                stale.unwrap_or_else(|| Arc::new(self.config.builtin_profile()))
             }
         }
     }

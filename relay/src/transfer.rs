@@ -37,7 +37,7 @@ pub async fn hand_over(relay: &Relay, call_sid: &CallSid, to: &E164, reason: &st
             return;
         }
     }
-    let action = relay.config.callback_url(callkeeper_functions::Route::StreamEnded.path());
+    let action = relay.config.callback_url(callkeeper_core::routes::Route::StreamEnded.path());
     let doc = twiml::transfer(to, relay.config.fallback.dial_timeout_secs, &action);
     let mut detail = json!({ "to": to.redacted(), "reason": reason, "redirected": false });
     match relay.twilio.update_call(call_sid, &CallUpdate::Twiml(doc.into_string())).await {

@@ -100,6 +100,6 @@ pub async fn readyz(State(relay): State<Relay>) -> (StatusCode, Json<serde_json:
     }
     match relay.calls.ping().await {
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready", "live_calls": relay.drain.live() }))),
-        Err(e) => callkeeper_functions::health::store_unavailable(&e),
+        Err(e) => callkeeper_core::process::http::store_unavailable(&e),
     }
 }

@@ -359,7 +359,7 @@ async fn play_one(ctx: &call::Ctx, scenario: Scenario, stores: Option<&Stores>) 
     };
     let checks = checks::checks(&played, crm.as_ref(), ctx.twilio.as_ref());
     let record = match (stores, callkeeper_core::ids::CallSid::parse(&played.call_sid)) {
-        (Some(stores), Ok(sid)) => crate::crm::show(stores.calls.as_ref(), &sid, false).await?,
+        (Some(stores), Ok(sid)) => crate::calls::show(stores.calls.as_ref(), &sid, false).await?,
         _ => None,
     };
     let mut report = report::call_report(played, crm, checks);

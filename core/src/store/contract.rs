@@ -3,15 +3,15 @@
 //!
 //! Cases take fresh stores and assert what a user of the port sees.
 
-use crate::call::{CallEvent, CallPatch, CallStatus, Created, Direction, NewCall, Transition};
-use crate::ids::{random_sid, AccountSid, CallSid, MessageSid, RecordingSid};
-use crate::job::{Job, QueueName};
-use crate::message::{Media, Message, MessageDirection, MessageStatusUpdate, StatusApplied, TimelineItem};
-use crate::phone::{Channel, E164};
-use crate::recording::Recording;
+use crate::domain::call::{CallEvent, CallPatch, CallStatus, Created, Direction, NewCall, Transition};
+use crate::domain::ids::{random_sid, AccountSid, CallSid, MessageSid, RecordingSid};
+use crate::domain::job::{Job, QueueName};
+use crate::domain::message::{Media, Message, MessageDirection, MessageStatusUpdate, StatusApplied, TimelineItem};
+use crate::domain::phone::{Channel, E164};
+use crate::domain::recording::Recording;
+use crate::domain::stream_report::{StreamEnd, StreamFigures, Turn};
+use crate::domain::time::now_ms;
 use crate::store::{enqueue, Stores};
-use crate::stream_report::{StreamEnd, StreamFigures, Turn};
-use crate::time::now_ms;
 use std::time::Duration;
 
 /// Generates one `#[tokio::test]` per contract case. `$stores` is an async expression giving
@@ -86,7 +86,7 @@ pub fn account() -> AccountSid {
 /// A random Israeli mobile number, so cases never share a contact.
 pub fn phone() -> E164 {
     let mut b = [0u8; 4];
-    crate::secrets::fill_random(&mut b);
+    crate::domain::secrets::fill_random(&mut b);
     E164::parse(&format!("+97250{:07}", u32::from_le_bytes(b) % 10_000_000)).unwrap()
 }
 
@@ -214,7 +214,7 @@ pub async fn active_calls_are_the_calls_on_the_line_and_pending_redirects(s: &St
         s.calls.create_call(&call).await.unwrap();
         sids.push(call.call_sid);
     }
-    let listed = |calls: Vec<crate::call::ActiveCall>| -> Vec<CallSid> {
+    let listed = |calls: Vec<crate::domain::call::ActiveCall>| -> Vec<CallSid> {
         calls.into_iter().map(|c| c.call_sid).filter(|sid| sids.contains(sid)).collect()
     };
     assert_eq!(listed(s.calls.active_calls().await.unwrap()), sids, "oldest status first");
@@ -296,7 +296,7 @@ pub async fn stream_figures_and_turns_are_kept(s: &Stores) {
 }
 
 pub async fn jobs_are_claimed_once_and_transcripts_kept(s: &Stores) {
-    use crate::transcript::{JobClaim, Line, Speaker, Transcript};
+    use crate::domain::transcript::{JobClaim, Line, Speaker, Transcript};
     let job = random_sid("RE");
     let at = now_ms();
     let lease = Duration::from_secs(60);
@@ -647,8 +647,8 @@ pub async fn leads_merge_on_the_call_and_its_contact(s: &Stores) {
 }
 
 pub async fn profiles_are_kept_by_number(s: &Stores) {
-    use crate::profile::{AgentProfile, ProfileKey};
-    let builtin = AgentProfile::builtin("he-IL", &crate::config::default_extraction_schema());
+    use crate::domain::profile::{AgentProfile, ProfileKey};
+    let builtin = AgentProfile::builtin("he-IL", &crate::domain::profile::default_extraction_schema());
     let number = ProfileKey::Number(phone());
     assert_eq!(s.calls.profile(&number).await.unwrap(), None);
     let mut sales = builtin.clone();
@@ -685,7 +685,7 @@ pub async fn a_transfer_keeps_its_number_and_leaves_the_watchdogs_list(s: &Store
 }
 
 pub async fn crm_users_are_added_once_changed_and_removed(s: &Stores) {
-    use crate::users::{User, UserName};
+    use crate::domain::users::{User, UserName};
     let dana = UserName::parse("dana@example.com").unwrap();
     let user = User { name: dana.clone(), password_hash: "$argon2id$v=19$first".into(), created_at: 10, updated_at: 10, session_epoch: 0 };
     assert_eq!(s.calls.user(&dana).await.unwrap(), None);

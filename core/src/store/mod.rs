@@ -10,21 +10,22 @@
 
 pub mod aws;
 pub mod embedded;
+pub mod notifying;
 pub mod open;
 
 #[cfg(feature = "test-support")]
 pub mod contract;
 
-use crate::call::{ActiveCall, Call, CallEvent, CallPatch, CallStatus, Created, NewCall, Transition};
-use crate::ids::{CallSid, MessageSid, RecordingSid};
-use crate::job::{DeadLetter, Delivery, Job, QueueName};
-use crate::message::{Message, MessageStatusUpdate, StatusApplied, TimelineItem};
-use crate::phone::E164;
-use crate::profile::{AgentProfile, ProfileKey};
-use crate::recording::Recording;
-use crate::stream_report::{StreamFigures, Turn};
-use crate::time::Millis;
-use crate::transcript::{JobClaim, Transcript};
+use crate::domain::call::{ActiveCall, Call, CallEvent, CallPatch, CallStatus, Created, NewCall, Transition};
+use crate::domain::ids::{CallSid, MessageSid, RecordingSid};
+use crate::domain::job::{DeadLetter, Delivery, Job, QueueName};
+use crate::domain::message::{Message, MessageStatusUpdate, StatusApplied, TimelineItem};
+use crate::domain::phone::E164;
+use crate::domain::profile::{AgentProfile, ProfileKey};
+use crate::domain::recording::Recording;
+use crate::domain::stream_report::{StreamFigures, Turn};
+use crate::domain::time::Millis;
+use crate::domain::transcript::{JobClaim, Transcript};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
@@ -146,7 +147,7 @@ pub trait CallStore: Send + Sync {
     async fn mark_reply_enqueued(&self, message_sid: &MessageSid, at: Millis) -> StoreResult<()>;
     /// Replaces the message's media (where each is kept, a voice note's words); `false` when
     /// there is no such message.
-    async fn keep_media(&self, message_sid: &MessageSid, media: &[crate::message::Media], at: Millis) -> StoreResult<bool>;
+    async fn keep_media(&self, message_sid: &MessageSid, media: &[crate::domain::message::Media], at: Millis) -> StoreResult<bool>;
     async fn update_message_status(&self, update: &MessageStatusUpdate) -> StoreResult<StatusApplied>;
     async fn get_message(&self, message_sid: &MessageSid) -> StoreResult<Option<Message>>;
     /// Every contact's messages together, newest first, starting just after `before` when given.
@@ -155,7 +156,7 @@ pub trait CallStore: Send + Sync {
     async fn contact(&self, phone: &E164) -> StoreResult<Option<Contact>>;
 
     /// Merges `fields` into the lead kept on the call, and on `contact` when there is one (see
-    /// [`crate::profile::merge_lead`]). Returns the call's lead after the merge.
+    /// [`crate::domain::profile::merge_lead`]). Returns the call's lead after the merge.
     async fn save_lead(
         &self,
         call_sid: &CallSid,
@@ -175,17 +176,17 @@ pub trait CallStore: Send + Sync {
     async fn timeline(&self, phone: &E164, limit: usize) -> StoreResult<Vec<TimelineItem>>;
 
     /// Adds a CRM user; `false` when the name is taken (nothing changes).
-    async fn add_user(&self, user: &crate::users::User) -> StoreResult<bool>;
+    async fn add_user(&self, user: &crate::domain::users::User) -> StoreResult<bool>;
     /// Replaces a user's password hash; `false` when there is no such user.
-    async fn set_password(&self, name: &crate::users::UserName, password_hash: &str, at: Millis) -> StoreResult<bool>;
-    async fn user(&self, name: &crate::users::UserName) -> StoreResult<Option<crate::users::User>>;
+    async fn set_password(&self, name: &crate::domain::users::UserName, password_hash: &str, at: Millis) -> StoreResult<bool>;
+    async fn user(&self, name: &crate::domain::users::UserName) -> StoreResult<Option<crate::domain::users::User>>;
     /// Every user, by name.
-    async fn users(&self) -> StoreResult<Vec<crate::users::User>>;
+    async fn users(&self) -> StoreResult<Vec<crate::domain::users::User>>;
     /// `false` when there was no such user.
-    async fn remove_user(&self, name: &crate::users::UserName) -> StoreResult<bool>;
+    async fn remove_user(&self, name: &crate::domain::users::UserName) -> StoreResult<bool>;
     /// Ends every session of the user (raises its `session_epoch`); `false` when there is no
     /// such user.
-    async fn end_sessions(&self, name: &crate::users::UserName, at: Millis) -> StoreResult<bool>;
+    async fn end_sessions(&self, name: &crate::domain::users::UserName, at: Millis) -> StoreResult<bool>;
 }
 
 /// Profiles as (key, JSON document, updated at) rows, read back and in `agent list`'s order.

@@ -27,9 +27,7 @@ use callkeeper_core::time::now_ms;
 use callkeeper_core::twilio_rest::TwilioRest;
 use std::sync::Arc;
 
-pub const BASE: &str = "/crm";
-/// Where a recording's or a message's media's signed link points on the embedded store.
-pub const BLOB_PATH: &str = "/crm/blob";
+pub use callkeeper_core::routes::{CRM_BASE as BASE, CRM_BLOB_PATH as BLOB_PATH};
 
 #[derive(Clone)]
 pub struct CrmState {
@@ -58,7 +56,7 @@ impl CrmState {
             pages: Arc::new(render::Pages::new(&app.config.language)),
             limiter: Arc::default(),
             verifiers: Arc::new(verifier::Verifiers::start()),
-            twilio: TwilioRest::from_config(&app.config),
+            twilio: app.config.twilio_rest(),
             app,
         }
     }

@@ -179,7 +179,7 @@ pub async fn reply(
         return Ok(back("sent=1"));
     }
     let (to, from) = (inbound.from.clone(), inbound.to.clone());
-    let status_callback = Some(state.app.config.callback_url("/webhook/whatsapp/status"));
+    let status_callback = Some(state.app.config.callback_url(callkeeper_core::routes::Route::WhatsappStatus.path()));
     let sent = match state
         .twilio
         .send_message(&OutboundMessage { to: to.clone(), from: from.clone(), body: text.to_string(), media_urls: vec![], status_callback })

@@ -2,17 +2,17 @@
 
 use super::items::*;
 use super::{sdk_error, unavailable};
-use crate::call::{ActiveCall, Call, CallEvent, CallPatch, CallStatus, Created, NewCall, Transition};
-use crate::ids::{CallSid, MessageSid, RecordingSid};
-use crate::message::{status_rank, Message, MessageDirection, MessageStatusUpdate, StatusApplied, TimelineItem};
-use crate::phone::E164;
-use crate::profile::{merge_lead, AgentProfile, ProfileKey};
-use crate::recording::Recording;
+use crate::domain::call::{ActiveCall, Call, CallEvent, CallPatch, CallStatus, Created, NewCall, Transition};
+use crate::domain::ids::{CallSid, MessageSid, RecordingSid};
+use crate::domain::message::{status_rank, Message, MessageDirection, MessageStatusUpdate, StatusApplied, TimelineItem};
+use crate::domain::phone::E164;
+use crate::domain::profile::{merge_lead, AgentProfile, ProfileKey};
+use crate::domain::recording::Recording;
+use crate::domain::stream_report::{StreamFigures, Turn};
+use crate::domain::time::Millis;
+use crate::domain::transcript::{JobClaim, Transcript};
+use crate::domain::users::{User, UserName};
 use crate::store::{stored_profiles, Before, CallStore, Contact, MessageWrite, StoreError, StoreResult, StoredProfile};
-use crate::stream_report::{StreamFigures, Turn};
-use crate::time::Millis;
-use crate::transcript::{JobClaim, Transcript};
-use crate::users::{User, UserName};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
@@ -784,7 +784,7 @@ impl CallStore for DynamoStore {
         }
     }
 
-    async fn keep_media(&self, message_sid: &MessageSid, media: &[crate::message::Media], at: Millis) -> StoreResult<bool> {
+    async fn keep_media(&self, message_sid: &MessageSid, media: &[crate::domain::message::Media], at: Millis) -> StoreResult<bool> {
         let value = serde_dynamo::to_attribute_value(media).map_err(|e| StoreError::Invalid(format!("media: {e}")))?;
         let mut update = Update::default();
         update.set("media", value).set("updated_at", n(at));

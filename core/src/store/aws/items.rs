@@ -20,10 +20,10 @@
 //! (Query `recent` descending below the last sort key seen, then BatchGetItem); a call's events, turns and recordings (Query on its pk by sk prefix). Every
 //! transition and claim is a conditional write.
 
-use crate::ids::CallSid;
-use crate::phone::E164;
+use crate::domain::ids::CallSid;
+use crate::domain::phone::E164;
+use crate::domain::time::Millis;
 use crate::store::{StoreError, StoreResult};
-use crate::time::Millis;
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
 

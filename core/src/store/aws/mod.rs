@@ -19,7 +19,7 @@ pub use queue::SqsQueue;
 pub use resources::create_resources;
 
 use super::{StoreError, StoreResult, Stores};
-use crate::job::QueueName;
+use crate::domain::job::QueueName;
 use std::sync::Arc;
 
 /// What the adapter works on.

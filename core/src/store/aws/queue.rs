@@ -5,9 +5,9 @@
 
 use super::items::{from_item, key, to_attrs};
 use super::{dead_letter_queue_name, sdk_error, AwsNames, DynamoStore};
-use crate::job::{DeadLetter, Delivery, QueueName};
+use crate::domain::job::{DeadLetter, Delivery, QueueName};
+use crate::domain::time::{now_ms, Millis};
 use crate::store::{JobQueue, QueueDepth, StoreError, StoreResult};
-use crate::time::{now_ms, Millis};
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use aws_sdk_sqs::Client;

@@ -2,7 +2,7 @@
 //! every AWS test's fresh set. The deployed stack declares the same in `infra/template.yaml`.
 
 use super::{dead_letter_queue_name, sdk_error, AwsNames};
-use crate::job::QueueName;
+use crate::domain::job::QueueName;
 use crate::store::StoreResult;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType, ScalarAttributeType,

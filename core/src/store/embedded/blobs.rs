@@ -28,7 +28,7 @@ impl BlobStore for FolderBlobs {
         let dir = path.parent().expect("a checked key has a parent under the root").to_path_buf();
         tokio::task::spawn_blocking(move || {
             private::create_dir(&dir).map_err(|e| io_err("creating blob folder", e))?;
-            let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap().to_string_lossy(), crate::ids::random_sid("")));
+            let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap().to_string_lossy(), crate::domain::ids::random_sid("")));
             private::write_new(&tmp, &bytes).map_err(|e| io_err("writing blob", e))?;
             std::fs::rename(&tmp, &path).map_err(|e| io_err("renaming blob", e))
         })

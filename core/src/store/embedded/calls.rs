@@ -2,17 +2,17 @@
 
 use super::sql_types::{FiguresColumn, MediaList};
 use super::EmbeddedStore;
-use crate::call::{ActiveCall, Call, CallEvent, CallPatch, CallStatus, Created, NewCall, Transition};
-use crate::ids::{CallSid, MessageSid, RecordingSid};
-use crate::message::{status_rank, Message, MessageStatusUpdate, StatusApplied, TimelineItem};
-use crate::phone::E164;
-use crate::profile::{merge_lead, AgentProfile, ProfileKey};
-use crate::recording::Recording;
+use crate::domain::call::{ActiveCall, Call, CallEvent, CallPatch, CallStatus, Created, NewCall, Transition};
+use crate::domain::ids::{CallSid, MessageSid, RecordingSid};
+use crate::domain::message::{status_rank, Message, MessageStatusUpdate, StatusApplied, TimelineItem};
+use crate::domain::phone::E164;
+use crate::domain::profile::{merge_lead, AgentProfile, ProfileKey};
+use crate::domain::recording::Recording;
+use crate::domain::stream_report::{StreamFigures, Turn};
+use crate::domain::time::Millis;
+use crate::domain::transcript::{JobClaim, Transcript};
+use crate::domain::users::{User, UserName};
 use crate::store::{stored_profiles, Before, CallStore, Contact, MessageWrite, StoreError, StoreResult, StoredProfile};
-use crate::stream_report::{StreamFigures, Turn};
-use crate::time::Millis;
-use crate::transcript::{JobClaim, Transcript};
-use crate::users::{User, UserName};
 use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
@@ -544,7 +544,7 @@ impl CallStore for EmbeddedStore {
         .await
     }
 
-    async fn keep_media(&self, message_sid: &MessageSid, media: &[crate::message::Media], at: Millis) -> StoreResult<bool> {
+    async fn keep_media(&self, message_sid: &MessageSid, media: &[crate::domain::message::Media], at: Millis) -> StoreResult<bool> {
         let (sid, media) = (message_sid.clone(), MediaList(media.to_vec()));
         self.with_conn(move |conn| {
             let changed =

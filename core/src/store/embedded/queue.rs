@@ -3,10 +3,10 @@
 //! dead-letter queue on its next receive; dead letters can be listed, shown and redriven.
 
 use super::EmbeddedStore;
-use crate::ids::random_sid;
-use crate::job::{DeadLetter, Delivery, QueueName};
+use crate::domain::ids::random_sid;
+use crate::domain::job::{DeadLetter, Delivery, QueueName};
+use crate::domain::time::now_ms;
 use crate::store::{JobQueue, QueueDepth, StoreResult};
-use crate::time::now_ms;
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row};
 use std::time::Duration;

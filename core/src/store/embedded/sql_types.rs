@@ -1,11 +1,11 @@
 //! Domain types in and out of SQLite columns. A stored value that does not parse is reported as
 //! a corrupt record (see `From<rusqlite::Error> for StoreError`), never silently replaced.
 
-use crate::call::{CallStatus, Direction};
-use crate::ids::{AccountSid, CallSid, MessageSid, RecordingSid};
-use crate::message::{Media, MessageDirection};
-use crate::phone::{Channel, E164};
-use crate::stream_report::StreamFigures;
+use crate::domain::call::{CallStatus, Direction};
+use crate::domain::ids::{AccountSid, CallSid, MessageSid, RecordingSid};
+use crate::domain::message::{Media, MessageDirection};
+use crate::domain::phone::{Channel, E164};
+use crate::domain::stream_report::StreamFigures;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
 #[derive(Debug, thiserror::Error)]

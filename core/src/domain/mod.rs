@@ -1,0 +1,18 @@
+//! What callkeeper is about, as values and the rules on them: calls and how they move, messages,
+//! recordings, transcripts, the stream's figures, agent profiles, the CRM's users, jobs and the
+//! business events. Nothing here reads a store, the network or the configuration.
+
+pub mod call;
+pub mod events;
+pub mod ids;
+pub mod job;
+pub mod message;
+pub mod phone;
+pub mod profile;
+pub mod recording;
+pub mod secrets;
+pub mod stream_report;
+pub mod time;
+pub mod transcript;
+pub mod url;
+pub mod users;

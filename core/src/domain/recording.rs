@@ -1,0 +1,31 @@
+//! Recordings Twilio reports through `recordingStatusCallback`.
+
+use crate::domain::ids::{CallSid, RecordingSid};
+use crate::domain::time::Millis;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recording {
+    pub recording_sid: RecordingSid,
+    pub call_sid: CallSid,
+    /// Twilio's media URL (fetch with Basic auth; append `.wav` or `.mp3`).
+    pub url: Option<String>,
+    /// `completed`, `absent` (no audio), `in-progress`, `failed`, …
+    pub status: String,
+    pub duration_secs: Option<u64>,
+    pub channels: Option<u64>,
+    /// `StartCallRecording` for the whole call, `RecordVerb` for a voicemail, …
+    pub source: Option<String>,
+    pub error_code: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    /// When its transcription job was enqueued; `None` until then.
+    pub job_enqueued_at: Option<Millis>,
+}
+
+impl Recording {
+    /// Only a completed recording has audio worth transcribing.
+    pub fn wants_transcription(&self) -> bool {
+        self.status == "completed"
+    }
+}

@@ -1,0 +1,94 @@
+//! The fallback policy, shared by `stream_ended` and the watchdog so they never both act on one
+//! call: whoever moves the call to `fallback` with the conditional claim serves the fallback.
+
+use crate::domain::call::{Call, CallEvent, CallPatch, CallStatus, Transition};
+use crate::domain::ids::CallSid;
+use crate::domain::time::now_ms;
+use crate::process::config::{Config, FallbackMode};
+use crate::store::{CallStore, StoreResult};
+use crate::twilio::routes::Route;
+use crate::twilio::twiml::{self, FallbackStep, Twiml};
+
+/// Where Record's and Dial's outcomes are posted: `stream_ended`, which knows the call is in
+/// fallback and ends it (a `<Record>` without `action` would re-request the document URL).
+pub const ACTION_PATH: &str = Route::StreamEnded.path();
+pub const RECORDING_CALLBACK_PATH: &str = Route::RecordingDone.path();
+
+/// The fallback document for the configured mode.
+pub fn twiml(config: &Config) -> Twiml {
+    match &config.fallback.mode {
+        FallbackMode::Voicemail => voicemail(config),
+        FallbackMode::Dial(number) => twiml::fallback(
+            &config.fallback.apology,
+            &FallbackStep::Dial { number, timeout_secs: config.fallback.dial_timeout_secs },
+            &config.callback_url(ACTION_PATH),
+        ),
+    }
+}
+
+/// Voicemail, whatever the mode: also where a dial that nobody answered goes.
+pub fn voicemail(config: &Config) -> Twiml {
+    twiml::fallback(
+        &config.fallback.apology,
+        &FallbackStep::Voicemail {
+            max_length_secs: config.fallback.voicemail_max_secs,
+            recording_callback: &config.callback_url(RECORDING_CALLBACK_PATH),
+        },
+        &config.callback_url(ACTION_PATH),
+    )
+}
+
+/// The outcome of trying to claim a call for the fallback.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// This caller moved the call to `fallback` and must deliver it.
+    Won(Call),
+    /// The call was already in fallback (another actor claimed it, or this is a retry).
+    AlreadyInFallback(Call),
+    /// The call ended before it could fall back.
+    Ended(Call),
+    NotFound,
+}
+
+/// Who claims a call for the fallback, and so how the caller gets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimedBy {
+    /// Twilio asked what follows the stream: the fallback is the answer.
+    StreamEnded,
+    /// The call is live on some other TwiML: it must be redirected through the REST API, and
+    /// stays on the watchdog's list (`redirect_pending`) until Twilio has taken the redirect.
+    Watchdog,
+}
+
+impl ClaimedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimedBy::StreamEnded => "stream_ended",
+            ClaimedBy::Watchdog => "watchdog",
+        }
+    }
+}
+
+/// Moves an active call to `fallback` with `reason`, recording who decided.
+pub async fn claim(store: &dyn CallStore, config: &Config, call_sid: &CallSid, reason: &str, by: ClaimedBy) -> StoreResult<Claim> {
+    let at = now_ms();
+    let patch = CallPatch {
+        fallback_reason: Some(reason.to_string()),
+        fallback_action: Some(config.fallback.mode.as_str().to_string()),
+        redirect_pending: Some(by == ClaimedBy::Watchdog),
+        ..Default::default()
+    };
+    let by = by.as_str();
+    let from = [CallStatus::Ringing, CallStatus::AwaitingStream, CallStatus::Streaming];
+    Ok(match store.transition(call_sid, &from, CallStatus::Fallback, &patch, at).await? {
+        Transition::Applied(call) => {
+            crate::process::metrics::record(crate::process::metrics::FALLBACKS, 1.0, &[reason]);
+            let detail = serde_json::json!({ "reason": reason, "action": config.fallback.mode.as_str(), "by": by });
+            store.add_event(call_sid, &CallEvent { at, kind: "fallback".into(), key: "fallback".into(), detail }).await?;
+            Claim::Won(call)
+        }
+        Transition::Refused(call) if call.status == CallStatus::Fallback => Claim::AlreadyInFallback(call),
+        Transition::Refused(call) => Claim::Ended(call),
+        Transition::NotFound => Claim::NotFound,
+    })
+}
