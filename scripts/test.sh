@@ -60,7 +60,7 @@ fi
 AWS_DEFAULT_REGION=eu-west-1 AWS_ACCESS_KEY_ID=offline AWS_SECRET_ACCESS_KEY=offline SAM_CLI_TELEMETRY=0 \
   "$SAM_VENV/bin/sam" validate --lint --config-file samconfig.toml
 
-echo "== Chromium and chromium-driver, for the CRM's pages in a real browser (tests/crm_pages.rs)"
+echo "== Chromium and chromium-driver, for the CRM's pages in a real browser (tests/api/crm_pages.rs)"
 if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; then
   as_root=""
   [ "$(id -u)" = 0 ] || as_root="sudo"
@@ -82,7 +82,7 @@ done
 export CALLKEEPER_TEST_AWS_ENDPOINT="http://127.0.0.1:$port"
 echo "   at $CALLKEEPER_TEST_AWS_ENDPOINT"
 
-echo "== the functions' binary, for tests/lambda_events.rs to run under cargo-lambda's emulator"
+echo "== the functions' binary, for tests/api/lambda_events.rs to run under cargo-lambda's emulator"
 cargo build --locked --quiet -p callkeeper-functions --bins
 export CALLKEEPER_TEST_CARGO_LAMBDA="$VENV/bin/cargo-lambda"
 

@@ -2,7 +2,7 @@
 
 use callkeeper_core::config::default_extraction_schema;
 use callkeeper_core::profile::{self, AgentProfile, BadProfile, ProfileKey};
-use callkeeper_core::store::CallStore;
+use callkeeper_core::store::ProfilesPort;
 use callkeeper_core::time::{format_ms, now_ms};
 use std::fmt::Write;
 use std::path::Path;
@@ -14,7 +14,7 @@ pub fn defaults() -> AgentProfile {
 }
 
 /// Reads and checks `file`, then stores it whole at `key`. A bad file writes nothing.
-pub async fn set(store: &dyn CallStore, key: &ProfileKey, file: &Path) -> anyhow::Result<Result<String, BadProfile>> {
+pub async fn set(store: &dyn ProfilesPort, key: &ProfileKey, file: &Path) -> anyhow::Result<Result<String, BadProfile>> {
     let parsed = match profile::read_file(file, &defaults()) {
         Ok(parsed) => parsed,
         Err(bad) => return Ok(Err(bad)),
@@ -37,7 +37,7 @@ fn summary(p: &AgentProfile) -> String {
 }
 
 /// The profile at `key`; for a number without one, what its calls get instead, and why.
-pub async fn show(store: &dyn CallStore, key: &ProfileKey, as_json: bool) -> anyhow::Result<String> {
+pub async fn show(store: &dyn ProfilesPort, key: &ProfileKey, as_json: bool) -> anyhow::Result<String> {
     let (profile, source) = match store.profile(key).await? {
         Some(p) => (p, format!("stored for {}", key.as_str())),
         None => match (key, store.profile(&ProfileKey::Default).await?) {
@@ -60,7 +60,7 @@ pub async fn show(store: &dyn CallStore, key: &ProfileKey, as_json: bool) -> any
     Ok(out)
 }
 
-pub async fn list(store: &dyn CallStore, as_json: bool) -> anyhow::Result<String> {
+pub async fn list(store: &dyn ProfilesPort, as_json: bool) -> anyhow::Result<String> {
     let profiles = store.profiles().await?;
     if as_json {
         return Ok(serde_json::to_string_pretty(&profiles)? + "\n");

@@ -1,7 +1,7 @@
 //! `callkeeper crm user add|list|remove`: who may sign in to the CRM. The password is read from
 //! standard input (without echo at a terminal), hashed with Argon2id, and only the hash is kept.
 
-use callkeeper_core::store::CallStore;
+use callkeeper_core::store::UsersPort;
 use callkeeper_core::time::{format_ms, now_ms};
 use callkeeper_core::users::{hash_password, User, UserName};
 use std::io::{BufRead, IsTerminal, Write};
@@ -12,7 +12,7 @@ pub enum Added {
     Refused(String),
 }
 
-pub async fn add(store: &dyn CallStore, name: &UserName, replace: bool) -> anyhow::Result<Added> {
+pub async fn add(store: &dyn UsersPort, name: &UserName, replace: bool) -> anyhow::Result<Added> {
     let password = read_password(&format!("password for {name}: "))?;
     let hash = match hash_password(&password) {
         Ok(hash) => hash,
@@ -34,7 +34,7 @@ pub async fn add(store: &dyn CallStore, name: &UserName, replace: bool) -> anyho
     })
 }
 
-pub async fn list(store: &dyn CallStore, as_json: bool) -> anyhow::Result<String> {
+pub async fn list(store: &dyn UsersPort, as_json: bool) -> anyhow::Result<String> {
     let users = store.users().await?;
     if as_json {
         return Ok(serde_json::to_string_pretty(&users)? + "\n");

@@ -8,7 +8,7 @@
 //! frozen between invocations, so they run while the instance is thawed; the reconciler is the
 //! backstop for what is never written.
 
-use crate::app::WebhookError;
+use crate::webhook::WebhookError;
 use callkeeper_core::ids::CallSid;
 use std::future::Future;
 use std::time::Duration;

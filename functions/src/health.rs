@@ -1,6 +1,6 @@
 //! `/healthz` (the process answers), `/readyz` (and its store does), `/version` (which build).
 
-use crate::app::AppState;
+use crate::webhook::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;

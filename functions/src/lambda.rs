@@ -3,7 +3,8 @@
 //! which Lambda gives the process as `_HANDLER`. Each is started once (secrets, configuration,
 //! stores: see [`callkeeper_core::startup`]), then served through the Lambda runtime API.
 
-use crate::app::{router, AppState, Route};
+use crate::app::{router, Route};
+use crate::webhook::AppState;
 use callkeeper_core::startup;
 use std::sync::Arc;
 use std::time::Duration;

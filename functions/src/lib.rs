@@ -14,6 +14,7 @@ pub mod recording_done;
 pub mod signed_form;
 pub mod sqs_batch;
 pub mod voice;
+pub mod webhook;
 pub mod whatsapp;
 
 pub use app::{router, stamped, webhooks, AppState, Route};

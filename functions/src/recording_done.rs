@@ -1,7 +1,7 @@
 //! `recording_done`: keep the recording, and enqueue its transcription once.
 
-use crate::app::{AppState, WebhookError};
 use crate::signed_form::SignedForm;
+use crate::webhook::{AppState, WebhookError};
 use axum::extract::State;
 use axum::http::StatusCode;
 use callkeeper_core::ids::{CallSid, RecordingSid};

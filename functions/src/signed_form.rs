@@ -1,7 +1,7 @@
 //! The extractor every webhook starts with: a form post whose `X-Twilio-Signature` is valid for
 //! the public URL Twilio called (`PUBLIC_BASE_URL` + path and query), or a 403.
 
-use crate::app::{AppState, WebhookError};
+use crate::webhook::{AppState, WebhookError};
 use axum::extract::{FromRequest, Request};
 use callkeeper_core::form::Form;
 use callkeeper_core::signature::{self, Algorithm, SignedBody, SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER};

@@ -1,7 +1,7 @@
 //! The voice webhooks: answering a call, the stream's status, and what follows the stream.
 
-use crate::app::{twiml_response, AppState, WebhookError};
 use crate::signed_form::SignedForm;
+use crate::webhook::{twiml_response, AppState, WebhookError};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;

@@ -1,8 +1,8 @@
 //! WhatsApp: inbound messages onto the contact's timeline (a reply job enqueued once), and
 //! delivery statuses of what we sent.
 
-use crate::app::{twiml_response, AppState, WebhookError};
 use crate::signed_form::SignedForm;
+use crate::webhook::{twiml_response, AppState, WebhookError};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;

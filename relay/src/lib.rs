@@ -12,6 +12,7 @@ pub mod agent;
 pub mod drain;
 pub mod figures;
 pub mod listener;
+pub mod opening;
 pub mod playback;
 pub mod profiles;
 pub mod recorder;

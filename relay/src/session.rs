@@ -10,10 +10,10 @@
 use crate::agent::{AgentInput, AgentLink, AgentOutput, CallInfo, INPUT_CAPACITY, OUTPUT_CAPACITY};
 use crate::drain::LiveCall;
 use crate::figures::{Counters, Ending, Histogram};
+use crate::opening::Opening;
 use crate::playback::{Out, Playback};
 use crate::recorder::Recorder;
 use crate::turns::TurnLog;
-use crate::upgrade::Opening;
 use crate::Relay;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use callkeeper_core::call::{Call, CallEvent, CallPatch, CallStatus, Direction, Transition};

@@ -10,8 +10,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use callkeeper_core::signature::{self, Algorithm, SignedBody, SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER};
 use serde_json::json;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
 /// The subprotocol Twilio may offer; echoed only when offered.
 pub const SUBPROTOCOL: &str = "audio.twilio.com";
@@ -19,11 +17,7 @@ pub const SUBPROTOCOL: &str = "audio.twilio.com";
 /// this does the WebSocket layer give up on the socket. Twilio's largest frame, `start`, is a few
 /// KiB; this bounds what a socket can make the relay hold.
 const MAX_MESSAGE_BYTES: usize = 128 * 1024;
-/// Sockets upgraded but not yet started. Twilio sends `start` right after the upgrade, so a
-/// relay has only a few at any moment; the upgrade signature is per URL, so whoever has seen one
-/// could open sockets that never start: past this many, upgrades get 503 (Twilio then follows
-/// `<Connect action>` to the fallback) and the live calls keep their descriptors.
-pub const MAX_OPENING: usize = 256;
+pub use crate::opening::MAX_OPENING;
 /// Twilio's frames are ~340 bytes: a read takes up to three. tungstenite's default 128 KiB read
 /// buffer per socket would be most of a call's memory, and it zeroes what it reads into, so a
 /// small one is also cheaper per read (4 KiB here cost 4% more CPU at 1,000 calls); it grows
@@ -63,7 +57,7 @@ pub async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
-    let Some(opening) = Opening::enter(&relay.opening) else {
+    let Some(opening) = crate::opening::Opening::enter(&relay.opening) else {
         tracing::warn!(max = MAX_OPENING, "too many streams opening at once; upgrade refused");
         return plain(StatusCode::SERVICE_UNAVAILABLE, "too many streams opening");
     };
@@ -74,23 +68,6 @@ pub async fn upgrade(
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .on_upgrade(move |socket| crate::session::run(relay, socket, live, opening))
-}
-
-/// Held by a socket from its upgrade until its `start` (or its end); counted against
-/// [`MAX_OPENING`].
-pub struct Opening(Arc<AtomicUsize>);
-
-impl Opening {
-    fn enter(count: &Arc<AtomicUsize>) -> Option<Opening> {
-        count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_OPENING).then_some(n + 1)).ok()?;
-        Some(Opening(count.clone()))
-    }
-}
-
-impl Drop for Opening {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// Ready when not draining and the store answers.

@@ -80,11 +80,11 @@ pub struct StoredProfile {
     pub profile: AgentProfile,
 }
 
+/// The store's port for a call, its turns, figures and events.
 #[async_trait]
-pub trait CallStore: Send + Sync {
+pub trait CallsPort: Send + Sync {
     /// Cheap round trip for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
-
     /// Creates the call unless it exists (Twilio retries); also records its contact.
     async fn create_call(&self, call: &NewCall) -> StoreResult<Created>;
     async fn get_call(&self, call_sid: &CallSid) -> StoreResult<Option<Call>>;
@@ -106,7 +106,6 @@ pub trait CallStore: Send + Sync {
     /// `fallback` with a redirect pending; oldest status first. All of it, page by page (a call
     /// left out would never be watched); never a scan of all calls.
     async fn active_calls(&self) -> StoreResult<Vec<ActiveCall>>;
-
     /// The relay's heartbeat: when it last saw media. Written only while the call is `streaming`,
     /// so a late beat cannot bring back a call that fell back or ended; `false` then (or when
     /// the call does not exist). Never moves the time backwards.
@@ -117,7 +116,15 @@ pub trait CallStore: Send + Sync {
     async fn put_turn(&self, call_sid: &CallSid, turn: &Turn) -> StoreResult<()>;
     /// In order of `seq`.
     async fn turns(&self, call_sid: &CallSid) -> StoreResult<Vec<Turn>>;
+    /// Records an event; `false` when an event with the same key was already recorded.
+    async fn add_event(&self, call_sid: &CallSid, event: &CallEvent) -> StoreResult<bool>;
+    /// Oldest first.
+    async fn events(&self, call_sid: &CallSid) -> StoreResult<Vec<CallEvent>>;
+}
 
+/// The store's port for workers' claims on jobs.
+#[async_trait]
+pub trait ClaimsPort: Send + Sync {
     /// Claims the job `key` (a RecordingSid) for `lease`: `Done` if it was finished before,
     /// `Busy` if another worker's lease still runs.
     async fn claim_job(&self, key: &str, at: Millis, lease: Duration) -> StoreResult<JobClaim>;
@@ -127,21 +134,24 @@ pub trait CallStore: Send + Sync {
     async fn drop_job_claim(&self, key: &str) -> StoreResult<()>;
     /// Extends a claim still held (not finished) to `at + lease`; `false` when it is not held.
     async fn renew_job_claim(&self, key: &str, at: Millis, lease: Duration) -> StoreResult<bool>;
+}
+
+/// The store's port for recordings and their transcripts.
+#[async_trait]
+pub trait RecordingsPort: Send + Sync {
     /// Inserts or replaces the call's transcript of one recording.
     async fn put_transcript(&self, call_sid: &CallSid, transcript: &Transcript) -> StoreResult<()>;
     async fn transcripts(&self, call_sid: &CallSid) -> StoreResult<Vec<Transcript>>;
-
-    /// Records an event; `false` when an event with the same key was already recorded.
-    async fn add_event(&self, call_sid: &CallSid, event: &CallEvent) -> StoreResult<bool>;
-    /// Oldest first.
-    async fn events(&self, call_sid: &CallSid) -> StoreResult<Vec<CallEvent>>;
-
     /// Inserts or updates a recording by its sid, keeping `created_at` and `job_enqueued_at`.
     /// Returns the recording as stored.
     async fn put_recording(&self, recording: &Recording) -> StoreResult<Recording>;
     async fn mark_recording_enqueued(&self, recording_sid: &RecordingSid, at: Millis) -> StoreResult<()>;
     async fn recordings(&self, call_sid: &CallSid) -> StoreResult<Vec<Recording>>;
+}
 
+/// The store's port for contacts, their messages and timelines.
+#[async_trait]
+pub trait MessagesPort: Send + Sync {
     /// Inserts a message unless one with its sid exists; records its contact.
     async fn put_message(&self, message: &Message) -> StoreResult<MessageWrite>;
     async fn mark_reply_enqueued(&self, message_sid: &MessageSid, at: Millis) -> StoreResult<()>;
@@ -152,9 +162,14 @@ pub trait CallStore: Send + Sync {
     async fn get_message(&self, message_sid: &MessageSid) -> StoreResult<Option<Message>>;
     /// Every contact's messages together, newest first, starting just after `before` when given.
     async fn recent_messages(&self, before: Option<&Before>, limit: usize) -> StoreResult<Vec<Message>>;
-
     async fn contact(&self, phone: &E164) -> StoreResult<Option<Contact>>;
+    /// The contact's calls and messages, newest first.
+    async fn timeline(&self, phone: &E164, limit: usize) -> StoreResult<Vec<TimelineItem>>;
+}
 
+/// The store's port for leads, on the call and its contact.
+#[async_trait]
+pub trait LeadsPort: Send + Sync {
     /// Merges `fields` into the lead kept on the call, and on `contact` when there is one (see
     /// [`crate::domain::profile::merge_lead`]). Returns the call's lead after the merge.
     async fn save_lead(
@@ -166,15 +181,21 @@ pub trait CallStore: Send + Sync {
     ) -> StoreResult<serde_json::Value>;
     /// The lead kept on the call, if anything was saved.
     async fn lead(&self, call_sid: &CallSid) -> StoreResult<Option<serde_json::Value>>;
+}
 
+/// The store's port for agent profiles.
+#[async_trait]
+pub trait ProfilesPort: Send + Sync {
     /// Inserts or replaces the profile at `key`, whole.
     async fn put_profile(&self, key: &ProfileKey, profile: &AgentProfile, at: Millis) -> StoreResult<()>;
     async fn profile(&self, key: &ProfileKey) -> StoreResult<Option<AgentProfile>>;
     /// Every stored profile, the default first, then by number.
     async fn profiles(&self) -> StoreResult<Vec<StoredProfile>>;
-    /// The contact's calls and messages, newest first.
-    async fn timeline(&self, phone: &E164, limit: usize) -> StoreResult<Vec<TimelineItem>>;
+}
 
+/// The store's port for the CRM's users.
+#[async_trait]
+pub trait UsersPort: Send + Sync {
     /// Adds a CRM user; `false` when the name is taken (nothing changes).
     async fn add_user(&self, user: &crate::domain::users::User) -> StoreResult<bool>;
     /// Replaces a user's password hash; `false` when there is no such user.
@@ -187,6 +208,18 @@ pub trait CallStore: Send + Sync {
     /// Ends every session of the user (raises its `session_epoch`); `false` when there is no
     /// such user.
     async fn end_sessions(&self, name: &crate::domain::users::UserName, at: Millis) -> StoreResult<bool>;
+}
+
+/// Every port of the call store: what an adapter implements, and what the running system holds
+/// (`Stores::calls`). A function that needs only one role takes that role (`&dyn UsersPort`),
+/// to which a `&dyn CallStore` coerces.
+pub trait CallStore: CallsPort + ClaimsPort + RecordingsPort + MessagesPort + LeadsPort + ProfilesPort + UsersPort {}
+
+impl<T: CallsPort + ClaimsPort + RecordingsPort + MessagesPort + LeadsPort + ProfilesPort + UsersPort> CallStore for T {}
+
+/// The ports, for `use callkeeper_core::store::ports::*` where a module uses many.
+pub mod ports {
+    pub use super::{CallStore, CallsPort, ClaimsPort, LeadsPort, MessagesPort, ProfilesPort, RecordingsPort, UsersPort};
 }
 
 /// Profiles as (key, JSON document, updated at) rows, read back and in `agent list`'s order.

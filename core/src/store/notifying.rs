@@ -12,6 +12,13 @@ use crate::domain::stream_report::{StreamFigures, Turn};
 use crate::domain::time::Millis;
 use crate::domain::transcript::{JobClaim, Transcript};
 use crate::domain::users::{User, UserName};
+use crate::store::CallsPort;
+use crate::store::ClaimsPort;
+use crate::store::LeadsPort;
+use crate::store::MessagesPort;
+use crate::store::ProfilesPort;
+use crate::store::RecordingsPort;
+use crate::store::UsersPort;
 use crate::store::{enqueue, Before, CallStore, Contact, JobQueue, MessageWrite, StoreResult, StoredProfile, Stores};
 use async_trait::async_trait;
 use serde_json::Value;
@@ -48,7 +55,7 @@ impl Notifying {
 }
 
 #[async_trait]
-impl CallStore for Notifying {
+impl CallsPort for Notifying {
     async fn ping(&self) -> StoreResult<()> {
         self.inner.ping().await
     }
@@ -108,6 +115,17 @@ impl CallStore for Notifying {
         self.inner.turns(call_sid).await
     }
 
+    async fn add_event(&self, call_sid: &CallSid, event: &CallEvent) -> StoreResult<bool> {
+        self.inner.add_event(call_sid, event).await
+    }
+
+    async fn events(&self, call_sid: &CallSid) -> StoreResult<Vec<CallEvent>> {
+        self.inner.events(call_sid).await
+    }
+}
+
+#[async_trait]
+impl ClaimsPort for Notifying {
     async fn claim_job(&self, key: &str, at: Millis, lease: Duration) -> StoreResult<JobClaim> {
         self.inner.claim_job(key, at, lease).await
     }
@@ -123,7 +141,10 @@ impl CallStore for Notifying {
     async fn renew_job_claim(&self, key: &str, at: Millis, lease: Duration) -> StoreResult<bool> {
         self.inner.renew_job_claim(key, at, lease).await
     }
+}
 
+#[async_trait]
+impl RecordingsPort for Notifying {
     async fn put_transcript(&self, call_sid: &CallSid, transcript: &Transcript) -> StoreResult<()> {
         self.inner.put_transcript(call_sid, transcript).await?;
         let lead = self.inner.lead(call_sid).await?;
@@ -132,14 +153,6 @@ impl CallStore for Notifying {
 
     async fn transcripts(&self, call_sid: &CallSid) -> StoreResult<Vec<Transcript>> {
         self.inner.transcripts(call_sid).await
-    }
-
-    async fn add_event(&self, call_sid: &CallSid, event: &CallEvent) -> StoreResult<bool> {
-        self.inner.add_event(call_sid, event).await
-    }
-
-    async fn events(&self, call_sid: &CallSid) -> StoreResult<Vec<CallEvent>> {
-        self.inner.events(call_sid).await
     }
 
     async fn put_recording(&self, recording: &Recording) -> StoreResult<Recording> {
@@ -153,7 +166,10 @@ impl CallStore for Notifying {
     async fn recordings(&self, call_sid: &CallSid) -> StoreResult<Vec<Recording>> {
         self.inner.recordings(call_sid).await
     }
+}
 
+#[async_trait]
+impl MessagesPort for Notifying {
     async fn put_message(&self, message: &Message) -> StoreResult<MessageWrite> {
         let written = self.inner.put_message(message).await?;
         // A reply that never left (outside the 24-hour window) was not sent.
@@ -187,6 +203,13 @@ impl CallStore for Notifying {
         self.inner.contact(phone).await
     }
 
+    async fn timeline(&self, phone: &E164, limit: usize) -> StoreResult<Vec<TimelineItem>> {
+        self.inner.timeline(phone, limit).await
+    }
+}
+
+#[async_trait]
+impl LeadsPort for Notifying {
     async fn save_lead(&self, call_sid: &CallSid, contact: Option<&E164>, fields: &Value, at: Millis) -> StoreResult<Value> {
         let lead = self.inner.save_lead(call_sid, contact, fields, at).await?;
         self.raise(BusinessEvent::lead_saved(call_sid, contact, &lead)).await?;
@@ -196,7 +219,10 @@ impl CallStore for Notifying {
     async fn lead(&self, call_sid: &CallSid) -> StoreResult<Option<Value>> {
         self.inner.lead(call_sid).await
     }
+}
 
+#[async_trait]
+impl ProfilesPort for Notifying {
     async fn put_profile(&self, key: &ProfileKey, profile: &AgentProfile, at: Millis) -> StoreResult<()> {
         self.inner.put_profile(key, profile, at).await
     }
@@ -208,11 +234,10 @@ impl CallStore for Notifying {
     async fn profiles(&self) -> StoreResult<Vec<StoredProfile>> {
         self.inner.profiles().await
     }
+}
 
-    async fn timeline(&self, phone: &E164, limit: usize) -> StoreResult<Vec<TimelineItem>> {
-        self.inner.timeline(phone, limit).await
-    }
-
+#[async_trait]
+impl UsersPort for Notifying {
     async fn add_user(&self, user: &User) -> StoreResult<bool> {
         self.inner.add_user(user).await
     }

@@ -6,7 +6,7 @@
 //! of failing "busy" until the message is dead-lettered.
 
 use crate::domain::time::now_ms;
-use crate::store::CallStore;
+use crate::store::ClaimsPort;
 use std::future::Future;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use std::time::Duration;
 /// chances before it runs out). A renewal that fails is logged and tried again at the next tick;
 /// the work goes on either way (finishing a job twice is harmless, since every write of a job is
 /// idempotent; dropping it halfway is what would hurt).
-pub async fn holding<T>(calls: &dyn CallStore, key: &str, lease: Duration, work: impl Future<Output = T>) -> T {
+pub async fn holding<T>(calls: &dyn ClaimsPort, key: &str, lease: Duration, work: impl Future<Output = T>) -> T {
     renewing(lease, work, || async {
         match calls.renew_job_claim(key, now_ms(), lease).await {
             Ok(true) => {}

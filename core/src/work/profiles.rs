@@ -5,7 +5,7 @@ use crate::domain::profile::{AgentProfile, ProfileKey};
 
 /// The profile for calls on `number`: its own, else the default one, else the built-in.
 pub async fn resolve(
-    store: &dyn crate::store::CallStore,
+    store: &dyn crate::store::ProfilesPort,
     config: &crate::process::config::Config,
     number: Option<&E164>,
 ) -> crate::store::StoreResult<AgentProfile> {

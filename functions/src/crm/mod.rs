@@ -15,7 +15,7 @@ mod sign_in;
 pub mod verifier;
 mod whatsapp;
 
-use crate::app::AppState;
+use crate::webhook::AppState;
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};

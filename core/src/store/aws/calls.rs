@@ -3,48 +3,44 @@
 use super::items::*;
 use super::{sdk_error, unavailable};
 use crate::domain::call::{ActiveCall, Call, CallEvent, CallPatch, CallStatus, Created, NewCall, Transition};
-use crate::domain::ids::{CallSid, MessageSid, RecordingSid};
-use crate::domain::message::{status_rank, Message, MessageDirection, MessageStatusUpdate, StatusApplied, TimelineItem};
+use crate::domain::ids::CallSid;
 use crate::domain::phone::E164;
-use crate::domain::profile::{merge_lead, AgentProfile, ProfileKey};
-use crate::domain::recording::Recording;
+use crate::domain::profile::merge_lead;
 use crate::domain::stream_report::{StreamFigures, Turn};
 use crate::domain::time::Millis;
-use crate::domain::transcript::{JobClaim, Transcript};
-use crate::domain::users::{User, UserName};
-use crate::store::{stored_profiles, Before, CallStore, Contact, MessageWrite, StoreError, StoreResult, StoredProfile};
+use crate::store::CallsPort;
+use crate::store::{Before, StoreError, StoreResult};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
-use std::time::Duration;
 
 /// A job claim is kept a month (TTL), long past any redelivery of its job.
-const JOB_CLAIM_TTL_SECS: i64 = 30 * 24 * 3600;
+pub(super) const JOB_CLAIM_TTL_SECS: i64 = 30 * 24 * 3600;
 
 #[derive(Clone)]
 pub struct DynamoStore {
-    client: Client,
-    table: String,
+    pub(super) client: Client,
+    pub(super) table: String,
 }
 
 /// Whether an SDK error is a failed condition: an answer, not a failure.
-fn condition_failed<R>(e: &aws_sdk_dynamodb::error::SdkError<impl aws_sdk_dynamodb::error::ProvideErrorMetadata, R>) -> bool {
+pub(super) fn condition_failed<R>(e: &aws_sdk_dynamodb::error::SdkError<impl aws_sdk_dynamodb::error::ProvideErrorMetadata, R>) -> bool {
     e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException")
 }
 
 /// An UpdateExpression under construction: `SET` and `REMOVE` clauses with placeholders.
 #[derive(Default)]
-struct Update {
-    sets: Vec<String>,
-    removes: Vec<String>,
-    names: HashMap<String, String>,
-    values: HashMap<String, AttributeValue>,
+pub(super) struct Update {
+    pub(super) sets: Vec<String>,
+    pub(super) removes: Vec<String>,
+    pub(super) names: HashMap<String, String>,
+    pub(super) values: HashMap<String, AttributeValue>,
 }
 
 impl Update {
-    fn set(&mut self, field: &str, value: AttributeValue) -> &mut Self {
+    pub(super) fn set(&mut self, field: &str, value: AttributeValue) -> &mut Self {
         let i = self.values.len();
         self.names.insert(format!("#f{i}"), field.to_string());
         self.values.insert(format!(":v{i}"), value);
@@ -53,7 +49,7 @@ impl Update {
     }
 
     /// Sets `field` only if it has no value yet.
-    fn set_once(&mut self, field: &str, value: AttributeValue) -> &mut Self {
+    pub(super) fn set_once(&mut self, field: &str, value: AttributeValue) -> &mut Self {
         let i = self.values.len();
         self.names.insert(format!("#f{i}"), field.to_string());
         self.values.insert(format!(":v{i}"), value);
@@ -67,7 +63,7 @@ impl Update {
     }
 
     /// A placeholder for a value used in the condition.
-    fn value(&mut self, value: AttributeValue) -> String {
+    pub(super) fn value(&mut self, value: AttributeValue) -> String {
         let name = format!(":c{}", self.values.len());
         self.values.insert(name.clone(), value);
         name
@@ -94,7 +90,7 @@ impl Update {
         self
     }
 
-    fn apply(self, builder: UpdateItemFluentBuilder, condition: Option<String>) -> UpdateItemFluentBuilder {
+    pub(super) fn apply(self, builder: UpdateItemFluentBuilder, condition: Option<String>) -> UpdateItemFluentBuilder {
         let mut expression = String::new();
         if !self.sets.is_empty() {
             expression = format!("SET {}", self.sets.join(", "));
@@ -119,7 +115,7 @@ impl Update {
     }
 }
 
-fn call_item(call: &Call) -> Item {
+pub(super) fn call_item(call: &Call) -> Item {
     let mut item = to_attrs(call);
     item.extend(key(call_pk(&call.call_sid), "CALL"));
     item.insert("recent_pk".into(), s(RECENT_PK));
@@ -159,7 +155,7 @@ impl DynamoStore {
     }
 
     /// Items of one partition whose sort key starts with `prefix`, in sort key order.
-    async fn query_prefix(&self, pk: String, prefix: &str) -> StoreResult<Vec<Item>> {
+    pub(super) async fn query_prefix(&self, pk: String, prefix: &str) -> StoreResult<Vec<Item>> {
         let mut items = Vec::new();
         let mut start = None;
         loop {
@@ -186,7 +182,13 @@ impl DynamoStore {
     /// The keys of an index partition, newest first.
     /// The keys of the index's partition `hash`, sort key descending; only those below
     /// `below` (a sort key attribute and its bound) when given.
-    async fn index_keys(&self, index: &str, hash: (&str, String), below: Option<(&str, String)>, limit: usize) -> StoreResult<Vec<Item>> {
+    pub(super) async fn index_keys(
+        &self,
+        index: &str,
+        hash: (&str, String),
+        below: Option<(&str, String)>,
+        limit: usize,
+    ) -> StoreResult<Vec<Item>> {
         let mut keys = Vec::new();
         let mut start = None;
         while keys.len() < limit {
@@ -222,7 +224,7 @@ impl DynamoStore {
     }
 
     /// The items for `keys`, in the order of `keys` (missing ones left out).
-    async fn batch_get(&self, keys: Vec<Item>) -> StoreResult<Vec<Item>> {
+    pub(super) async fn batch_get(&self, keys: Vec<Item>) -> StoreResult<Vec<Item>> {
         let mut found: HashMap<(String, String), Item> = HashMap::new();
         for chunk in keys.chunks(100) {
             let mut request =
@@ -241,7 +243,7 @@ impl DynamoStore {
         Ok(keys.iter().filter_map(|k| found.remove(&(attr_s(k, "pk"), attr_s(k, "sk")))).collect())
     }
 
-    async fn touch_contact(&self, phone: &E164, at: Millis, profile_name: Option<&str>) -> StoreResult<()> {
+    pub(super) async fn touch_contact(&self, phone: &E164, at: Millis, profile_name: Option<&str>) -> StoreResult<()> {
         let mut update = Update::default();
         update.set("phone", s(phone.as_str())).set_once("first_seen", n(at)).set("last_seen", n(at));
         if let Some(name) = profile_name {
@@ -258,77 +260,52 @@ impl DynamoStore {
         }
     }
 
-    async fn load_call(&self, sid: &CallSid) -> StoreResult<Option<Call>> {
+    pub(super) async fn load_call(&self, sid: &CallSid) -> StoreResult<Option<Call>> {
         self.get(call_pk(sid), "CALL").await?.map(|item| from_item(item, "call")).transpose()
     }
 }
 
-fn attr_s(item: &Item, name: &str) -> String {
+pub(super) fn attr_s(item: &Item, name: &str) -> String {
     item.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()
 }
 
 #[derive(serde::Deserialize)]
-struct ActiveRow {
-    call_sid: CallSid,
-    status: CallStatus,
-    status_at: Millis,
-    heartbeat_at: Option<Millis>,
+pub(super) struct ActiveRow {
+    pub(super) call_sid: CallSid,
+    pub(super) status: CallStatus,
+    pub(super) status_at: Millis,
+    pub(super) heartbeat_at: Option<Millis>,
     #[serde(default)]
-    redirect_pending: bool,
+    pub(super) redirect_pending: bool,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
-struct StoredEvent {
-    at: Millis,
-    kind: String,
-    key: String,
+pub(super) struct StoredEvent {
+    pub(super) at: Millis,
+    pub(super) kind: String,
+    pub(super) key: String,
     /// JSON text: details are free-form.
-    detail: String,
+    pub(super) detail: String,
 }
 
 #[derive(serde::Deserialize)]
-struct StoredContact {
-    phone: E164,
-    first_seen: Millis,
-    last_seen: Millis,
-    profile_name: Option<String>,
+pub(super) struct StoredContact {
+    pub(super) phone: E164,
+    pub(super) first_seen: Millis,
+    pub(super) last_seen: Millis,
+    pub(super) profile_name: Option<String>,
     /// The contact's lead, JSON (see `save_lead`).
-    lead_doc: Option<String>,
-}
-
-/// Where the profiles live: one partition, read whole by `agent list`.
-const PROFILES_PK: &str = "PROFILES";
-
-fn profile_sk(key: &ProfileKey) -> String {
-    format!("PROFILE#{}", key.as_str())
-}
-
-/// Where the CRM's users live: one partition, read whole by `crm user list`.
-const USERS_PK: &str = "CRM_USERS";
-
-fn user_sk(name: &UserName) -> String {
-    format!("USER#{name}")
-}
-
-fn user_of(item: &Item) -> StoreResult<User> {
-    let number = |attr: &str| item.get(attr).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
-    Ok(User {
-        name: UserName::parse(&attr_s(item, "name")).map_err(|e| StoreError::Corrupt(format!("crm user: {e}")))?,
-        password_hash: attr_s(item, "password_hash"),
-        created_at: number("created_at"),
-        updated_at: number("updated_at"),
-        session_epoch: number("session_epoch") as u64,
-    })
+    pub(super) lead_doc: Option<String>,
 }
 
 /// Tries of a lead merge that lost a race to another writer.
-const LEAD_MERGE_ATTEMPTS: u32 = 5;
+pub(super) const LEAD_MERGE_ATTEMPTS: u32 = 5;
 
 impl DynamoStore {
     /// Merges `fields` into the JSON document in attribute `attr` of one item: read, merge,
     /// then write only if nobody changed it meanwhile (else read again). `init` are attributes
     /// the item gets if it is new.
-    async fn merge_doc(
+    pub(super) async fn merge_doc(
         &self,
         pk: String,
         sk: &str,
@@ -372,7 +349,7 @@ impl DynamoStore {
 }
 
 #[async_trait]
-impl CallStore for DynamoStore {
+impl CallsPort for DynamoStore {
     async fn ping(&self) -> StoreResult<()> {
         self.get("PING".into(), "PING").await.map(|_| ())
     }
@@ -576,99 +553,6 @@ impl CallStore for DynamoStore {
         self.query_prefix(call_pk(call_sid), "TURN#").await?.into_iter().map(|item| from_item(item, "turn")).collect()
     }
 
-    async fn claim_job(&self, job: &str, at: Millis, lease: Duration) -> StoreResult<JobClaim> {
-        let item = HashMap::from([
-            ("claimed_at".to_string(), n(at)),
-            ("lease_until".to_string(), n(at + lease.as_millis() as Millis)),
-            ("expires_at".to_string(), n(at / 1000 + JOB_CLAIM_TTL_SECS)),
-        ]);
-        let mut item = item;
-        item.extend(key(format!("JOB#{job}"), "CLAIM"));
-        // Free when: never claimed, expired (TTL deletes late), or a lease that ran out and never finished.
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression(
-                "attribute_not_exists(pk) OR expires_at < :now_secs OR (attribute_not_exists(done_at) AND lease_until <= :now)",
-            )
-            .expression_attribute_values(":now", n(at))
-            .expression_attribute_values(":now_secs", n(at / 1000));
-        match put.send().await {
-            Ok(_) => Ok(JobClaim::Claimed),
-            Err(e) if condition_failed(&e) => {
-                let done = self.get(format!("JOB#{job}"), "CLAIM").await?.is_some_and(|item| item.contains_key("done_at"));
-                Ok(if done { JobClaim::Done } else { JobClaim::Busy })
-            }
-            Err(e) => Err(sdk_error(e)),
-        }
-    }
-
-    async fn finish_job(&self, job: &str, at: Millis) -> StoreResult<()> {
-        let mut update = Update::default();
-        update
-            .set_once("done_at", n(at))
-            .set("expires_at", n(at / 1000 + JOB_CLAIM_TTL_SECS))
-            .set_once("claimed_at", n(at))
-            .set_once("lease_until", n(at));
-        let builder = self.client.update_item().table_name(&self.table).set_key(Some(key(format!("JOB#{job}"), "CLAIM")));
-        update.apply(builder, None).send().await.map_err(sdk_error)?;
-        Ok(())
-    }
-
-    async fn drop_job_claim(&self, job: &str) -> StoreResult<()> {
-        let delete = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key(format!("JOB#{job}"), "CLAIM")))
-            .condition_expression("attribute_not_exists(done_at)");
-        match delete.send().await {
-            Ok(_) => Ok(()),
-            Err(e) if condition_failed(&e) => Ok(()),
-            Err(e) => Err(sdk_error(e)),
-        }
-    }
-
-    async fn renew_job_claim(&self, job: &str, at: Millis, lease: Duration) -> StoreResult<bool> {
-        let renew = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(format!("JOB#{job}"), "CLAIM")))
-            .update_expression("SET lease_until = :until")
-            .condition_expression("attribute_exists(pk) AND attribute_not_exists(done_at)")
-            .expression_attribute_values(":until", n(at + lease.as_millis() as Millis));
-        match renew.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(sdk_error(e)),
-        }
-    }
-
-    async fn put_transcript(&self, call_sid: &CallSid, transcript: &Transcript) -> StoreResult<()> {
-        let mut item = key(call_pk(call_sid), format!("TRANSCRIPT#{}", transcript.recording_sid));
-        item.insert("created_at".into(), n(transcript.created_at));
-        // Free-form (the lead's fields follow a configurable schema): kept as JSON text.
-        item.insert("doc".into(), s(serde_json::to_string(transcript).expect("a transcript serializes")));
-        self.put(item).await?;
-        Ok(())
-    }
-
-    async fn transcripts(&self, call_sid: &CallSid) -> StoreResult<Vec<Transcript>> {
-        let mut transcripts = self
-            .query_prefix(call_pk(call_sid), "TRANSCRIPT#")
-            .await?
-            .iter()
-            .map(|item| {
-                serde_json::from_str::<Transcript>(&attr_s(item, "doc")).map_err(|e| StoreError::Corrupt(format!("transcript: {e}")))
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        transcripts.sort_by(|a, b| (a.created_at, a.recording_sid.as_str()).cmp(&(b.created_at, b.recording_sid.as_str())));
-        Ok(transcripts)
-    }
-
     async fn add_event(&self, call_sid: &CallSid, event: &CallEvent) -> StoreResult<bool> {
         let stored = StoredEvent { at: event.at, kind: event.kind.clone(), key: event.key.clone(), detail: event.detail.to_string() };
         let mut item = to_attrs(&stored);
@@ -694,302 +578,5 @@ impl CallStore for DynamoStore {
             .collect::<StoreResult<Vec<_>>>()?;
         events.sort_by(|a, b| (a.at, &a.key).cmp(&(b.at, &b.key)));
         Ok(events)
-    }
-
-    async fn put_recording(&self, r: &Recording) -> StoreResult<Recording> {
-        let mut update = Update::default();
-        update
-            .set("recording_sid", s(r.recording_sid.as_str()))
-            .set("call_sid", s(r.call_sid.as_str()))
-            .set("status", s(r.status.clone()))
-            .set("updated_at", n(r.updated_at))
-            .set_once("created_at", n(r.created_at));
-        let optional = [("url", r.url.clone().map(s)), ("source", r.source.clone().map(s)), ("error_code", r.error_code.clone().map(s))];
-        for (field, value) in optional.into_iter().chain([("duration_secs", r.duration_secs.map(n)), ("channels", r.channels.map(n))]) {
-            if let Some(value) = value {
-                update.set(field, value);
-            }
-        }
-        let builder = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(call_pk(&r.call_sid), format!("REC#{}", r.recording_sid))))
-            .return_values(ReturnValue::AllNew);
-        let out = update.apply(builder, None).send().await.map_err(sdk_error)?;
-        let pointer = HashMap::from([("call_sid".to_string(), s(r.call_sid.as_str()))]);
-        let mut item = key(format!("REC#{}", r.recording_sid), "REC");
-        item.extend(pointer);
-        self.put(item).await?;
-        from_item(out.attributes.unwrap_or_default(), "recording")
-    }
-
-    async fn mark_recording_enqueued(&self, recording_sid: &RecordingSid, at: Millis) -> StoreResult<()> {
-        let Some(pointer) = self.get(format!("REC#{recording_sid}"), "REC").await? else { return Ok(()) };
-        let call_sid = attr_s(&pointer, "call_sid");
-        let mut update = Update::default();
-        update.set_once("job_enqueued_at", n(at));
-        let builder = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(format!("CALL#{call_sid}"), format!("REC#{recording_sid}"))));
-        match update.apply(builder, Some("attribute_exists(#pk)".into())).send().await {
-            Ok(_) => Ok(()),
-            Err(e) if condition_failed(&e) => Ok(()),
-            Err(e) => Err(sdk_error(e)),
-        }
-    }
-
-    async fn recordings(&self, call_sid: &CallSid) -> StoreResult<Vec<Recording>> {
-        let mut recordings: Vec<Recording> = self
-            .query_prefix(call_pk(call_sid), "REC#")
-            .await?
-            .into_iter()
-            .map(|item| from_item(item, "recording"))
-            .collect::<StoreResult<_>>()?;
-        recordings.sort_by(|a, b| (a.created_at, a.recording_sid.as_str()).cmp(&(b.created_at, b.recording_sid.as_str())));
-        Ok(recordings)
-    }
-
-    async fn put_message(&self, message: &Message) -> StoreResult<MessageWrite> {
-        let mut item = to_attrs(message);
-        item.extend(key(format!("MSG#{}", message.message_sid), "MSG"));
-        item.insert("contact_pk".into(), s(contact_pk(&message.contact)));
-        item.insert("contact_sk".into(), s(time_key(message.created_at, message.message_sid.as_str())));
-        item.insert("recent_pk".into(), s(RECENT_MESSAGES_PK));
-        item.insert("recent_sk".into(), s(time_key(message.created_at, message.message_sid.as_str())));
-        let put = self.client.put_item().table_name(&self.table).set_item(Some(item)).condition_expression("attribute_not_exists(pk)");
-        match put.send().await {
-            Ok(_) => {
-                self.touch_contact(&message.contact, message.created_at, message.profile_name.as_deref()).await?;
-                Ok(MessageWrite { message: message.clone(), created: true })
-            }
-            Err(e) if condition_failed(&e) => {
-                let stored = self.get_message(&message.message_sid).await?.ok_or_else(|| StoreError::Corrupt("message vanished".into()))?;
-                Ok(MessageWrite { message: stored, created: false })
-            }
-            Err(e) => Err(sdk_error(e)),
-        }
-    }
-
-    async fn mark_reply_enqueued(&self, message_sid: &MessageSid, at: Millis) -> StoreResult<()> {
-        let mut update = Update::default();
-        update.set_once("reply_enqueued_at", n(at));
-        let builder = self.client.update_item().table_name(&self.table).set_key(Some(key(format!("MSG#{message_sid}"), "MSG")));
-        match update.apply(builder, Some("attribute_exists(#pk)".into())).send().await {
-            Ok(_) => Ok(()),
-            Err(e) if condition_failed(&e) => Ok(()),
-            Err(e) => Err(sdk_error(e)),
-        }
-    }
-
-    async fn keep_media(&self, message_sid: &MessageSid, media: &[crate::domain::message::Media], at: Millis) -> StoreResult<bool> {
-        let value = serde_dynamo::to_attribute_value(media).map_err(|e| StoreError::Invalid(format!("media: {e}")))?;
-        let mut update = Update::default();
-        update.set("media", value).set("updated_at", n(at));
-        let builder = self.client.update_item().table_name(&self.table).set_key(Some(key(format!("MSG#{message_sid}"), "MSG")));
-        match update.apply(builder, Some("attribute_exists(#pk)".into())).send().await {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(sdk_error(e)),
-        }
-    }
-
-    async fn update_message_status(&self, u: &MessageStatusUpdate) -> StoreResult<StatusApplied> {
-        // Optimistic: read the status, write conditionally on it; a lost race is read again.
-        for _ in 0..5 {
-            match self.get_message(&u.message_sid).await? {
-                Some(current) if status_rank(&u.status) <= status_rank(&current.status) => return Ok(StatusApplied::Stale),
-                Some(current) => {
-                    let mut update = Update::default();
-                    update.set("status", s(u.status.clone())).set("updated_at", n(u.at));
-                    if let Some(code) = &u.error_code {
-                        update.set("error_code", s(code.clone()));
-                    }
-                    let was = update.value(s(current.status.clone()));
-                    let builder =
-                        self.client.update_item().table_name(&self.table).set_key(Some(key(format!("MSG#{}", u.message_sid), "MSG")));
-                    match update.apply(builder, Some(format!("#status = {was}"))).send().await {
-                        Ok(_) => return Ok(StatusApplied::Updated),
-                        Err(e) if condition_failed(&e) => continue,
-                        Err(e) => return Err(sdk_error(e)),
-                    }
-                }
-                None => {
-                    // A status for a message we never saw (one we sent before we kept them).
-                    let message = Message {
-                        message_sid: u.message_sid.clone(),
-                        account_sid: u.account_sid.clone(),
-                        channel: u.channel,
-                        direction: MessageDirection::Outbound,
-                        contact: u.contact.clone(),
-                        from: u.from.clone(),
-                        to: u.to.clone(),
-                        body: String::new(),
-                        media: vec![],
-                        profile_name: None,
-                        status: u.status.clone(),
-                        error_code: u.error_code.clone(),
-                        created_at: u.at,
-                        updated_at: u.at,
-                        reply_enqueued_at: None,
-                    };
-                    if self.put_message(&message).await?.created {
-                        return Ok(StatusApplied::Created);
-                    }
-                }
-            }
-        }
-        Err(StoreError::Unavailable(format!("message {} kept changing under its status update", u.message_sid)))
-    }
-
-    async fn get_message(&self, message_sid: &MessageSid) -> StoreResult<Option<Message>> {
-        self.get(format!("MSG#{message_sid}"), "MSG").await?.map(|item| from_item(item, "message")).transpose()
-    }
-
-    async fn recent_messages(&self, before: Option<&Before>, limit: usize) -> StoreResult<Vec<Message>> {
-        let below = before.map(|b| ("recent_sk", time_key(b.at, &b.id)));
-        let keys = self.index_keys(RECENT_INDEX, ("recent_pk", RECENT_MESSAGES_PK.to_string()), below, limit).await?;
-        self.batch_get(keys).await?.into_iter().map(|item| from_item(item, "message")).collect()
-    }
-
-    async fn contact(&self, phone: &E164) -> StoreResult<Option<Contact>> {
-        let Some(item) = self.get(contact_pk(phone), "PROFILE").await? else { return Ok(None) };
-        let c: StoredContact = from_item(item, "contact")?;
-        let lead =
-            c.lead_doc.map(|doc| serde_json::from_str(&doc)).transpose().map_err(|e| StoreError::Corrupt(format!("contact lead: {e}")))?;
-        Ok(Some(Contact { phone: c.phone, first_seen: c.first_seen, last_seen: c.last_seen, profile_name: c.profile_name, lead }))
-    }
-
-    async fn save_lead(
-        &self,
-        call_sid: &CallSid,
-        contact: Option<&E164>,
-        fields: &serde_json::Value,
-        at: Millis,
-    ) -> StoreResult<serde_json::Value> {
-        let merged = self.merge_doc(call_pk(call_sid), "LEAD", "doc", fields, &[("updated_at", n(at))]).await?;
-        if let Some(phone) = contact {
-            let init = [("phone", s(phone.as_str())), ("first_seen", n(at)), ("last_seen", n(at))];
-            self.merge_doc(contact_pk(phone), "PROFILE", "lead_doc", fields, &init).await?;
-        }
-        Ok(merged)
-    }
-
-    async fn lead(&self, call_sid: &CallSid) -> StoreResult<Option<serde_json::Value>> {
-        let Some(item) = self.get(call_pk(call_sid), "LEAD").await? else { return Ok(None) };
-        let doc = attr_s(&item, "doc");
-        Ok(Some(serde_json::from_str(&doc).map_err(|e| StoreError::Corrupt(format!("lead of {call_sid}: {e}")))?))
-    }
-
-    async fn put_profile(&self, key_: &ProfileKey, profile: &AgentProfile, at: Millis) -> StoreResult<()> {
-        let mut item = key(PROFILES_PK, profile_sk(key_));
-        item.insert("profile_key".into(), s(key_.as_str()));
-        item.insert("doc".into(), s(serde_json::to_string(profile).expect("profiles serialize")));
-        item.insert("updated_at".into(), n(at));
-        self.put(item).await
-    }
-
-    async fn profile(&self, key_: &ProfileKey) -> StoreResult<Option<AgentProfile>> {
-        let Some(item) = self.get(PROFILES_PK.to_string(), &profile_sk(key_)).await? else { return Ok(None) };
-        let doc = attr_s(&item, "doc");
-        Ok(Some(serde_json::from_str(&doc).map_err(|e| StoreError::Corrupt(format!("profile {}: {e}", key_.as_str())))?))
-    }
-
-    async fn profiles(&self) -> StoreResult<Vec<StoredProfile>> {
-        let items = self.query_prefix(PROFILES_PK.to_string(), "PROFILE#").await?;
-        let rows = items
-            .iter()
-            .map(|item| {
-                let at = item.get("updated_at").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
-                (attr_s(item, "profile_key"), attr_s(item, "doc"), at)
-            })
-            .collect();
-        stored_profiles(rows)
-    }
-
-    async fn timeline(&self, phone: &E164, limit: usize) -> StoreResult<Vec<TimelineItem>> {
-        let keys = self.index_keys(TIMELINE_INDEX, ("contact_pk", contact_pk(phone)), None, limit).await?;
-        self.batch_get(keys)
-            .await?
-            .into_iter()
-            .map(|item| {
-                if attr_s(&item, "pk").starts_with("CALL#") {
-                    Ok(TimelineItem::Call(from_item(item, "call")?))
-                } else {
-                    Ok(TimelineItem::Message(from_item(item, "message")?))
-                }
-            })
-            .collect()
-    }
-
-    async fn add_user(&self, user: &User) -> StoreResult<bool> {
-        let mut item = key(USERS_PK, user_sk(&user.name));
-        item.insert("name".into(), s(user.name.as_str()));
-        item.insert("password_hash".into(), s(&user.password_hash));
-        item.insert("created_at".into(), n(user.created_at));
-        item.insert("updated_at".into(), n(user.updated_at));
-        let put = self.client.put_item().table_name(&self.table).set_item(Some(item)).condition_expression("attribute_not_exists(pk)");
-        match put.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(sdk_error(e)),
-        }
-    }
-
-    async fn set_password(&self, name: &UserName, password_hash: &str, at: Millis) -> StoreResult<bool> {
-        let update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(USERS_PK, user_sk(name))))
-            .update_expression("SET password_hash = :hash, updated_at = :at")
-            .expression_attribute_values(":hash", s(password_hash))
-            .expression_attribute_values(":at", n(at))
-            .condition_expression("attribute_exists(pk)");
-        match update.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(sdk_error(e)),
-        }
-    }
-
-    async fn user(&self, name: &UserName) -> StoreResult<Option<User>> {
-        self.get(USERS_PK.to_string(), &user_sk(name)).await?.map(|item| user_of(&item)).transpose()
-    }
-
-    async fn users(&self) -> StoreResult<Vec<User>> {
-        self.query_prefix(USERS_PK.to_string(), "USER#").await?.iter().map(user_of).collect()
-    }
-
-    async fn remove_user(&self, name: &UserName) -> StoreResult<bool> {
-        let out = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key(USERS_PK, user_sk(name))))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(sdk_error)?;
-        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
-    }
-
-    async fn end_sessions(&self, name: &UserName, at: Millis) -> StoreResult<bool> {
-        let update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(USERS_PK, user_sk(name))))
-            .update_expression("ADD session_epoch :one SET updated_at = :at")
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":at", n(at))
-            .condition_expression("attribute_exists(pk)");
-        match update.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(sdk_error(e)),
-        }
     }
 }

@@ -9,9 +9,15 @@
 
 mod blobs;
 mod calls;
+mod claims;
 mod items;
+mod leads;
+mod messages;
+mod profiles;
 mod queue;
+mod recordings;
 mod resources;
+mod users;
 
 pub use blobs::S3Blobs;
 pub use calls::DynamoStore;

@@ -6,10 +6,16 @@
 
 mod blobs;
 mod calls;
+mod claims;
+mod leads;
+mod messages;
 pub mod private;
+mod profiles;
 mod queue;
+mod recordings;
 mod schema;
 mod sql_types;
+mod users;
 
 pub use blobs::FolderBlobs;
 
