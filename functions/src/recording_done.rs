@@ -17,7 +17,7 @@ pub async fn recording_done(State(state): State<AppState>, SignedForm(form): Sig
         recording_sid: recording_sid.clone(),
         call_sid: call_sid.clone(),
         url: form.get("RecordingUrl").map(str::to_string),
-        status: status.clone(),
+        status: status.as_str().into(),
         duration_secs: form.parse_count("RecordingDuration")?,
         channels: form.parse_count("RecordingChannels")?,
         source: form.get("RecordingSource").map(str::to_string),

@@ -51,7 +51,7 @@ pub async fn inbound(State(state): State<AppState>, SignedForm(form): SignedForm
         body,
         media,
         profile_name: form.get("ProfileName").map(str::to_string),
-        status: form.get("SmsStatus").unwrap_or("received").to_string(),
+        status: form.get("SmsStatus").unwrap_or("received").into(),
         error_code: None,
         created_at: at,
         updated_at: at,
@@ -83,7 +83,7 @@ pub async fn status(State(state): State<AppState>, SignedForm(form): SignedForm)
         contact,
         from: from.to_string(),
         to: to.to_string(),
-        status: status.to_string(),
+        status: status.into(),
         error_code: form.get("ErrorCode").map(str::to_string),
         at: now_ms(),
     };

@@ -6,9 +6,10 @@ use crate::common;
 
 use callkeeper_core::ids::{random_sid, MessageSid};
 use callkeeper_core::job::Job;
+use callkeeper_core::message::MessageStatus;
 use callkeeper_core::message::{MessageDirection, TimelineItem};
 use callkeeper_core::phone::E164;
-use callkeeper_core::replies::{Replier, TEMPLATE_NEEDED};
+use callkeeper_core::replies::Replier;
 use callkeeper_core::worker::poll_once;
 use common::*;
 use wiremock::matchers::{body_string_contains, method, path, path_regex};
@@ -126,7 +127,7 @@ async fn outside_the_24_hour_window_nothing_is_sent_and_a_template_is_noted() {
     callkeeper_core::store::enqueue(queue, &job).await.unwrap();
     assert_eq!(poll_once(queue, &replier(&app)).await.unwrap().done, 1);
     let replies = outbound(&app).await;
-    assert_eq!((replies.len(), replies[0].status.as_str()), (1, TEMPLATE_NEEDED));
+    assert_eq!((replies.len(), &replies[0].status), (1, &MessageStatus::TemplateNeeded));
 }
 
 /// Twilio's side of a send that takes the message, then has the store locked from another
@@ -220,7 +221,7 @@ async fn a_reply_whose_answer_never_came_is_kept_unconfirmed_and_not_sent_again(
     let polled = poll_once(app.stores.queue.as_ref(), &replier(&app)).await.unwrap();
     assert_eq!(polled.done, 1);
     let replies = outbound(&app).await;
-    assert_eq!((replies.len(), replies[0].status.as_str(), replies[0].body.as_str()), (1, callkeeper_core::replies::UNCONFIRMED, "תודה!"));
+    assert_eq!((replies.len(), &replies[0].status, replies[0].body.as_str()), (1, &MessageStatus::Unconfirmed, "תודה!"));
 }
 
 /// An inbound message with these media (URL path on the fake Twilio, content type).

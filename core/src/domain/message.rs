@@ -6,9 +6,49 @@ use crate::domain::phone::{Channel, E164};
 use crate::domain::time::Millis;
 use serde::{Deserialize, Serialize};
 
-/// The status recorded on an answer that could not be sent: WhatsApp's 24-hour window had
-/// closed, and a template is needed instead.
-pub const TEMPLATE_NEEDED: &str = "template_needed";
+crate::domain::status::twilio_status! {
+    /// A message's status: Twilio's (`received` for inbound; `queued` … `delivered`, `read`,
+    /// `failed` outbound), and two of callkeeper's own for answers that were not sent.
+    MessageStatus {
+        Accepted = "accepted",
+        Scheduled = "scheduled",
+        Queued = "queued",
+        Sending = "sending",
+        Sent = "sent",
+        Receiving = "receiving",
+        Received = "received",
+        Delivered = "delivered",
+        Read = "read",
+        Undelivered = "undelivered",
+        Failed = "failed",
+        Canceled = "canceled",
+        PartiallyDelivered = "partially_delivered",
+        /// An answer that could not be sent: WhatsApp's 24-hour window had closed, and a
+        /// template is needed instead.
+        TemplateNeeded = "template_needed",
+        /// An answer Twilio may or may not have taken (the request went out and no answer came
+        /// back): not sent again, so the customer never gets it twice.
+        Unconfirmed = "unconfirmed",
+    }
+}
+
+impl MessageStatus {
+    /// How far along a delivery status is. Twilio's status callbacks can arrive out of order,
+    /// so a status only replaces one of lower rank (`delivered` never goes back to `sent`).
+    pub fn rank(&self) -> u8 {
+        use MessageStatus::*;
+        match self {
+            Accepted | Scheduled => 1,
+            Queued => 2,
+            Sending => 3,
+            Sent | Receiving => 4,
+            Received | Delivered | PartiallyDelivered => 5,
+            Read => 6,
+            Undelivered | Failed | Canceled => 7,
+            TemplateNeeded | Unconfirmed | Other(_) => 0,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -100,8 +140,7 @@ pub struct Message {
     pub media: Vec<Media>,
     /// The WhatsApp profile name the sender chose, when Twilio passes it.
     pub profile_name: Option<String>,
-    /// Twilio's status: `received` for inbound; `queued` … `delivered`, `read`, `failed` outbound.
-    pub status: String,
+    pub status: MessageStatus,
     pub error_code: Option<String>,
     pub created_at: Millis,
     pub updated_at: Millis,
@@ -119,7 +158,7 @@ pub struct MessageStatusUpdate {
     pub contact: E164,
     pub from: String,
     pub to: String,
-    pub status: String,
+    pub status: MessageStatus,
     pub error_code: Option<String>,
     pub at: Millis,
 }
@@ -132,23 +171,6 @@ pub enum StatusApplied {
     Stale,
     /// We had no record of the message (sent from outside callkeeper): kept, body unknown.
     Created,
-}
-
-/// How far along a delivery status is. Twilio's status callbacks can arrive out of order, so a
-/// status only replaces one of lower rank (`delivered` never goes back to `sent`).
-pub fn status_rank(status: &str) -> u8 {
-    match status {
-        "accepted" | "scheduled" => 1,
-        "queued" => 2,
-        "sending" => 3,
-        "sent" => 4,
-        "receiving" => 4,
-        "received" => 5,
-        "delivered" => 5,
-        "read" => 6,
-        "undelivered" | "failed" | "canceled" => 7,
-        _ => 0,
-    }
 }
 
 /// An entry of a contact's timeline, newest first.
@@ -170,7 +192,20 @@ impl TimelineItem {
 
 #[cfg(test)]
 mod tests {
-    use super::status_rank;
+    use super::MessageStatus;
+    fn status_rank(status: &str) -> u8 {
+        MessageStatus::from(status).rank()
+    }
+
+    #[test]
+    fn statuses_are_twilios_strings_and_an_unknown_one_is_kept() {
+        assert_eq!(MessageStatus::from("delivered"), MessageStatus::Delivered);
+        assert_eq!(serde_json::to_string(&MessageStatus::TemplateNeeded).unwrap(), "\"template_needed\"");
+        let new: MessageStatus = serde_json::from_str("\"delivered_to_the_moon\"").unwrap();
+        assert_eq!(new, MessageStatus::Other("delivered_to_the_moon".into()));
+        assert_eq!(new.as_str(), "delivered_to_the_moon", "stored back as it came");
+        assert_eq!(crate::domain::recording::RecordingStatus::from("absent").to_string(), "absent");
+    }
 
     #[test]
     fn statuses_only_move_forward() {

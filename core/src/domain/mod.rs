@@ -11,6 +11,8 @@ pub mod phone;
 pub mod profile;
 pub mod recording;
 pub mod secrets;
+#[macro_use]
+mod status;
 pub mod stream_report;
 pub mod time;
 pub mod transcript;

@@ -10,8 +10,7 @@ pub struct Recording {
     pub call_sid: CallSid,
     /// Twilio's media URL (fetch with Basic auth; append `.wav` or `.mp3`).
     pub url: Option<String>,
-    /// `completed`, `absent` (no audio), `in-progress`, `failed`, …
-    pub status: String,
+    pub status: RecordingStatus,
     pub duration_secs: Option<u64>,
     pub channels: Option<u64>,
     /// `StartCallRecording` for the whole call, `RecordVerb` for a voicemail, …
@@ -26,6 +25,20 @@ pub struct Recording {
 impl Recording {
     /// Only a completed recording has audio worth transcribing.
     pub fn wants_transcription(&self) -> bool {
-        self.status == "completed"
+        self.status == RecordingStatus::Completed
+    }
+}
+
+crate::domain::status::twilio_status! {
+    /// A recording's `RecordingStatus`, as Twilio's callback (or its REST API) gives it.
+    RecordingStatus {
+        InProgress = "in-progress",
+        Completed = "completed",
+        /// Twilio made no audio (a silent or too-short recording).
+        Absent = "absent",
+        Failed = "failed",
+        Paused = "paused",
+        Stopped = "stopped",
+        Processing = "processing",
     }
 }

@@ -115,7 +115,7 @@ impl Reconciler {
             )),
             recording_sid,
             call_sid,
-            status: found.status.clone(),
+            status: found.status.as_str().into(),
             duration_secs: found.duration_secs,
             channels: found.channels,
             source: found.source.clone(),

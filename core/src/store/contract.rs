@@ -8,7 +8,7 @@ use crate::domain::ids::{random_sid, AccountSid, CallSid, MessageSid, RecordingS
 use crate::domain::job::{Job, QueueName};
 use crate::domain::message::{Media, Message, MessageDirection, MessageStatusUpdate, StatusApplied, TimelineItem};
 use crate::domain::phone::{Channel, E164};
-use crate::domain::recording::Recording;
+use crate::domain::recording::{Recording, RecordingStatus};
 use crate::domain::stream_report::{StreamEnd, StreamFigures, Turn};
 use crate::domain::time::now_ms;
 use crate::store::{enqueue, Stores};
@@ -428,7 +428,7 @@ pub async fn recordings_upsert_and_keep_job_mark(s: &Stores) {
     s.calls.mark_recording_enqueued(&rec.recording_sid, 777).await.unwrap();
     s.calls.mark_recording_enqueued(&rec.recording_sid, 999).await.unwrap();
     let again = s.calls.put_recording(&rec).await.unwrap();
-    assert_eq!(again.status, "completed");
+    assert_eq!(again.status, RecordingStatus::Completed);
     assert_eq!(again.duration_secs, Some(42));
     assert_eq!(again.job_enqueued_at, Some(777), "the first mark stays");
     assert_eq!(again.created_at, stored.created_at);

@@ -173,7 +173,7 @@ impl MessagesPort for Notifying {
     async fn put_message(&self, message: &Message) -> StoreResult<MessageWrite> {
         let written = self.inner.put_message(message).await?;
         // A reply that never left (outside the 24-hour window) was not sent.
-        if written.message.status != crate::domain::message::TEMPLATE_NEEDED {
+        if written.message.status != crate::domain::message::MessageStatus::TemplateNeeded {
             self.raise(BusinessEvent::message(&written.message)).await?;
         }
         Ok(written)

@@ -11,7 +11,7 @@
 use crate::domain::ids::{random_sid, MessageSid};
 use crate::domain::job::Job;
 use crate::domain::message::Media;
-use crate::domain::message::{Message, MessageDirection, TimelineItem};
+use crate::domain::message::{Message, MessageDirection, MessageStatus, TimelineItem};
 use crate::domain::time::{now_ms, Millis};
 use crate::domain::transcript::JobClaim;
 use crate::domain::transcript::Speaker;
@@ -28,10 +28,6 @@ use std::time::Duration;
 pub const WINDOW_MS: Millis = 24 * 3600 * 1000;
 /// Timeline items the LLM sees.
 const HISTORY: usize = 20;
-pub use crate::domain::message::TEMPLATE_NEEDED;
-/// The status recorded on an answer Twilio may or may not have taken (the request went out and
-/// no answer came back): not sent again, so the customer never gets it twice.
-pub const UNCONFIRMED: &str = "unconfirmed";
 /// How long the mark that a reply went to Twilio is kept: longer than any job can be retried.
 /// It is a claim that is never finished nor, once the request has left, dropped.
 const SENT_MARK: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -45,7 +41,7 @@ pub enum Replied {
     Duplicate,
     /// An earlier attempt sent it (or may have): a retry never sends again.
     SentEarlier,
-    /// The request left and no answer came: recorded as [`UNCONFIRMED`], not sent again.
+    /// The request left and no answer came: recorded as `unconfirmed`, not sent again.
     Unconfirmed,
 }
 
@@ -228,7 +224,7 @@ impl Replier {
             body: text.clone(),
             media: vec![],
             profile_name: None,
-            status: TEMPLATE_NEEDED.into(),
+            status: MessageStatus::TemplateNeeded,
             error_code: None,
             created_at: now,
             updated_at: now,
@@ -258,13 +254,13 @@ impl Replier {
             }
             Err(e) => {
                 tracing::warn!(message_sid = %message_sid, error = %e, "Twilio may have taken the reply; recorded as unconfirmed, not sent again");
-                outbound.status = UNCONFIRMED.into();
+                outbound.status = MessageStatus::Unconfirmed;
                 self.calls.put_message(&outbound).await?;
                 return Ok(Replied::Unconfirmed);
             }
         };
         outbound.message_sid = MessageSid::parse(&sent.sid).map_err(|e| JobError::BadJob(format!("Twilio's message sid: {e}")))?;
-        outbound.status = sent.status;
+        outbound.status = MessageStatus::from(sent.status);
         // If this write fails the job is retried and finds the mark; Twilio's status callbacks
         // for the sid still record the message (without its text).
         self.calls.put_message(&outbound).await?;

@@ -206,7 +206,7 @@ pub async fn reply(
         body: text.to_string(),
         media: vec![],
         profile_name: None,
-        status: sent.status,
+        status: sent.status.into(),
         error_code: None,
         created_at: now,
         updated_at: now,

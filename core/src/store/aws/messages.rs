@@ -4,7 +4,7 @@ use super::calls::*;
 use super::items::*;
 use super::sdk_error;
 use crate::domain::ids::MessageSid;
-use crate::domain::message::{status_rank, Message, MessageDirection, MessageStatusUpdate, StatusApplied, TimelineItem};
+use crate::domain::message::{Message, MessageDirection, MessageStatusUpdate, StatusApplied, TimelineItem};
 use crate::domain::phone::E164;
 use crate::domain::time::Millis;
 use crate::store::MessagesPort;
@@ -61,7 +61,7 @@ impl MessagesPort for DynamoStore {
         // Optimistic: read the status, write conditionally on it; a lost race is read again.
         for _ in 0..5 {
             match self.get_message(&u.message_sid).await? {
-                Some(current) if status_rank(&u.status) <= status_rank(&current.status) => return Ok(StatusApplied::Stale),
+                Some(current) if u.status.rank() <= current.status.rank() => return Ok(StatusApplied::Stale),
                 Some(current) => {
                     let mut update = Update::default();
                     update.set("status", s(u.status.clone())).set("updated_at", n(u.at));

@@ -4,7 +4,7 @@ use super::calls::*;
 use super::sql_types::MediaList;
 use super::EmbeddedStore;
 use crate::domain::ids::MessageSid;
-use crate::domain::message::{status_rank, Message, MessageStatusUpdate, StatusApplied, TimelineItem};
+use crate::domain::message::{Message, MessageStatus, MessageStatusUpdate, StatusApplied, TimelineItem};
 use crate::domain::phone::E164;
 use crate::domain::time::Millis;
 use crate::store::MessagesPort;
@@ -77,10 +77,10 @@ impl MessagesPort for EmbeddedStore {
         let u = update.clone();
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
-            let current: Option<String> =
+            let current: Option<MessageStatus> =
                 tx.query_row("SELECT status FROM messages WHERE message_sid = ?1", [&u.message_sid], |r| r.get(0)).optional()?;
             let applied = match current {
-                Some(current) if status_rank(&u.status) <= status_rank(&current) => StatusApplied::Stale,
+                Some(current) if u.status.rank() <= current.rank() => StatusApplied::Stale,
                 Some(_) => {
                     tx.execute(
                         "UPDATE messages SET status = ?1, error_code = coalesce(?2, error_code), updated_at = ?3 WHERE message_sid = ?4",

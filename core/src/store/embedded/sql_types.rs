@@ -3,8 +3,9 @@
 
 use crate::domain::call::{CallStatus, Direction};
 use crate::domain::ids::{AccountSid, CallSid, MessageSid, RecordingSid};
-use crate::domain::message::{Media, MessageDirection};
+use crate::domain::message::{Media, MessageDirection, MessageStatus};
 use crate::domain::phone::{Channel, E164};
+use crate::domain::recording::RecordingStatus;
 use crate::domain::stream_report::StreamFigures;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
@@ -42,6 +43,8 @@ text_column!(CallStatus, "call status", CallStatus::parse, |v| v.as_str());
 text_column!(Direction, "call direction", Direction::parse, |v| v.as_str());
 text_column!(MessageDirection, "message direction", MessageDirection::parse, |v| v.as_str());
 text_column!(Channel, "channel", Channel::parse, |v| v.as_str());
+text_column!(MessageStatus, "message status", |s| Some(MessageStatus::from(s)), |v| v.as_str());
+text_column!(RecordingStatus, "recording status", |s| Some(RecordingStatus::from(s)), |v| v.as_str());
 
 /// Media URLs are kept as a JSON array in one column.
 pub struct MediaList(pub Vec<Media>);
