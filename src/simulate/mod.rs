@@ -11,6 +11,7 @@
 
 pub mod call;
 pub mod checks;
+pub mod command;
 pub mod fake_openai;
 pub mod fake_twilio;
 pub mod report;
