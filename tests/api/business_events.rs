@@ -153,24 +153,26 @@ async fn an_event_the_receiver_never_takes_waits_in_the_dead_letter_queue() {
     assert_eq!(receiver.lock().unwrap().accepted.len(), 1);
 }
 
+/// A call whose `call.started` event the receiver at `url` never takes (two tries): its dead letter.
+async fn a_call_dead_lettered_for(url: &str) -> callkeeper_core::job::DeadLetter {
+    let settings =
+        [("EVENTS_WEBHOOK_URL", url), ("EVENTS_WEBHOOK_SECRET", SECRET), ("JOB_RETRY_BASE_SECS", "0"), ("QUEUE_MAX_RECEIVES", "2")];
+    let app = spawn_app_with(&settings).await;
+    assert_eq!(app.post("/webhook/incoming_call", &incoming_call_form(&random_sid("CA"), "+972501234567")).await.status(), 200);
+    deliver_all(&app).await;
+    let mut dead = app.stores.queue.dead_letters(QueueName::Events, 10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    dead.remove(0)
+}
+
 /// Receivers such as Zapier or Slack keep their secret in the URL's path: a delivery that fails
 /// keeps (and shows on Operations, and logs) its error without it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_delivery_keeps_no_trace_of_the_receivers_url() {
     // A port with nobody on it.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let url = format!("http://127.0.0.1:{port}/hooks/T0SECRETPATH/B1SECRETPATH");
-    let settings = [
-        ("EVENTS_WEBHOOK_URL", url.as_str()),
-        ("EVENTS_WEBHOOK_SECRET", SECRET),
-        ("JOB_RETRY_BASE_SECS", "0"),
-        ("QUEUE_MAX_RECEIVES", "2"),
-    ];
-    let app = spawn_app_with(&settings).await;
-    assert_eq!(app.post("/webhook/incoming_call", &incoming_call_form(&random_sid("CA"), "+972501234567")).await.status(), 200);
-    deliver_all(&app).await;
-    let dead = app.stores.queue.dead_letters(QueueName::Events, 10).await.unwrap();
-    let error = dead[0].last_error.as_deref().unwrap_or("");
+    let dead = a_call_dead_lettered_for(&format!("http://127.0.0.1:{port}/hooks/T0SECRETPATH/B1SECRETPATH")).await;
+    let error = dead.last_error.as_deref().unwrap_or("");
     assert!(error.contains("the receiver did not answer"), "{error}");
     assert!(!error.contains("SECRETPATH") && !error.contains("/hooks"), "{error}");
 }
@@ -189,16 +191,7 @@ async fn a_receivers_redirect_is_a_failure_and_the_body_goes_nowhere_else() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, redirecting).await.unwrap() });
-    let settings = [
-        ("EVENTS_WEBHOOK_URL", url.as_str()),
-        ("EVENTS_WEBHOOK_SECRET", SECRET),
-        ("JOB_RETRY_BASE_SECS", "0"),
-        ("QUEUE_MAX_RECEIVES", "2"),
-    ];
-    let app = spawn_app_with(&settings).await;
-    assert_eq!(app.post("/webhook/incoming_call", &incoming_call_form(&random_sid("CA"), "+972501234567")).await.status(), 200);
-    deliver_all(&app).await;
-    let dead = app.stores.queue.dead_letters(QueueName::Events, 10).await.unwrap();
-    assert!(dead[0].last_error.as_deref().unwrap_or("").contains("the receiver answered 307"), "{dead:?}");
+    let dead = a_call_dead_lettered_for(&url).await;
+    assert!(dead.last_error.as_deref().unwrap_or("").contains("the receiver answered 307"), "{dead:?}");
     assert_eq!(other.lock().unwrap().attempts, 0, "the redirect's target got nothing");
 }
