@@ -1,6 +1,9 @@
 //! The storage ports the domain speaks to, and their adapters.
 //!
-//! - [`CallStore`]: calls, their events and recordings, contacts, messages and timelines;
+//! - [`CallStore`]: everything about calls and what follows them, as seven role ports a
+//!   function takes one of ([`CallsPort`]: calls, turns, figures, events; [`ClaimsPort`]: job
+//!   claims; [`RecordingsPort`]: recordings and transcripts; [`MessagesPort`]: contacts,
+//!   messages, timelines; [`LeadsPort`]; [`ProfilesPort`]; [`UsersPort`]: the CRM's users);
 //! - [`JobQueue`]: queues with SQS semantics (visibility timeout, receive count, dead letters
 //!   after `max_receives`, inspect and redrive);
 //! - [`BlobStore`]: recordings' audio.
@@ -18,6 +21,7 @@ pub mod contract;
 
 use crate::domain::call::{ActiveCall, Call, CallEvent, CallPatch, CallStatus, Created, NewCall, Transition};
 use crate::domain::ids::{CallSid, MessageSid, RecordingSid};
+use crate::domain::job::JobClaim;
 use crate::domain::job::{DeadLetter, Delivery, Job, QueueName};
 use crate::domain::message::{Message, MessageStatusUpdate, StatusApplied, TimelineItem};
 use crate::domain::phone::E164;
@@ -25,7 +29,7 @@ use crate::domain::profile::{AgentProfile, ProfileKey};
 use crate::domain::recording::Recording;
 use crate::domain::stream_report::{StreamFigures, Turn};
 use crate::domain::time::Millis;
-use crate::domain::transcript::{JobClaim, Transcript};
+use crate::domain::transcript::Transcript;
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;

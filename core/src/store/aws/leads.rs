@@ -5,8 +5,7 @@ use super::items::*;
 use crate::domain::ids::CallSid;
 use crate::domain::phone::E164;
 use crate::domain::time::Millis;
-use crate::store::LeadsPort;
-use crate::store::{StoreError, StoreResult};
+use crate::store::{LeadsPort, StoreError, StoreResult};
 use async_trait::async_trait;
 
 #[async_trait]

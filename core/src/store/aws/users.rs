@@ -5,8 +5,7 @@ use super::items::*;
 use super::sdk_error;
 use crate::domain::time::Millis;
 use crate::domain::users::{User, UserName};
-use crate::store::UsersPort;
-use crate::store::{StoreError, StoreResult};
+use crate::store::{StoreError, StoreResult, UsersPort};
 use async_trait::async_trait;
 
 #[async_trait]

@@ -3,8 +3,7 @@
 use super::EmbeddedStore;
 use crate::domain::time::Millis;
 use crate::domain::transcript::JobClaim;
-use crate::store::ClaimsPort;
-use crate::store::StoreResult;
+use crate::store::{ClaimsPort, StoreResult};
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 use std::time::Duration;

@@ -7,8 +7,7 @@ use crate::domain::ids::MessageSid;
 use crate::domain::message::{Message, MessageStatus, MessageStatusUpdate, StatusApplied, TimelineItem};
 use crate::domain::phone::E164;
 use crate::domain::time::Millis;
-use crate::store::MessagesPort;
-use crate::store::{Before, Contact, MessageWrite, StoreResult};
+use crate::store::{Before, Contact, MessageWrite, MessagesPort, StoreResult};
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 

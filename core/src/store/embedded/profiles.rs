@@ -4,8 +4,7 @@ use super::calls::*;
 use super::EmbeddedStore;
 use crate::domain::profile::{AgentProfile, ProfileKey};
 use crate::domain::time::Millis;
-use crate::store::ProfilesPort;
-use crate::store::{stored_profiles, StoreError, StoreResult, StoredProfile};
+use crate::store::{stored_profiles, ProfilesPort, StoreError, StoreResult, StoredProfile};
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 

@@ -6,8 +6,7 @@ use crate::domain::ids::{CallSid, RecordingSid};
 use crate::domain::recording::Recording;
 use crate::domain::time::Millis;
 use crate::domain::transcript::Transcript;
-use crate::store::RecordingsPort;
-use crate::store::{StoreError, StoreResult};
+use crate::store::{RecordingsPort, StoreError, StoreResult};
 use async_trait::async_trait;
 use rusqlite::params;
 

@@ -4,8 +4,7 @@ use super::calls::*;
 use super::EmbeddedStore;
 use crate::domain::time::Millis;
 use crate::domain::users::{User, UserName};
-use crate::store::UsersPort;
-use crate::store::{StoreError, StoreResult};
+use crate::store::{StoreError, StoreResult, UsersPort};
 use async_trait::async_trait;
 use rusqlite::params;
 
