@@ -193,7 +193,7 @@ async fn dynamodb_per_call(sdk: &aws_config::SdkConfig) {
     post(&client, &config, addr, "/webhook/incoming_call", &form).await;
     let parameters = vec![
         ("call_sid".to_string(), sid.clone()),
-        ("token".to_string(), callkeeper_core::stream_token::issue(&config.stream_token_secret, &CallSid::parse(&sid).unwrap())),
+        ("token".to_string(), callkeeper_core::stream_token::issue(&config.stream_token_secret, &CallSid::parse(&sid).unwrap(), 0)),
     ];
     let dial = callkeeper::media_client::Dial {
         connect_to: addr,

@@ -16,5 +16,8 @@ render he "שלום, הגעתם לסוכן הדיגיטלי. במה אפשר ל�
 render he "הבנתי, תודה. ספרו לי עוד." prompts/he/reply.ulaw
 render en "Hello, you have reached the digital agent. How can I help?" prompts/en/greeting.ulaw
 render en "I see, thank you. Tell me more." prompts/en/reply.ulaw
+# Said while the agent reconnects to the model (a drop, a new relay): not silence.
+render he "רגע אחד, אני איתך." prompts/he/hold.ulaw
+render en "One moment, I am still here." prompts/en/hold.ulaw
 render he "שלום, אני מחפש דירה של ארבעה חדרים בתל אביב." caller/he.ulaw
 render en "Hello, I am looking for a four room apartment in Tel Aviv." caller/en.ulaw

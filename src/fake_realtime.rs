@@ -9,7 +9,8 @@
 //! paced), its transcript, or a function call, whose output must come before the next
 //! `response.create`; `response.cancel`, `conversation.item.truncate` and `.delete` as the API
 //! answers them; and faults: refuse, drop the socket mid-call, a fatal error, a format that
-//! reverted to PCM. Every client event is logged with when it came, for tests to assert on.
+//! reverted to PCM, the model down for good after a drop, text-only answers after replayed
+//! assistant text. Every client event is logged with when it came, for tests to assert on.
 
 use base64::Engine;
 use callkeeper_core::mulaw;
@@ -57,6 +58,8 @@ pub enum Fault {
     None,
     /// 403 on the upgrade, whatever the key.
     RefuseHandshake,
+    /// 503 on the upgrade: the service is down.
+    Unavailable,
     /// Accepts the TCP connection and never answers the upgrade.
     NeverAnswer,
     /// Closes the TCP connection, without a close frame, this long after the first response.
@@ -65,6 +68,9 @@ pub enum Fault {
     DropAfterResponses(u64),
     /// `session_expired`, then close 1001, this long after the first response.
     FatalAfter(Duration),
+    /// As `DropAfter`, and from the drop on every new connection is refused (503): the model is
+    /// down for good.
+    DownAfter(Duration),
     /// Echoes `audio/pcm` as the output format, whatever was asked.
     RevertToPcm,
 }
@@ -81,6 +87,9 @@ pub struct Options {
     pub fault: Fault,
     /// What the caller is transcribed as saying, turn after turn (then "…").
     pub caller_says: Vec<String>,
+    /// While the conversation holds assistant text the client created (a replayed history),
+    /// responses come as text only, no audio: what beta-era models were reported to do.
+    pub text_after_replayed_assistant: bool,
 }
 
 impl Default for Options {
@@ -92,6 +101,7 @@ impl Default for Options {
             speed: 4.0,
             fault: Fault::None,
             caller_says: vec!["שלום, אני מחפש דירה בחיפה".into()],
+            text_after_replayed_assistant: false,
         }
     }
 }
@@ -154,9 +164,10 @@ impl FakeRealtime {
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let (options, log) = (current.lock().expect("not poisoned").clone(), shared.clone());
+                let all = current.clone();
                 tokio::spawn(async move {
                     let _ = tcp.set_nodelay(true);
-                    serve_connection(tcp, options, log).await;
+                    serve_connection(tcp, options, log, all).await;
                 });
             }
         });
@@ -184,7 +195,7 @@ fn refusal(status: u16, body: &str) -> ErrorResponse {
     response
 }
 
-async fn serve_connection(tcp: tokio::net::TcpStream, options: Options, log: Arc<Mutex<Log>>) {
+async fn serve_connection(tcp: tokio::net::TcpStream, options: Options, log: Arc<Mutex<Log>>, all: Arc<Mutex<Options>>) {
     if options.fault == Fault::NeverAnswer {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         return;
@@ -198,6 +209,9 @@ async fn serve_connection(tcp: tokio::net::TcpStream, options: Options, log: Arc
         log.lock().expect("not poisoned").connections.push(headers.clone());
         if options.fault == Fault::RefuseHandshake {
             return Err(refusal(403, "refused"));
+        }
+        if options.fault == Fault::Unavailable {
+            return Err(refusal(503, "service unavailable"));
         }
         if !request.uri().path().starts_with("/v1/realtime") || !request.uri().query().unwrap_or("").contains("model=") {
             return Err(refusal(404, "no such endpoint"));
@@ -241,6 +255,9 @@ async fn serve_connection(tcp: tokio::net::TcpStream, options: Options, log: Arc
             _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
                 if session.tick() {
                     // The drop: the TCP connection goes without a close frame.
+                    if matches!(session.options.fault, Fault::DownAfter(_)) {
+                        all.lock().expect("not poisoned").fault = Fault::Unavailable;
+                    }
                     return;
                 }
             }
@@ -270,6 +287,8 @@ struct Session {
     item_audio: HashMap<String, u64>,
     /// A function call whose output has not come yet.
     awaiting_output: Option<String>,
+    /// Assistant messages the client created, by item id.
+    replayed_assistant: std::collections::HashSet<String>,
     // Inbound VAD, on the appended-audio clock.
     clock_ms: u64,
     voiced_ms: u64,
@@ -304,6 +323,7 @@ impl Session {
             running: None,
             item_audio: HashMap::new(),
             awaiting_output: None,
+            replayed_assistant: Default::default(),
             clock_ms: 0,
             voiced_ms: 0,
             quiet_ms: 0,
@@ -389,6 +409,7 @@ impl Session {
             }
             "conversation.item.delete" => {
                 let item = event["item_id"].as_str().unwrap_or_default().to_string();
+                self.replayed_assistant.remove(&item);
                 self.emit(json!({ "type": "conversation.item.deleted", "item_id": item }));
             }
             "conversation.item.create" => {
@@ -400,7 +421,11 @@ impl Session {
                         other => self.violation(format!("function_call_output for {call_id}, expected {other:?}")),
                     }
                 }
-                let id = self.id("item");
+                // The client may name the item; otherwise the server does.
+                let id = item["id"].as_str().map(str::to_string).unwrap_or_else(|| self.id("item"));
+                if item["type"] == "message" && item["role"] == "assistant" {
+                    self.replayed_assistant.insert(id.clone());
+                }
                 self.emit(json!({ "type": "conversation.item.added", "item": { "id": id, "type": item["type"] } }));
             }
             other => self.error("invalid_event", &format!("unknown event type {other:?}")),
@@ -480,6 +505,13 @@ impl Session {
         self.emit(json!({ "type": "response.created", "response": { "object": "realtime.response", "id": id, "status": "in_progress", "output": [] } }));
         self.emit(json!({ "type": "rate_limits.updated", "rate_limits": [{ "name": "tokens", "limit": 50000, "remaining": 49000, "reset_seconds": 1.2 }] }));
         match plan {
+            Plan::Say { text, .. } if self.options.text_after_replayed_assistant && !self.replayed_assistant.is_empty() => {
+                let item = self.id("item");
+                self.emit(json!({ "type": "response.output_item.added", "response_id": id, "output_index": 0, "item": { "id": item, "type": "message", "role": "assistant", "status": "in_progress", "content": [] } }));
+                self.emit(json!({ "type": "response.output_text.delta", "response_id": id, "item_id": item, "output_index": 0, "content_index": 0, "delta": text }));
+                self.emit(json!({ "type": "response.output_text.done", "response_id": id, "item_id": item, "output_index": 0, "content_index": 0, "text": text }));
+                self.finish_response(&id, "completed", None);
+            }
             Plan::Say { ms, text } => {
                 let item = self.id("item");
                 self.emit(json!({ "type": "response.output_item.added", "response_id": id, "output_index": 0, "item": { "id": item, "type": "message", "role": "assistant", "status": "in_progress", "content": [] } }));
@@ -503,7 +535,9 @@ impl Session {
         self.emit(json!({ "type": "response.done", "response": { "object": "realtime.response", "id": id, "status": status, "status_details": details, "output": [], "usage": { "input_tokens": 10, "output_tokens": 20 } } }));
         self.responses_done += 1;
         self.fault_at = match self.options.fault {
-            Fault::DropAfter(after) | Fault::FatalAfter(after) if self.responses_done == 1 => Some(Instant::now() + after),
+            Fault::DropAfter(after) | Fault::FatalAfter(after) | Fault::DownAfter(after) if self.responses_done == 1 => {
+                Some(Instant::now() + after)
+            }
             Fault::DropAfterResponses(n) if self.responses_done == n => Some(Instant::now()),
             _ => self.fault_at,
         };
@@ -516,7 +550,7 @@ impl Session {
             self.fault_at = None;
             self.log.lock().expect("not poisoned").faulted_at = Some(now);
             match self.options.fault {
-                Fault::DropAfter(_) | Fault::DropAfterResponses(_) => return true,
+                Fault::DropAfter(_) | Fault::DropAfterResponses(_) | Fault::DownAfter(_) => return true,
                 Fault::FatalAfter(_) => {
                     self.error("session_expired", "Your session hit the maximum duration of 60 minutes.");
                     self.closing = true;

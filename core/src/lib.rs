@@ -25,7 +25,7 @@ pub mod work;
 
 pub use audio::{chunks as audio_chunks, mulaw, wav};
 pub use domain::{call, ids, job, message, phone, profile, recording, secrets, stream_report, time, transcript, url, users};
-pub use housekeeping::{fallback, reconciler, watchdog};
+pub use housekeeping::{fallback, reconciler, reconnect, watchdog};
 pub use process::{build_info, config, metrics, parameters, startup, telemetry};
 #[cfg(feature = "twiml-reader")]
 pub use twilio::twiml_reader;

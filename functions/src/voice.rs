@@ -2,7 +2,7 @@
 
 use crate::signed_form::SignedForm;
 use crate::webhook::{twiml_response, AppState, WebhookError};
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use callkeeper_core::call::{Call, CallEvent, CallPatch, CallStatus, Created, Direction, NewCall, Transition};
@@ -10,10 +10,11 @@ use callkeeper_core::fallback::{self, Claim, ClaimedBy};
 use callkeeper_core::form::Form;
 use callkeeper_core::ids::{AccountSid, CallSid};
 use callkeeper_core::phone::E164;
+use callkeeper_core::reconnect::{self, Next, Why};
 use callkeeper_core::store::CallStore;
 use callkeeper_core::time::{now_ms, Millis};
-use callkeeper_core::twiml::{self, StreamCall};
-use callkeeper_core::{metrics, stream_token, twiml::Twiml};
+use callkeeper_core::twiml;
+use callkeeper_core::{metrics, twiml::Twiml};
 use serde_json::json;
 use std::time::Duration;
 
@@ -67,17 +68,7 @@ async fn answer(state: &AppState, form: &Form, direction: Direction) -> Result<R
 }
 
 fn stream_twiml(state: &AppState, call_sid: &CallSid) -> Twiml {
-    let config = &state.config;
-    let token = stream_token::issue(&config.stream_token_secret, call_sid);
-    twiml::stream_call(&StreamCall {
-        call_sid,
-        token: &token,
-        stream_url: &config.relay_public_url.join(STREAM_PATH),
-        stream_status_callback: &config.callback_url(crate::Route::StreamStatus.path()),
-        connect_action: &config.callback_url(crate::Route::StreamEnded.path()),
-        recording_callback: &config.callback_url(crate::Route::RecordingDone.path()),
-        greeting: config.greeting_url.as_ref(),
-    })
+    reconnect::stream_twiml(&state.config, call_sid, 0)
 }
 
 /// `stream-started`, `stream-stopped` or `stream-error` (with its `StreamError`), as an event.
@@ -110,9 +101,14 @@ pub const STORE_BUDGET: Duration = Duration::from_secs(4);
 /// an answer more than the store needs a write: when the store fails or is slow, the answer is
 /// made from the form alone (the fallback, unless the form says the call is over) and the
 /// webhook is replayed against the store later (see [`crate::deferred`]).
-pub async fn stream_ended(State(state): State<AppState>, SignedForm(form): SignedForm) -> Result<Response, WebhookError> {
+pub async fn stream_ended(
+    State(state): State<AppState>,
+    Query(query): Query<EndedQuery>,
+    SignedForm(form): SignedForm,
+) -> Result<Response, WebhookError> {
     let call_sid: CallSid = form.parse_required("CallSid")?;
-    let failure = match tokio::time::timeout(STORE_BUDGET, follow_stream(&state, &form, &call_sid)).await {
+    let generation = query.generation.unwrap_or(0);
+    let failure = match tokio::time::timeout(STORE_BUDGET, follow_stream(&state, &form, &call_sid, generation)).await {
         Ok(Ok(doc)) => return Ok(twiml_response(doc)),
         Ok(Err(WebhookError::Unavailable(e))) => e.to_string(),
         Ok(Err(refused)) => return Err(refused),
@@ -126,9 +122,15 @@ pub async fn stream_ended(State(state): State<AppState>, SignedForm(form): Signe
     let (state, form, sid) = (state.clone(), form.clone(), call_sid.clone());
     crate::deferred::retry("stream_ended", call_sid, move || {
         let (state, form, sid) = (state.clone(), form.clone(), sid.clone());
-        async move { follow_stream(&state, &form, &sid).await.map(|_| ()) }
+        async move { follow_stream(&state, &form, &sid, generation).await.map(|_| ()) }
     });
     Ok(twiml_response(doc))
+}
+
+/// `stream_ended`'s query: which generation's `<Connect>` ended (none: the first).
+#[derive(Debug, serde::Deserialize)]
+pub struct EndedQuery {
+    generation: Option<u32>,
 }
 
 /// What the form alone decides: the call is over, or the fallback's verb has ended.
@@ -162,7 +164,7 @@ fn by_form(state: &AppState, form: &Form) -> Option<FormSays> {
 }
 
 /// `stream_ended` with the store: decides, writes the call's end or fallback and the event.
-async fn follow_stream(state: &AppState, form: &Form, call_sid: &CallSid) -> Result<Twiml, WebhookError> {
+async fn follow_stream(state: &AppState, form: &Form, call_sid: &CallSid, generation: u32) -> Result<Twiml, WebhookError> {
     let store = state.stores.calls.as_ref();
     let call = match store.get_call(call_sid).await? {
         Some(call) => call,
@@ -177,7 +179,7 @@ async fn follow_stream(state: &AppState, form: &Form, call_sid: &CallSid) -> Res
             }
             (decision, reason, doc)
         }
-        None => connect_ended(state, &call).await?,
+        None => connect_ended(state, &call, generation).await?,
     };
     let twilio_status = form.get("CallStatus");
     let detail =
@@ -194,9 +196,11 @@ async fn follow_stream(state: &AppState, form: &Form, call_sid: &CallSid) -> Res
     Ok(doc)
 }
 
-/// `<Connect>` ended. The agent finishing the call leaves it `completed`: hang up. Otherwise the
-/// stream failed, and the caller, still on the line, gets the fallback.
-async fn connect_ended(state: &AppState, call: &Call) -> Result<(&'static str, &'static str, Twiml), WebhookError> {
+/// `<Connect>` of `generation` ended. The agent finishing the call leaves it `completed`: hang
+/// up. A stream that was live and ended without the agent's word (the relay crashed, the socket
+/// was lost) continues on a new stream, while the call has recoveries left. Otherwise the
+/// caller, still on the line, gets the fallback.
+async fn connect_ended(state: &AppState, call: &Call, generation: u32) -> Result<(&'static str, &'static str, Twiml), WebhookError> {
     let store = state.stores.calls.as_ref();
     if call.status == CallStatus::Completed {
         return Ok(("hangup", "agent_finished", twiml::hangup()));
@@ -207,10 +211,26 @@ async fn connect_ended(state: &AppState, call: &Call) -> Result<(&'static str, &
         let action = state.config.callback_url(crate::Route::StreamEnded.path());
         return Ok(("transfer", "transfer_by_action", twiml::transfer(&number, state.config.fallback.dial_timeout_secs, &action)));
     }
+    // A retry of this post, once the call already moved on: the same new stream again.
+    if call.status == CallStatus::AwaitingStream && call.generation == generation + 1 {
+        return Ok(("reconnect", "already_reconnecting", reconnect::stream_twiml(&state.config, &call.call_sid, call.generation)));
+    }
     let reason = match call.status {
         CallStatus::Streaming => "stream_ended_abnormally",
         _ => "stream_never_started",
     };
+    if call.status == CallStatus::Streaming && call.generation == generation {
+        match reconnect::next_generation(store, call, Why::Fault(reason), "stream_ended").await? {
+            Next::Moved(moved) => {
+                return Ok(("reconnect", reason, reconnect::stream_twiml(&state.config, &moved.call_sid, moved.generation)));
+            }
+            Next::NoRecoveriesLeft(_) => tracing::warn!(call_sid = %call.call_sid, "the stream failed again: no recoveries left, fallback"),
+            Next::Stale(now) if now.status == CallStatus::AwaitingStream && now.generation == generation + 1 => {
+                return Ok(("reconnect", "already_reconnecting", reconnect::stream_twiml(&state.config, &now.call_sid, now.generation)));
+            }
+            Next::Stale(_) | Next::NotFound => {}
+        }
+    }
     match fallback::claim(store, &state.config, &call.call_sid, reason, ClaimedBy::StreamEnded).await? {
         Claim::Won(_) => Ok(("fallback", reason, fallback::twiml(&state.config))),
         // A retry of this post, or the watchdog got there first: the same fallback again.

@@ -1,6 +1,7 @@
 //! Shutting down without dropping a call. On SIGTERM the relay stops being ready and refuses new
-//! streams at once; live calls go on until they end or the deadline passes; then their sockets are
-//! closed normally, so Twilio carries on with `<Connect action>` and the caller is not cut off.
+//! streams at once; each live call moves to a stream on another relay at its next quiet moment
+//! (`DRAIN_MOVE_SECS`, see `session`); a call still here at the deadline has its socket closed
+//! normally, so Twilio asks `<Connect action>`, which continues it on a new stream too.
 
 use std::time::Duration;
 use tokio::sync::watch;
@@ -52,6 +53,11 @@ impl Drain {
     pub fn enter(&self) -> LiveCall {
         self.live.send_modify(|n| *n += 1);
         LiveCall(self.live.clone())
+    }
+
+    /// Turns `true` when the drain begins: live calls move to other relays at a quiet moment.
+    pub fn draining_signal(&self) -> watch::Receiver<bool> {
+        self.draining.subscribe()
     }
 
     /// Turns `true` when live calls must close.

@@ -7,6 +7,7 @@
 //!    barges in. Nothing in it waits on the agent or the store (see `agent` and `recorder`).
 //! 3. **Finish**: the stream's figures and a `stream_closed` event on the call.
 
+use crate::agent::history::History;
 use crate::agent::{AgentInput, AgentLink, AgentOutput, CallInfo, INPUT_CAPACITY, OUTPUT_CAPACITY};
 use crate::drain::LiveCall;
 use crate::figures::{Counters, Ending, Histogram};
@@ -94,7 +95,8 @@ pub async fn run(relay: Relay, mut socket: WebSocket, live: LiveCall, opening: O
         }
     };
     let profile = Box::pin(relay.profiles.for_call(&call)).await;
-    let session = Session::begin(relay, start, call, profile, counters);
+    let earlier = if call.generation > 0 { Some(Box::pin(earlier(&relay, &call)).await) } else { None };
+    let session = Session::begin(relay, start, call, profile, counters, earlier);
     session.pump_and_finish(socket).await;
     drop(live);
 }
@@ -134,7 +136,12 @@ async fn admit(relay: &Relay, start: Start) -> Result<(Start, Call), Refusal> {
         return Err(refuse(POLICY, "call_sid parameter does not match the stream's call"));
     }
     let call_sid = CallSid::parse(param_sid).map_err(|_| refuse(POLICY, "malformed call_sid"))?;
-    if !stream_token::verify(&relay.config.stream_token_secret, &call_sid, token) {
+    // Absent on the streams of calls answered before generations existed: their first.
+    let generation: u32 = match params.get("generation") {
+        None => 0,
+        Some(g) => g.parse().map_err(|_| refuse(POLICY, "malformed generation"))?,
+    };
+    if !stream_token::verify(&relay.config.stream_token_secret, &call_sid, generation, token) {
         return Err(refuse(POLICY, "invalid stream token"));
     }
     let calls = relay.calls.as_ref();
@@ -148,25 +155,45 @@ async fn admit(relay: &Relay, start: Start) -> Result<(Start, Call), Refusal> {
         ..Default::default()
     };
     let at = now_ms();
-    let call = match calls.transition(&call_sid, &[CallStatus::AwaitingStream], CallStatus::Streaming, &patch, at).await {
-        Ok(Transition::Applied(call)) => call,
-        Ok(Transition::Refused(call)) => return Err(refuse(POLICY, format!("call is {}", call.status))),
-        Ok(Transition::NotFound) => return Err(refuse(POLICY, "unknown call")),
-        Err(e) => return Err(unavailable(e)),
-    };
-    let detail = json!({ "stream_sid": start.stream_sid, "relay_instance": relay.config.relay.instance_id, "agent": relay.agent.name() });
+    // One live agent per call: only the stream of the generation the call awaits is admitted,
+    // once (Twilio sometimes opens a second socket for the same stream).
+    let call =
+        match calls.transition_at(&call_sid, Some(generation), &[CallStatus::AwaitingStream], CallStatus::Streaming, &patch, at).await {
+            Ok(Transition::Applied(call)) => call,
+            Ok(Transition::Refused(call)) if call.generation != generation => {
+                return Err(refuse(POLICY, format!("stale stream generation {generation}: the call is at {}", call.generation)))
+            }
+            Ok(Transition::Refused(call)) => return Err(refuse(POLICY, format!("call is {}", call.status))),
+            Ok(Transition::NotFound) => return Err(refuse(POLICY, "unknown call")),
+            Err(e) => return Err(unavailable(e)),
+        };
+    let detail = json!({ "stream_sid": start.stream_sid, "relay_instance": relay.config.relay.instance_id, "agent": relay.agent.name(), "generation": generation });
     let event = CallEvent { at, kind: "stream_started".into(), key: format!("stream_started:{}", start.stream_sid), detail };
     // The transition is what counts; the event is for the audit trail.
     if let Err(e) = calls.add_event(&call_sid, &event).await {
         tracing::warn!(call_sid = %call_sid, error = %e, "stream_started event not written");
     }
-    tracing::info!(call_sid = %call_sid, stream_sid = %start.stream_sid, agent = relay.agent.name(), "stream started");
+    tracing::info!(call_sid = %call_sid, stream_sid = %start.stream_sid, agent = relay.agent.name(), generation, "stream started");
     // An inbound call is created by the webhook that answers it, so this is answer to start.
     // (An outbound call is created when placed, and its ringing would count too.)
-    if call.direction == Direction::Inbound {
+    if call.direction == Direction::Inbound && generation == 0 {
         metrics::record(metrics::STREAM_START_LATENCY, (at - call.created_at).max(0) as f64, &[]);
     }
     Ok((start, call))
+}
+
+/// A later generation: the conversation so far, from the turns and the lead another relay wrote,
+/// and the turn number to go on from. A store that fails leaves the agent less to go on, not the
+/// caller without an agent.
+async fn earlier(relay: &Relay, call: &Call) -> (History, u32) {
+    let calls = relay.calls.as_ref();
+    let turns = calls.turns(&call.call_sid).await.unwrap_or_else(|e| {
+        tracing::warn!(call_sid = %call.call_sid, error = %e, "the conversation so far could not be read; the agent goes on without it");
+        Vec::new()
+    });
+    let lead = calls.lead(&call.call_sid).await.ok().flatten();
+    let next_seq = turns.iter().map(|t| t.seq + 1).max().unwrap_or(0);
+    (History::from_turns(&turns, lead), next_seq)
 }
 
 /// Resolves once the relay starts draining; never, if the drain is gone.
@@ -179,6 +206,17 @@ async fn drain_started(mut closing: watch::Receiver<bool>) {
 struct Session {
     relay: Relay,
     call_sid: CallSid,
+    /// The call as admitted: streaming at its generation.
+    call: Call,
+    /// Between the agent's `SpeechStarted` and `CallerTurnEnded`.
+    caller_speaking: bool,
+    /// The caller's turn ended and no answer has come yet.
+    awaiting_answer: bool,
+    /// Draining: the call moves to another relay at its next quiet moment, at the latest then.
+    move_by: Option<Instant>,
+    /// The move was tried (once): the stream now ends with Twilio's `stop`.
+    move_tried: bool,
+    moved: bool,
     stream_sid: String,
     started_at: Millis,
     counters: Counters,
@@ -215,7 +253,12 @@ impl Session {
         call: Call,
         profile: std::sync::Arc<callkeeper_core::profile::AgentProfile>,
         counters: Counters,
+        earlier: Option<(History, u32)>,
     ) -> Session {
+        let (earlier, first_seq) = match earlier {
+            Some((history, next_seq)) => (Some(history), next_seq),
+            None => (None, 0),
+        };
         let started_at = now_ms();
         let recorder = Recorder::start(relay.calls.clone(), call.call_sid.clone(), relay.config.timeouts.heartbeat_interval, started_at);
         let (to_agent, input) = mpsc::channel(INPUT_CAPACITY);
@@ -230,6 +273,7 @@ impl Session {
             transfer_number: profile.transfer_number.clone().or_else(|| relay.config.transfer_number.clone()),
             profile,
             to_model: to_model.clone(),
+            earlier,
         };
         let agent = relay.agent.clone();
         // Kept here so a failure can say why before the channel closes.
@@ -243,12 +287,18 @@ impl Session {
         });
         Session {
             relay,
-            call_sid: call.call_sid,
+            call_sid: call.call_sid.clone(),
+            call,
+            caller_speaking: false,
+            awaiting_answer: false,
+            move_by: None,
+            move_tried: false,
+            moved: false,
             stream_sid: start.stream_sid,
             started_at,
             counters,
             playback: Playback::new(Instant::now()),
-            turns: TurnLog::default(),
+            turns: TurnLog::starting_at(first_seq),
             recorder,
             to_agent,
             from_agent,
@@ -270,6 +320,9 @@ impl Session {
         let closing = self.relay.drain.closing_signal();
         let closing = drain_started(closing);
         tokio::pin!(closing);
+        let draining = drain_started(self.relay.drain.draining_signal());
+        tokio::pin!(draining);
+        let mut draining_seen = false;
         let mut agent_open = true;
         // Twilio sends a frame every 20 ms while the call lasts: a silence this long is lost media.
         // The timer is armed once and moved on only when it fires (at most every `silence`),
@@ -285,15 +338,26 @@ impl Session {
             if self.finale.is_some() && !self.playback.is_audible() {
                 return self.end_by_agent().await;
             }
+            if let Some(by) = self.move_by.filter(|_| !self.move_tried) {
+                if self.is_quiet() || Instant::now() >= by {
+                    Box::pin(self.move_call()).await;
+                }
+            }
             let due = self.playback.next_due();
             if let Some(at) = due.filter(|_| due != pace_at) {
                 pace.as_mut().reset(at);
             }
             pace_at = due;
             let finale_by = self.finale.as_ref().map(|(_, by)| *by);
+            let move_by = self.move_by.filter(|_| !self.move_tried);
             tokio::select! {
                 biased;
                 () = &mut closing => return StreamEnd::DrainDeadline,
+                () = &mut draining, if !draining_seen => {
+                    draining_seen = true;
+                    self.move_by = self.relay.config.relay.drain_move.map(|within| Instant::now() + within);
+                }
+                _ = tokio::time::sleep_until(move_by.unwrap_or_else(Instant::now)), if move_by.is_some() => {}
                 () = &mut silent => {
                     let deadline = self.frame_read_at + silence;
                     if deadline > Instant::now() {
@@ -315,7 +379,7 @@ impl Session {
                         None => Some(StreamEnd::SocketClosed),
                     };
                     if let Some(end) = end {
-                        return end;
+                        return if end == StreamEnd::TwilioStop && self.moved { StreamEnd::Moved } else { end };
                     }
                     if self.flush(socket).await.is_err() {
                         return StreamEnd::SocketError;
@@ -436,6 +500,7 @@ impl Session {
     fn agent_output(&mut self, output: AgentOutput) {
         match output {
             AgentOutput::Audio { response, mulaw, made } => {
+                self.awaiting_answer = false;
                 if let Some(turn) = self.turns.response_audio(response, now_ms()) {
                     self.recorder.turn(turn);
                 }
@@ -450,8 +515,13 @@ impl Session {
                 self.playback.finish(response);
                 self.send_due();
             }
-            AgentOutput::SpeechStarted => self.barge_in(),
+            AgentOutput::SpeechStarted => {
+                self.caller_speaking = true;
+                self.barge_in();
+            }
             AgentOutput::CallerTurnEnded { at } => {
+                self.caller_speaking = false;
+                self.awaiting_answer = true;
                 if let Some(turn) = self.turns.caller_stopped(at) {
                     self.recorder.turn(turn);
                 }
@@ -477,6 +547,55 @@ impl Session {
             }
             // Handled by the pump: it ends the stream.
             AgentOutput::Failed { .. } => {}
+        }
+    }
+
+    /// Nobody speaks, nothing plays, no answer is on its way: a move now costs the caller nothing.
+    fn is_quiet(&self) -> bool {
+        !self.playback.is_audible() && !self.caller_speaking && !self.awaiting_answer && self.finale.is_none()
+    }
+
+    /// Draining: the call moves to a stream of its next generation, which the load balancer
+    /// sends to a relay that is not draining. The store first, so that stream is admitted; then
+    /// Twilio, which stops this stream and starts that one. Tried once: a call still here at the
+    /// drain deadline is closed, and `stream_ended` continues it.
+    async fn move_call(&mut self) {
+        use callkeeper_core::reconnect::{self, Next, Why};
+        use callkeeper_core::twilio_rest::{CallUpdate, Updated};
+        self.move_tried = true;
+        let (calls, config) = (self.relay.calls.as_ref(), &self.relay.config);
+        let moving = match reconnect::next_generation(calls, &self.call, Why::Move, &config.relay.instance_id).await {
+            Ok(Next::Moved(moving)) => moving,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(call_sid = %self.call_sid, error = %e, "could not move the call: the store failed");
+                return;
+            }
+        };
+        let twiml = reconnect::stream_twiml(config, &self.call_sid, moving.generation).into_string();
+        match self.relay.twilio.update_call(&self.call_sid, &CallUpdate::Twiml(twiml)).await {
+            Ok(Updated::Done { .. }) => {
+                self.moved = true;
+                tracing::info!(call_sid = %self.call_sid, generation = moving.generation, "draining: the call moves to another relay");
+            }
+            Ok(Updated::CallOver { .. }) => self.moved = true,
+            Err(e) => {
+                // Twilio still streams to us: this stream becomes the generation the store awaits.
+                tracing::warn!(call_sid = %self.call_sid, error = %e, "draining: Twilio did not move the call; it stays here");
+                let back = calls
+                    .transition_at(
+                        &self.call_sid,
+                        Some(moving.generation),
+                        &[CallStatus::AwaitingStream],
+                        CallStatus::Streaming,
+                        &CallPatch::default(),
+                        now_ms(),
+                    )
+                    .await;
+                if let Ok(Transition::Applied(call)) = back {
+                    self.call = call;
+                }
+            }
         }
     }
 
@@ -544,6 +663,7 @@ impl Session {
         let Session {
             relay,
             call_sid,
+            call,
             stream_sid,
             started_at,
             counters,
@@ -559,14 +679,31 @@ impl Session {
         // The agent's input closing is how it learns the call is over.
         drop(to_agent);
         let calls = relay.calls.as_ref();
+        let generation = Some(call.generation);
         if end == StreamEnd::AgentHangup {
             // Completed before the socket closes, so `stream_ended` hangs up rather than falls back.
             let patch = CallPatch { end_reason: Some("agent_hangup".into()), ..Default::default() };
-            if let Err(e) = calls.transition(&call_sid, &[CallStatus::Streaming], CallStatus::Completed, &patch, now_ms()).await {
+            if let Err(e) =
+                calls.transition_at(&call_sid, generation, &[CallStatus::Streaming], CallStatus::Completed, &patch, now_ms()).await
+            {
                 tracing::error!(call_sid = %call_sid, error = %e, "could not mark the call completed; stream_ended will fall back");
             }
         }
+        // A new stream would not save these (the model is down; Twilio's media stopped): the
+        // fallback is claimed before the socket closes, so `stream_ended` serves it at once.
+        let hopeless = match end {
+            StreamEnd::AgentFailed => Some("agent_failed"),
+            StreamEnd::MediaSilent => Some("media_silent"),
+            _ => None,
+        };
+        if let Some(reason) = hopeless {
+            use callkeeper_core::fallback::{self, ClaimedBy};
+            if let Err(e) = fallback::claim(calls, &relay.config, &call_sid, reason, ClaimedBy::Relay).await {
+                tracing::error!(call_sid = %call_sid, error = %e, "could not claim the fallback; stream_ended decides");
+            }
+        }
         match end {
+            StreamEnd::Moved => close(&mut socket, NORMAL, "moved to another relay").await,
             StreamEnd::DrainDeadline => close(&mut socket, NORMAL, "relay draining").await,
             StreamEnd::AgentHangup => {
                 let reason = match &finale {

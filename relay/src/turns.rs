@@ -22,6 +22,12 @@ struct Open {
 }
 
 impl TurnLog {
+    /// A log whose first turn is `seq`: a later stream generation goes on numbering the call's
+    /// turns where the one before stopped.
+    pub fn starting_at(seq: u32) -> TurnLog {
+        TurnLog { next_seq: seq, open: None }
+    }
+
     fn open(&mut self, caller_stopped_at: Option<Millis>, response: Option<ResponseId>) -> Option<Turn> {
         let previous = self.take_dirty();
         self.open = Some(Open { turn: Turn::new(self.next_seq, caller_stopped_at), response, dirty: true });

@@ -24,14 +24,25 @@ pub enum Scenario {
     TranscriptionFlaps,
     /// Every callback is posted three times.
     DuplicateWebhooks,
-    /// The Realtime socket drops mid-call.
+    /// The Realtime socket drops mid-call: a new session goes on with the conversation.
     ModelDrops,
-    /// The relay process is killed mid-call, and started again.
+    /// The relay holding the call is killed while the caller speaks, and started again.
     RelayRestart,
-    /// The relay hangs; the watchdog's redirect fails twice, then works.
+    /// The relay hangs; the watchdog's move and then its redirect fail, then the redirect works.
     TwilioRestFlaps,
     /// The store refuses writes for 5 s around the end of the stream.
     StoreBlip,
+    /// The relay holding the call is killed (SIGKILL) while the agent's answer plays.
+    RelayCrash,
+    /// The relay holding the call hangs (SIGSTOP): the watchdog moves the call to a new stream.
+    RelayHang,
+    /// A rolling deploy while the caller talks: each relay in turn is stopped (SIGTERM) and
+    /// replaced; calls move to the other.
+    Deploy,
+    /// The model ends the session (`session_expired`, close 1001), as at its 60-minute cap.
+    SessionExpired,
+    /// The model's socket drops and every new session is refused: the fallback.
+    ModelDown,
 }
 
 /// How the call ends for the caller.
@@ -40,6 +51,9 @@ pub enum Scenario {
 pub enum Outcome {
     /// Talked with the agent to the end.
     Conversation,
+    /// Talked with the agent to the end, across the fault: the conversation went on on a new
+    /// stream or a new model session.
+    Continued,
     /// Was given the fallback (voicemail or a person).
     Fallback,
     /// Hung up before either.
@@ -50,6 +64,7 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Conversation => "conversation",
+            Outcome::Continued => "continued",
             Outcome::Fallback => "fallback",
             Outcome::Hangup => "hangup",
         }
@@ -65,10 +80,12 @@ pub enum Needs {
     LocalStack,
     /// The simulator's OpenAI (`--offline`), changed for this call: runs alone.
     OfflineOpenAi,
+    /// The local stack's relays replaced while the calls talk: all such calls at once.
+    Deploy,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 13] = [
+    pub const ALL: [Scenario; 18] = [
         Scenario::Happy,
         Scenario::RelayDown,
         Scenario::SocketCloses,
@@ -82,6 +99,11 @@ impl Scenario {
         Scenario::RelayRestart,
         Scenario::TwilioRestFlaps,
         Scenario::StoreBlip,
+        Scenario::RelayCrash,
+        Scenario::RelayHang,
+        Scenario::Deploy,
+        Scenario::SessionExpired,
+        Scenario::ModelDown,
     ];
 
     pub fn name(self) -> &'static str {
@@ -99,6 +121,11 @@ impl Scenario {
             Scenario::RelayRestart => "relay-restart",
             Scenario::TwilioRestFlaps => "twilio-rest-flaps",
             Scenario::StoreBlip => "store-blip",
+            Scenario::RelayCrash => "relay-crash",
+            Scenario::RelayHang => "relay-hang",
+            Scenario::Deploy => "deploy",
+            Scenario::SessionExpired => "session-expired",
+            Scenario::ModelDown => "model-down",
         }
     }
 
@@ -125,22 +152,46 @@ impl Scenario {
             | Scenario::RecordingAbsent
             | Scenario::TranscriptionFlaps
             | Scenario::DuplicateWebhooks => Outcome::Conversation,
-            Scenario::CallerHangsUp => Outcome::Hangup,
-            Scenario::RelayDown
-            | Scenario::SocketCloses
-            | Scenario::MediaStops
+            Scenario::SocketCloses
             | Scenario::ModelDrops
             | Scenario::RelayRestart
-            | Scenario::TwilioRestFlaps
-            | Scenario::StoreBlip => Outcome::Fallback,
+            | Scenario::RelayCrash
+            | Scenario::RelayHang
+            | Scenario::Deploy
+            | Scenario::SessionExpired => Outcome::Continued,
+            Scenario::CallerHangsUp => Outcome::Hangup,
+            Scenario::RelayDown | Scenario::MediaStops | Scenario::TwilioRestFlaps | Scenario::StoreBlip | Scenario::ModelDown => {
+                Outcome::Fallback
+            }
         }
     }
 
     pub fn needs(self) -> Needs {
         match self {
-            Scenario::RelayDown | Scenario::RelayRestart | Scenario::TwilioRestFlaps | Scenario::StoreBlip => Needs::LocalStack,
-            Scenario::TranscriptionFlaps | Scenario::ModelDrops => Needs::OfflineOpenAi,
+            Scenario::RelayDown
+            | Scenario::RelayRestart
+            | Scenario::TwilioRestFlaps
+            | Scenario::StoreBlip
+            | Scenario::RelayCrash
+            | Scenario::RelayHang => Needs::LocalStack,
+            // The deploy replaces the relays under every call on the line: calls share it.
+            Scenario::Deploy => Needs::Deploy,
+            Scenario::TranscriptionFlaps | Scenario::ModelDrops | Scenario::SessionExpired | Scenario::ModelDown => Needs::OfflineOpenAi,
             _ => Needs::Nothing,
+        }
+    }
+
+    /// Where the fault is the stack's or the model's, not the call's: the scenario's fault is
+    /// made once (a later stream of the same call is not broken again).
+    pub fn continues(self) -> bool {
+        self.expected() == Outcome::Continued
+    }
+
+    /// Caller turns the call needs: a deploy replaces two relays while the caller talks.
+    pub fn turns(self, default: u32) -> u32 {
+        match self {
+            Scenario::Deploy => default.max(6),
+            _ => default,
         }
     }
 
@@ -169,7 +220,7 @@ mod tests {
             assert_eq!(Scenario::parse_list(s.name()), Ok(vec![s]));
         }
         assert_eq!(Scenario::parse_list("happy, media-stops"), Ok(vec![Scenario::Happy, Scenario::MediaStops]));
-        assert_eq!(Scenario::parse_list("all").unwrap().len(), 13);
+        assert_eq!(Scenario::parse_list("all").unwrap().len(), 18);
         let wrong = Scenario::parse_list("sad").unwrap_err();
         assert!(wrong.starts_with("no scenario \"sad\"; there are: all, happy, relay-down"), "{wrong}");
     }

@@ -149,7 +149,7 @@ async fn an_unknown_call_a_missing_or_forged_token_or_a_call_that_moved_on_is_re
 
     // A valid token, but for a call we never answered.
     let unknown = new_call_sid();
-    let token = stream_token::issue(&app.config.stream_token_secret, &CallSid::parse(&unknown).unwrap());
+    let token = stream_token::issue(&app.config.stream_token_secret, &CallSid::parse(&unknown).unwrap(), 0);
     let parameters = [param("call_sid", &unknown), param("token", &token)];
     assert_eq!(close_after_start(&app, &unknown, &parameters).await, (1008, "unknown call".into()));
 

@@ -38,7 +38,7 @@ async fn incoming_call_is_stored_and_answered_with_the_stream_twiml() {
         |name: &str| stream.children.iter().find(|p| p.attr("name") == Some(name)).and_then(|p| p.attr("value")).map(str::to_string);
     assert_eq!(param("call_sid").as_deref(), Some(sid.as_str()));
     let call_sid = CallSid::parse(&sid).unwrap();
-    assert!(stream_token::verify(&app.config.stream_token_secret, &call_sid, &param("token").unwrap()), "the relay can check the token");
+    assert!(stream_token::verify(&app.config.stream_token_secret, &call_sid, 0, &param("token").unwrap()), "the relay can check the token");
     // AND the call is in the CRM, awaiting its stream, with the caller as a contact
     let call = app.stores.calls.get_call(&call_sid).await.unwrap().expect("call stored");
     assert_eq!(call.status, CallStatus::AwaitingStream);

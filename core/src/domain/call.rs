@@ -1,15 +1,18 @@
 //! A call and its lifecycle.
 //!
 //! ```text
-//! ringing ──> awaiting_stream ──> streaming ──> completed
+//! ringing ──> awaiting_stream <──> streaming ──> completed
 //!    │             │    │              │            ^
 //!    └─────────────┼────┴──> fallback <┘            │
 //!                  │            └───────────────────┤
 //!                  │         streaming ──> transferred ─┤ (the agent handed the call to a person)
 //!                  └────────────────────────────────┘ (caller hung up before the stream)
 //! ```
-//! Every transition is conditional on the current status, so Twilio's retries and the races
-//! between the watchdog, the relay and `stream_ended` change nothing twice.
+//! `streaming ──> awaiting_stream` is the next stream generation: a fault (a relay crash or hang, a
+//! lost socket) or a planned move (a draining relay) continues the conversation on a new stream.
+//! Every transition is conditional on the current status (and, where it matters, the
+//! generation), so Twilio's retries and the races between the watchdog, the relay and
+//! `stream_ended` change nothing twice.
 
 use crate::domain::ids::{AccountSid, CallSid};
 use crate::domain::phone::E164;
@@ -71,6 +74,8 @@ impl CallStatus {
                 | (AwaitingStream, Streaming)
                 | (AwaitingStream, Fallback)
                 | (AwaitingStream, Completed)
+                // The next stream generation: the conversation goes on on a new stream.
+                | (Streaming, AwaitingStream)
                 | (Streaming, Fallback)
                 | (Streaming, Completed)
                 | (Streaming, Transferred)
@@ -151,6 +156,14 @@ pub struct Call {
     /// The watchdog claimed the call for the fallback and has not yet got Twilio to redirect
     /// it: it stays on the watchdog's list until it has.
     pub redirect_pending: bool,
+    /// The call's stream: 0 for the first, one more each time a fault or a move starts the
+    /// conversation again on a new stream. A stream of another generation changes nothing.
+    #[serde(default)]
+    pub generation: u32,
+    /// Of those new streams, the ones a fault made (a relay crash or hang, a lost socket):
+    /// bounded, so a fault that repeats ends in the fallback.
+    #[serde(default)]
+    pub recoveries: u32,
 }
 
 impl Call {
@@ -206,6 +219,8 @@ pub struct CallPatch {
     pub relay_instance: Option<String>,
     pub redirect_pending: Option<bool>,
     pub transfer_to: Option<String>,
+    pub generation: Option<u32>,
+    pub recoveries: Option<u32>,
 }
 
 /// Something that happened to a call, kept in order for `calls show` and audits.
@@ -257,7 +272,8 @@ mod tests {
         assert!(Streaming.can_become(Completed));
         assert!(!Completed.can_become(Streaming));
         assert!(!Fallback.can_become(Streaming));
-        assert!(!Streaming.can_become(AwaitingStream));
+        assert!(Streaming.can_become(AwaitingStream), "a new stream generation");
+        assert!(!Streaming.can_become(Ringing));
         for s in CallStatus::ALL {
             assert_eq!(CallStatus::parse(s.as_str()), Some(s));
             assert!(!s.can_become(s), "{s} to itself is not a transition");

@@ -26,6 +26,9 @@ pub enum StreamEnd {
     /// Twilio sent no frame for `MEDIA_SILENCE_SECS` (it sends one every 20 ms, silence
     /// included): the media is lost, and the relay ends the stream so the fallback follows.
     MediaSilent,
+    /// The relay was draining and moved the call to a stream on another relay (then Twilio sent
+    /// `stop`).
+    Moved,
 }
 
 impl StreamEnd {
@@ -39,6 +42,7 @@ impl StreamEnd {
             StreamEnd::AgentFailed => "agent_failed",
             StreamEnd::Transferred => "transferred",
             StreamEnd::MediaSilent => "media_silent",
+            StreamEnd::Moved => "moved",
         }
     }
 }

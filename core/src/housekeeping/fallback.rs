@@ -58,6 +58,9 @@ pub enum ClaimedBy {
     /// The call is live on some other TwiML: it must be redirected through the REST API, and
     /// stays on the watchdog's list (`redirect_pending`) until Twilio has taken the redirect.
     Watchdog,
+    /// The relay, about to close a stream that a new one would not save (the model is down,
+    /// Twilio's media stopped): Twilio then asks `stream_ended`, which serves the fallback.
+    Relay,
 }
 
 impl ClaimedBy {
@@ -65,6 +68,7 @@ impl ClaimedBy {
         match self {
             ClaimedBy::StreamEnded => "stream_ended",
             ClaimedBy::Watchdog => "watchdog",
+            ClaimedBy::Relay => "relay",
         }
     }
 }

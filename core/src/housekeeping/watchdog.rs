@@ -1,6 +1,8 @@
 //! The watchdog: no caller sits in silence. It finds calls whose stream never started or went
-//! quiet, while the caller is still on the line, and redirects them to the fallback through
-//! Twilio's REST API.
+//! quiet, while the caller is still on the line. A stream gone quiet (its relay hangs) is first
+//! moved to a new stream through Twilio's REST API, so another relay continues the conversation
+//! (see [`reconnect`]); a stream that never started, or a call out of recoveries, is redirected
+//! to the fallback.
 //!
 //! Each pass reads the store's active-call index once (never a scan of all calls) and decides
 //! from what the index holds. A stale call is claimed with the same conditional write
@@ -14,6 +16,7 @@ use crate::domain::ids::CallSid;
 use crate::domain::time::{now_ms, Millis};
 use crate::domain::transcript::JobClaim;
 use crate::housekeeping::fallback::{self, Claim, ClaimedBy};
+use crate::housekeeping::reconnect::{self, Next, Why};
 use crate::process::config::{Config, Timeouts};
 use crate::store::{CallStore, StoreResult};
 use crate::twilio::rest::{CallUpdate, TwilioRest, Updated};
@@ -70,6 +73,8 @@ pub struct PassReport {
     pub active: usize,
     pub stale: usize,
     pub redirected: usize,
+    /// Calls whose relay hung, moved to a new stream (another relay continues the conversation).
+    pub reconnected: usize,
     /// Claimed by someone else first, or ended meanwhile.
     pub already_handled: usize,
     /// Twilio said the call was over: closed out.
@@ -87,6 +92,7 @@ impl PassReport {
     fn add(&mut self, other: &PassReport) {
         self.stale += other.stale;
         self.redirected += other.redirected;
+        self.reconnected += other.reconnected;
         self.already_handled += other.already_handled;
         self.call_over += other.call_over;
         self.aged_out += other.aged_out;
@@ -216,6 +222,10 @@ impl Watchdog {
     async fn handle(&self, call: &ActiveCall, stale: Stale, detected_at: Millis) -> StoreResult<PassReport> {
         let mut report = PassReport { stale: 1, ..Default::default() };
         let sid = &call.call_sid;
+        // A relay that hangs: the conversation first tries to go on on a new stream.
+        if !call.redirect_pending && stale.reason == "heartbeat_stale" && self.reconnect(call, stale, detected_at, &mut report).await? {
+            return Ok(report);
+        }
         if !call.redirect_pending {
             report.store_writes += 1;
             match fallback::claim(self.calls.as_ref(), &self.config, sid, stale.reason, ClaimedBy::Watchdog).await? {
@@ -293,6 +303,62 @@ impl Watchdog {
         Ok(report)
     }
 
+    /// Moves a call whose relay hangs to a new stream through the REST API, so another relay
+    /// continues the conversation. `true` when that is done (or someone else handled the call);
+    /// `false` when the fallback must follow: the call has had its recoveries, or Twilio did
+    /// not take the new stream (the call then awaits a stream that will not come, and the
+    /// fallback's claim takes it from there).
+    async fn reconnect(&self, active: &ActiveCall, stale: Stale, detected_at: Millis, report: &mut PassReport) -> StoreResult<bool> {
+        let sid = &active.call_sid;
+        report.store_reads += 1;
+        let Some(call) = self.calls.get_call(sid).await? else { return Ok(false) };
+        if call.status != CallStatus::Streaming || current_stream_ended(&call) {
+            // Moved or ended meanwhile, or Twilio is on the `<Connect action>` already.
+            report.already_handled = 1;
+            return Ok(true);
+        }
+        report.store_writes += 2;
+        let moved = match reconnect::next_generation(self.calls.as_ref(), &call, Why::Fault(stale.reason), "watchdog").await? {
+            Next::Moved(moved) => moved,
+            Next::NoRecoveriesLeft(_) => return Ok(false),
+            Next::Stale(_) | Next::NotFound => {
+                report.already_handled = 1;
+                return Ok(true);
+            }
+        };
+        tracing::warn!(call_sid = %sid, stale_ms = detected_at - stale.since, generation = moved.generation, "watchdog: the relay hangs; moving the call to a new stream");
+        let requested_at = now_ms();
+        let twiml = reconnect::stream_twiml(&self.config, sid, moved.generation).into_string();
+        let outcome = self.twilio.update_call(sid, &CallUpdate::Twiml(twiml)).await;
+        let answered_at = now_ms();
+        let times = json!({
+            "reason": stale.reason, "stale_at": stale.since, "detected_at": detected_at, "requested_at": requested_at,
+            "detection_ms": requested_at - stale.since, "twilio_ms": answered_at - requested_at, "generation": moved.generation,
+        });
+        report.store_writes += 1;
+        let (kind, done) = match outcome {
+            Ok(Updated::Done { .. }) => {
+                report.reconnected = 1;
+                ("watchdog_reconnected", true)
+            }
+            Ok(Updated::CallOver { code }) => {
+                let patch = CallPatch { end_reason: Some("ended_before_reconnect".into()), ..Default::default() };
+                self.calls.transition(sid, &[CallStatus::AwaitingStream], CallStatus::Completed, &patch, answered_at).await?;
+                report.call_over = 1;
+                tracing::info!(call_sid = %sid, code, "watchdog: the call was already over; closed out");
+                ("watchdog_call_over", true)
+            }
+            Err(error) => {
+                tracing::error!(call_sid = %sid, error = %error, "watchdog: Twilio did not take the new stream; the fallback follows");
+                ("watchdog_reconnect_failed", false)
+            }
+        };
+        let event =
+            CallEvent { at: answered_at, kind: kind.into(), key: format!("{kind}:{requested_at}"), detail: json!({ "times": times }) };
+        self.calls.add_event(sid, &event).await?;
+        Ok(done)
+    }
+
     /// Whether Twilio has already left the call's `<Connect>`: the relay recorded the stream's
     /// end, so Twilio is on (or past) the `<Connect action>`, whose answer is the caller's
     /// fallback. Heartbeats stop with a stream that ended, and when the store failed as it ended,
@@ -305,7 +371,7 @@ impl Watchdog {
         tokio::time::sleep(AFTER_CLAIM).await;
         report.store_reads += 1;
         let Some(now) = self.calls.get_call(sid).await? else { return Ok(false) };
-        let Some(stream) = now.stream.as_ref() else { return Ok(false) };
+        let Some(stream) = now.stream.as_ref().filter(|_| current_stream_ended(&now)) else { return Ok(false) };
         let at = now_ms();
         let done = CallPatch { redirect_pending: Some(false), ..Default::default() };
         self.calls.patch_call(sid, &done, at).await?;
@@ -344,6 +410,11 @@ impl Watchdog {
     pub async fn run_for(&self, duration: Duration) -> RunReport {
         self.run_until(tokio::time::sleep(duration)).await
     }
+}
+
+/// The relay recorded the end of the call's latest stream (not of an earlier generation's).
+fn current_stream_ended(call: &crate::domain::call::Call) -> bool {
+    call.stream.as_ref().is_some_and(|figures| call.stream_sid.as_deref() == Some(figures.stream_sid.as_str()))
 }
 
 #[cfg(test)]

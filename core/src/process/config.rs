@@ -89,6 +89,8 @@ pub struct RealtimeSettings {
     pub transcribe_model: String,
     /// How long the model's socket may take to open and confirm the session.
     pub connect_timeout: Duration,
+    /// A session this old is replaced at the next quiet moment: the API ends one at 60 minutes.
+    pub rotate_after: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +104,9 @@ pub struct RelaySettings {
     pub max_connections: usize,
     /// A started stream with no frame from Twilio this long is ended (`media_silent`).
     pub media_silence: Duration,
+    /// While draining, each live call moves to another relay at its next quiet moment, and at
+    /// the latest after this long; `None`: calls stay until they end or the drain deadline.
+    pub drain_move: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -259,8 +264,18 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("OPENAI_REALTIME_MODEL", "gpt-realtime", "the speech-to-speech model"),
     ("REALTIME_TURN_DETECTION", "server_vad", "`server_vad` (by silence) or `semantic_vad` (by what was said)"),
     ("REALTIME_TRANSCRIBE_MODEL", "gpt-4o-mini-transcribe", "transcribes the caller live, for the call's live transcript"),
+    (
+        "REALTIME_ROTATE_SECS",
+        "1200",
+        "a model session this old is replaced by a new one, seeded with the conversation, at the next quiet moment (the API ends a session at 60 minutes)",
+    ),
     ("TRANSFER_NUMBER", "", "+E164 the agent's transfer_to_human dials, unless the number's agent profile names one"),
     ("DRAIN_DEADLINE_SECS", "110", "on SIGTERM, how long the relay lets live calls go on"),
+    (
+        "DRAIN_MOVE_SECS",
+        "15",
+        "on SIGTERM, each live call moves to another relay at its next quiet moment, and at the latest after this long; 0 keeps calls until they end",
+    ),
     (
         "MEDIA_SILENCE_SECS",
         "3",
@@ -417,6 +432,8 @@ impl Config {
         let drain_deadline = number("DRAIN_DEADLINE_SECS", 110, 0..=3600);
         let max_connections = number("MAX_CONNECTIONS", 4096, 8..=1_000_000) as usize;
         let media_silence = number("MEDIA_SILENCE_SECS", 3, 1..=60);
+        let rotate_after = number("REALTIME_ROTATE_SECS", 1200, 1..=3300);
+        let drain_move = number("DRAIN_MOVE_SECS", 15, 0..=3600);
         let watchdog_poll = number("WATCHDOG_POLL_SECS", 1, 1..=60);
         let watchdog_run = number("WATCHDOG_RUN_SECS", 55, 0..=900);
         let trusted_proxy_hops = number("TRUSTED_PROXY_HOPS", 0, 0..=10) as usize;
@@ -573,6 +590,7 @@ impl Config {
                         voice_agent,
                         max_connections,
                         media_silence: Duration::from_secs(media_silence),
+                        drain_move: (drain_move > 0).then(|| Duration::from_secs(drain_move)),
                     },
                     twilio_api_base,
                     twilio_phone_number,
@@ -596,6 +614,7 @@ impl Config {
                         turn_detection,
                         transcribe_model: get("REALTIME_TRANSCRIBE_MODEL").unwrap_or_else(|| "gpt-4o-mini-transcribe".into()),
                         connect_timeout: Duration::from_secs(3),
+                        rotate_after: Duration::from_secs(rotate_after),
                     },
                     transfer_number,
                     trusted_proxy_hops,

@@ -57,7 +57,14 @@ pub const TURN_LATENCY: Metric = Metric { name: "TurnLatency", unit: Unit::Milli
 /// The model's share of a turn: the caller stops → the model's first audio reaches the relay.
 pub const MODEL_LATENCY: Metric = Metric { name: "ModelLatency", unit: Unit::Milliseconds, dimensions: &[], with_total: true };
 
-pub const CATALOG: [Metric; 9] = [
+/// A call's conversation moved to a new stream (a relay crash or hang, a lost socket, a draining
+/// relay); by `Reason`.
+pub const STREAM_RECONNECTS: Metric = Metric { name: "StreamReconnects", unit: Unit::Count, dimensions: &["Reason"], with_total: true };
+/// The agent opened a new model session for a live call (a drop, a fatal error, the session's
+/// cap); by `Reason`.
+pub const MODEL_RECONNECTS: Metric = Metric { name: "ModelReconnects", unit: Unit::Count, dimensions: &["Reason"], with_total: true };
+
+pub const CATALOG: [Metric; 11] = [
     CALLS_ANSWERED,
     STREAM_START_LATENCY,
     FALLBACKS,
@@ -67,6 +74,8 @@ pub const CATALOG: [Metric; 9] = [
     JOB_OUTCOMES,
     TURN_LATENCY,
     MODEL_LATENCY,
+    STREAM_RECONNECTS,
+    MODEL_RECONNECTS,
 ];
 
 pub const NAMESPACE_SETTING: &str = "METRICS_NAMESPACE";

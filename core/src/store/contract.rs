@@ -22,6 +22,7 @@ macro_rules! store_contract_tests {
         $crate::store_contract_tests!(@cases $stores;
             create_call_is_idempotent,
             transitions_are_conditional,
+            stream_generations_move_once,
             concurrent_transitions_apply_once,
             patches_keep_unset_fields,
             heartbeats_only_while_streaming,
@@ -139,11 +140,39 @@ pub async fn transitions_are_conditional(s: &Stores) {
     let again = s.calls.transition(sid, &[CallStatus::AwaitingStream], CallStatus::Fallback, &CallPatch::default(), at + 1).await.unwrap();
     assert!(matches!(again, Transition::Refused(ref c) if c.status == CallStatus::Streaming && c.fallback_reason.is_none()));
     // An edge the lifecycle lacks is refused even when the status matches.
-    let back = s.calls.transition(sid, &[CallStatus::Streaming], CallStatus::AwaitingStream, &CallPatch::default(), at + 2).await.unwrap();
+    let back = s.calls.transition(sid, &[CallStatus::Streaming], CallStatus::Ringing, &CallPatch::default(), at + 2).await.unwrap();
     assert!(matches!(back, Transition::Refused(_)));
     let missing =
         s.calls.transition(&call_sid(), &[CallStatus::Streaming], CallStatus::Completed, &CallPatch::default(), at).await.unwrap();
     assert_eq!(missing, Transition::NotFound);
+}
+
+pub async fn stream_generations_move_once(s: &Stores) {
+    let call = new_call(CallStatus::AwaitingStream);
+    s.calls.create_call(&call).await.unwrap();
+    let sid = &call.call_sid;
+    let at = call.at + 1000;
+    let none = CallPatch::default();
+    let started = s.calls.transition_at(sid, Some(0), &[CallStatus::AwaitingStream], CallStatus::Streaming, &none, at).await.unwrap();
+    assert!(matches!(started, Transition::Applied(ref c) if c.generation == 0 && c.recoveries == 0), "{started:?}");
+    // The stream of generation 0 fails: the next generation awaits its stream.
+    let next = CallPatch { generation: Some(1), recoveries: Some(1), ..Default::default() };
+    let moved = s.calls.transition_at(sid, Some(0), &[CallStatus::Streaming], CallStatus::AwaitingStream, &next, at + 1).await.unwrap();
+    assert!(
+        matches!(moved, Transition::Applied(ref c) if c.status == CallStatus::AwaitingStream && c.generation == 1 && c.recoveries == 1)
+    );
+    // A second report of the same fault, and a late socket of generation 0, change nothing.
+    let twice = s.calls.transition_at(sid, Some(0), &[CallStatus::Streaming], CallStatus::AwaitingStream, &next, at + 2).await.unwrap();
+    assert!(matches!(twice, Transition::Refused(_)));
+    let stale = s.calls.transition_at(sid, Some(0), &[CallStatus::AwaitingStream], CallStatus::Streaming, &none, at + 3).await.unwrap();
+    assert!(matches!(stale, Transition::Refused(ref c) if c.status == CallStatus::AwaitingStream));
+    let current = s.calls.transition_at(sid, Some(1), &[CallStatus::AwaitingStream], CallStatus::Streaming, &none, at + 4).await.unwrap();
+    assert!(matches!(current, Transition::Applied(ref c) if c.status == CallStatus::Streaming && c.generation == 1));
+    // Without a generation, a transition goes by the status alone, and keeps the generation.
+    let ended = s.calls.transition(sid, &[CallStatus::Streaming], CallStatus::Completed, &none, at + 5).await.unwrap();
+    assert!(matches!(ended, Transition::Applied(ref c) if c.generation == 1 && c.recoveries == 1));
+    let read = s.calls.get_call(sid).await.unwrap().unwrap();
+    assert_eq!((read.generation, read.recoveries), (1, 1));
 }
 
 pub async fn concurrent_transitions_apply_once(s: &Stores) {

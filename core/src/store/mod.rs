@@ -101,6 +101,19 @@ pub trait CallsPort: Send + Sync {
         to: CallStatus,
         patch: &CallPatch,
         at: Millis,
+    ) -> StoreResult<Transition> {
+        self.transition_at(call_sid, None, from, to, patch, at).await
+    }
+    /// [`CallsPort::transition`], and, when `generation` is given, only while the call's stream
+    /// is at that generation: a stream or a fault of another generation changes nothing.
+    async fn transition_at(
+        &self,
+        call_sid: &CallSid,
+        generation: Option<u32>,
+        from: &[CallStatus],
+        to: CallStatus,
+        patch: &CallPatch,
+        at: Millis,
     ) -> StoreResult<Transition>;
     /// Sets fields other than the status. `false` when the call does not exist.
     async fn patch_call(&self, call_sid: &CallSid, patch: &CallPatch, at: Millis) -> StoreResult<bool>;

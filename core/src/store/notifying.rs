@@ -66,15 +66,16 @@ impl CallsPort for Notifying {
         self.inner.get_call(call_sid).await
     }
 
-    async fn transition(
+    async fn transition_at(
         &self,
         call_sid: &CallSid,
+        generation: Option<u32>,
         from: &[CallStatus],
         to: CallStatus,
         patch: &CallPatch,
         at: Millis,
     ) -> StoreResult<Transition> {
-        let done = self.inner.transition(call_sid, from, to, patch, at).await?;
+        let done = self.inner.transition_at(call_sid, generation, from, to, patch, at).await?;
         match &done {
             Transition::Applied(call) if call.status == CallStatus::Completed => self.raise(BusinessEvent::call_ended(call)).await?,
             _ => {}

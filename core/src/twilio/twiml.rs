@@ -104,10 +104,14 @@ fn document(children: Vec<Element>) -> Twiml {
 const RECORDING_EVENTS: &str = "completed absent";
 
 /// What `incoming_call` and `outbound_call` answer: record the whole call (dual channel, not
-/// blocking), optionally play a greeting, and connect the media stream to the relay.
+/// blocking), optionally play a greeting, and connect the media stream to the relay. A later
+/// generation (the conversation continued on a new stream) is the `<Connect>` alone: the call's
+/// recording goes on, and the caller is not greeted again.
 pub struct StreamCall<'a> {
     pub call_sid: &'a CallSid,
-    /// The stream token (see `stream_token`).
+    /// The stream's generation: 0 for the call's first stream.
+    pub generation: u32,
+    /// The stream token (see `stream_token`), for this generation.
     pub token: &'a str,
     pub stream_url: &'a AbsoluteUrl,
     pub stream_status_callback: &'a AbsoluteUrl,
@@ -117,20 +121,25 @@ pub struct StreamCall<'a> {
 }
 
 pub fn stream_call(call: &StreamCall<'_>) -> Twiml {
-    let recording = Element::new("Recording")
-        .attr("channels", "dual")
-        .attr("recordingStatusCallback", call.recording_callback.as_str())
-        .attr("recordingStatusCallbackMethod", "POST")
-        .attr("recordingStatusCallbackEvent", RECORDING_EVENTS);
+    // Data for the relay goes in `<Parameter>`s: Twilio refuses a query string on the stream URL.
     let stream = Element::new("Stream")
         .attr("url", call.stream_url.as_str())
         .attr("statusCallback", call.stream_status_callback.as_str())
         .attr("statusCallbackMethod", "POST")
         .child(Element::new("Parameter").attr("name", "call_sid").attr("value", call.call_sid.as_str()))
-        .child(Element::new("Parameter").attr("name", "token").attr("value", call.token));
-    let mut verbs = vec![Element::new("Start").child(recording)];
-    if let Some(greeting) = call.greeting {
-        verbs.push(Element::new("Play").text(greeting.as_str()));
+        .child(Element::new("Parameter").attr("name", "token").attr("value", call.token))
+        .child(Element::new("Parameter").attr("name", "generation").attr("value", call.generation.to_string()));
+    let mut verbs = Vec::new();
+    if call.generation == 0 {
+        let recording = Element::new("Recording")
+            .attr("channels", "dual")
+            .attr("recordingStatusCallback", call.recording_callback.as_str())
+            .attr("recordingStatusCallbackMethod", "POST")
+            .attr("recordingStatusCallbackEvent", RECORDING_EVENTS);
+        verbs.push(Element::new("Start").child(recording));
+        if let Some(greeting) = call.greeting {
+            verbs.push(Element::new("Play").text(greeting.as_str()));
+        }
     }
     // Nothing after </Connect>: its action URL decides what happens when the stream ends.
     verbs.push(Element::new("Connect").attr("action", call.connect_action.as_str()).attr("method", "POST").child(stream));

@@ -23,6 +23,7 @@ async fn aws_stores() -> (Stores, ()) {
 store_contract_tests!(@cases aws_stores();
     create_call_is_idempotent,
     transitions_are_conditional,
+    stream_generations_move_once,
     concurrent_transitions_apply_once,
     patches_keep_unset_fields,
     heartbeats_only_while_streaming,

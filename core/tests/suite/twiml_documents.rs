@@ -22,6 +22,7 @@ fn stream_call_is_the_documented_document() {
     for with_greeting in [false, true] {
         let doc = twiml::stream_call(&StreamCall {
             call_sid: &sid,
+            generation: 0,
             token: "tok&<en>",
             stream_url: &stream_url,
             stream_status_callback: &status_cb,
@@ -50,8 +51,37 @@ fn stream_call_is_the_documented_document() {
         assert_eq!(stream.attr("track"), None, "only the default inbound_track on <Connect>");
         assert_eq!(stream.attr("statusCallback"), Some("https://ck.example.com/webhook/stream_status"));
         let params: Vec<(Option<&str>, Option<&str>)> = stream.children.iter().map(|p| (p.attr("name"), p.attr("value"))).collect();
-        assert_eq!(params, [(Some("call_sid"), Some(sid.as_str())), (Some("token"), Some("tok&<en>"))]);
+        assert_eq!(params, [(Some("call_sid"), Some(sid.as_str())), (Some("token"), Some("tok&<en>")), (Some("generation"), Some("0"))]);
     }
+}
+
+/// A later generation continues the conversation on a new stream: the `<Connect>` alone (the
+/// recording goes on, the greeting is not played again), its generation as a `<Parameter>`, and
+/// `stream_ended` told which generation's stream ended.
+#[test]
+fn a_later_stream_generation_is_the_connect_alone() {
+    let sid = CallSid::parse("CA0123456789abcdef0123456789abcdef").unwrap();
+    let stream_url = AbsoluteUrl::ws_base("wss://relay.example.com", "RELAY_PUBLIC_URL").unwrap().join("/ws/twilio-media");
+    let base = AbsoluteUrl::http_base("https://ck.example.com", "PUBLIC_BASE_URL").unwrap();
+    let action = base.join("/webhook/stream_ended?generation=2");
+    let greeting = url("https://cdn.example.com/hello.wav");
+    let doc = twiml::stream_call(&StreamCall {
+        call_sid: &sid,
+        generation: 2,
+        token: "tok2",
+        stream_url: &stream_url,
+        stream_status_callback: &base.join("/webhook/stream_status"),
+        connect_action: &action,
+        recording_callback: &base.join("/webhook/recording_done"),
+        greeting: Some(&greeting),
+    });
+    let r = parse(doc.as_str());
+    assert_eq!(r.names(), ["Connect"]);
+    assert_eq!(r.children[0].attr("action"), Some("https://ck.example.com/webhook/stream_ended?generation=2"));
+    let stream = &r.children[0].children[0];
+    assert!(!stream.attr("url").unwrap().contains('?'), "the generation is a parameter, never a query string");
+    let params: Vec<(Option<&str>, Option<&str>)> = stream.children.iter().map(|p| (p.attr("name"), p.attr("value"))).collect();
+    assert_eq!(params, [(Some("call_sid"), Some(sid.as_str())), (Some("token"), Some("tok2")), (Some("generation"), Some("2"))]);
 }
 
 #[test]

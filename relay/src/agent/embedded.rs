@@ -21,6 +21,19 @@ pub struct EmbeddedAgent {
     pub reply: Prompt,
 }
 
+const HE_HOLD: &[u8] = include_bytes!("../../assets/prompts/he/hold.ulaw");
+const EN_HOLD: &[u8] = include_bytes!("../../assets/prompts/en/hold.ulaw");
+
+/// What the caller hears while the agent reconnects ("one moment, I am still here"): Hebrew for
+/// `he*`, English otherwise. Any agent may say it; it ships in the binary with the prompts.
+pub fn hold(language: &str) -> Prompt {
+    if language.starts_with("he") {
+        Prompt { audio: Bytes::from_static(HE_HOLD), text: "רגע אחד, אני איתך." }
+    } else {
+        Prompt { audio: Bytes::from_static(EN_HOLD), text: "One moment, I am still here." }
+    }
+}
+
 const HE_GREETING: &[u8] = include_bytes!("../../assets/prompts/he/greeting.ulaw");
 const HE_REPLY: &[u8] = include_bytes!("../../assets/prompts/he/reply.ulaw");
 const EN_GREETING: &[u8] = include_bytes!("../../assets/prompts/en/greeting.ulaw");

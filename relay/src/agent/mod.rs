@@ -12,6 +12,7 @@
 //!   beyond the cap is dropped and counted (`agent_audio_dropped`).
 
 pub mod embedded;
+pub mod history;
 pub mod openai;
 pub mod silent;
 pub mod vad;
@@ -126,6 +127,9 @@ pub struct CallInfo {
     /// An agent that writes to a model records here how long each caller frame waited in the
     /// relay before it was written (arrival → write done), in microseconds: the stream's figures.
     pub to_model: Arc<Mutex<Histogram>>,
+    /// The conversation so far, when this stream continues one (a later generation, on another
+    /// relay): the agent resumes it instead of greeting the caller again.
+    pub earlier: Option<history::History>,
 }
 
 /// The agent's ends of the two channels.
@@ -136,8 +140,12 @@ pub struct AgentLink {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
+    /// May pass: a drop, a timeout, a server error. A new session is worth trying.
     #[error("voice agent unavailable: {0}")]
     Unavailable(String),
+    /// Would fail the same way again: a key refused, a format the model reverted.
+    #[error("voice agent refused: {0}")]
+    Refused(String),
 }
 
 #[async_trait::async_trait]

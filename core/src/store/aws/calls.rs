@@ -86,6 +86,11 @@ impl Update {
         if let Some(pending) = patch.redirect_pending {
             self.set("redirect_pending", AttributeValue::Bool(pending));
         }
+        for (field, value) in [("generation", patch.generation), ("recoveries", patch.recoveries)] {
+            if let Some(value) = value {
+                self.set(field, n(value));
+            }
+        }
         self
     }
 
@@ -375,6 +380,8 @@ impl CallsPort for DynamoStore {
             transfer_to: None,
             stream: None,
             redirect_pending: false,
+            generation: 0,
+            recoveries: 0,
         };
         let put = self
             .client
@@ -404,9 +411,10 @@ impl CallsPort for DynamoStore {
         self.load_call(call_sid).await
     }
 
-    async fn transition(
+    async fn transition_at(
         &self,
         call_sid: &CallSid,
+        generation: Option<u32>,
         from: &[CallStatus],
         to: CallStatus,
         patch: &CallPatch,
@@ -428,7 +436,17 @@ impl CallsPort for DynamoStore {
             update.remove("active_pk").remove("active_sk");
         }
         let from_values: Vec<String> = allowed.iter().map(|s| update.value(super::items::s(s.as_str()))).collect();
-        let condition = format!("attribute_exists(#pk) AND #status IN ({})", from_values.join(", "));
+        let mut condition = format!("attribute_exists(#pk) AND #status IN ({})", from_values.join(", "));
+        match generation {
+            // A call written before generations were kept has none: its first.
+            Some(0) => condition.push_str(" AND (attribute_not_exists(#generation) OR #generation = :c_gen)"),
+            Some(_) => condition.push_str(" AND #generation = :c_gen"),
+            None => {}
+        }
+        if let Some(generation) = generation {
+            update.names.insert("#generation".into(), "generation".into());
+            update.values.insert(":c_gen".into(), n(generation));
+        }
         let builder = self
             .client
             .update_item()

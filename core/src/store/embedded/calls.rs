@@ -15,7 +15,8 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
 pub(super) const CALL_COLUMNS: &str = "call_sid, account_sid, from_addr, to_addr, contact, direction, status, created_at, updated_at, \
-     status_at, stream_sid, fallback_reason, fallback_action, end_reason, twilio_status, heartbeat_at, relay_instance, stream_figures, redirect_pending, transfer_to";
+     status_at, stream_sid, fallback_reason, fallback_action, end_reason, twilio_status, heartbeat_at, relay_instance, stream_figures, redirect_pending, transfer_to, \
+     generation, recoveries";
 
 pub(super) const RECORDING_COLUMNS: &str =
     "recording_sid, call_sid, url, status, duration_secs, channels, source, error_code, created_at, updated_at, job_enqueued_at";
@@ -45,6 +46,8 @@ pub(super) fn call_row(r: &Row<'_>) -> rusqlite::Result<Call> {
         stream: r.get::<_, Option<FiguresColumn>>(17)?.map(|f| Box::new(f.0)),
         redirect_pending: r.get(18)?,
         transfer_to: r.get(19)?,
+        generation: r.get(20)?,
+        recoveries: r.get(21)?,
     })
 }
 
@@ -151,7 +154,8 @@ pub(super) fn touch_contact(conn: &Connection, phone: &E164, at: Millis, profile
 pub(super) const PATCH_SET: &str = "stream_sid = coalesce(?, stream_sid), fallback_reason = coalesce(?, fallback_reason), \
      fallback_action = coalesce(?, fallback_action), end_reason = coalesce(?, end_reason), \
      twilio_status = coalesce(?, twilio_status), relay_instance = coalesce(?, relay_instance), \
-     redirect_pending = coalesce(?, redirect_pending), transfer_to = coalesce(?, transfer_to)";
+     redirect_pending = coalesce(?, redirect_pending), transfer_to = coalesce(?, transfer_to), \
+     generation = coalesce(?, generation), recoveries = coalesce(?, recoveries)";
 
 pub(super) fn patch_values(patch: &CallPatch) -> impl Iterator<Item = Value> + use<> {
     let text =
@@ -160,6 +164,8 @@ pub(super) fn patch_values(patch: &CallPatch) -> impl Iterator<Item = Value> + u
     text.into_iter().chain([
         patch.redirect_pending.map_or(Value::Null, |b| Value::Integer(i64::from(b))),
         patch.transfer_to.clone().map_or(Value::Null, Value::Text),
+        patch.generation.map_or(Value::Null, |g| Value::Integer(i64::from(g))),
+        patch.recoveries.map_or(Value::Null, |r| Value::Integer(i64::from(r))),
     ])
 }
 
@@ -176,7 +182,7 @@ impl CallsPort for EmbeddedStore {
             let tx = conn.transaction()?;
             let inserted = tx.execute(
                 &format!(
-                    "INSERT INTO calls ({CALL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, NULL, NULL, NULL, NULL, ?9, NULL, NULL, NULL, 0, NULL)
+                    "INSERT INTO calls ({CALL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, NULL, NULL, NULL, NULL, ?9, NULL, NULL, NULL, 0, NULL, 0, 0)
                      ON CONFLICT (call_sid) DO NOTHING"
                 ),
                 params![c.call_sid, c.account_sid, c.from, c.to, c.contact, c.direction, c.status, c.at, c.twilio_status],
@@ -196,9 +202,10 @@ impl CallsPort for EmbeddedStore {
         self.with_conn(move |conn| load_call(conn, &sid)).await
     }
 
-    async fn transition(
+    async fn transition_at(
         &self,
         call_sid: &CallSid,
+        generation: Option<u32>,
         from: &[CallStatus],
         to: CallStatus,
         patch: &CallPatch,
@@ -214,13 +221,15 @@ impl CallsPort for EmbeddedStore {
             } else {
                 let marks = vec!["?"; allowed.len()].join(", ");
                 let sql = format!(
-                    "UPDATE calls SET status = ?, status_at = ?, updated_at = ?, {PATCH_SET} WHERE call_sid = ? AND status IN ({marks})"
+                    "UPDATE calls SET status = ?, status_at = ?, updated_at = ?, {PATCH_SET} WHERE call_sid = ? AND status IN ({marks}) \
+                     AND generation = coalesce(?, generation)"
                 );
                 let values = [Value::from(to.as_str().to_string()), Value::from(at), Value::from(at)]
                     .into_iter()
                     .chain(patch_values(&patch))
                     .chain([Value::from(sid.to_string())])
-                    .chain(allowed.iter().map(|s| Value::from(s.as_str().to_string())));
+                    .chain(allowed.iter().map(|s| Value::from(s.as_str().to_string())))
+                    .chain([generation.map_or(Value::Null, |g| Value::Integer(i64::from(g)))]);
                 tx.execute(&sql, params_from_iter(values))?
             };
             let call = load_call(&tx, &sid)?;

@@ -167,6 +167,12 @@ CREATE INDEX messages_recent ON messages (created_at DESC, message_sid DESC);
 -- Signing out ends every session opened before (the cookie carries the epoch it was opened in).
 ALTER TABLE crm_users ADD COLUMN session_epoch INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- A call's stream generation (a new stream continues the conversation after a fault or a move),
+-- and how many of those a fault made.
+ALTER TABLE calls ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE calls ADD COLUMN recoveries INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

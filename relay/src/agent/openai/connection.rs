@@ -35,7 +35,7 @@ pub fn check_formats(input: Option<&str>, output: Option<&str>) -> Result<(), Ag
     if input == Some(PCMU) && output == Some(PCMU) {
         Ok(())
     } else {
-        Err(unavailable(format!(
+        Err(AgentError::Refused(format!(
             "the model's session is not μ-law both ways (input {}, output {})",
             input.unwrap_or("unset"),
             output.unwrap_or("unset")
@@ -58,7 +58,14 @@ impl Connection {
                 .max_frame_size(Some(MAX_MESSAGE));
             let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, Some(crate::tls::connector()))
                 .await
-                .map_err(|e| unavailable(format!("the model refused the connection: {e}")))?;
+                .map_err(|e| {
+                    let message = format!("the model refused the connection: {e}");
+                    // The key, the account or the URL: another try would be refused the same way.
+                    match &e {
+                        WsError::Http(response) if [401, 403, 404].contains(&response.status().as_u16()) => AgentError::Refused(message),
+                        _ => unavailable(message),
+                    }
+                })?;
             let mut connection = Connection { socket };
             connection.send(update).await?;
             loop {
@@ -68,7 +75,8 @@ impl Connection {
                         return Ok(connection);
                     }
                     error @ ServerEvent::Error { .. } => {
-                        return Err(unavailable(format!("the model refused the session: {error:?}")));
+                        let message = format!("the model refused the session: {error:?}");
+                        return Err(if error.is_fatal_error() { AgentError::Refused(message) } else { unavailable(message) });
                     }
                     _ => {}
                 }

@@ -8,14 +8,20 @@
 //! - Tools: `save_lead` (written to the call and its contact at once), `transfer_to_human` and
 //!   `end_call` (done once the words that announce them have played).
 //! - Caller silence: an "are you still there?", then a goodbye and the hang-up.
-//! - Any failure that leaves the caller without an agent (no socket within the connect
-//!   timeout, a refused handshake, a drop, a fatal `error`) ends `converse` with an error; the
-//!   relay then closes Twilio's stream with 1011 and `<Connect action>` gives the fallback.
+//! - The model going away does not end the call ([`resume`]): a drop, `session_expired`, or no
+//!   session within the connect timeout opens a new session, seeded with the conversation so far,
+//!   and the caller's words since the last answer reach it first; the caller hears a short "one
+//!   moment" if it takes long. A session is also replaced, at a quiet moment, before the API's
+//!   60-minute cap. Past [`resume::MAX_RECONNECTS`] in a minute (or on an error a new session
+//!   would repeat: a key, a quota, a format) `converse` fails; the relay then closes Twilio's
+//!   stream with 1011 and the caller gets the fallback.
 
 mod connection;
 pub mod protocol;
+mod resume;
 mod tools;
 
+use super::history::History;
 use super::{AgentError, AgentInput, AgentLink, AgentOutput, CallInfo, ResponseId, Speaker, VoiceAgent};
 use bytes::Bytes;
 use callkeeper_core::config::{Config, RealtimeSettings};
@@ -50,30 +56,76 @@ impl VoiceAgent for OpenAiAgent {
     }
 
     async fn converse(&self, call: CallInfo, link: AgentLink) -> Result<(), AgentError> {
-        let mut talk = Conversation::new(call, link, self.calls.clone());
+        let mut talk = Conversation::new(call, link, self.calls.clone(), self.settings.rotate_after);
+        if let Some(earlier) = talk.call.earlier.take() {
+            talk.history = earlier;
+        }
+        let fresh = talk.history.is_empty();
         // The clip plays while the socket opens: the caller hears the business at once. Only
         // its words are kept: this future lives as long as the call.
-        let clip_text = match talk.call.profile.greeting_clip.clone() {
+        let clip_text = match talk.call.profile.greeting_clip.clone().filter(|_| fresh) {
             Some(clip) => {
                 talk.say_clip(Bytes::from(clip.audio()), &clip.text).await;
+                talk.history.said(Speaker::Agent, &clip.text);
                 Some(clip.text)
             }
             None => None,
         };
-        let update = {
-            let tools = protocol::tools(&talk.call.profile, talk.call.transfer_number.is_some());
-            protocol::session_update(&talk.call.profile, &self.settings, &tools)
+        let mut model = if fresh {
+            // Boxed: the handshake's future is large and done with once the socket is open.
+            let model = match Box::pin(Connection::open(&self.settings, &self.api_key, talk.session_update(&self.settings))).await {
+                Ok(model) => model,
+                Err(e @ AgentError::Refused(_)) => return Err(e),
+                // The first try counts as one of the minute's reconnects: a model that is down
+                // gives the fallback after one more.
+                Err(e) => {
+                    talk.reconnects.push_back(Instant::now());
+                    Box::pin(talk.open_session(self, &e.to_string())).await?
+                }
+            };
+            talk.session_opened = Instant::now();
+            match clip_text {
+                Some(text) => talk.to_model.push(protocol::assistant_said(&text)),
+                None => {
+                    let greeting = talk.call.profile.greeting.clone();
+                    talk.request_response(Some(&greeting));
+                }
+            }
+            model
+        } else {
+            // Another relay held this call: the conversation goes on where it was.
+            Box::pin(talk.reconnect(self, None, "the call continues on a new stream")).await?
         };
-        // Boxed: the handshake's future is large and done with once the socket is open.
-        let mut model = Box::pin(Connection::open(&self.settings, &self.api_key, update)).await?;
-        match clip_text {
-            Some(text) => model.send(protocol::assistant_said(&text)).await?,
-            None => {
-                let greeting = talk.call.profile.greeting.clone();
-                talk.request_response(Some(&greeting));
+        loop {
+            match talk.run(&mut model).await {
+                Stop::CallOver => return Ok(()),
+                Stop::Rotate => {
+                    model = Box::pin(talk.rotate(self, model)).await?;
+                }
+                Stop::Lost { reason, retry: true } => {
+                    model = Box::pin(talk.reconnect(self, Some(model), &reason)).await?;
+                }
+                Stop::Lost { reason, retry: false } => return Err(AgentError::Refused(reason)),
             }
         }
-        talk.run(&mut model).await
+    }
+}
+
+/// Why [`Conversation::run`] returned.
+enum Stop {
+    /// The stream ended, or the relay has gone.
+    CallOver,
+    /// The session is old and the call is quiet: replace it now.
+    Rotate,
+    /// The session is gone. `retry`: a new one may go on (a drop, a timeout, the session's
+    /// cap); otherwise it would fail the same way.
+    Lost { reason: String, retry: bool },
+}
+
+impl From<AgentError> for Stop {
+    fn from(e: AgentError) -> Stop {
+        let retry = matches!(e, AgentError::Unavailable(_));
+        Stop::Lost { reason: e.to_string(), retry }
     }
 }
 
@@ -126,10 +178,25 @@ struct Conversation {
     quiet_since: Instant,
     /// Between `speech_started` and `speech_stopped`: a caller talking is never idle.
     caller_speaking: bool,
+    /// The conversation so far, for a new session.
+    history: History,
+    /// The caller's audio since the agent last began to answer: replayed to a new session, so
+    /// words said just before or during a drop are answered, not asked for again.
+    unanswered: resume::CallerAudio,
+    /// When the current session opened (it is replaced after `rotate_after`).
+    session_opened: Instant,
+    rotate_after: Duration,
+    /// Sessions opened after the first, by when (at most [`resume::MAX_RECONNECTS`] a minute).
+    reconnects: std::collections::VecDeque<Instant>,
+    /// Numbers the sessions, for the ids of the items replayed into each.
+    sessions: u32,
+    /// After a resume: the replayed lines' ids, until a response shows the model answers in
+    /// audio (a model may answer replayed assistant text in text only: see [`resume`]).
+    resume_check: Option<resume::Check>,
 }
 
 impl Conversation {
-    fn new(call: CallInfo, link: AgentLink, calls: Arc<dyn CallStore>) -> Conversation {
+    fn new(call: CallInfo, link: AgentLink, calls: Arc<dyn CallStore>, rotate_after: Duration) -> Conversation {
         Conversation {
             call,
             link,
@@ -148,7 +215,19 @@ impl Conversation {
             idle: Idle::Talking,
             quiet_since: Instant::now(),
             caller_speaking: false,
+            history: History::default(),
+            unanswered: resume::CallerAudio::default(),
+            session_opened: Instant::now(),
+            rotate_after,
+            reconnects: std::collections::VecDeque::new(),
+            sessions: 0,
+            resume_check: None,
         }
+    }
+
+    fn session_update(&self, settings: &RealtimeSettings) -> String {
+        let tools = protocol::tools(&self.call.profile, self.call.transfer_number.is_some());
+        protocol::session_update(&self.call.profile, settings, &tools)
     }
 
     async fn tell_relay(&self, output: AgentOutput) -> bool {
@@ -187,16 +266,21 @@ impl Conversation {
         self.quiet_since = Instant::now();
     }
 
-    async fn run(&mut self, model: &mut Connection) -> Result<(), AgentError> {
+    async fn run(&mut self, model: &mut Connection) -> Stop {
         loop {
             if !self.to_model.is_empty() {
-                model.send_all(self.to_model.drain(..)).await?;
+                if let Err(e) = model.send_all(self.to_model.drain(..)).await {
+                    return e.into();
+                }
                 if let Some(since) = self.audio_waiting_since.take() {
                     let waited = since.elapsed().as_micros() as u64;
                     self.call.to_model.lock().expect("not poisoned").record(waited);
                 }
             }
             let idle_at = self.quiet_since + self.idle_after();
+            // Past its age, the session is replaced once nothing is said or playing.
+            let rotate_at = self.session_opened + self.rotate_after;
+            let quiet = self.active.is_none() && !self.caller_speaking && self.items.is_empty();
             tokio::select! {
                 input = self.link.input.recv() => match input {
                     Some(input) => {
@@ -207,16 +291,22 @@ impl Conversation {
                         }
                     }
                     // The stream ended: the call is over for the agent.
-                    None => return Ok(()),
+                    None => return Stop::CallOver,
                 },
                 event = model.next() => {
-                    let event = event?;
+                    let event = match event {
+                        Ok(event) => event,
+                        Err(e) => return e.into(),
+                    };
                     self.event_read_at = Instant::now();
-                    if !self.on_model(event).await? {
-                        return Ok(());
+                    match self.on_model(event).await {
+                        Ok(true) => {}
+                        Ok(false) => return Stop::CallOver,
+                        Err(stop) => return stop,
                     }
                 }
                 _ = tokio::time::sleep_until(idle_at), if self.idle != Idle::Leaving && self.active.is_none() && !self.caller_speaking => self.on_idle(),
+                _ = tokio::time::sleep_until(rotate_at), if quiet && self.action.is_none() => return Stop::Rotate,
             }
         }
     }
@@ -228,6 +318,7 @@ impl Conversation {
             AgentInput::Audio { mulaw, arrived, .. } => {
                 self.audio_waiting_since.get_or_insert(arrived);
                 self.to_model.push(protocol::append(&mulaw));
+                self.unanswered.push(&mulaw);
             }
             AgentInput::Heard { response, heard_ms } => {
                 self.activity();
@@ -242,6 +333,7 @@ impl Conversation {
     /// The relay cut `response` at `heard_ms` and dropped what was queued behind it: the model's
     /// conversation keeps only what the caller heard.
     fn interrupted(&mut self, response: ResponseId, heard_ms: u64) {
+        self.history.cut_last_agent_line();
         let cut: Vec<(String, Item)> = self.items.extract_if(|_, item| item.response >= response).collect();
         for (item_id, item) in cut {
             self.discarded.insert(item.openai_response.clone());
@@ -272,7 +364,7 @@ impl Conversation {
     }
 
     /// Acts on one model event; `false` when the relay has gone.
-    async fn on_model(&mut self, event: ServerEvent) -> Result<bool, AgentError> {
+    async fn on_model(&mut self, event: ServerEvent) -> Result<bool, Stop> {
         let relay_listening = match event {
             ServerEvent::SpeechStarted => {
                 self.activity();
@@ -296,6 +388,7 @@ impl Conversation {
                 self.tell_relay(AgentOutput::CallerTurnEnded { at: callkeeper_core::time::now_ms() }).await
             }
             ServerEvent::CallerSaid(text) if !text.trim().is_empty() => {
+                self.history.said(Speaker::Caller, &text);
                 self.tell_relay(AgentOutput::Transcript { speaker: Speaker::Caller, text: text.trim().to_string() }).await
             }
             ServerEvent::ResponseCreated { id } => {
@@ -312,6 +405,11 @@ impl Conversation {
             ServerEvent::AudioDelta { response_id, item_id, audio } => {
                 if self.discarded.contains(&response_id) {
                     return Ok(true);
+                }
+                // The agent answers: what the caller said before is in the model's conversation.
+                self.unanswered.clear();
+                if let Some(check) = self.resume_check.as_mut() {
+                    check.spoke = true;
                 }
                 let next = &mut self.next_response;
                 let item = self.items.entry(item_id).or_insert_with(|| {
@@ -333,10 +431,17 @@ impl Conversation {
                 _ => true,
             },
             ServerEvent::AgentSaid { response_id, text } if !self.discarded.contains(&response_id) && !text.trim().is_empty() => {
+                self.history.said(Speaker::Agent, &text);
                 self.tell_relay(AgentOutput::Transcript { speaker: Speaker::Agent, text: text.trim().to_string() }).await
             }
             ServerEvent::FunctionCall { call_id, name, arguments } => {
+                if let Some(check) = self.resume_check.as_mut() {
+                    check.spoke = true;
+                }
                 let (output, action) = tools::run(&self.call, self.calls.as_ref(), &name, &arguments, &call_id).await;
+                if output["ok"] == true && output.get("lead").is_some() {
+                    self.history.lead = Some(output["lead"].clone());
+                }
                 if let Some(action) = action {
                     self.action = Some(action);
                     self.action_response = None;
@@ -352,17 +457,16 @@ impl Conversation {
             }
             ref error @ ServerEvent::Error { ref code, ref kind, ref message } => {
                 if error.is_fatal_error() {
-                    return Err(connection::unavailable(format!(
-                        "the model ended the session: {} ({})",
-                        message,
-                        code.as_deref().unwrap_or("no code")
-                    )));
+                    let reason = format!("the model ended the session: {} ({})", message, code.as_deref().unwrap_or("no code"));
+                    return Err(Stop::Lost { reason, retry: error.ends_only_this_session() });
                 }
                 tracing::warn!(call_sid = %self.call.call_sid, code = code.as_deref(), kind = kind.as_deref(), message, "model error; the call goes on");
                 self.tell_relay(AgentOutput::Error { message: message.clone() }).await
             }
             ServerEvent::SessionUpdated { input, output } => {
-                connection::check_formats(input.as_deref(), output.as_deref())?;
+                if let Err(e) = connection::check_formats(input.as_deref(), output.as_deref()) {
+                    return Err(Stop::Lost { reason: e.to_string(), retry: false });
+                }
                 true
             }
             ServerEvent::RateLimits(limits) => {
@@ -377,6 +481,9 @@ impl Conversation {
     async fn response_done(&mut self, id: String, status: &str) -> bool {
         if self.active.as_deref().is_some_and(|a| a == id || a.is_empty()) {
             self.active = None;
+        }
+        if status == "completed" {
+            self.check_resumed_answer();
         }
         self.discarded.remove(&id);
         tracing::debug!(call_sid = %self.call.call_sid, response = id, status, "response done");

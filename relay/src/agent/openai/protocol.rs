@@ -128,6 +128,24 @@ pub fn assistant_said(text: &str) -> String {
         .to_string()
 }
 
+/// A line of the conversation so far, replayed into a new session: the caller's as user
+/// `input_text`, the agent's as assistant `output_text` (the API cannot re-create assistant
+/// audio). `id` is ours, so the line can be deleted again.
+pub fn history_line(id: &str, line: &crate::agent::history::Line) -> String {
+    let (role, kind) = match line.speaker {
+        crate::agent::Speaker::Caller => ("user", "input_text"),
+        crate::agent::Speaker::Agent => ("assistant", "output_text"),
+    };
+    json!({ "type": "conversation.item.create", "item": { "id": id, "type": "message", "role": role, "content": [{ "type": kind, "text": line.text }] } })
+        .to_string()
+}
+
+/// Text only the model reads, as the given role's `input_text` (`system` or `user`).
+pub fn text_item(id: &str, role: &str, text: &str) -> String {
+    json!({ "type": "conversation.item.create", "item": { "id": id, "type": "message", "role": role, "content": [{ "type": "input_text", "text": text }] } })
+        .to_string()
+}
+
 /// Server events the conversation acts on.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServerEvent {
@@ -184,6 +202,12 @@ impl ServerEvent {
         let fatal_codes = ["session_expired", "beta_api_shape_disabled", "invalid_api_key", "insufficient_quota", "model_not_found"];
         code.as_deref().is_some_and(|c| fatal_codes.contains(&c))
             || kind.as_deref().is_some_and(|k| ["authentication_error", "permission_error"].contains(&k))
+    }
+
+    /// A fatal error that ends this session only: a new session goes on (the 60-minute cap).
+    /// Other fatal errors (a key, a quota, a model) would refuse the next session too.
+    pub fn ends_only_this_session(&self) -> bool {
+        matches!(self, ServerEvent::Error { code: Some(code), .. } if code == "session_expired")
     }
 }
 
@@ -260,6 +284,7 @@ mod tests {
             turn_detection: TurnDetection::ServerVad,
             transcribe_model: "gpt-4o-mini-transcribe".into(),
             connect_timeout: std::time::Duration::from_secs(3),
+            rotate_after: std::time::Duration::from_secs(1200),
         }
     }
 
@@ -293,7 +318,7 @@ mod tests {
             ServerEvent::AudioDelta { response_id: "resp_1".into(), item_id: "item_A".into(), audio: vec![0, 1, 2] }
         );
         let expired = r#"{"type":"error","error":{"type":"invalid_request_error","code":"session_expired","message":"max 60 minutes"}}"#;
-        assert!(parse(expired).unwrap().is_fatal_error());
+        assert!(parse(expired).unwrap().is_fatal_error() && parse(expired).unwrap().ends_only_this_session());
         let busy =
             r#"{"type":"error","error":{"type":"invalid_request_error","code":"conversation_already_has_active_response","message":"x"}}"#;
         assert!(!parse(busy).unwrap().is_fatal_error());
