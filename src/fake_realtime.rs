@@ -243,6 +243,7 @@ async fn serve_connection(tcp: tokio::net::TcpStream, options: Options, log: Arc
         if session.closing {
             let frame = CloseFrame { code: CloseCode::Away, reason: "Your session hit the maximum duration of 60 minutes.".into() };
             let _ = socket.send(Message::Close(Some(frame))).await;
+            struck(&all, session.options.fault);
             return;
         }
         let wake = session.next_wake();
@@ -255,13 +256,20 @@ async fn serve_connection(tcp: tokio::net::TcpStream, options: Options, log: Arc
             _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
                 if session.tick() {
                     // The drop: the TCP connection goes without a close frame.
-                    if matches!(session.options.fault, Fault::DownAfter(_)) {
-                        all.lock().expect("not poisoned").fault = Fault::Unavailable;
-                    }
+                    struck(&all, session.options.fault);
                     return;
                 }
             }
         }
+    }
+}
+
+/// A fault that ends a session strikes once: the connections after it are healthy (the model
+/// came back), except after `DownAfter`, when every one is refused.
+fn struck(all: &Mutex<Options>, fault: Fault) {
+    let mut options = all.lock().expect("not poisoned");
+    if options.fault == fault {
+        options.fault = if matches!(fault, Fault::DownAfter(_)) { Fault::Unavailable } else { Fault::None };
     }
 }
 

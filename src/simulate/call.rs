@@ -70,6 +70,11 @@ pub struct Played {
     pub heard_audio: Vec<u8>,
     /// REST redirects that came once the caller was in the fallback (there should be none).
     pub redirects_in_fallback: u32,
+    /// Media streams the call had: more than one when the conversation moved to a new stream.
+    pub streams: u32,
+    /// The silence the caller sat in right before the agent was heard again after the fault
+    /// (from the last agent audio or caller speech before that moment).
+    pub gap_ms: Option<u64>,
 }
 
 impl Played {
@@ -96,6 +101,8 @@ impl Played {
             bad_frames_sent: 0,
             heard_audio: Vec::new(),
             redirects_in_fallback: 0,
+            streams: 0,
+            gap_ms: None,
         }
     }
 }
@@ -121,6 +128,14 @@ pub(super) struct Player<'a> {
     /// Callbacks sent beside the call (stream status), and their tasks.
     pub(super) detached: Arc<std::sync::Mutex<Vec<Sent>>>,
     pub(super) detached_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The caller has heard the greeting: a later stream goes on with the conversation.
+    pub(super) greeted: bool,
+    /// The caller's next turn, across streams.
+    pub(super) next_turn: u32,
+    /// When the scenario's fault was made (once per call).
+    pub(super) fault: Option<Instant>,
+    /// A relay of this call is frozen: what comes is the watchdog's move or redirect.
+    pub(super) frozen: bool,
 }
 
 pub async fn play(ctx: &Ctx, scenario: Scenario) -> anyhow::Result<Played> {
@@ -143,6 +158,10 @@ pub async fn play(ctx: &Ctx, scenario: Scenario) -> anyhow::Result<Played> {
         agent_said: Vec::new(),
         detached: Default::default(),
         detached_tasks: Vec::new(),
+        greeted: false,
+        next_turn: 0,
+        fault: None,
+        frozen: false,
     };
     let result = player.run().await;
     let ended = Instant::now();
@@ -161,9 +180,19 @@ pub async fn play(ctx: &Ctx, scenario: Scenario) -> anyhow::Result<Played> {
         player.timeline.webhook(sent.sent, &sent.name, sent.status, sent.took);
     }
     let mut played = player.played;
+    played.gap_ms = player.fault.and_then(|fault| gap_after(fault, &player.heard));
     player.timeline.heard(&player.heard, ended);
     played.timeline = player.timeline;
     Ok(played)
+}
+
+/// The silence right before the agent was first heard again after `fault`: from the end of the
+/// last thing the caller heard from the agent or said, to that moment.
+fn gap_after(fault: Instant, heard: &Heard) -> Option<u64> {
+    let again = heard.agent.iter().map(|(from, _)| *from).filter(|from| *from >= fault).min()?;
+    let before =
+        heard.agent.iter().chain(&heard.speaking).map(|(_, to)| *to).filter(|to| *to <= again).max().unwrap_or(fault).min(again);
+    Some(again.duration_since(before).as_millis() as u64)
 }
 
 impl Player<'_> {
@@ -325,10 +354,10 @@ impl Player<'_> {
     /// What Twilio does once `<Connect>` is over.
     async fn after_stream(&mut self, connect: &El, end: StreamEnd) -> anyhow::Result<Option<El>> {
         let action = connect.attr("action").map(str::to_string);
-        if self.scenario == Scenario::TwilioRestFlaps {
+        if std::mem::take(&mut self.frozen) {
             // The call is rescued: the relay may wake for the calls after.
             if let Some(stack) = &self.ctx.stack {
-                stack.lock().await.freeze_relay(false);
+                stack.lock().await.thaw_all_relays();
             }
         }
         let status = match end {

@@ -35,6 +35,13 @@ pub struct Crm {
     pub frames_out: Option<u64>,
     pub bad_frames: u64,
     pub events: Vec<String>,
+    /// The call's last stream generation (0: it never moved) and how many faults moved it.
+    pub generation: u32,
+    pub recoveries: u32,
+    /// Model sessions opened after the call's first (a drop, a rotation, a new relay), and the
+    /// most lines of the conversation any of them was given.
+    pub model_resumes: usize,
+    pub lines_replayed: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -87,6 +94,15 @@ pub async fn read(store: &dyn CallStore, played: &Played, settle: Duration) -> a
                 frames_out: call.stream.as_ref().map(|s| s.frames_out),
                 bad_frames: call.stream.as_ref().map_or(0, |s| s.bad_frames.values().sum()),
                 events: events.iter().map(|e| e.kind.clone()).collect(),
+                generation: call.generation,
+                recoveries: call.recoveries,
+                model_resumes: events.iter().filter(|e| e.kind == "model_session").count(),
+                lines_replayed: events
+                    .iter()
+                    .filter(|e| e.kind == "model_session")
+                    .filter_map(|e| e.detail["lines_replayed"].as_u64())
+                    .max()
+                    .unwrap_or(0),
             }));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -138,7 +154,7 @@ pub fn checks(played: &Played, crm: Option<&Crm>, twilio: Option<&super::fake_tw
     };
     let voicemail = played.voicemail && crm.recordings >= 2;
     let holds = match played.outcome {
-        Outcome::Conversation | Outcome::Hangup => crm.turns > 0 || crm.transcript_lines > 0,
+        Outcome::Conversation | Outcome::Continued | Outcome::Hangup => crm.turns > 0 || crm.transcript_lines > 0,
         Outcome::Fallback => crm.fallback_reason.is_some() && (crm.transcript_lines > 0 || voicemail || crm.turns > 0),
     };
     push(
@@ -169,6 +185,25 @@ pub fn checks(played: &Played, crm: Option<&Crm>, twilio: Option<&super::fake_tw
             Verdict::Pass
         },
     );
+    if expected == Outcome::Continued {
+        // The conversation went on where it was: a new session was given the turns before.
+        push(
+            "history-replayed",
+            if crm.model_resumes > 0 && crm.lines_replayed > 0 {
+                Verdict::Pass
+            } else {
+                Verdict::Fail(format!("{} model sessions resumed, at most {} lines replayed", crm.model_resumes, crm.lines_replayed))
+            },
+        );
+        push(
+            "no-fallback",
+            if crm.fallback_reason.is_none() {
+                Verdict::Pass
+            } else {
+                Verdict::Fail(format!("the call fell back ({:?})", crm.fallback_reason))
+            },
+        );
+    }
     match scenario {
         Scenario::BadFrames => push(
             "bad-frames-counted",

@@ -64,9 +64,10 @@ impl FakeOpenAi {
         (self.counters.transcriptions.load(Ordering::SeqCst), self.counters.failed.load(Ordering::SeqCst))
     }
 
-    /// The Realtime sockets opened from now on drop this long after their first response.
-    pub fn drop_model_sockets(&self, after: Option<std::time::Duration>) {
-        self.realtime.set_fault(after.map_or(Fault::None, Fault::DropAfter));
+    /// How the next Realtime session misbehaves (once: the sessions after it are healthy,
+    /// unless the fault takes the model down for good).
+    pub fn model_fault(&self, fault: Fault) {
+        self.realtime.set_fault(fault);
     }
 }
 

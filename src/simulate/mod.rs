@@ -9,9 +9,11 @@
 //!   holds ([`checks`]).
 //! - Many calls at once (`--calls`, `--concurrency`) give a load summary ([`report`]).
 
+pub mod balancer;
 pub mod call;
 pub mod checks;
 pub mod command;
+mod deploy;
 pub mod fake_openai;
 pub mod fake_twilio;
 pub mod report;
@@ -25,6 +27,7 @@ use callkeeper_core::ids::random_sid;
 use callkeeper_core::signature::{compute, Algorithm};
 use callkeeper_core::store::Stores;
 use callkeeper_core::twiml_reader::try_parse_twiml;
+use crate::fake_realtime::Fault;
 use scenarios::{Needs, Scenario};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -101,6 +104,10 @@ pub struct CallReport {
     pub close: Option<String>,
     pub frames_sent: u64,
     pub frames_heard: u64,
+    /// Media streams the call had (more than one: the conversation moved to a new stream).
+    pub streams: u32,
+    /// After the fault: the silence right before the agent was heard again.
+    pub gap_ms: Option<u64>,
     pub crm: Option<checks::Crm>,
     pub checks: Vec<checks::Check>,
     pub passed: bool,
@@ -268,13 +275,16 @@ pub async fn run(options: Options) -> anyhow::Result<Run> {
     let mut skipped = Vec::new();
     let mut beside = Vec::new();
     let mut alone = Vec::new();
+    let mut deploying = false;
     for scenario in &options.scenarios {
         match scenario.needs() {
             Needs::LocalStack if stack.is_none() => skipped.push((*scenario, "needs the local stack (run with no target)".to_string())),
             Needs::OfflineOpenAi if openai.is_none() => {
                 skipped.push((*scenario, "needs the simulator's OpenAI (run with no target and --offline)".to_string()))
             }
+            Needs::Deploy if stack.is_none() => skipped.push((*scenario, "needs the local stack's relays (run with no target)".to_string())),
             Needs::Nothing => beside.push(*scenario),
+            Needs::Deploy => deploying = true,
             _ => alone.push(*scenario),
         }
     }
@@ -303,18 +313,27 @@ pub async fn run(options: Options) -> anyhow::Result<Run> {
             reports.extend(worker.await?);
         }
     }
+    if let (true, Some(stack)) = (deploying, &stack) {
+        // Alone in the run, the deploy's calls are as many as asked; beside others, one.
+        let count = if beside.is_empty() && alone.is_empty() { options.calls.max(1) } else { 1 };
+        let concurrency = options.concurrency.unwrap_or(count).clamp(1, count);
+        reports.extend(deploy::play(&ctx, stack.clone(), stores.clone(), count, concurrency).await?);
+    }
     for scenario in alone {
         let before = openai.as_ref().map_or((0, 0), |o| o.transcriptions());
         if let Some(openai) = &openai {
+            let after = Duration::from_secs(2);
             match scenario {
                 Scenario::TranscriptionFlaps => openai.fail_transcriptions(2),
-                Scenario::ModelDrops => openai.drop_model_sockets(Some(Duration::from_secs(2))),
+                Scenario::ModelDrops => openai.model_fault(Fault::DropAfter(after)),
+                Scenario::SessionExpired => openai.model_fault(Fault::FatalAfter(after)),
+                Scenario::ModelDown => openai.model_fault(Fault::DownAfter(after)),
                 _ => {}
             }
         }
         let mut report = play_one(&ctx, scenario, stores.as_ref()).await;
         if let Some(openai) = &openai {
-            openai.drop_model_sockets(None);
+            openai.model_fault(Fault::None);
             openai.fail_transcriptions(0);
             let (asked, failed) = openai.transcriptions();
             if scenario == Scenario::TranscriptionFlaps {
@@ -349,7 +368,7 @@ pub async fn run(options: Options) -> anyhow::Result<Run> {
 
 /// Plays one call and reads what the CRM made of it. A call the simulator could not play
 /// through (the stack never answered, a rescue that never came) is a failed report, not an error.
-async fn play_one(ctx: &call::Ctx, scenario: Scenario, stores: Option<&Stores>) -> anyhow::Result<CallReport> {
+pub(super) async fn play_one(ctx: &call::Ctx, scenario: Scenario, stores: Option<&Stores>) -> anyhow::Result<CallReport> {
     let played = match call::play(ctx, scenario).await {
         Ok(played) => played,
         Err(e) => return Ok(report::failed_call(scenario, &e)),

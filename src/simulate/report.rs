@@ -32,6 +32,8 @@ pub fn call_report(played: Played, crm: Option<Crm>, checks: Vec<Check>) -> Call
         close: played.close,
         frames_sent: played.frames_sent,
         frames_heard: played.frames_heard,
+        streams: played.streams,
+        gap_ms: played.gap_ms,
         crm,
         checks,
         passed,
@@ -102,6 +104,12 @@ pub struct Summary {
     pub greeting_ms_p99: Option<u64>,
     pub turn_ms_p50: Option<u64>,
     pub turn_ms_p99: Option<u64>,
+    /// After a fault, the silence before the agent was heard again, over calls that had one.
+    pub gap_ms_p50: Option<u64>,
+    pub gap_ms_p99: Option<u64>,
+    /// Calls that moved to a new stream at least once, and the streams over all calls.
+    pub calls_moved: usize,
+    pub streams: u64,
     /// Caller frames the relay did not count, and agent frames the relay sent that the caller
     /// did not hear, over all calls whose record says.
     pub caller_frames_lost: u64,
@@ -129,6 +137,7 @@ impl Summary {
             calls.iter().flat_map(|c| c.timeline.webhooks.iter().filter(|w| w.status != 0).map(|w| w.ms)).collect();
         let mut greetings: Vec<u64> = calls.iter().filter_map(|c| c.greeting_after_ms).collect();
         let mut turns: Vec<u64> = calls.iter().flat_map(|c| c.answer_after_ms.iter().flatten().copied()).collect();
+        let mut gaps: Vec<u64> = calls.iter().filter_map(|c| c.gap_ms).collect();
         let mut outcomes = std::collections::BTreeMap::new();
         for c in calls {
             *outcomes.entry(c.outcome.to_string()).or_insert(0) += 1;
@@ -154,6 +163,10 @@ impl Summary {
             greeting_ms_p99: percentile(&mut greetings, 0.99),
             turn_ms_p50: percentile(&mut turns, 0.5),
             turn_ms_p99: percentile(&mut turns, 0.99),
+            gap_ms_p50: percentile(&mut gaps, 0.5),
+            gap_ms_p99: percentile(&mut gaps, 0.99),
+            calls_moved: calls.iter().filter(|c| c.streams > 1).count(),
+            streams: calls.iter().map(|c| u64::from(c.streams)).sum(),
             caller_frames_lost: caller_lost,
             agent_frames_lost: agent_lost,
             concurrency,
@@ -215,6 +228,9 @@ fn holds(crm: &Crm) -> String {
         parts.push(format!("fallback {} ({reason})", crm.fallback_action.as_deref().unwrap_or("-")));
     }
     parts.push(format!("{} turns", crm.turns));
+    if crm.generation > 0 || crm.model_resumes > 0 {
+        parts.push(format!("{} stream moves, {} model resumes ({} lines replayed)", crm.generation, crm.model_resumes, crm.lines_replayed));
+    }
     parts.push(format!("{} transcript lines", crm.transcript_lines));
     if crm.recordings > 0 {
         parts.push(format!("{} recordings", crm.recordings));
@@ -256,18 +272,22 @@ pub fn by_scenario(run: &Run) -> String {
 
 /// The fault matrix: a row per call.
 pub fn matrix(run: &Run) -> String {
-    let mut out =
-        format!("{:<20} {:<13} {:<5} {:>10} {:>12}  {}\n", "SCENARIO", "OUTCOME", "PASS", "SILENCE", "TO FALLBACK", "THE CRM HOLDS");
+    let mut out = format!(
+        "{:<20} {:<13} {:<5} {:>10} {:>12} {:>9} {:>7}  {}\n",
+        "SCENARIO", "OUTCOME", "PASS", "SILENCE", "TO FALLBACK", "GAP", "STREAMS", "THE CRM HOLDS"
+    );
     for c in &run.calls {
         let crm = c.crm.as_ref().map_or("not checked".to_string(), holds);
         let _ = writeln!(
             out,
-            "{:<20} {:<13} {:<5} {:>10} {:>12}  {crm}",
+            "{:<20} {:<13} {:<5} {:>10} {:>12} {:>9} {:>7}  {crm}",
             c.scenario,
             c.outcome,
             if c.passed { "yes" } else { "NO" },
             format!("{} ms", c.longest_silence_ms),
-            ms(c.time_to_fallback_ms)
+            ms(c.time_to_fallback_ms),
+            ms(c.gap_ms),
+            c.streams
         );
     }
     for (scenario, why) in &run.skipped {
@@ -291,6 +311,16 @@ pub fn summary(s: &Summary) -> String {
     let _ = writeln!(out, "  webhook answer   p50 {}  p99 {}", ms(s.webhook_ms_p50), ms(s.webhook_ms_p99));
     let _ = writeln!(out, "  greeting after   p50 {}  p99 {}", ms(s.greeting_ms_p50), ms(s.greeting_ms_p99));
     let _ = writeln!(out, "  answer after     p50 {}  p99 {}", ms(s.turn_ms_p50), ms(s.turn_ms_p99));
+    if s.gap_ms_p50.is_some() || s.calls_moved > 0 {
+        let _ = writeln!(
+            out,
+            "  after a fault    gap p50 {}  p99 {}; {} calls moved to a new stream ({} streams in all)",
+            ms(s.gap_ms_p50),
+            ms(s.gap_ms_p99),
+            s.calls_moved,
+            s.streams
+        );
+    }
     let _ = writeln!(out, "  frames lost      {} of the callers', {} of the agent's", s.caller_frames_lost, s.agent_frames_lost);
     if let (Some(cpu), Some(rss), Some(usage)) = (s.cpu_ms_per_call, s.rss_kib_per_call, s.usage) {
         let _ = writeln!(

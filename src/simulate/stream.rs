@@ -1,6 +1,7 @@
 //! The `<Connect><Stream>` of a simulated call: the signed media WebSocket, the caller's side
-//! of the conversation (listen to the greeting, speak, listen, turn by turn) and the scenario's
-//! fault at its moment, the stream's status callbacks, and why the stream ended.
+//! of the conversation (listen to the greeting, speak, listen, turn by turn, going on where it
+//! was on a later stream) and the scenario's fault at its moment, the stream's status
+//! callbacks, and why the stream ended.
 
 use super::call::{send_signed, Player};
 use super::fake_twilio::Update;
@@ -16,6 +17,8 @@ use tokio::time::Instant;
 const AGENT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest wait, once the caller's media stopped or the relay froze, for something to happen.
 const RESCUE_TIMEOUT: Duration = Duration::from_secs(30);
+/// On a later stream, how long the caller waits for the agent to speak before going on.
+const RESUME_LISTEN: Duration = Duration::from_secs(3);
 const STEP: Duration = Duration::from_millis(100);
 
 /// Why a stream ended.
@@ -39,11 +42,12 @@ impl Player<'_> {
         let status_callback = stream.attr("statusCallback").map(str::to_string);
         let parameters = super::stream_parameters(stream);
         let stream_sid = random_sid("MZ");
-        if self.scenario == Scenario::RelayDown {
+        self.played.streams += 1;
+        if self.scenario == Scenario::RelayDown && self.fault.is_none() {
             if let Some(stack) = &self.ctx.stack {
-                stack.lock().await.kill_relay();
+                stack.lock().await.kill_all_relays();
                 self.fault();
-                self.timeline.note(self.ms(), "fault: the relay is down");
+                self.timeline.note(self.ms(), "fault: the relays are down");
             }
         }
         let parsed = url::Url::parse(&url)?;
@@ -68,7 +72,7 @@ impl Player<'_> {
                 );
                 if self.scenario == Scenario::RelayDown {
                     if let Some(stack) = &self.ctx.stack {
-                        stack.lock().await.start_relay().await?;
+                        stack.lock().await.start_missing_relays().await?;
                     }
                 }
                 return Ok(StreamEnd::Refused);
@@ -79,22 +83,23 @@ impl Player<'_> {
         call.connected();
         let start = Instant::now();
         call.start(&self.call_sid, &self.ctx.account_sid, &parameters);
-        self.timeline.note(self.ms(), "stream open: connected and start sent");
+        let generation = parameters.iter().find(|(k, _)| k == "generation").map_or("0", |(_, v)| v.as_str()).to_string();
+        self.timeline.note(self.ms(), &format!("stream open (generation {generation}): connected and start sent"));
         self.stream_status(&status_callback, &stream_sid, "stream-started", None);
 
         let end = self.converse(&mut call, start).await?;
         let heard = call.heard();
-        self.played.frames_heard = heard.media_frames;
-        self.played.agent_audio_ms = heard.audio.len() as u64 / 8;
-        self.played.marks_echoed = heard.marks_echoed.len();
+        self.played.frames_heard += heard.media_frames;
+        self.played.agent_audio_ms += heard.audio.len() as u64 / 8;
+        self.played.marks_echoed += heard.marks_echoed.len();
         for span in &heard.spans {
             let length = (span.end.saturating_duration_since(span.start).as_millis() as usize * 8)
                 .min(heard.audio.len() - span.audio_from.min(heard.audio.len()));
             self.agent_said.push((span.start, heard.audio[span.audio_from..span.audio_from + length].to_vec()));
         }
         self.heard.agent.extend(heard.spans.iter().map(|s| (s.start, s.end)));
-        self.played.frames_sent = call.frames_sent();
-        self.played.heard_audio = heard.audio.clone();
+        self.played.frames_sent += call.frames_sent();
+        self.played.heard_audio.extend_from_slice(&heard.audio);
         match &end {
             StreamEnd::Closed(reason) => {
                 self.played.close = Some(reason.clone());
@@ -133,19 +138,105 @@ impl Player<'_> {
         }));
     }
 
+    /// The scenario's fault is made now (once per call).
     fn fault(&mut self) {
         self.played.fault_at_ms.get_or_insert(self.ms());
+        self.fault.get_or_insert_with(Instant::now);
     }
 
-    /// The caller's side of the stream: listen to the greeting, then speak and listen, turn by
-    /// turn, with the scenario's fault at its moment.
+    /// The caller's side of the stream: listen to the greeting (on the call's first stream), then
+    /// speak and listen, turn by turn, with the scenario's fault at its moment. A later stream
+    /// goes on with the turns that are left.
     async fn converse(&mut self, call: &mut MediaCall, start: Instant) -> anyhow::Result<StreamEnd> {
-        // The greeting.
+        if self.greeted {
+            if let Some(end) = self.listen_after_resume(call).await {
+                return Ok(end);
+            }
+        } else if let Some(end) = self.greeting(call, start).await? {
+            return Ok(end);
+        }
+        let turns = self.scenario.turns(self.ctx.turns);
+        while self.next_turn < turns {
+            let turn = self.next_turn;
+            let before = call.heard().media_frames;
+            let said_at = Instant::now();
+            let audio = self.ctx.caller_audio.clone();
+            for (i, piece) in audio.chunks(800).enumerate() {
+                if let Some(end) = self.check(call).await {
+                    self.heard.speaking.push((said_at, Instant::now()));
+                    return Ok(end);
+                }
+                if turn == 0 && i == 10 && self.fault.is_none() {
+                    if let Some(end) = self.mid_turn_fault(call).await? {
+                        self.heard.speaking.push((said_at, Instant::now()));
+                        return Ok(end);
+                    }
+                }
+                if self.scenario == Scenario::BadFrames && turn == 0 && i % 4 == 1 {
+                    self.send_bad_frame(call, i / 4);
+                }
+                call.speak(piece).await;
+            }
+            self.said.push((said_at, audio.to_vec()));
+            self.heard.speaking.push((said_at, Instant::now()));
+            let stopped = Instant::now();
+            let mut until = Instant::now() + AGENT_TIMEOUT;
+            loop {
+                if let Some(end) = self.check(call).await {
+                    return Ok(end);
+                }
+                call.silence(STEP).await;
+                let heard = call.heard();
+                // Mid-answer faults: once the answer has played for a moment.
+                if turn == 0 && self.fault.is_none() && heard.media_frames > before + 10 {
+                    if let Some(end) = self.mid_answer_fault(call).await? {
+                        return Ok(end);
+                    }
+                    if self.frozen {
+                        until = Instant::now() + RESCUE_TIMEOUT;
+                    }
+                }
+                if !self.frozen && heard.media_frames > before && heard.last_media_at.is_some_and(|at| at.elapsed() >= UTTERANCE_GAP) {
+                    break;
+                }
+                if Instant::now() > until {
+                    if self.frozen {
+                        anyhow::bail!("the frozen relay's call was neither moved nor redirected within {} s", RESCUE_TIMEOUT.as_secs());
+                    }
+                    break;
+                }
+            }
+            let answered = call.heard().utterances.into_iter().find(|at| *at >= stopped);
+            self.played.answer_after_ms.push(answered.map(|at| at.duration_since(stopped).as_millis() as u64));
+            self.next_turn += 1;
+            if self.scenario == Scenario::StoreBlip && turn == 0 {
+                return self.store_blip(call).await;
+            }
+        }
+        self.model_fault_struck();
+        if self.scenario.expected() == Outcome::Fallback {
+            // The model going down closes the stream; anything else was the call's own fault.
+            if self.scenario == Scenario::ModelDown {
+                if let Some(end) = self.wait_for_rescue(call).await? {
+                    return Ok(end);
+                }
+            }
+            anyhow::bail!("the {} fault was never made: the call had no turn to make it in", self.scenario.name());
+        }
+        self.timeline.note(self.ms(), "the caller hangs up");
+        call.stop();
+        call.hang_up();
+        self.played.outcome = if self.fault.is_some() || self.played.streams > 1 { Outcome::Continued } else { Outcome::Conversation };
+        Ok(StreamEnd::HungUp)
+    }
+
+    /// The greeting, on the call's first stream; `Some` when the stream ended meanwhile.
+    async fn greeting(&mut self, call: &mut MediaCall, start: Instant) -> anyhow::Result<Option<StreamEnd>> {
         let mut media_on = true;
         let until = Instant::now() + AGENT_TIMEOUT;
         loop {
             if let Some(end) = self.check(call).await {
-                return Ok(end);
+                return Ok(Some(end));
             }
             let heard = call.heard();
             let greeting_ms = heard.audio.len() as u64 / 8;
@@ -153,7 +244,7 @@ impl Player<'_> {
                 self.timeline.note(self.ms(), "the caller hangs up during the greeting");
                 call.stop();
                 call.hang_up();
-                return Ok(StreamEnd::HungUp);
+                return Ok(Some(StreamEnd::HungUp));
             }
             if self.scenario == Scenario::MediaStops && media_on && greeting_ms >= 500 {
                 self.timeline.note(self.ms(), "fault: the caller's media stops (the socket stays open)");
@@ -179,68 +270,26 @@ impl Player<'_> {
         let greeting = call.heard();
         self.played.greeting_after_ms = greeting.first_media_at.map(|at| at.duration_since(start).as_millis() as u64);
         self.played.greeting_ms = greeting.audio.len() as u64 / 8;
+        self.greeted = true;
+        Ok(None)
+    }
 
-        for turn in 0..self.ctx.turns {
-            let before = call.heard().media_frames;
-            let said_at = Instant::now();
-            let audio = self.ctx.caller_audio.clone();
-            for (i, piece) in audio.chunks(800).enumerate() {
-                if let Some(end) = self.check(call).await {
-                    return Ok(end);
-                }
-                if turn == 0 && i == 10 {
-                    if let Some(end) = self.mid_turn_fault(call).await? {
-                        return Ok(end);
-                    }
-                }
-                if self.scenario == Scenario::BadFrames && turn == 0 && i % 4 == 1 {
-                    self.send_bad_frame(call, i / 4);
-                }
-                call.speak(piece).await;
+    /// A later stream: the agent may first finish what the fault cut (or answer what it left
+    /// unanswered); the caller listens until it is done, then goes on.
+    async fn listen_after_resume(&mut self, call: &mut MediaCall) -> Option<StreamEnd> {
+        self.timeline.note(self.ms(), "the conversation continues on a new stream");
+        let until = Instant::now() + RESUME_LISTEN;
+        loop {
+            if let Some(end) = self.check(call).await {
+                return Some(end);
             }
-            self.said.push((said_at, audio.to_vec()));
-            self.heard.speaking.push((said_at, Instant::now()));
-            let stopped = Instant::now();
-            // A frozen relay answers nothing: what comes is the watchdog's redirect.
-            let frozen = self.scenario == Scenario::TwilioRestFlaps && turn == 0;
-            let limit = if frozen { RESCUE_TIMEOUT } else { AGENT_TIMEOUT };
-            let until = Instant::now() + limit;
-            loop {
-                if let Some(end) = self.check(call).await {
-                    return Ok(end);
-                }
-                call.silence(STEP).await;
-                let heard = call.heard();
-                if heard.media_frames > before && heard.last_media_at.is_some_and(|at| at.elapsed() >= UTTERANCE_GAP) {
-                    break;
-                }
-                if Instant::now() > until {
-                    if frozen {
-                        anyhow::bail!("the frozen relay's call was not redirected within {} s", limit.as_secs());
-                    }
-                    break;
-                }
-            }
-            let answered = call.heard().utterances.into_iter().find(|at| *at >= stopped);
-            self.played.answer_after_ms.push(answered.map(|at| at.duration_since(stopped).as_millis() as u64));
-            if self.scenario == Scenario::StoreBlip && turn == 0 {
-                return self.store_blip(call).await;
+            call.silence(STEP).await;
+            let heard = call.heard();
+            let done = heard.last_media_at.is_some_and(|at| at.elapsed() >= UTTERANCE_GAP);
+            if done || (heard.media_frames == 0 && Instant::now() > until) {
+                return None;
             }
         }
-        if self.scenario.expected() == Outcome::Fallback && self.scenario != Scenario::ModelDrops {
-            anyhow::bail!("the {} fault was never made: the call had no turn to make it in", self.scenario.name());
-        }
-        if self.scenario == Scenario::ModelDrops {
-            // The model's socket dropped after its first answer: the relay must have closed.
-            if let Some(end) = self.wait_for_rescue(call).await? {
-                return Ok(end);
-            }
-        }
-        self.timeline.note(self.ms(), "the caller hangs up");
-        call.stop();
-        call.hang_up();
-        self.played.outcome = Outcome::Conversation;
-        Ok(StreamEnd::HungUp)
     }
 
     /// Faults made a second into the caller's first turn.
@@ -252,31 +301,60 @@ impl Player<'_> {
                 call.hang_up();
                 Ok(Some(StreamEnd::Dropped))
             }
-            Scenario::RelayRestart => {
-                let Some(stack) = &self.ctx.stack else { return Ok(None) };
-                self.fault();
-                self.timeline.note(self.ms(), "fault: the relay process is killed (SIGKILL)");
-                stack.lock().await.kill_relay();
-                let end = self.wait_for_rescue(call).await?;
-                // Started again for the calls after.
-                let stack = stack.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = stack.lock().await.start_relay().await {
-                        tracing::error!(error = %e, "the relay did not start again");
-                    }
-                });
-                Ok(end)
-            }
+            Scenario::RelayRestart => self.kill_the_relay(call, "the relay holding the call is killed (SIGKILL) while the caller speaks").await,
             Scenario::TwilioRestFlaps => {
                 let (Some(stack), Some(twilio)) = (&self.ctx.stack, &self.ctx.twilio) else { return Ok(None) };
                 twilio.fail_redirects(&self.call_sid, 2);
                 self.fault();
-                self.timeline.note(self.ms(), "fault: the relay hangs (SIGSTOP); Twilio's REST will refuse two redirects");
-                stack.lock().await.freeze_relay(true);
+                self.timeline.note(self.ms(), "fault: the relay hangs (SIGSTOP); Twilio's REST will refuse two updates");
+                let stack = stack.lock().await;
+                if let Some(i) = stack.relay_holding_a_call() {
+                    stack.freeze_relay(i, true);
+                }
+                self.frozen = true;
                 Ok(None)
             }
             _ => Ok(None),
         }
+    }
+
+    /// Faults made while the agent's first answer plays.
+    async fn mid_answer_fault(&mut self, call: &mut MediaCall) -> anyhow::Result<Option<StreamEnd>> {
+        match self.scenario {
+            Scenario::RelayCrash => self.kill_the_relay(call, "the relay holding the call is killed (SIGKILL) mid-answer").await,
+            Scenario::RelayHang => {
+                let Some(stack) = &self.ctx.stack else { return Ok(None) };
+                self.fault();
+                self.timeline.note(self.ms(), "fault: the relay holding the call hangs (SIGSTOP) mid-answer");
+                let stack = stack.lock().await;
+                if let Some(i) = stack.relay_holding_a_call() {
+                    stack.freeze_relay(i, true);
+                }
+                self.frozen = true;
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// SIGKILL to the relay holding the call; it is started again for the calls after.
+    async fn kill_the_relay(&mut self, call: &mut MediaCall, what: &str) -> anyhow::Result<Option<StreamEnd>> {
+        let Some(stack) = self.ctx.stack.clone() else { return Ok(None) };
+        self.fault();
+        self.timeline.note(self.ms(), &format!("fault: {what}"));
+        {
+            let mut stack = stack.lock().await;
+            if let Some(i) = stack.relay_holding_a_call() {
+                stack.kill_relay(i);
+            }
+        }
+        let end = self.wait_for_rescue(call).await?;
+        tokio::spawn(async move {
+            if let Err(e) = stack.lock().await.start_missing_relays().await {
+                tracing::error!(error = %e, "the relay did not start again");
+            }
+        });
+        Ok(end)
     }
 
     async fn store_blip(&mut self, call: &mut MediaCall) -> anyhow::Result<StreamEnd> {
@@ -307,15 +385,29 @@ impl Player<'_> {
             }
             call.silence(STEP).await;
         }
-        if self.scenario == Scenario::ModelDrops {
-            return Ok(None);
-        }
         anyhow::bail!("nothing rescued the call within {} s of the fault", RESCUE_TIMEOUT.as_secs())
+    }
+
+    /// The simulator's OpenAI made this call's fault (a drop, the session's end): when.
+    fn model_fault_struck(&mut self) {
+        if !matches!(self.scenario, Scenario::ModelDrops | Scenario::SessionExpired | Scenario::ModelDown) || self.fault.is_some() {
+            return;
+        }
+        let struck = self.ctx.offline.as_ref().and_then(|o| o.realtime.log().faulted_at).filter(|at| *at >= self.started);
+        if let Some(at) = struck {
+            self.played.fault_at_ms = Some(at.duration_since(self.started).as_millis() as u64);
+            self.fault = Some(at);
+            self.timeline.note(self.played.fault_at_ms.unwrap_or_default(), "fault: the model's session ended");
+        }
     }
 
     /// The relay closed the socket, or a REST update came.
     async fn check(&mut self, call: &mut MediaCall) -> Option<StreamEnd> {
         if let Some(update) = self.pending_update() {
+            if self.scenario == Scenario::Deploy {
+                // The draining relay moved the call: the deploy's mark on this call.
+                self.fault();
+            }
             // Twilio stops the stream, then follows the new TwiML.
             call.stop();
             call.hang_up();
@@ -323,14 +415,7 @@ impl Player<'_> {
         }
         let closed = call.closed(Duration::ZERO).await?;
         let reason = format!("{} {}", closed.code, closed.reason);
-        if self.scenario == Scenario::ModelDrops {
-            // The fault is the simulator's OpenAI dropping the model's socket: when it did.
-            let dropped = self.ctx.offline.as_ref().and_then(|o| o.realtime.log().faulted_at);
-            if let Some(at) = dropped.filter(|at| *at >= self.started) {
-                self.played.fault_at_ms = Some(at.duration_since(self.started).as_millis() as u64);
-                self.timeline.note(self.played.fault_at_ms.unwrap_or_default(), "fault: the model's socket dropped");
-            }
-        }
+        self.model_fault_struck();
         self.timeline.note(self.ms(), &format!("the relay closed the stream: {reason}"));
         Some(StreamEnd::Closed(reason))
     }

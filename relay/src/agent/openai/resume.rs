@@ -24,7 +24,9 @@ use super::connection::Connection;
 use super::{protocol, Conversation, OpenAiAgent};
 use crate::agent::embedded;
 use crate::agent::{AgentError, Speaker};
+use callkeeper_core::call::CallEvent;
 use callkeeper_core::metrics;
+use callkeeper_core::time::now_ms;
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -34,6 +36,8 @@ pub const MAX_RECONNECTS: usize = 2;
 const RECONNECT_WINDOW: Duration = Duration::from_secs(60);
 /// A gap longer than this is filled with the "one moment" prompt.
 pub const FILLER_AFTER: Duration = Duration::from_millis(700);
+/// A filler due while the caller speaks waits this much more.
+const FILLER_RETRY: Duration = Duration::from_millis(300);
 /// Between a failed open and the next.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// A rotation that failed (the old session goes on) is tried again this much later.
@@ -61,12 +65,23 @@ impl CallerAudio {
 
     /// Whether any 20 ms of it is louder than silence on a phone line.
     pub fn has_speech(&self) -> bool {
-        let bytes: Vec<u8> = self.bytes.iter().copied().collect();
-        bytes.chunks(160).any(|frame| {
-            let energy = frame.iter().map(|&c| f64::from(callkeeper_core::mulaw::decode(c)).powi(2)).sum::<f64>() / frame.len() as f64;
-            energy.sqrt() >= 400.0
-        })
+        voiced(self.bytes.iter().copied())
     }
+
+    /// Whether the caller spoke in the last 300 ms.
+    pub fn speaking_now(&self) -> bool {
+        voiced(self.bytes.iter().rev().take(300 * 8).copied())
+    }
+}
+
+/// Whether any 20 ms of `mulaw` is louder than silence on a phone line (the embedded VAD's
+/// threshold).
+fn voiced(mulaw: impl Iterator<Item = u8>) -> bool {
+    let bytes: Vec<u8> = mulaw.collect();
+    bytes.chunks(160).any(|frame| {
+        let energy = frame.iter().map(|&c| f64::from(callkeeper_core::mulaw::decode(c)).powi(2)).sum::<f64>() / frame.len() as f64;
+        energy.sqrt() >= 400.0
+    })
 }
 
 /// The first completed response after a resume, watched for audio.
@@ -107,10 +122,20 @@ impl Conversation {
             let opened = loop {
                 tokio::select! {
                     opened = &mut open => break opened,
+                    // The relay goes on hearing the caller: their audio waits for the new session.
+                    input = self.link.input.recv() => match input {
+                        Some(input) => self.on_input(input),
+                        None => return Err(AgentError::Unavailable("the call ended while the model reconnected".into())),
+                    },
                     () = &mut filler, if !filled => {
-                        filled = true;
-                        // Only into silence: audio still playing is the agent's own words.
-                        if self.items.is_empty() {
+                        if !self.items.is_empty() {
+                            // Audio still playing is the agent's own words: no filler over them.
+                            filled = true;
+                        } else if self.unanswered.speaking_now() {
+                            // Not over the caller: a little later.
+                            filler.as_mut().reset(Instant::now() + FILLER_RETRY);
+                        } else {
+                            filled = true;
                             let hold = embedded::hold(&self.call.profile.language);
                             self.say_clip(hold.audio, hold.text).await;
                         }
@@ -145,7 +170,7 @@ impl Conversation {
         }
         let connection = self.open_session(agent, reason).await?;
         self.forget_session();
-        self.seed(false);
+        self.seed(reason);
         Ok(connection)
     }
 
@@ -159,7 +184,7 @@ impl Conversation {
                 metrics::record(metrics::MODEL_RECONNECTS, 1.0, &["rotated"]);
                 tracing::info!(call_sid = %self.call.call_sid, age_secs = age.as_secs(), "model session replaced at a quiet moment");
                 self.forget_session();
-                self.seed(false);
+                self.seed("rotated before the session's cap");
                 Ok(connection)
             }
             Err(e) => {
@@ -185,18 +210,33 @@ impl Conversation {
         self.session_opened = Instant::now();
     }
 
-    /// What a new session gets before anything else (see the module's doc).
-    fn seed(&mut self, packed: bool) {
+    /// What a new session gets before anything else (see the module's doc), and an event on
+    /// the call that says what it got.
+    fn seed(&mut self, why: &str) {
         self.sessions += 1;
-        let ids = self.replay(packed);
+        let ids = self.replay(false);
         let audio: Vec<u8> = self.unanswered.bytes.iter().copied().collect();
         for frame in audio.chunks(160) {
             self.to_model.push(protocol::append(frame));
         }
-        if !self.unanswered.has_speech() && self.history.agent_owes_an_answer() {
+        let speech = self.unanswered.has_speech();
+        let answers = !speech && self.history.agent_owes_an_answer();
+        if answers {
             self.request_response(None);
         }
-        self.resume_check = (!ids.is_empty()).then_some(Check { ids, packed, spoke: false });
+        let detail = serde_json::json!({
+            "reason": why, "session": self.sessions, "lines_replayed": self.history.lines.len(),
+            "lead_replayed": self.history.lead.is_some(), "caller_audio_ms": audio.len() / 8,
+            "caller_spoke_in_gap": speech, "answer_requested": answers,
+        });
+        let (calls, sid, session) = (self.calls.clone(), self.call.call_sid.clone(), self.sessions);
+        tokio::spawn(async move {
+            let event = CallEvent { at: now_ms(), kind: "model_session".into(), key: format!("model_session:{session}:{}", now_ms()), detail };
+            if let Err(e) = calls.add_event(&sid, &event).await {
+                tracing::warn!(call_sid = %sid, error = %e, "model_session event not written");
+            }
+        });
+        self.resume_check = (!ids.is_empty()).then_some(Check { ids, packed: false, spoke: false });
     }
 
     /// The history and the note, as items; their ids.
