@@ -433,6 +433,11 @@ impl Session {
                 let id = item["id"].as_str().map(str::to_string).unwrap_or_else(|| self.id("item"));
                 if item["type"] == "message" && item["role"] == "assistant" {
                     self.replayed_assistant.insert(id.clone());
+                    // A resumed conversation: the model goes on from where its history says it
+                    // was, so an answer the history holds is not the next one it gives.
+                    if self.responses_done == 0 && self.running.is_none() {
+                        self.script.pop_front();
+                    }
                 }
                 self.emit(json!({ "type": "conversation.item.added", "item": { "id": id, "type": item["type"] } }));
             }

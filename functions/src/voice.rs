@@ -108,7 +108,7 @@ pub async fn stream_ended(
 ) -> Result<Response, WebhookError> {
     let call_sid: CallSid = form.parse_required("CallSid")?;
     let generation = query.generation.unwrap_or(0);
-    let failure = match tokio::time::timeout(STORE_BUDGET, follow_stream(&state, &form, &call_sid, generation)).await {
+    let failure = match tokio::time::timeout(STORE_BUDGET, follow_stream(&state, &form, &call_sid, generation, false)).await {
         Ok(Ok(doc)) => return Ok(twiml_response(doc)),
         Ok(Err(WebhookError::Unavailable(e))) => e.to_string(),
         Ok(Err(refused)) => return Err(refused),
@@ -120,9 +120,12 @@ pub async fn stream_ended(
     };
     tracing::error!(call_sid = %call_sid, error = failure, decision, reason, "the store failed: answered without it; writing the call later");
     let (state, form, sid) = (state.clone(), form.clone(), call_sid.clone());
+    // The replay writes what the caller was given: a caller given the fallback is in it, and
+    // the call must not be moved to a new stream behind its back.
+    let served_fallback = decision != "hangup";
     crate::deferred::retry("stream_ended", call_sid, move || {
         let (state, form, sid) = (state.clone(), form.clone(), sid.clone());
-        async move { follow_stream(&state, &form, &sid, generation).await.map(|_| ()) }
+        async move { follow_stream(&state, &form, &sid, generation, served_fallback).await.map(|_| ()) }
     });
     Ok(twiml_response(doc))
 }
@@ -164,7 +167,14 @@ fn by_form(state: &AppState, form: &Form) -> Option<FormSays> {
 }
 
 /// `stream_ended` with the store: decides, writes the call's end or fallback and the event.
-async fn follow_stream(state: &AppState, form: &Form, call_sid: &CallSid, generation: u32) -> Result<Twiml, WebhookError> {
+/// `served_fallback`: replayed after the caller was given the fallback without the store.
+async fn follow_stream(
+    state: &AppState,
+    form: &Form,
+    call_sid: &CallSid,
+    generation: u32,
+    served_fallback: bool,
+) -> Result<Twiml, WebhookError> {
     let store = state.stores.calls.as_ref();
     let call = match store.get_call(call_sid).await? {
         Some(call) => call,
@@ -179,7 +189,7 @@ async fn follow_stream(state: &AppState, form: &Form, call_sid: &CallSid, genera
             }
             (decision, reason, doc)
         }
-        None => connect_ended(state, &call, generation).await?,
+        None => connect_ended(state, &call, generation, served_fallback).await?,
     };
     let twilio_status = form.get("CallStatus");
     let detail =
@@ -200,7 +210,15 @@ async fn follow_stream(state: &AppState, form: &Form, call_sid: &CallSid, genera
 /// up. A stream that was live and ended without the agent's word (the relay crashed, the socket
 /// was lost) continues on a new stream, while the call has recoveries left. Otherwise the
 /// caller, still on the line, gets the fallback.
-async fn connect_ended(state: &AppState, call: &Call, generation: u32) -> Result<(&'static str, &'static str, Twiml), WebhookError> {
+///
+/// `served_fallback`: the caller already has the fallback (answered without the store): it is
+/// claimed, whatever stream the call is at.
+async fn connect_ended(
+    state: &AppState,
+    call: &Call,
+    generation: u32,
+    served_fallback: bool,
+) -> Result<(&'static str, &'static str, Twiml), WebhookError> {
     let store = state.stores.calls.as_ref();
     if call.status == CallStatus::Completed {
         return Ok(("hangup", "agent_finished", twiml::hangup()));
@@ -212,14 +230,14 @@ async fn connect_ended(state: &AppState, call: &Call, generation: u32) -> Result
         return Ok(("transfer", "transfer_by_action", twiml::transfer(&number, state.config.fallback.dial_timeout_secs, &action)));
     }
     // A retry of this post, once the call already moved on: the same new stream again.
-    if call.status == CallStatus::AwaitingStream && call.generation == generation + 1 {
+    if !served_fallback && call.status == CallStatus::AwaitingStream && call.generation == generation + 1 {
         return Ok(("reconnect", "already_reconnecting", reconnect::stream_twiml(&state.config, &call.call_sid, call.generation)));
     }
     let reason = match call.status {
         CallStatus::Streaming => "stream_ended_abnormally",
         _ => "stream_never_started",
     };
-    if call.status == CallStatus::Streaming && call.generation == generation {
+    if !served_fallback && call.status == CallStatus::Streaming && call.generation == generation {
         match reconnect::next_generation(store, call, Why::Fault(reason), "stream_ended").await? {
             Next::Moved(moved) => {
                 return Ok(("reconnect", reason, reconnect::stream_twiml(&state.config, &moved.call_sid, moved.generation)));
@@ -231,10 +249,19 @@ async fn connect_ended(state: &AppState, call: &Call, generation: u32) -> Result
             Next::Stale(_) | Next::NotFound => {}
         }
     }
-    match fallback::claim(store, &state.config, &call.call_sid, reason, ClaimedBy::StreamEnded).await? {
+    // Only while the call is at this `<Connect>`'s generation: a late post about an older
+    // stream must not take the fallback for the conversation on a newer one.
+    let at = (!served_fallback).then_some(generation);
+    match fallback::claim_at(store, &state.config, &call.call_sid, at, reason, ClaimedBy::StreamEnded).await? {
         Claim::Won(_) => Ok(("fallback", reason, fallback::twiml(&state.config))),
         // A retry of this post, or the watchdog got there first: the same fallback again.
         Claim::AlreadyInFallback(_) => Ok(("fallback", "already_in_fallback", fallback::twiml(&state.config))),
+        // Twilio runs the newer stream's TwiML (its `start` came from it), so this answer is
+        // moot; an empty document keeps it harmless.
+        Claim::Moved(now) => {
+            tracing::warn!(call_sid = %call.call_sid, posted = generation, current = now.generation, "a late <Connect action> for an older stream: ignored");
+            Ok(("ignore", "stale_generation", twiml::empty()))
+        }
         Claim::Ended(_) | Claim::NotFound => Ok(("hangup", "call_already_ended", twiml::hangup())),
     }
 }

@@ -65,6 +65,12 @@ impl Drain {
         self.closing.subscribe()
     }
 
+    /// Stops taking calls and moves the live ones, with no deadline: the load balancer has let
+    /// this relay go (see [`crate::deregistration`]), and SIGTERM follows.
+    pub fn leave(&self) {
+        self.draining.send_replace(true);
+    }
+
     /// Stops taking calls, waits for live ones up to `deadline`, then closes the rest.
     pub async fn run(&self, deadline: Duration) -> Drained {
         self.draining.send_replace(true);

@@ -9,12 +9,14 @@
 //! - [`listener`]: the timeouts and the connection cap of a server on the open internet.
 
 pub mod agent;
+pub mod deregistration;
 pub mod drain;
 pub mod figures;
 pub mod listener;
 pub mod opening;
 pub mod playback;
 pub mod profiles;
+pub mod protection;
 pub mod recorder;
 pub mod service;
 pub mod session;

@@ -17,6 +17,9 @@ pub async fn serve(
     let drain = relay.drain.clone();
     let deadline = relay.config.relay.drain_deadline;
     let reporter = callkeeper_core::metrics::enabled().then(|| tokio::spawn(report_connections(relay.clone())));
+    let protector = protection(relay);
+    let port = listener.local_addr()?.port();
+    let watcher = deregistration(relay, port);
     let stop = async move {
         shutdown.await;
         let drained = drain.run(deadline).await;
@@ -28,7 +31,52 @@ pub async fn serve(
     if let Some(reporter) = reporter {
         reporter.abort();
     }
+    for task in [protector, watcher].into_iter().flatten() {
+        task.abort();
+    }
     Ok(())
+}
+
+/// With `RELAY_SCALE_IN_PROTECTION=on` on ECS, the task that keeps its protection in step with
+/// its calls (see [`crate::protection`]).
+fn protection(relay: &Relay) -> Option<tokio::task::JoinHandle<()>> {
+    if !relay.config.relay.scale_in_protection {
+        return None;
+    }
+    match std::env::var("ECS_AGENT_URI").ok().filter(|v| !v.trim().is_empty()) {
+        Some(agent) => Some(tokio::spawn(crate::protection::keep(agent, relay.drain.clone(), crate::protection::LOOK_EVERY))),
+        None => {
+            tracing::warn!("RELAY_SCALE_IN_PROTECTION is on but ECS_AGENT_URI is not set (not on ECS): no protection");
+            None
+        }
+    }
+}
+
+/// With `RELAY_TARGET_GROUP_ARN` on ECS, the task that drains the relay as soon as the load
+/// balancer deregisters it (see [`crate::deregistration`]). Its IP comes from the container
+/// metadata, so the task is spawned at once and looks it up itself.
+fn deregistration(relay: &Relay, port: u16) -> Option<tokio::task::JoinHandle<()>> {
+    let target_group_arn = relay.config.relay.target_group_arn.clone()?;
+    let Some(metadata) = std::env::var("ECS_CONTAINER_METADATA_URI_V4").ok().filter(|v| !v.trim().is_empty()) else {
+        tracing::warn!("RELAY_TARGET_GROUP_ARN is set but ECS_CONTAINER_METADATA_URI_V4 is not (not on ECS): only SIGTERM drains");
+        return None;
+    };
+    let drain = relay.drain.clone();
+    Some(tokio::spawn(async move {
+        let ip = loop {
+            match crate::deregistration::task_ip(&metadata).await {
+                Ok(ip) => break ip,
+                Err(e) => {
+                    tracing::warn!(error = %e, "no task IP from the container metadata yet");
+                    tokio::time::sleep(crate::deregistration::LOOK_EVERY).await;
+                }
+            }
+        };
+        let sdk = callkeeper_core::store::aws::sdk_config().await;
+        let client = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
+        let target = crate::deregistration::Target { target_group_arn, ip, port };
+        crate::deregistration::watch(client, target, drain, crate::deregistration::LOOK_EVERY).await;
+    }))
 }
 
 /// How often a relay reports the streams it holds: often enough that a one-minute maximum on

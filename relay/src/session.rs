@@ -698,7 +698,9 @@ impl Session {
         };
         if let Some(reason) = hopeless {
             use callkeeper_core::fallback::{self, ClaimedBy};
-            if let Err(e) = fallback::claim(calls, &relay.config, &call_sid, reason, ClaimedBy::Relay).await {
+            // Only for this stream's generation: a relay that hung and woke up after the
+            // watchdog moved its call must not take the fallback for the new stream.
+            if let Err(e) = fallback::claim_at(calls, &relay.config, &call_sid, generation, reason, ClaimedBy::Relay).await {
                 tracing::error!(call_sid = %call_sid, error = %e, "could not claim the fallback; stream_ended decides");
             }
         }

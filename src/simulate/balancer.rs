@@ -35,9 +35,8 @@ impl Balancer {
     pub async fn start(backends: Vec<SocketAddr>) -> anyhow::Result<Balancer> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let backends: Arc<Vec<Backend>> = Arc::new(
-            backends.into_iter().map(|addr| Backend { addr, live: AtomicUsize::new(0), last_given: AtomicU64::new(0) }).collect(),
-        );
+        let backends: Arc<Vec<Backend>> =
+            Arc::new(backends.into_iter().map(|addr| Backend { addr, live: AtomicUsize::new(0), last_given: AtomicU64::new(0) }).collect());
         let shared = backends.clone();
         let task = tokio::spawn(async move {
             let client = reqwest::Client::builder().timeout(READY_TIMEOUT).build().expect("a plain HTTP client");

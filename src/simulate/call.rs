@@ -190,8 +190,7 @@ pub async fn play(ctx: &Ctx, scenario: Scenario) -> anyhow::Result<Played> {
 /// last thing the caller heard from the agent or said, to that moment.
 fn gap_after(fault: Instant, heard: &Heard) -> Option<u64> {
     let again = heard.agent.iter().map(|(from, _)| *from).filter(|from| *from >= fault).min()?;
-    let before =
-        heard.agent.iter().chain(&heard.speaking).map(|(_, to)| *to).filter(|to| *to <= again).max().unwrap_or(fault).min(again);
+    let before = heard.agent.iter().chain(&heard.speaking).map(|(_, to)| *to).filter(|to| *to <= again).max().unwrap_or(fault).min(again);
     Some(again.duration_since(before).as_millis() as u64)
 }
 

@@ -1,7 +1,7 @@
 //! The `deploy` scenario: a rolling deploy of the local stack's relays while calls talk. Each
 //! relay in turn is stopped as ECS stops a task (SIGTERM: it stops being ready, moves each call
-//! to a new stream at a quiet moment, and exits) and replaced by a fresh one, again and again
-//! until the calls are over, so every call long enough is moved at least once.
+//! to a new stream at a quiet moment, and exits) and replaced by a fresh one, a few seconds
+//! apart, again and again until the calls are over, so every call long enough is moved.
 
 use super::call::Ctx;
 use super::scenarios::Scenario;
@@ -14,8 +14,11 @@ use tokio::sync::{watch, Mutex};
 
 /// The deploy begins once the first calls are past their greeting.
 const FIRST_AFTER: Duration = Duration::from_secs(4);
-/// Between one replacement of both relays and the next.
-const BETWEEN: Duration = Duration::from_secs(2);
+/// Between replacing one relay and the next: ECS stops old tasks in batches, and a call moved
+/// off the first relay talks on the second for a while before that one goes too.
+const BETWEEN_RELAYS: Duration = Duration::from_secs(3);
+/// Between one deploy (both relays replaced) and the next.
+const BETWEEN: Duration = Duration::from_secs(6);
 
 /// Plays `count` calls, `concurrency` at a time, while the relays are replaced under them.
 pub async fn play(
@@ -33,7 +36,17 @@ pub async fn play(
             () = tokio::time::sleep(FIRST_AFTER) => {}
         }
         loop {
-            stack.lock().await.replace_relays().await?;
+            for i in 0..super::stack::RELAYS {
+                {
+                    let mut stack = stack.lock().await;
+                    stack.stop_relay(i).await?;
+                    stack.start_relay(i).await?;
+                }
+                tokio::select! {
+                    _ = over.wait_for(|over| *over) => return Ok(rounds),
+                    () = tokio::time::sleep(BETWEEN_RELAYS) => {}
+                }
+            }
             rounds += 1;
             tokio::select! {
                 _ = over.wait_for(|over| *over) => return Ok::<u32, anyhow::Error>(rounds),

@@ -22,12 +22,12 @@ pub mod stack;
 mod stream;
 pub mod timeline;
 
+use crate::fake_realtime::Fault;
 use callkeeper_core::config::Config;
 use callkeeper_core::ids::random_sid;
 use callkeeper_core::signature::{compute, Algorithm};
 use callkeeper_core::store::Stores;
 use callkeeper_core::twiml_reader::try_parse_twiml;
-use crate::fake_realtime::Fault;
 use scenarios::{Needs, Scenario};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -282,7 +282,9 @@ pub async fn run(options: Options) -> anyhow::Result<Run> {
             Needs::OfflineOpenAi if openai.is_none() => {
                 skipped.push((*scenario, "needs the simulator's OpenAI (run with no target and --offline)".to_string()))
             }
-            Needs::Deploy if stack.is_none() => skipped.push((*scenario, "needs the local stack's relays (run with no target)".to_string())),
+            Needs::Deploy if stack.is_none() => {
+                skipped.push((*scenario, "needs the local stack's relays (run with no target)".to_string()))
+            }
             Needs::Nothing => beside.push(*scenario),
             Needs::Deploy => deploying = true,
             _ => alone.push(*scenario),

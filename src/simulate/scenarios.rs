@@ -28,7 +28,8 @@ pub enum Scenario {
     ModelDrops,
     /// The relay holding the call is killed while the caller speaks, and started again.
     RelayRestart,
-    /// The relay hangs; the watchdog's move and then its redirect fail, then the redirect works.
+    /// The relay hangs and Twilio's REST API refuses the watchdog's move twice: retried, the
+    /// move goes through and the conversation goes on.
     TwilioRestFlaps,
     /// The store refuses writes for 5 s around the end of the stream.
     StoreBlip,
@@ -158,11 +159,10 @@ impl Scenario {
             | Scenario::RelayCrash
             | Scenario::RelayHang
             | Scenario::Deploy
-            | Scenario::SessionExpired => Outcome::Continued,
+            | Scenario::SessionExpired
+            | Scenario::TwilioRestFlaps => Outcome::Continued,
             Scenario::CallerHangsUp => Outcome::Hangup,
-            Scenario::RelayDown | Scenario::MediaStops | Scenario::TwilioRestFlaps | Scenario::StoreBlip | Scenario::ModelDown => {
-                Outcome::Fallback
-            }
+            Scenario::RelayDown | Scenario::MediaStops | Scenario::StoreBlip | Scenario::ModelDown => Outcome::Fallback,
         }
     }
 

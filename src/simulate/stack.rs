@@ -143,15 +143,6 @@ impl LocalStack {
         anyhow::bail!("relay {i} did not exit within {} s of SIGTERM", STOP_TIMEOUT.as_secs())
     }
 
-    /// A rolling deploy: each relay in turn is stopped (its calls move) and replaced by a new one.
-    pub async fn replace_relays(&mut self) -> anyhow::Result<()> {
-        for i in 0..RELAYS {
-            self.stop_relay(i).await?;
-            self.start_relay(i).await?;
-        }
-        Ok(())
-    }
-
     /// Holds the store's write lock for `duration` from another connection, as a store that
     /// refuses writes would: the processes' writes wait, then fail.
     pub fn lock_store(&self, duration: Duration) -> tokio::task::JoinHandle<anyhow::Result<()>> {

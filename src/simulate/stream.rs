@@ -301,7 +301,9 @@ impl Player<'_> {
                 call.hang_up();
                 Ok(Some(StreamEnd::Dropped))
             }
-            Scenario::RelayRestart => self.kill_the_relay(call, "the relay holding the call is killed (SIGKILL) while the caller speaks").await,
+            Scenario::RelayRestart => {
+                self.kill_the_relay(call, "the relay holding the call is killed (SIGKILL) while the caller speaks").await
+            }
             Scenario::TwilioRestFlaps => {
                 let (Some(stack), Some(twilio)) = (&self.ctx.stack, &self.ctx.twilio) else { return Ok(None) };
                 twilio.fail_redirects(&self.call_sid, 2);

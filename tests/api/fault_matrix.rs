@@ -1,5 +1,5 @@
 //! The fault matrix: every scenario `callkeeper simulate` knows, played end to end against the
-//! local stack it starts (two processes, `serve` and `relay`, the simulator's Twilio REST and
+//! local stack it starts (`serve` and two relays behind a balancer, the simulator's Twilio REST and
 //! OpenAI), exactly as a user runs it. For each call the record must hold the conversation's
 //! turns, or a fallback with a transcript or a voicemail; no caller sits in silence over 10 s;
 //! nothing is kept twice; and no job is left dead at the end.
@@ -59,20 +59,22 @@ fn every_scenario_keeps_its_call() {
         .filter(|c| c["passed"] != true)
         .map(|c| format!("{}: {}", c["scenario"], serde_json::to_string_pretty(&c["checks"]).unwrap()))
         .collect();
-    let logs = ["serve.log", "relay.log"].map(|f| std::fs::read_to_string(dir.path().join("stack").join(f)).unwrap_or_default());
+    let logs =
+        ["serve.log", "relay-a.log", "relay-b.log"].map(|f| std::fs::read_to_string(dir.path().join("stack").join(f)).unwrap_or_default());
     let tail = |log: &str| log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
     assert!(
         failures.is_empty() && out.status.success(),
-        "exit {:?}; failed: {failures:#?}\nstderr: {}\nserve log:\n{}\nrelay log:\n{}",
+        "exit {:?}; failed: {failures:#?}\nstderr: {}\nserve log:\n{}\nrelay-a log:\n{}\nrelay-b log:\n{}",
         out.status.code(),
         String::from_utf8_lossy(&out.stderr),
         tail(&logs[0]),
-        tail(&logs[1])
+        tail(&logs[1]),
+        tail(&logs[2])
     );
 
     // Every scenario was played, none skipped, and each ended as it must.
     let played: Vec<&str> = calls.iter().filter_map(|c| c["scenario"].as_str()).collect();
-    assert_eq!(played.len(), 13, "{played:?}");
+    assert_eq!(played.len(), 18, "{played:?}");
     assert_eq!(summary["skipped"], serde_json::json!([]));
     assert_eq!(summary["dead_letters"], serde_json::json!([]), "nothing given up on");
     for c in &calls {
@@ -87,6 +89,13 @@ fn every_scenario_keeps_its_call() {
                 // The voicemail (and the call's own recording) were kept and transcribed.
                 assert!(crm["recordings"].as_u64().unwrap() >= 2, "{scenario}: {crm}");
             }
+            "continued" => {
+                // The conversation went on across the fault, with the turns before it replayed,
+                // and the caller was answered after it.
+                assert!(crm["fallback_reason"].is_null(), "{scenario}: {crm}");
+                assert!(crm["turns"].as_u64().unwrap() >= 2, "{scenario}: {crm}");
+                assert!(c["gap_ms"].as_u64().is_some(), "{scenario}: the agent was heard after the fault: {c}");
+            }
             _ => assert!(crm["turns"].as_u64().unwrap() >= 1, "{scenario}: {crm}"),
         }
     }
@@ -97,7 +106,18 @@ fn every_scenario_keeps_its_call() {
     assert!(happy["summary"].as_str().unwrap().starts_with("(offline)"), "{happy}");
     // Lost media reaches the fallback in seconds, by the relay; a hung relay by the watchdog.
     assert!(by_name("media-stops")["time_to_fallback_ms"].as_u64().unwrap() < 6_000);
-    assert_eq!(by_name("twilio-rest-flaps")["crm"]["fallback_reason"], "heartbeat_stale");
+    // A hung relay's call is moved by the watchdog, within 10 s of silence, Twilio's REST
+    // flapping or not; a crashed relay's by `<Connect action>`, in a few seconds.
+    for hung in ["relay-hang", "twilio-rest-flaps"] {
+        assert!(by_name(hung)["gap_ms"].as_u64().unwrap() <= 10_000, "{hung}");
+    }
+    assert!(by_name("relay-crash")["gap_ms"].as_u64().unwrap() <= 3_000);
+    // The model's faults cost the caller no more than a short pause.
+    for model in ["model-drops", "session-expired"] {
+        assert!(by_name(model)["gap_ms"].as_u64().unwrap() <= 1_500, "{model}");
+    }
+    assert_eq!(by_name("model-down")["crm"]["fallback_reason"], "agent_failed");
+    assert!(by_name("deploy")["streams"].as_u64().unwrap() >= 2, "the deploy moved its call");
     assert_eq!(by_name("duplicate-webhooks")["crm"]["transcripts"], 1, "three callbacks, one transcript");
     assert!(by_name("bad-frames")["crm"]["bad_frames"].as_u64().unwrap() >= 5);
 }

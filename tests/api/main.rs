@@ -14,6 +14,7 @@ mod readme;
 mod realtime_agent;
 mod reconciler;
 mod recording_and_whatsapp_webhooks;
+mod relay_deregistration;
 mod relay_stream;
 mod template;
 mod token_rotation;

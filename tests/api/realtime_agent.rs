@@ -297,32 +297,176 @@ async fn a_silent_caller_is_asked_then_bid_goodbye_and_hung_up_on() {
     assert_eq!(a.app.stores.calls.get_call(&sid).await.unwrap().unwrap().status, CallStatus::Completed);
 }
 
-/// Each way the model can fail ends Twilio's stream with 1011 within a second of the failure,
-/// and `<Connect action>` then gives the caller the fallback.
+/// A model that cannot serve the call — it refuses us, its audio is the wrong format, it never
+/// opens a session or is down — ends Twilio's stream with 1011; the relay has claimed the
+/// fallback, so `<Connect action>` gives the caller the voicemail, well inside 10 s of silence.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_model_ends_the_stream_at_once_and_the_caller_gets_the_fallback() {
+async fn a_model_that_cannot_serve_the_call_ends_the_stream_and_the_caller_gets_the_fallback() {
     let cases = [
-        (Fault::RefuseHandshake, Duration::ZERO, "refused the connection"),
-        (Fault::NeverAnswer, Duration::from_secs(3), "no model session within"),
-        (Fault::RevertToPcm, Duration::ZERO, "not μ-law both ways"),
-        (Fault::DropAfter(Duration::from_millis(800)), Duration::from_millis(800), "closed without a close frame"),
-        (Fault::FatalAfter(Duration::from_millis(800)), Duration::from_millis(800), "the model ended the session"),
+        // Refused and reverted are not retried: they would fail the same way.
+        (Fault::RefuseHandshake, Duration::from_secs(1), "refused the connection", 1),
+        (Fault::RevertToPcm, Duration::from_secs(1), "not μ-law both ways", 1),
+        // No session, or a model that is down: the first try and one more (2 a minute). (A
+        // handshake never answered is never logged by the fake.)
+        (Fault::NeverAnswer, Duration::from_secs(8), "tried in the last minute", 0),
+        (Fault::Unavailable, Duration::from_secs(2), "tried in the last minute", 2),
     ];
-    for (fault, fails_after, reason) in cases {
+    for (fault, within, reason, tries) in cases {
         let options = Options { fault, script: vec![Plan::say(200, "hi")], ..Options::default() };
         let a = agent(options, &[]).await;
         let started = Instant::now();
         let (sid, mut call) = a.app.start_call().await;
-        let closed = call.closed_while_silent(Duration::from_secs(6)).await.unwrap_or_else(|| panic!("{fault:?}: the stream is closed"));
+        let closed = call.closed_while_silent(Duration::from_secs(10)).await.unwrap_or_else(|| panic!("{fault:?}: the stream is closed"));
         let took = started.elapsed();
         assert_eq!(closed.code, 1011, "{fault:?}: {closed:?}");
         assert!(closed.reason.contains(reason), "{fault:?}: {:?}", closed.reason);
-        assert!(took < fails_after + Duration::from_secs(1), "{fault:?}: closed {took:?} after start (fails after {fails_after:?})");
+        assert!(took < within, "{fault:?}: closed {took:?} after start");
+        assert_eq!(a.fake.log().connections.len(), tries, "{fault:?}: connections tried");
+        let c = a.app.stores.calls.get_call(&sid).await.unwrap().unwrap();
+        assert_eq!(c.fallback_reason.as_deref(), Some("agent_failed"), "{fault:?}: the relay claimed the fallback");
         let doc = twiml_of(a.app.post("/webhook/stream_ended", &incoming_call_form(sid.as_str(), "+972501234567")).await).await;
         assert!(doc.find("Record").is_some(), "{fault:?}: the caller gets the voicemail fallback");
-        let c = a.app.stores.calls.get_call(&sid).await.unwrap().unwrap();
-        assert_eq!(c.fallback_reason.as_deref(), Some("stream_ended_abnormally"));
     }
+}
+
+/// The events of the `n`th connection (0-based): from its `session.update` to the next one.
+fn session_events(log: &callkeeper::fake_realtime::Log, n: usize) -> Vec<serde_json::Value> {
+    let starts: Vec<usize> = log.events.iter().enumerate().filter(|(_, e)| e.event["type"] == "session.update").map(|(i, _)| i).collect();
+    let from = starts[n];
+    let to = starts.get(n + 1).copied().unwrap_or(log.events.len());
+    log.events[from..to].iter().map(|e| e.event.clone()).collect()
+}
+
+/// When the model's socket goes (a drop, or `session_expired`), the same stream goes on with
+/// a new session seeded with the conversation: the greeting replayed as the agent's text, a
+/// note not to greet again; what the caller said in the gap reaches the new session and is
+/// answered; the caller heard no more than a short gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_goes_away_is_resumed_with_the_conversation_and_the_caller_s_words() {
+    let greeting = "שלום, כאן הסוכן הדיגיטלי. במה אפשר לעזור?";
+    for fault in [Fault::DropAfter(Duration::from_millis(300)), Fault::FatalAfter(Duration::from_millis(300))] {
+        let options = Options { fault, script: vec![Plan::say(600, greeting)], ..Options::default() };
+        let a = agent(options, &[]).await;
+        let (sid, mut call) = a.app.start_call().await;
+        assert!(call.wait_heard(Duration::from_secs(3), |h| h.media_frames > 0).await, "{fault:?}: the greeting plays");
+        call.silence(Duration::from_millis(500)).await;
+        // The fault strikes 300 ms after the greeting's response; the caller speaks into the gap.
+        let heard_before = call.heard().spans.len();
+        call.speak(caller_audio("he")).await;
+        let spoke_until = Instant::now();
+        call.silence(Duration::from_millis(900)).await;
+        let answered = call.wait_heard(Duration::from_secs(5), |h| h.spans.len() > heard_before).await;
+        assert!(answered, "{fault:?}: the caller's words are answered by the new session: {:#?}", {
+            let log = a.fake.log();
+            (
+                log.connections.len(),
+                log.events.iter().map(|e| e.event["type"].as_str().unwrap_or("").to_string()).collect::<Vec<_>>(),
+                call.heard().spans,
+            )
+        });
+        call.silence(Duration::from_millis(800)).await;
+        call.stop();
+        assert_eq!(a.app.figures(&sid).await.end, StreamEnd::TwilioStop, "{fault:?}: the stream went on to the end");
+
+        let log = a.fake.log();
+        assert_eq!(log.connections.len(), 2, "{fault:?}: one new session");
+        let struck = log.faulted_at.expect("the fault struck");
+        let resumed = session_events(&log, 1);
+        let items: Vec<&serde_json::Value> =
+            resumed.iter().filter(|e| e["type"] == "conversation.item.create").map(|e| &e["item"]).collect();
+        assert_eq!(items[0]["role"], "assistant", "{fault:?}: {items:?}");
+        assert_eq!(items[0]["content"][0], json!({ "type": "output_text", "text": greeting }), "{fault:?}");
+        let note = items.iter().find(|i| i["role"] == "system").expect("the note");
+        assert!(note["content"][0]["text"].as_str().unwrap().contains("Do not greet"), "{note}");
+        assert!(
+            resumed.iter().all(|e| e["type"] != "response.create" || e["response"]["instructions"] != json!(greeting)),
+            "{fault:?}: the agent does not greet again"
+        );
+        assert!(log.violations.is_empty(), "{:?}", log.violations);
+        drop(log);
+
+        // What the caller heard: the answer came within 1.5 s of the fault's moment or the
+        // caller's last word, whichever was later.
+        let heard = call.heard();
+        let answer = heard.spans.iter().find(|s| s.start > struck).expect("audio after the fault");
+        let gap = answer.start.duration_since(struck.max(spoke_until.into()));
+        assert!(gap < Duration::from_millis(1500), "{fault:?}: {gap:?} from the fault or the caller's last word to the answer");
+        let turns = a.app.stores.calls.turns(&sid).await.unwrap();
+        assert!(turns.iter().any(|t| t.caller_text.as_deref() == Some("שלום, אני מחפש דירה בחיפה")), "{fault:?}: {turns:?}");
+        let events = a.app.stores.calls.events(&sid).await.unwrap();
+        let seeded = events.iter().find(|e| e.kind == "model_session").expect("the resume is an event on the call");
+        assert_eq!(seeded.detail["lines_replayed"], 1, "{seeded:?}");
+    }
+}
+
+/// After replayed assistant text a model may answer in text only: the agent sees a response
+/// with no audio, deletes the replayed items, gives the history again as one user message and
+/// asks again; the caller hears an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_session_that_answers_in_text_is_given_the_history_as_one_message() {
+    let options = Options {
+        fault: Fault::DropAfter(Duration::from_millis(300)),
+        script: vec![Plan::say(600, "שלום")],
+        text_after_replayed_assistant: true,
+        ..Options::default()
+    };
+    let a = agent(options, &[]).await;
+    let (sid, mut call) = a.app.start_call().await;
+    assert!(call.wait_heard(Duration::from_secs(3), |h| h.media_frames > 0).await);
+    call.silence(Duration::from_millis(500)).await;
+    let before = call.heard().spans.len();
+    caller_turn(&mut call).await;
+    assert!(call.wait_heard(Duration::from_secs(6), |h| h.spans.len() > before).await, "an answer with audio after the recovery");
+    call.stop();
+    let log = a.fake.log();
+    let resumed = session_events(&log, 1);
+    let deleted: Vec<&str> =
+        resumed.iter().filter(|e| e["type"] == "conversation.item.delete").filter_map(|e| e["item_id"].as_str()).collect();
+    assert!(deleted.len() >= 2, "the replayed line and note are deleted: {deleted:?}");
+    let packed = resumed
+        .iter()
+        .filter(|e| e["type"] == "conversation.item.create")
+        .find(|e| e["item"]["role"] == "user" && e["item"]["content"][0]["text"].as_str().unwrap_or("").contains("conversation so far"))
+        .expect("the history as one user message");
+    assert!(packed["item"]["content"][0]["text"].as_str().unwrap().contains("שלום"), "{packed}");
+    drop(log);
+    assert_eq!(a.app.figures(&sid).await.end, StreamEnd::TwilioStop);
+}
+
+/// A session `REALTIME_ROTATE_SECS` old is replaced at a quiet moment, seeded like a resume;
+/// the call goes on and the agent does not greet again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_session_is_replaced_at_a_quiet_moment() {
+    let a = agent(script(vec![Plan::say(400, "שלום")]), &[("REALTIME_ROTATE_SECS", "2")]).await;
+    let (sid, mut call) = a.app.start_call().await;
+    call.silence(Duration::from_millis(2800)).await;
+    wait_for("a second session", Duration::from_secs(3), async || a.fake.log().connections.len() == 2).await;
+    let before = call.heard().spans.len();
+    caller_turn(&mut call).await;
+    assert!(call.wait_heard(Duration::from_secs(4), |h| h.spans.len() > before).await, "the new session answers");
+    call.stop();
+    {
+        let log = a.fake.log();
+        let resumed = session_events(&log, 1);
+        assert!(resumed.iter().any(|e| e["type"] == "conversation.item.create" && e["item"]["role"] == "assistant"), "{resumed:?}");
+        assert!(resumed.iter().filter(|e| e["type"] == "response.create").all(|e| e["response"]["instructions"] != json!("שלום")));
+    }
+    assert_eq!(a.app.figures(&sid).await.end, StreamEnd::TwilioStop);
+}
+
+/// A model that goes away and then refuses every new session: the relay gives up after its
+/// tries and the caller gets the fallback, within 10 s of silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_goes_down_for_good_gives_the_fallback() {
+    let a = agent(Options { fault: Fault::DownAfter(Duration::from_millis(300)), ..Options::default() }, &[]).await;
+    let (sid, mut call) = a.app.start_call().await;
+    assert!(call.wait_heard(Duration::from_secs(3), |h| h.media_frames > 0).await);
+    let closed = call.closed_while_silent(Duration::from_secs(10)).await.expect("the stream is closed");
+    assert_eq!(closed.code, 1011, "{closed:?}");
+    let silent = call.heard().last_media_at.unwrap().elapsed();
+    assert!(silent < Duration::from_secs(10), "{silent:?}");
+    let c = a.app.stores.calls.get_call(&sid).await.unwrap().unwrap();
+    assert_eq!(c.fallback_reason.as_deref(), Some("agent_failed"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

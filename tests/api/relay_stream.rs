@@ -331,6 +331,10 @@ async fn a_stream_with_no_frames_for_the_silence_limit_is_ended_by_the_relay() {
     let form = ended_form(sid.as_str(), &[]);
     let twiml = twiml_of(app.post("/webhook/stream_ended", &form).await).await;
     assert!(twiml.find("Record").is_some());
+    // A new stream would not bring Twilio's media back: the relay claimed the fallback itself.
     let stored = app.stores.calls.get_call(&sid).await.unwrap().unwrap();
-    assert_eq!(stored.fallback_reason.as_deref(), Some("stream_ended_abnormally"));
+    assert_eq!(stored.fallback_reason.as_deref(), Some("media_silent"));
+    let events = app.stores.calls.events(&sid).await.unwrap();
+    let fallback = events.iter().find(|e| e.kind == "fallback").unwrap();
+    assert_eq!(fallback.detail["by"], "relay");
 }

@@ -213,3 +213,98 @@ fn the_relay_defaults_pass_the_fargate_rule_and_every_cpu_has_its_memories() {
     let allowed = &rule.iter().find(|(c, _)| c == cpu).unwrap().1;
     assert!(allowed.iter().any(|m| m == memory), "the defaults {cpu}/{memory} break the rule: {allowed:?}");
 }
+
+/// The block of one resource: its lines up to the next one at the resources' indent.
+fn resource<'a>(template: &'a str, name: &str) -> &'a str {
+    let from = template.find(&format!("\n  {name}:\n    Type: ")).unwrap_or_else(|| panic!("no resource {name}")) + 1;
+    let body = &template[from..];
+    let mut end = body.find('\n').unwrap() + 1;
+    for line in body[end..].split_inclusive('\n') {
+        if line.starts_with("  ") && !line[2..].starts_with(' ') {
+            break;
+        }
+        end += line.len();
+    }
+    &body[..end]
+}
+
+/// The relay scales on its live streams per task, with a target for every task size, and a
+/// deploy or scale-in moves calls rather than waiting out ten minutes or dropping them.
+#[test]
+fn the_relay_scales_on_live_streams_per_task_and_moves_calls_when_stopped() {
+    let template = template();
+    let target = resource(&template, "RelayScalableTarget");
+    assert!(target.contains("ScalableDimension: ecs:service:DesiredCount"), "{target}");
+    assert!(target.contains("MinCapacity: !Ref RelayMinCount") && target.contains("MaxCapacity: !Ref RelayMaxCount"), "{target}");
+    assert!(target.contains("${RelayService.Name}"), "the target is the relay's service: {target}");
+    let policy = resource(&template, "RelayScaling");
+    assert!(
+        policy.contains("PolicyType: TargetTrackingScaling") && policy.contains("ScalingTargetId: !Ref RelayScalableTarget"),
+        "{policy}"
+    );
+    // The metric the relay publishes, averaged over the points of every task: streams per task.
+    assert!(policy.contains(&format!("MetricName: {}", callkeeper_core::metrics::RELAY_CONNECTIONS.name)), "{policy}");
+    assert!(callkeeper_core::metrics::RELAY_CONNECTIONS.with_total, "the scaling reads the metric's total, without dimension");
+    assert!(
+        policy.contains("Statistic: Average") && policy.contains("TargetValue: !FindInMap [RelayStreamsPerTask, !Ref RelayCpu, Target]"),
+        "{policy}"
+    );
+
+    // A target per RelayCpu value, rising with the CPU, each far inside what a relay admits.
+    let cpus: Vec<String> = parameter_value(&template, "RelayCpu", "AllowedValues: ")
+        .trim_matches(['[', ']'])
+        .split(", ")
+        .map(|c| c.trim_matches('"').to_string())
+        .collect();
+    let max_connections: u64 = SETTINGS.iter().find(|(name, _, _)| *name == "MAX_CONNECTIONS").unwrap().1.parse().unwrap();
+    let mut last = 0;
+    for cpu in &cpus {
+        let line = template
+            .lines()
+            .find(|l| l.trim().starts_with(&format!("\"{cpu}\": {{ Target: ")))
+            .unwrap_or_else(|| panic!("no target for RelayCpu {cpu}"));
+        let value: u64 = line.split("Target: ").nth(1).unwrap().trim_end_matches(" }").trim().parse().unwrap();
+        assert!(value > last, "targets rise with the CPU: {cpu} → {value}");
+        // Each stream is two sockets (Twilio's and the model's) plus headroom for a burst.
+        assert!(value * 2 < max_connections, "{cpu}: {value} streams would not fit under MAX_CONNECTIONS {max_connections}");
+        last = value;
+    }
+
+    // Stopping a task: the relay reads its own target health and, once deregistered, moves its
+    // calls within DRAIN_MOVE_SECS — inside the deregistration delay, after which the ALB
+    // closes what is left. A call that would not move is closed at the drain deadline, inside
+    // Fargate's stopTimeout (at most 120 s).
+    let group = resource(&template, "RelayTargetGroup");
+    let delay: u64 =
+        group.split("deregistration_delay.timeout_seconds, Value: \"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+    let task = resource(&template, "RelayTaskDefinition");
+    let env = |name: &str| -> u64 {
+        task.split(&format!("{{ Name: {name}, Value: \""))
+            .nth(1)
+            .unwrap_or_else(|| panic!("{name} not set"))
+            .split('"')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let look = callkeeper_relay::deregistration::LOOK_EVERY.as_secs();
+    let stop_timeout: u64 = task.split("StopTimeout: ").nth(1).unwrap().lines().next().unwrap().trim().parse().unwrap();
+    let (moves, deadline) = (env("DRAIN_MOVE_SECS"), env("DRAIN_DEADLINE_SECS"));
+    assert!(
+        moves > 0 && look + moves + 10 <= delay,
+        "moves within {moves} s after a {look} s look must end well inside the {delay} s delay"
+    );
+    assert!(delay <= 60, "a deploy waits {delay} s per task");
+    assert!(moves + 30 <= deadline && deadline < stop_timeout && stop_timeout <= 120, "{moves} / {deadline} / {stop_timeout}");
+    assert!(task.contains("{ Name: RELAY_TARGET_GROUP_ARN, Value: !Ref RelayTargetGroup }"), "{task}");
+    let role = resource(&template, "RelayTaskRole");
+    assert!(role.contains("Action: elasticloadbalancing:DescribeTargetHealth"), "{role}");
+
+    // Scale-in protection, when chosen: the permission for the task's own protection and the
+    // setting that turns it on, both under the same condition.
+    assert!(role.contains("ProtectsRelaysFromScaleIn") && role.contains("ecs:UpdateTaskProtection"), "{role}");
+    assert!(role.contains(":task/${Cluster}/*"), "only this cluster's tasks: {role}");
+    assert!(task.contains("!If [ProtectsRelaysFromScaleIn, { Name: RELAY_SCALE_IN_PROTECTION, Value: \"on\" }"), "{task}");
+    assert_eq!(parameter_value(&template, "RelayScaleInProtection", "Default: "), "\"off\"");
+}

@@ -2,7 +2,7 @@
 
 use crate::common;
 
-use callkeeper_core::call::{CallPatch, CallStatus};
+use callkeeper_core::call::{CallPatch, CallStatus, Transition};
 use callkeeper_core::ids::CallSid;
 use callkeeper_core::stream_token;
 use callkeeper_core::time::now_ms;
@@ -284,22 +284,89 @@ async fn stream_that_never_started_falls_back_to_voicemail_once() {
     assert_eq!((call.status, call.end_reason.as_deref()), (CallStatus::Completed, Some("voicemail_recorded")));
 }
 
+/// A stream that broke mid-call (the relay crashed: Twilio's socket closed without our close)
+/// continues on a new `<Connect><Stream>` of the next generation, twice; the third break gives
+/// the fallback. A late post about an older stream never takes the newer one's call.
 #[tokio::test]
-async fn stream_that_broke_mid_call_falls_back_with_its_reason() {
+async fn stream_that_broke_mid_call_continues_on_a_new_stream_then_falls_back() {
     let app = spawn_app().await;
     let sid = new_call_sid();
     answer(&app, &sid).await;
     let call_sid = CallSid::parse(&sid).unwrap();
-    // The relay saw the stream start.
-    app.stores
-        .calls
-        .transition(&call_sid, &[CallStatus::AwaitingStream], CallStatus::Streaming, &CallPatch::default(), now_ms())
+    let stream_ended = |generation: u32| {
+        if generation == 0 {
+            "/webhook/stream_ended".to_string()
+        } else {
+            format!("/webhook/stream_ended?generation={generation}")
+        }
+    };
+    for generation in 0..=2u32 {
+        // The relay saw this generation's stream start.
+        let started = app
+            .stores
+            .calls
+            .transition_at(
+                &call_sid,
+                Some(generation),
+                &[CallStatus::AwaitingStream],
+                CallStatus::Streaming,
+                &CallPatch::default(),
+                now_ms(),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(started, Transition::Applied(_)), "generation {generation}: {started:?}");
+        let twiml = twiml_of(app.post(&stream_ended(generation), &ended_form(&sid, &[])).await).await;
+        let call = app.stores.calls.get_call(&call_sid).await.unwrap().unwrap();
+        if generation < 2 {
+            // A new stream alone: no second recording, no greeting; the generation is a
+            // parameter (the URL is what Twilio signs), and the action says which one ended.
+            assert_eq!(twiml.names(), ["Connect"], "generation {generation}");
+            let next = (generation + 1).to_string();
+            let connect = twiml.find("Connect").unwrap();
+            let action = connect.attr("action").unwrap();
+            assert!(action.starts_with(&format!("https://ck.example.com{}#", stream_ended(generation + 1))), "{action}");
+            let stream = connect.find("Stream").unwrap();
+            assert!(!stream.attr("url").unwrap().contains("generation"), "{stream:?}");
+            let params: Vec<(&str, &str)> = stream.children.iter().filter_map(|p| Some((p.attr("name")?, p.attr("value")?))).collect();
+            assert!(params.contains(&("generation", next.as_str())), "{params:?}");
+            assert!(params.iter().any(|(name, _)| *name == "token"), "{params:?}");
+            assert_eq!((call.status, call.generation, call.fallback_reason), (CallStatus::AwaitingStream, generation + 1, None));
+        } else {
+            assert_eq!(twiml.names(), ["Say", "Record"], "out of recoveries: the fallback");
+            assert_eq!((call.status, call.fallback_reason.as_deref()), (CallStatus::Fallback, Some("stream_ended_abnormally")));
+        }
+    }
+    // A late retry of the first stream's post changes nothing.
+    let late = twiml_of(app.post(&stream_ended(0), &ended_form(&sid, &[])).await).await;
+    assert_eq!(late.names(), ["Say", "Record"], "the same fallback again, for a call in it");
+    let events = app.stores.calls.events(&call_sid).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.kind == "fallback").count(), 1);
+}
+
+/// A `<Connect action>` that comes late for an older stream, while the call talks on a newer
+/// one, is ignored: no fallback, no new stream.
+#[tokio::test]
+async fn a_late_connect_action_for_an_older_stream_leaves_the_live_one_alone() {
+    let app = spawn_app().await;
+    let sid = new_call_sid();
+    answer(&app, &sid).await;
+    let call_sid = CallSid::parse(&sid).unwrap();
+    let store = &app.stores.calls;
+    store.transition(&call_sid, &[CallStatus::AwaitingStream], CallStatus::Streaming, &CallPatch::default(), now_ms()).await.unwrap();
+    // The relay drained and moved the call to generation 1, which started.
+    let call = store.get_call(&call_sid).await.unwrap().unwrap();
+    let moved =
+        callkeeper_core::reconnect::next_generation(store.as_ref(), &call, callkeeper_core::reconnect::Why::Move, "test").await.unwrap();
+    assert!(matches!(moved, callkeeper_core::reconnect::Next::Moved(_)), "{moved:?}");
+    store
+        .transition_at(&call_sid, Some(1), &[CallStatus::AwaitingStream], CallStatus::Streaming, &CallPatch::default(), now_ms())
         .await
         .unwrap();
     let twiml = twiml_of(app.post("/webhook/stream_ended", &ended_form(&sid, &[])).await).await;
-    assert_eq!(twiml.names(), ["Say", "Record"]);
-    let call = app.stores.calls.get_call(&call_sid).await.unwrap().unwrap();
-    assert_eq!((call.status, call.fallback_reason.as_deref()), (CallStatus::Fallback, Some("stream_ended_abnormally")));
+    assert!(twiml.names().is_empty(), "{twiml:?}");
+    let call = store.get_call(&call_sid).await.unwrap().unwrap();
+    assert_eq!((call.status, call.generation, call.fallback_reason), (CallStatus::Streaming, 1, None));
 }
 
 #[tokio::test]

@@ -125,20 +125,35 @@ async fn a_call_whose_stream_never_starts_is_redirected_within_the_start_timeout
     assert_eq!(fallback.detail["by"], "watchdog");
 }
 
+/// A relay that hangs (its heartbeats stop, the socket stays open): the watchdog first moves the
+/// call to a new stream through the REST API, so another relay can go on with the conversation;
+/// when that stream never starts either, the fallback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_that_stops_sending_media_is_redirected() {
+async fn a_stream_whose_heartbeats_stop_is_moved_to_a_new_stream_then_falls_back() {
     let (app, twilio) = app_and_twilio().await;
-    twilio_accepts_redirects().expect(1).mount(&twilio).await;
+    twilio_accepts_redirects().expect(2).mount(&twilio).await;
     let _watchdog = start_watchdog(&app);
 
     let (sid, mut call) = app.start_call().await;
     call.silence(Duration::from_millis(1500)).await;
     // The socket stays open, but no more media comes.
-    let detail = watchdog_event(&app, &sid, "watchdog_redirected", Duration::from_secs(5)).await;
-    assert_eq!(detail["times"]["reason"], "heartbeat_stale");
+    let detail = watchdog_event(&app, &sid, "watchdog_reconnected", Duration::from_secs(5)).await;
+    assert_eq!((detail["times"]["reason"].as_str(), detail["times"]["generation"].as_u64()), (Some("heartbeat_stale"), Some(1)));
     assert!(detail["times"]["detection_ms"].as_i64().unwrap() <= 1_250, "{detail}");
+    let requests = twilio.received_requests().await.unwrap();
+    let form: Vec<(String, String)> = form_urlencoded::parse(&requests[0].body).into_owned().collect();
+    let twiml = parse_twiml(&form.iter().find(|(k, _)| k == "Twiml").expect("the new stream's TwiML").1);
+    assert_eq!(twiml.names(), ["Connect"], "a new stream alone");
+    let generation = twiml.find("Stream").unwrap().children.iter().find(|p| p.attr("name") == Some("generation")).unwrap();
+    assert_eq!(generation.attr("value"), Some("1"));
+    let moved = app.stores.calls.get_call(&sid).await.unwrap().unwrap();
+    assert_eq!((moved.status, moved.generation, moved.recoveries), (CallStatus::AwaitingStream, 1, 1));
+
+    // Nobody opens the new stream: past the start timeout, the fallback.
+    let detail = watchdog_event(&app, &sid, "watchdog_redirected", Duration::from_secs(4)).await;
+    assert_eq!(detail["times"]["reason"], "stream_never_started");
     let stored = app.stores.calls.get_call(&sid).await.unwrap().unwrap();
-    assert_eq!((stored.status, stored.fallback_reason.as_deref()), (CallStatus::Fallback, Some("heartbeat_stale")));
+    assert_eq!((stored.status, stored.fallback_reason.as_deref()), (CallStatus::Fallback, Some("stream_never_started")));
     drop(call);
 }
 

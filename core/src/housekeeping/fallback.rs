@@ -47,6 +47,8 @@ pub enum Claim {
     AlreadyInFallback(Call),
     /// The call ended before it could fall back.
     Ended(Call),
+    /// The call is live on a newer stream than the claim was for (see [`claim_at`]).
+    Moved(Call),
     NotFound,
 }
 
@@ -75,6 +77,21 @@ impl ClaimedBy {
 
 /// Moves an active call to `fallback` with `reason`, recording who decided.
 pub async fn claim(store: &dyn CallStore, config: &Config, call_sid: &CallSid, reason: &str, by: ClaimedBy) -> StoreResult<Claim> {
+    claim_at(store, config, call_sid, None, reason, by).await
+}
+
+/// [`claim`], only while the call is at stream `generation` (`Some`): a relay giving up on its
+/// stream must not take the fallback for a call that has moved on to a newer one (a relay that
+/// hung wakes up after the watchdog moved its call). Refused, the claim is [`Claim::Ended`] or,
+/// for a call still live on another stream, [`Claim::Moved`].
+pub async fn claim_at(
+    store: &dyn CallStore,
+    config: &Config,
+    call_sid: &CallSid,
+    generation: Option<u32>,
+    reason: &str,
+    by: ClaimedBy,
+) -> StoreResult<Claim> {
     let at = now_ms();
     let patch = CallPatch {
         fallback_reason: Some(reason.to_string()),
@@ -84,7 +101,7 @@ pub async fn claim(store: &dyn CallStore, config: &Config, call_sid: &CallSid, r
     };
     let by = by.as_str();
     let from = [CallStatus::Ringing, CallStatus::AwaitingStream, CallStatus::Streaming];
-    Ok(match store.transition(call_sid, &from, CallStatus::Fallback, &patch, at).await? {
+    Ok(match store.transition_at(call_sid, generation, &from, CallStatus::Fallback, &patch, at).await? {
         Transition::Applied(call) => {
             crate::process::metrics::record(crate::process::metrics::FALLBACKS, 1.0, &[reason]);
             let detail = serde_json::json!({ "reason": reason, "action": config.fallback.mode.as_str(), "by": by });
@@ -92,6 +109,7 @@ pub async fn claim(store: &dyn CallStore, config: &Config, call_sid: &CallSid, r
             Claim::Won(call)
         }
         Transition::Refused(call) if call.status == CallStatus::Fallback => Claim::AlreadyInFallback(call),
+        Transition::Refused(call) if from.contains(&call.status) => Claim::Moved(call),
         Transition::Refused(call) => Claim::Ended(call),
         Transition::NotFound => Claim::NotFound,
     })

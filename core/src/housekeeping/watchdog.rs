@@ -56,9 +56,11 @@ pub fn staleness(call: &ActiveCall, now: Millis, timeouts: &Timeouts) -> Option<
     let deadline = |from: Millis, limit: Duration| from + limit.as_millis() as Millis;
     let stale = match call.status {
         CallStatus::AwaitingStream => Stale { reason: "stream_never_started", since: deadline(call.status_at, timeouts.stream_start) },
-        // Until its first heartbeat, a stream is as fresh as the moment it started.
+        // Until its first heartbeat, a stream is as fresh as the moment it started; a later
+        // stream of the call (a new generation) too, whatever the last one's heartbeats were.
         CallStatus::Streaming => {
-            Stale { reason: "heartbeat_stale", since: deadline(call.heartbeat_at.unwrap_or(call.status_at), timeouts.heartbeat_stale) }
+            let fresh = call.heartbeat_at.map_or(call.status_at, |beat| beat.max(call.status_at));
+            Stale { reason: "heartbeat_stale", since: deadline(fresh, timeouts.heartbeat_stale) }
         }
         // Not answered yet (Twilio has not asked for TwiML), or already handled.
         CallStatus::Ringing | CallStatus::Fallback | CallStatus::Transferred | CallStatus::Completed => return None,
@@ -230,7 +232,7 @@ impl Watchdog {
             report.store_writes += 1;
             match fallback::claim(self.calls.as_ref(), &self.config, sid, stale.reason, ClaimedBy::Watchdog).await? {
                 Claim::Won(_) => report.store_writes += 1, // and its event
-                Claim::AlreadyInFallback(_) | Claim::Ended(_) | Claim::NotFound => {
+                Claim::AlreadyInFallback(_) | Claim::Ended(_) | Claim::Moved(_) | Claim::NotFound => {
                     report.already_handled = 1;
                     return Ok(report);
                 }
@@ -312,10 +314,16 @@ impl Watchdog {
         let sid = &active.call_sid;
         report.store_reads += 1;
         let Some(call) = self.calls.get_call(sid).await? else { return Ok(false) };
-        if call.status != CallStatus::Streaming || current_stream_ended(&call) {
-            // Moved or ended meanwhile, or Twilio is on the `<Connect action>` already.
+        if call.status != CallStatus::Streaming {
+            // Moved or ended meanwhile.
             report.already_handled = 1;
             return Ok(true);
+        }
+        if current_stream_ended(&call) {
+            // Twilio is on the `<Connect action>` already, whose answer (made without the store,
+            // or it would not be stale) is the fallback: claimed, never redirected (see
+            // `stream_is_over`).
+            return Ok(false);
         }
         report.store_writes += 2;
         let moved = match reconnect::next_generation(self.calls.as_ref(), &call, Why::Fault(stale.reason), "watchdog").await? {
@@ -447,6 +455,10 @@ mod tests {
         let beating = call(CallStatus::Streaming, 1_000, Some(20_000));
         assert_eq!(staleness(&beating, 34_999, &t), None);
         assert_eq!(staleness(&beating, 35_000, &t), Some(Stale { reason: "heartbeat_stale", since: 35_000 }));
+        // The call moved to a new stream at 40 s: the old stream's last beat does not count.
+        let moved = call(CallStatus::Streaming, 40_000, Some(20_000));
+        assert_eq!(staleness(&moved, 54_999, &t), None, "a new stream counts from its start");
+        assert_eq!(staleness(&moved, 55_000, &t), Some(Stale { reason: "heartbeat_stale", since: 55_000 }));
         assert_eq!(staleness(&call(CallStatus::Ringing, 0, None), 1_000_000, &t), None);
     }
 }

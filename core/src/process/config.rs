@@ -107,6 +107,12 @@ pub struct RelaySettings {
     /// While draining, each live call moves to another relay at its next quiet moment, and at
     /// the latest after this long; `None`: calls stay until they end or the drain deadline.
     pub drain_move: Option<Duration>,
+    /// On ECS (`ECS_AGENT_URI`), whether the relay protects its task from scale-in while it
+    /// holds calls (`RELAY_SCALE_IN_PROTECTION=on`).
+    pub scale_in_protection: bool,
+    /// On ECS, the ALB target group this relay is registered in (`RELAY_TARGET_GROUP_ARN`): the
+    /// relay drains as soon as its target is deregistered, before the ALB closes its streams.
+    pub target_group_arn: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -277,6 +283,16 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "on SIGTERM, each live call moves to another relay at its next quiet moment, and at the latest after this long; 0 keeps calls until they end",
     ),
     (
+        "RELAY_SCALE_IN_PROTECTION",
+        "off",
+        "`on`: on ECS, a relay holding calls protects its task from scale-in (deploys then wait for its calls to end); `off`: scale-in and deploys move calls",
+    ),
+    (
+        "RELAY_TARGET_GROUP_ARN",
+        "",
+        "on ECS, the relay's ALB target group: the relay asks it about itself every 5 s and drains (moves its calls) once deregistered, before the ALB closes the streams; unset, only SIGTERM drains",
+    ),
+    (
         "MEDIA_SILENCE_SECS",
         "3",
         "a started stream with no frame from Twilio for this long (Twilio sends one every 20 ms) is ended by the relay, so the caller gets the fallback",
@@ -440,6 +456,18 @@ impl Config {
         let min_recording_secs = number("MIN_RECORDING_SECS", 2, 0..=3600);
         let job_retry_base = number("JOB_RETRY_BASE_SECS", 2, 0..=60);
         let job_lease = number("JOB_LEASE_SECS", 60, 3..=900);
+        let scale_in_protection = match get("RELAY_SCALE_IN_PROTECTION").as_deref() {
+            None | Some("off") => false,
+            Some("on") => true,
+            Some(v) => {
+                errors.push(format!("RELAY_SCALE_IN_PROTECTION must be `on` or `off`, got {v:?}"));
+                false
+            }
+        };
+        let target_group_arn = get("RELAY_TARGET_GROUP_ARN").filter(|v| !v.trim().is_empty());
+        if target_group_arn.as_deref().is_some_and(|arn| !arn.starts_with("arn:")) {
+            errors.push("RELAY_TARGET_GROUP_ARN must be a target group's ARN (arn:aws:elasticloadbalancing:…)".into());
+        }
         if heartbeat_stale <= heartbeat_interval {
             errors.push(format!(
                 "HEARTBEAT_STALE_SECS ({heartbeat_stale}) must be longer than HEARTBEAT_INTERVAL_SECS ({heartbeat_interval})"
@@ -591,6 +619,8 @@ impl Config {
                         max_connections,
                         media_silence: Duration::from_secs(media_silence),
                         drain_move: (drain_move > 0).then(|| Duration::from_secs(drain_move)),
+                        scale_in_protection,
+                        target_group_arn,
                     },
                     twilio_api_base,
                     twilio_phone_number,

@@ -108,8 +108,7 @@ impl Conversation {
             }
             if self.reconnects.len() >= MAX_RECONNECTS {
                 return Err(AgentError::Unavailable(format!(
-                    "the model went away {} times within a minute; last: {last_error}",
-                    MAX_RECONNECTS + 1
+                    "no new model session: {MAX_RECONNECTS} tried in the last minute; last: {last_error}"
                 )));
             }
             self.reconnects.push_back(now);
@@ -231,7 +230,8 @@ impl Conversation {
         });
         let (calls, sid, session) = (self.calls.clone(), self.call.call_sid.clone(), self.sessions);
         tokio::spawn(async move {
-            let event = CallEvent { at: now_ms(), kind: "model_session".into(), key: format!("model_session:{session}:{}", now_ms()), detail };
+            let event =
+                CallEvent { at: now_ms(), kind: "model_session".into(), key: format!("model_session:{session}:{}", now_ms()), detail };
             if let Err(e) = calls.add_event(&sid, &event).await {
                 tracing::warn!(call_sid = %sid, error = %e, "model_session event not written");
             }
