@@ -108,10 +108,18 @@ pub async fn stream_ended(
 ) -> Result<Response, WebhookError> {
     let call_sid: CallSid = form.parse_required("CallSid")?;
     let generation = query.generation.unwrap_or(0);
-    let failure = match tokio::time::timeout(STORE_BUDGET, follow_stream(&state, &form, &call_sid, generation, false)).await {
-        Ok(Ok(doc)) => return Ok(twiml_response(doc)),
-        Ok(Err(WebhookError::Unavailable(e))) => e.to_string(),
-        Ok(Err(refused)) => return Err(refused),
+    // In a task of its own, so that running out of budget does not drop it halfway: a decision
+    // half written (the call moved to a new stream, its event not yet) would be left standing
+    // while the caller is answered from the form.
+    let mut first = tokio::spawn({
+        let (state, form, sid) = (state.clone(), form.clone(), call_sid.clone());
+        async move { follow_stream(&state, &form, &sid, generation, false).await }
+    });
+    let failure = match tokio::time::timeout(STORE_BUDGET, &mut first).await {
+        Ok(Ok(Ok(doc))) => return Ok(twiml_response(doc)),
+        Ok(Ok(Err(WebhookError::Unavailable(e)))) => e.to_string(),
+        Ok(Ok(Err(refused))) => return Err(refused),
+        Ok(Err(crashed)) => crashed.to_string(),
         Err(_) => format!("no answer within {} s", STORE_BUDGET.as_secs()),
     };
     let (decision, reason, doc) = match by_form(&state, &form) {
@@ -119,13 +127,17 @@ pub async fn stream_ended(
         None => ("fallback", "store_unavailable", fallback::twiml(&state.config)),
     };
     tracing::error!(call_sid = %call_sid, error = failure, decision, reason, "the store failed: answered without it; writing the call later");
-    let (state, form, sid) = (state.clone(), form.clone(), call_sid.clone());
     // The replay writes what the caller was given: a caller given the fallback is in it, and
-    // the call must not be moved to a new stream behind its back.
+    // the call must not be moved to a new stream behind its back. It starts once the first try
+    // is over, so it also undoes what that one did too late.
     let served_fallback = decision != "hangup";
-    crate::deferred::retry("stream_ended", call_sid, move || {
-        let (state, form, sid) = (state.clone(), form.clone(), sid.clone());
-        async move { follow_stream(&state, &form, &sid, generation, served_fallback).await.map(|_| ()) }
+    tokio::spawn(async move {
+        let _ = first.await;
+        let sid = call_sid.clone();
+        crate::deferred::retry("stream_ended", call_sid, move || {
+            let (state, form, sid) = (state.clone(), form.clone(), sid.clone());
+            async move { follow_stream(&state, &form, &sid, generation, served_fallback).await.map(|_| ()) }
+        });
     });
     Ok(twiml_response(doc))
 }
@@ -235,6 +247,8 @@ async fn connect_ended(
     }
     let reason = match call.status {
         CallStatus::Streaming => "stream_ended_abnormally",
+        // Moved on by a first try that outlived its budget: that stream had broken.
+        CallStatus::AwaitingStream if served_fallback && call.generation > generation => "stream_ended_abnormally",
         _ => "stream_never_started",
     };
     if !served_fallback && call.status == CallStatus::Streaming && call.generation == generation {

@@ -236,6 +236,14 @@ impl Player<'_> {
         let until = Instant::now() + AGENT_TIMEOUT;
         loop {
             if let Some(end) = self.check(call).await {
+                // Moved right after the greeting: the caller heard it, and the agent rightly
+                // does not greet again on the next stream.
+                let heard = call.heard();
+                if heard.media_frames > 0 && !self.greeted {
+                    self.greeted = true;
+                    self.played.greeting_after_ms = heard.first_media_at.map(|at| at.duration_since(start).as_millis() as u64);
+                    self.played.greeting_ms = heard.audio.len() as u64 / 8;
+                }
                 return Ok(Some(end));
             }
             let heard = call.heard();

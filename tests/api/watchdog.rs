@@ -139,7 +139,8 @@ async fn a_stream_whose_heartbeats_stop_is_moved_to_a_new_stream_then_falls_back
     // The socket stays open, but no more media comes.
     let detail = watchdog_event(&app, &sid, "watchdog_reconnected", Duration::from_secs(5)).await;
     assert_eq!((detail["times"]["reason"].as_str(), detail["times"]["generation"].as_u64()), (Some("heartbeat_stale"), Some(1)));
-    assert!(detail["times"]["detection_ms"].as_i64().unwrap() <= 1_250, "{detail}");
+    // A poll, and the half second given to a stream end still being written.
+    assert!(detail["times"]["detection_ms"].as_i64().unwrap() <= 1_750, "{detail}");
     let requests = twilio.received_requests().await.unwrap();
     let form: Vec<(String, String)> = form_urlencoded::parse(&requests[0].body).into_owned().collect();
     let twiml = parse_twiml(&form.iter().find(|(k, _)| k == "Twiml").expect("the new stream's TwiML").1);

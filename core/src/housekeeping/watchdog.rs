@@ -312,6 +312,11 @@ impl Watchdog {
     /// fallback's claim takes it from there).
     async fn reconnect(&self, active: &ActiveCall, stale: Stale, detected_at: Millis, report: &mut PassReport) -> StoreResult<bool> {
         let sid = &active.call_sid;
+        // Heartbeats also stop when a stream simply ended while the store was failing, and the
+        // relay's record of that end may be just behind: as before a fallback redirect (see
+        // `stream_is_over`), the watchdog gives it `AFTER_CLAIM` to land, or it would move a
+        // caller Twilio has already given the fallback.
+        tokio::time::sleep(AFTER_CLAIM).await;
         report.store_reads += 1;
         let Some(call) = self.calls.get_call(sid).await? else { return Ok(false) };
         if call.status != CallStatus::Streaming {
