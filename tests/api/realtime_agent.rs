@@ -368,10 +368,12 @@ async fn a_model_that_goes_away_is_resumed_with_the_conversation_and_the_caller_
         call.stop();
         assert_eq!(a.app.figures(&sid).await.end, StreamEnd::TwilioStop, "{fault:?}: the stream went on to the end");
 
-        let log = a.fake.log();
-        assert_eq!(log.connections.len(), 2, "{fault:?}: one new session");
-        let struck = log.faulted_at.expect("the fault struck");
-        let resumed = session_events(&log, 1);
+        let (connections, struck, resumed, violations) = {
+            let log = a.fake.log();
+            (log.connections.len(), log.faulted_at, session_events(&log, 1), log.violations.clone())
+        };
+        assert_eq!(connections, 2, "{fault:?}: one new session");
+        let struck = struck.expect("the fault struck");
         let items: Vec<&serde_json::Value> =
             resumed.iter().filter(|e| e["type"] == "conversation.item.create").map(|e| &e["item"]).collect();
         assert_eq!(items[0]["role"], "assistant", "{fault:?}: {items:?}");
@@ -382,8 +384,7 @@ async fn a_model_that_goes_away_is_resumed_with_the_conversation_and_the_caller_
             resumed.iter().all(|e| e["type"] != "response.create" || e["response"]["instructions"] != json!(greeting)),
             "{fault:?}: the agent does not greet again"
         );
-        assert!(log.violations.is_empty(), "{:?}", log.violations);
-        drop(log);
+        assert!(violations.is_empty(), "{violations:?}");
 
         // What the caller heard: the answer came within 1.5 s of the fault's moment or the
         // caller's last word, whichever was later.
@@ -418,8 +419,7 @@ async fn a_resumed_session_that_answers_in_text_is_given_the_history_as_one_mess
     caller_turn(&mut call).await;
     assert!(call.wait_heard(Duration::from_secs(6), |h| h.spans.len() > before).await, "an answer with audio after the recovery");
     call.stop();
-    let log = a.fake.log();
-    let resumed = session_events(&log, 1);
+    let resumed = session_events(&a.fake.log(), 1);
     let deleted: Vec<&str> =
         resumed.iter().filter(|e| e["type"] == "conversation.item.delete").filter_map(|e| e["item_id"].as_str()).collect();
     assert!(deleted.len() >= 2, "the replayed line and note are deleted: {deleted:?}");
@@ -429,7 +429,6 @@ async fn a_resumed_session_that_answers_in_text_is_given_the_history_as_one_mess
         .find(|e| e["item"]["role"] == "user" && e["item"]["content"][0]["text"].as_str().unwrap_or("").contains("conversation so far"))
         .expect("the history as one user message");
     assert!(packed["item"]["content"][0]["text"].as_str().unwrap().contains("שלום"), "{packed}");
-    drop(log);
     assert_eq!(a.app.figures(&sid).await.end, StreamEnd::TwilioStop);
 }
 
