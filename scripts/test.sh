@@ -69,7 +69,7 @@ if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; the
 fi
 echo "   $(chromium --version 2>/dev/null | head -1)"
 
-echo "== moto_server (DynamoDB, SQS, S3, SSM emulated) for the AWS adapters' tests"
+echo "== moto_server (DynamoDB, SQS, S3, SSM, ELBv2 emulated) for the AWS adapters' tests"
 port="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 # One request at a time: see scripts/moto_serial.py.
 "$VENV/bin/python" scripts/moto_serial.py 127.0.0.1 "$port" > "${TMPDIR:-/tmp}/callkeeper-moto.log" 2>&1 &
