@@ -580,15 +580,19 @@ impl Session {
             }
             Ok(Updated::CallOver { .. }) => self.moved = true,
             Err(e) => {
-                // Twilio still streams to us: this stream becomes the generation the store awaits.
+                // Twilio still streams to us: the call goes back to this stream's generation, so
+                // that when this stream ends, its `<Connect action>` (which names this
+                // generation) continues the call on a new stream.
                 tracing::warn!(call_sid = %self.call_sid, error = %e, "draining: Twilio did not move the call; it stays here");
+                let patch =
+                    CallPatch { generation: Some(self.call.generation), recoveries: Some(self.call.recoveries), ..Default::default() };
                 let back = calls
                     .transition_at(
                         &self.call_sid,
                         Some(moving.generation),
                         &[CallStatus::AwaitingStream],
                         CallStatus::Streaming,
-                        &CallPatch::default(),
+                        &patch,
                         now_ms(),
                     )
                     .await;

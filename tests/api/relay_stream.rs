@@ -338,3 +338,36 @@ async fn a_stream_with_no_frames_for_the_silence_limit_is_ended_by_the_relay() {
     let fallback = events.iter().find(|e| e.kind == "fallback").unwrap();
     assert_eq!(fallback.detail["by"], "relay");
 }
+
+/// Draining, a call Twilio will not move (its REST API answers 500) stays on this relay at its
+/// own generation; at the deadline its socket is closed, and its `<Connect action>` continues it
+/// on a new stream rather than ignoring it or falling back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_twilio_will_not_move_stays_and_continues_through_connect_action() {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let twilio = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(500)).mount(&twilio).await;
+    let mut app = spawn_app_with(&[
+        ("VOICE_AGENT", "silent"),
+        ("DRAIN_DEADLINE_SECS", "3"),
+        ("DRAIN_MOVE_SECS", "1"),
+        ("TWILIO_API_BASE", &twilio.uri()),
+    ])
+    .await;
+    let (sid, mut call) = app.start_call().await;
+    call.silence(Duration::from_millis(200)).await;
+    app.shutdown.take().unwrap().send(()).unwrap();
+    // The quiet call is tried at once; Twilio refuses (after the client's retries).
+    call.silence(Duration::from_millis(1500)).await;
+    assert!(!twilio.received_requests().await.unwrap().is_empty(), "the relay asked Twilio to move the call");
+    let stored = app.stores.calls.get_call(&sid).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.generation), (CallStatus::Streaming, 0), "the call is back on this stream");
+    let closed = call.closed_while_silent(Duration::from_secs(4)).await.expect("closed at the deadline");
+    assert_eq!((closed.code, closed.reason.as_str()), (1000, "relay draining"));
+    let twiml = twiml_of(app.post("/webhook/stream_ended", &ended_form(sid.as_str(), &[])).await).await;
+    assert_eq!(twiml.names(), ["Connect"], "the conversation continues on a new stream");
+    let stored = app.stores.calls.get_call(&sid).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.generation, stored.fallback_reason), (CallStatus::AwaitingStream, 1, None));
+    tokio::time::timeout(Duration::from_secs(5), &mut app.server).await.expect("the server stops after the drain").unwrap();
+}
