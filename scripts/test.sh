@@ -85,6 +85,8 @@ echo "   at $CALLKEEPER_TEST_AWS_ENDPOINT"
 echo "== the functions' binary, for tests/api/lambda_events.rs to run under cargo-lambda's emulator"
 cargo build --locked --quiet -p callkeeper-functions --bins
 export CALLKEEPER_TEST_CARGO_LAMBDA="$VENV/bin/cargo-lambda"
+# tests/api/twiml_conformance.rs rebuilds every TwiML document with twilio-python's VoiceResponse.
+export CALLKEEPER_TEST_PYTHON="$VENV/bin/python"
 
 echo "== cargo test"
 cargo test --workspace --locked "$@"

@@ -19,6 +19,7 @@ mod relay_stream;
 mod template;
 mod token_rotation;
 mod transcription;
+mod twiml_conformance;
 mod voice_webhooks;
 mod watchdog;
 mod whatsapp_replies;
