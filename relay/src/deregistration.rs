@@ -6,7 +6,7 @@
 //! asks the target group about itself (`DescribeTargetHealth`, its own IP and port) every
 //! [`LOOK_EVERY`], and once its target is `draining` — or no longer registered, having been — it
 //! drains as on SIGTERM: no new streams, each call moves at a quiet moment within
-//! `DRAIN_MOVE_SECS`, well inside the delay (30 s in the template).
+//! `DRAIN_MOVE_SECS`, well inside the delay (45 s in the template).
 //!
 //! A failed look changes nothing: the SIGTERM that follows the delay still drains.
 
@@ -14,7 +14,7 @@ use crate::drain::Drain;
 use aws_sdk_elasticloadbalancingv2::types::{TargetDescription, TargetHealthStateEnum};
 use std::time::Duration;
 
-/// How often the relay asks: a fraction of the 30 s delay, and 12 requests a minute per task.
+/// How often the relay asks: a fraction of the 45 s delay, and 12 requests a minute per task.
 pub const LOOK_EVERY: Duration = Duration::from_secs(5);
 
 /// Where this relay is in the target group.

@@ -73,7 +73,7 @@ impl Drain {
 
     /// Stops taking calls, waits for live ones up to `deadline`, then closes the rest.
     pub async fn run(&self, deadline: Duration) -> Drained {
-        self.draining.send_replace(true);
+        self.leave();
         let live_at_start = self.live();
         tracing::info!(live = live_at_start, deadline_secs = deadline.as_secs(), "draining: no new streams");
         let mut live = self.live.subscribe();

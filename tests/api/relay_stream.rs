@@ -379,23 +379,7 @@ async fn a_call_twilio_will_not_move_stays_and_continues_through_connect_action(
     tokio::spawn(callkeeper::server::serve(listener, served, std::future::pending::<()>()));
     let closed = call.closed_while_silent(Duration::from_secs(6)).await.expect("closed at the deadline");
     assert_eq!((closed.code, closed.reason.as_str()), (1000, "relay draining"));
-    let form = ended_form(sid.as_str(), &[]);
-    let signature = callkeeper_core::signature::compute(
-        AUTH_TOKEN.as_bytes(),
-        callkeeper_core::signature::Algorithm::HmacSha1,
-        "https://ck.example.com/webhook/stream_ended",
-        &form,
-    );
-    let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(&form).finish();
-    let answer = app
-        .client
-        .post(format!("http://{webhooks}/webhook/stream_ended"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-twilio-signature", signature)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let answer = post_signed_to(&app.client, webhooks, "/webhook/stream_ended", &ended_form(sid.as_str(), &[])).await;
     let twiml = twiml_of(answer).await;
     assert_eq!(twiml.names(), ["Connect"], "the conversation continues on a new stream");
     let stored = app.stores.calls.get_call(&sid).await.unwrap().unwrap();

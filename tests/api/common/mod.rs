@@ -84,18 +84,11 @@ pub fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 impl TestApp {
     /// Posts a form signed for the public URL of `path`, as Twilio would.
     pub async fn post(&self, path: &str, form: &[(String, String)]) -> reqwest::Response {
-        let signature = compute(AUTH_TOKEN.as_bytes(), Algorithm::HmacSha1, &format!("https://ck.example.com{path}"), form);
-        self.post_signed(path, form, Some(&signature)).await
+        post_signed_to(&self.client, self.addr, path, form).await
     }
 
     pub async fn post_signed(&self, path: &str, form: &[(String, String)], signature: Option<&str>) -> reqwest::Response {
-        let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
-        let mut request =
-            self.client.post(format!("http://{}{path}", self.addr)).header("content-type", "application/x-www-form-urlencoded").body(body);
-        if let Some(signature) = signature {
-            request = request.header("x-twilio-signature", signature);
-        }
-        request.send().await.unwrap()
+        post_form(&self.client, self.addr, path, form, signature).await
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -104,6 +97,28 @@ impl TestApp {
 }
 
 /// The fields Twilio posts to the voice URL when a call comes in.
+/// Posts `form` to `addr`, signed as Twilio would for the public URL of `path`: to a server of
+/// the test's own beside the app's.
+pub async fn post_signed_to(client: &reqwest::Client, addr: SocketAddr, path: &str, form: &[(String, String)]) -> reqwest::Response {
+    let signature = compute(AUTH_TOKEN.as_bytes(), Algorithm::HmacSha1, &format!("https://ck.example.com{path}"), form);
+    post_form(client, addr, path, form, Some(&signature)).await
+}
+
+async fn post_form(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    path: &str,
+    form: &[(String, String)],
+    signature: Option<&str>,
+) -> reqwest::Response {
+    let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+    let mut request = client.post(format!("http://{addr}{path}")).header("content-type", "application/x-www-form-urlencoded").body(body);
+    if let Some(signature) = signature {
+        request = request.header("x-twilio-signature", signature);
+    }
+    request.send().await.unwrap()
+}
+
 pub fn incoming_call_form(call_sid: &str, from: &str) -> Vec<(String, String)> {
     params(&[
         ("AccountSid", ACCOUNT_SID),
