@@ -88,5 +88,16 @@ export CALLKEEPER_TEST_CARGO_LAMBDA="$VENV/bin/cargo-lambda"
 # tests/api/twiml_conformance.rs rebuilds every TwiML document with twilio-python's VoiceResponse.
 export CALLKEEPER_TEST_PYTHON="$VENV/bin/python"
 
+# Every Realtime event crossing the fake server's socket, either way, one per shape, is kept here
+# (src/fake_realtime.rs) and read after the tests by the openai package's own GA types.
+wire="$(mktemp -d)"
+trap 'rm -f "$fresh"; rm -rf "$tables" "$events" "$wire"; kill "$moto_pid" 2>/dev/null || true' EXIT
+export CALLKEEPER_REALTIME_WIRE_LOG="$wire"
+
 echo "== cargo test"
 cargo test --workspace --locked "$@"
+
+echo "== every Realtime event of the suite, read by the openai package's GA types"
+# A filtered run may have opened no Realtime session; the whole suite must have.
+[ "$#" -eq 0 ] || allow_empty="--allow-empty"
+"$VENV/bin/python" scripts/realtime_conformance.py ${allow_empty:-} "$wire"/*.jsonl

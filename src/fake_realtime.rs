@@ -11,6 +11,11 @@
 //! answers them; and faults: refuse, drop the socket mid-call, a fatal error, a format that
 //! reverted to PCM, the model down for good after a drop, text-only answers after replayed
 //! assistant text. Every client event is logged with when it came, for tests to assert on.
+//!
+//! Every distinct shape of event that crosses its socket, either way, is also kept on the wire
+//! record ([`Log::wire`], and with `CALLKEEPER_REALTIME_WIRE_LOG=<dir>` a JSON-lines file per
+//! process there): what `scripts/realtime_conformance.py` reads with the `openai` package's own
+//! GA types, so neither the agent nor this fake can drift from the API.
 
 use base64::Engine;
 use callkeeper_core::mulaw;
@@ -127,6 +132,88 @@ pub struct Log {
     pub first_delta_at: HashMap<String, Instant>,
     /// When a `DropAfter` or `FatalAfter` fault struck.
     pub faulted_at: Option<Instant>,
+    /// One event of each shape that crossed the socket, as `{"side": "client"|"server", "event"}`.
+    pub wire: Wire,
+}
+
+/// Events kept one per shape (their type, the paths of their fields and the values of the
+/// fields that choose a variant), with audio cut to a few bytes: a call's thousands of appends
+/// and deltas are two lines.
+#[derive(Debug, Default)]
+pub struct Wire {
+    shapes: std::collections::HashSet<String>,
+    pub events: Vec<Value>,
+}
+
+impl Wire {
+    /// The event as kept, if its shape is new.
+    fn keep(&mut self, side: &str, event: &Value) -> Option<Value> {
+        let mut key = format!("{side} ");
+        shape(event, "", &mut key);
+        if !self.shapes.insert(key) {
+            return None;
+        }
+        let mut kept = event.clone();
+        for field in ["audio", "delta"] {
+            if kept[field].as_str().is_some_and(|b64| b64.len() > 8) && kept["type"] != "response.output_text.delta" {
+                kept[field] = json!("AAAAAA==");
+            }
+        }
+        let line = json!({ "side": side, "event": kept });
+        self.events.push(line.clone());
+        Some(line)
+    }
+}
+
+/// The fields that pick which of the API's types an object is.
+const VARIANT_FIELDS: [&str; 3] = ["type", "role", "status"];
+
+fn shape(value: &Value, path: &str, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            for key in keys {
+                let here = format!("{path}.{key}");
+                match &map[key] {
+                    Value::String(v) if VARIANT_FIELDS.contains(&key.as_str()) => out.push_str(&format!("{here}={v} ")),
+                    other => {
+                        out.push_str(&here);
+                        out.push(' ');
+                        shape(other, &here, out);
+                    }
+                }
+            }
+        }
+        // A tool's JSON schema is the profile's, not the protocol's: its shape is not the event's.
+        Value::Array(items) if !path.ends_with(".parameters") => items.iter().for_each(|item| shape(item, &format!("{path}[]"), out)),
+        _ => {}
+    }
+}
+
+/// The process's wire file, when `CALLKEEPER_REALTIME_WIRE_LOG` names a folder.
+fn wire_file() -> Option<&'static Mutex<(Wire, std::fs::File)>> {
+    static FILE: std::sync::OnceLock<Option<Mutex<(Wire, std::fs::File)>>> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let dir = std::env::var_os("CALLKEEPER_REALTIME_WIRE_LOG")?;
+        let path = std::path::Path::new(&dir).join(format!("realtime-wire-{}.jsonl", std::process::id()));
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path).ok()?;
+        Some(Mutex::new((Wire::default(), file)))
+    })
+    .as_ref()
+}
+
+/// Keeps `event` on this fake's wire record and the process's file.
+fn on_wire(log: &Mutex<Log>, side: &str, event: &Value) {
+    log.lock().expect("not poisoned").wire.keep(side, event);
+    if let Some(file) = wire_file() {
+        use std::io::Write;
+        let mut guard = file.lock().expect("not poisoned");
+        let (wire, file) = &mut *guard;
+        if let Some(line) = wire.keep(side, event) {
+            let _ = writeln!(file, "{line}");
+        }
+    }
 }
 
 impl Log {
@@ -227,7 +314,8 @@ async fn serve_connection(tcp: tokio::net::TcpStream, options: Options, log: Arc
     };
     let Ok(mut socket) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else { return };
     if beta {
-        let error = json!({"type":"error","error":{"type":"invalid_request_error","code":"beta_api_shape_disabled","message":"The Realtime Beta API is no longer supported. Please use /v1/realtime for the GA API.","param":null}});
+        let error = json!({"type":"error","event_id":"event_beta","error":{"type":"invalid_request_error","code":"beta_api_shape_disabled","message":"The Realtime Beta API is no longer supported. Please use /v1/realtime for the GA API.","param":null}});
+        on_wire(&log, "server", &error);
         let _ = socket.send(Message::text(error.to_string())).await;
         let _ = socket.send(Message::Close(Some(CloseFrame { code: CloseCode::from(4000), reason: "beta".into() }))).await;
         return;
@@ -302,6 +390,8 @@ struct Session {
     voiced_ms: u64,
     quiet_ms: u64,
     speaking: bool,
+    /// Where on the clock the caller's current turn began.
+    speech_from_ms: u64,
     user_item: String,
     caller_turns: usize,
     responses_done: u64,
@@ -336,6 +426,7 @@ impl Session {
             voiced_ms: 0,
             quiet_ms: 0,
             speaking: false,
+            speech_from_ms: 0,
             user_item: String::new(),
             caller_turns: 0,
             responses_done: 0,
@@ -352,6 +443,7 @@ impl Session {
     fn emit(&mut self, mut event: Value) {
         let id = self.id("event");
         event["event_id"] = json!(id);
+        on_wire(&self.log, "server", &event);
         self.outbox.push(event);
     }
 
@@ -374,6 +466,7 @@ impl Session {
             self.error("invalid_json", "The event is not JSON.");
             return;
         };
+        on_wire(&self.log, "client", &event);
         let kind = event["type"].as_str().unwrap_or_default().to_string();
         if kind == "input_audio_buffer.append" {
             let audio = B64.decode(event["audio"].as_str().unwrap_or_default()).unwrap_or_default();
@@ -439,7 +532,12 @@ impl Session {
                         self.script.pop_front();
                     }
                 }
-                self.emit(json!({ "type": "conversation.item.added", "item": { "id": id, "type": item["type"] } }));
+                // The item whole, as the API echoes it (audio aside), with its id and status.
+                let mut added = item.clone();
+                added["id"] = json!(id);
+                added["object"] = json!("realtime.item");
+                added["status"] = json!("completed");
+                self.emit(json!({ "type": "conversation.item.added", "item": added }));
             }
             other => self.error("invalid_event", &format!("unknown event type {other:?}")),
         }
@@ -471,6 +569,7 @@ impl Session {
                 if !self.speaking && self.voiced_ms >= SPEECH_START_MS {
                     self.speaking = true;
                     self.user_item = self.id("item");
+                    self.speech_from_ms = self.clock_ms - self.voiced_ms;
                     let start = self.clock_ms.saturating_sub(self.voiced_ms + vad["prefix_padding_ms"].as_u64().unwrap_or(300));
                     let item = self.user_item.clone();
                     self.emit(json!({ "type": "input_audio_buffer.speech_started", "audio_start_ms": start, "item_id": item }));
@@ -497,14 +596,15 @@ impl Session {
         let at = self.clock_ms;
         self.emit(json!({ "type": "input_audio_buffer.speech_stopped", "audio_end_ms": at, "item_id": item }));
         self.emit(json!({ "type": "input_audio_buffer.committed", "item_id": item }));
-        self.emit(json!({ "type": "conversation.item.added", "item": { "id": item, "type": "message", "role": "user", "content": [{ "type": "input_audio", "transcript": null }] } }));
+        self.emit(json!({ "type": "conversation.item.added", "item": { "id": item, "object": "realtime.item", "type": "message", "status": "completed", "role": "user", "content": [{ "type": "input_audio", "transcript": null }] } }));
         if create_response {
             self.start_response();
         }
         let said = self.options.caller_says.get(self.caller_turns).cloned().unwrap_or_else(|| "…".into());
         self.caller_turns += 1;
         if self.config["audio"]["input"]["transcription"].is_object() {
-            self.emit(json!({ "type": "conversation.item.input_audio_transcription.completed", "item_id": item, "content_index": 0, "transcript": said }));
+            let seconds = ((at - self.speech_from_ms) as f64 / 1000.0).max(0.1);
+            self.emit(json!({ "type": "conversation.item.input_audio_transcription.completed", "item_id": item, "content_index": 0, "transcript": said, "usage": { "type": "duration", "seconds": seconds } }));
         }
     }
 
@@ -604,12 +704,18 @@ pub fn tone(from_ms: u64, ms: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Deep-merges `update` into `config`: what `session.update` does.
+/// Deep-merges `update` into `config`: what `session.update` does. An audio format is replaced
+/// whole (`audio/pcmu` has no `rate`: the SDK's type for it has only `type`).
 fn merge(config: &mut Value, update: &Value) {
     match (config, update) {
         (Value::Object(into), Value::Object(from)) => {
             for (k, v) in from {
-                merge(into.entry(k.clone()).or_insert(Value::Null), v);
+                let slot = into.entry(k.clone()).or_insert(Value::Null);
+                if k == "format" {
+                    *slot = v.clone();
+                } else {
+                    merge(slot, v);
+                }
             }
         }
         (slot, value) => *slot = value.clone(),

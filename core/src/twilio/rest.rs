@@ -213,6 +213,72 @@ pub struct TwilioRecording {
     pub created_at: Option<crate::domain::time::Millis>,
 }
 
+/// The account, as `GET Accounts/{sid}.json` has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TwilioAccount {
+    pub sid: String,
+    pub friendly_name: String,
+    /// `active`, `suspended` or `closed`.
+    pub status: String,
+    /// `Trial` or `Full`.
+    pub kind: String,
+}
+
+/// One of the account's phone numbers, as `IncomingPhoneNumbers` has it: where Twilio sends its
+/// calls and messages. An empty string is a URL not set.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IncomingNumber {
+    /// `PN…`.
+    pub sid: String,
+    pub phone_number: String,
+    pub voice_url: String,
+    pub voice_method: String,
+    pub voice_fallback_url: String,
+    pub voice_fallback_method: String,
+    pub status_callback: String,
+    pub status_callback_method: String,
+    pub sms_url: String,
+    pub sms_method: String,
+    pub voice_capable: bool,
+    pub sms_capable: bool,
+}
+
+impl IncomingNumber {
+    fn from_json(item: &Value) -> Option<IncomingNumber> {
+        let text = |field: &str| item[field].as_str().unwrap_or_default().to_string();
+        let number = IncomingNumber {
+            sid: item["sid"].as_str()?.to_string(),
+            phone_number: item["phone_number"].as_str()?.to_string(),
+            voice_url: text("voice_url"),
+            voice_method: text("voice_method"),
+            voice_fallback_url: text("voice_fallback_url"),
+            voice_fallback_method: text("voice_fallback_method"),
+            status_callback: text("status_callback"),
+            status_callback_method: text("status_callback_method"),
+            sms_url: text("sms_url"),
+            sms_method: text("sms_method"),
+            voice_capable: item["capabilities"]["voice"].as_bool().unwrap_or(false),
+            sms_capable: item["capabilities"]["sms"].as_bool().unwrap_or(false),
+        };
+        Some(number)
+    }
+
+    /// The value of one of the fields `update_incoming_number` sets, by its form name.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        Some(match name {
+            "VoiceUrl" => &self.voice_url,
+            "VoiceMethod" => &self.voice_method,
+            "VoiceFallbackUrl" => &self.voice_fallback_url,
+            "VoiceFallbackMethod" => &self.voice_fallback_method,
+            "StatusCallback" => &self.status_callback,
+            "StatusCallbackMethod" => &self.status_callback_method,
+            "SmsUrl" => &self.sms_url,
+            "SmsMethod" => &self.sms_method,
+            _ => return None,
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct TwilioRest {
     http: reqwest::Client,
@@ -317,6 +383,39 @@ impl TwilioRest {
         }
         tracing::warn!(pages = MAX_PAGES, "Twilio's recordings list is longer than the pages read");
         Ok(recordings)
+    }
+
+    /// The account the credentials are for: what answers only when they work.
+    pub async fn fetch_account(&self) -> Result<TwilioAccount, RestError> {
+        let body = self.send(reqwest::Method::GET, &self.account_url(".json"), None, true).await?;
+        Ok(TwilioAccount {
+            sid: json_field(&body, "sid")?,
+            friendly_name: body["friendly_name"].as_str().unwrap_or_default().to_string(),
+            status: json_field(&body, "status")?,
+            kind: body["type"].as_str().unwrap_or_default().to_string(),
+        })
+    }
+
+    /// The account's phone numbers (at most 1,000), or with `phone_number` the one that is it.
+    pub async fn incoming_numbers(&self, phone_number: Option<&str>) -> Result<Vec<IncomingNumber>, RestError> {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.append_pair("PageSize", "1000");
+        if let Some(number) = phone_number {
+            query.append_pair("PhoneNumber", number);
+        }
+        let url = self.account_url(&format!("/IncomingPhoneNumbers.json?{}", query.finish()));
+        let body = self.send(reqwest::Method::GET, &url, None, true).await?;
+        let page =
+            body["incoming_phone_numbers"].as_array().ok_or_else(|| RestError::Unexpected("no incoming_phone_numbers list".into()))?;
+        Ok(page.iter().filter_map(IncomingNumber::from_json).collect())
+    }
+
+    /// Sets fields of a number (`VoiceUrl`, `VoiceMethod`, … by their form names) and answers
+    /// the number as Twilio then has it. Setting a field twice is the same as once.
+    pub async fn update_incoming_number(&self, sid: &str, fields: &[(&str, String)]) -> Result<IncomingNumber, RestError> {
+        let url = self.account_url(&format!("/IncomingPhoneNumbers/{sid}.json"));
+        let body = self.send(reqwest::Method::POST, &url, Some(fields), true).await?;
+        IncomingNumber::from_json(&body).ok_or_else(|| RestError::Unexpected("no number in the answer".into()))
     }
 
     /// Places an outbound call.
