@@ -6,7 +6,7 @@ use callkeeper_core::ids::random_sid;
 use callkeeper_core::secrets::Secret;
 use serde_json::json;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 pub const LOCAL_SECRETS_FILE: &str = "local-secrets.json";
@@ -42,6 +42,34 @@ pub fn resolve(data_dir: &Path, addr: SocketAddr) -> anyhow::Result<(Config, Sou
     ]);
     let config = Config::from_lookup(|name| env(name).or_else(|| defaults.get(name).cloned()))?;
     Ok((config, Source::Local(path)))
+}
+
+/// The settings as `serve` (or, with the `*_SSM_PARAMETER` settings, a deployed function) would
+/// read them, and where they came from: for `doctor` and `twilio`, which read and never make
+/// them (the local settings must already exist). An error is one line with the fix.
+pub async fn existing(data_dir: &Path, port: u16) -> Result<(Config, String), String> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let secrets = callkeeper_core::parameters::resolve(&env)
+        .await
+        .map_err(|e| format!("{e}: check the parameter's name and this identity's ssm:GetParameter"))?;
+    let configured = ["PUBLIC_BASE_URL", "RELAY_PUBLIC_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"]
+        .iter()
+        .any(|name| env(name).is_some() || secrets.contains_key(*name));
+    if configured {
+        let config = Config::from_lookup(|name| secrets.get(name).cloned().or_else(|| env(name))).map_err(|e| e.to_string())?;
+        let source = if secrets.is_empty() { "the environment".to_string() } else { "the environment and SSM".to_string() };
+        return Ok((config, source));
+    }
+    let local = data_dir.join(LOCAL_SECRETS_FILE);
+    if !local.exists() {
+        return Err(format!(
+            "no settings: set PUBLIC_BASE_URL, RELAY_PUBLIC_URL, TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (docs/deploying.md), or run `callkeeper serve` once for local ones in {}",
+            data_dir.display()
+        ));
+    }
+    let addr = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port);
+    let (config, _) = resolve(data_dir, addr).map_err(|e| e.to_string())?;
+    Ok((config, format!("local, {}", local.display())))
 }
 
 /// The local account sid and auth token, generated on first use and kept (mode 0600) so the

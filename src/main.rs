@@ -107,6 +107,30 @@ enum Command {
         #[command(subcommand)]
         command: AgentCommand,
     },
+    /// Is this deployment ready for a real call? Checks the settings, Twilio's credentials and
+    /// numbers, the webhooks and the relay as Twilio reaches them, OpenAI, the store and the
+    /// events receiver; one line each, ✓ or ✗ with the fix. Changes nothing, prints no secret;
+    /// exits 1 when a check fails.
+    Doctor {
+        /// Check only this number (+E164; repeatable); default every number of the account.
+        #[arg(long)]
+        number: Vec<String>,
+        /// A JSON list of checks, each `name`, `ok` and `detail`.
+        #[arg(long)]
+        json: bool,
+        /// The local server's port, when the settings are the local ones `serve` made.
+        #[arg(long, env = "PORT", default_value_t = 8080)]
+        port: u16,
+    },
+    /// The account's Twilio phone numbers: whether each sends its calls and messages here, and
+    /// pointing one here. Needs the Twilio settings (`PUBLIC_BASE_URL`, `TWILIO_ACCOUNT_SID`, …).
+    Twilio {
+        #[command(subcommand)]
+        command: TwilioCommand,
+        /// The local server's port, when the settings are the local ones `serve` made.
+        #[arg(long, env = "PORT", default_value_t = 8080, global = true)]
+        port: u16,
+    },
     /// A fake of OpenAI's Realtime API on loopback: try the AI agent with no account
     /// (`OPENAI_API_KEY=sk-fake OPENAI_REALTIME_URL=ws://127.0.0.1:PORT/v1/realtime callkeeper serve`).
     FakeRealtime {
@@ -115,6 +139,26 @@ enum Command {
         /// The key it accepts.
         #[arg(long, default_value = "sk-fake")]
         key: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TwilioCommand {
+    /// Every number of the account, and whether its webhooks are this deployment's.
+    Numbers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Point a number's calls (a call comes in, primary handler fails, status callback) and
+    /// messages at this deployment; prints each field it changed, and changes nothing twice.
+    /// A number the account does not own is refused (exit 2).
+    Configure {
+        /// The number, +E164, as Twilio lists it.
+        #[arg(long)]
+        number: String,
+        /// Say what would change, and send nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -302,6 +346,32 @@ async fn run(cli: Cli, data_dir_given: bool) -> anyhow::Result<ExitCode> {
                         anyhow::bail!("name a dead letter to redrive, or pass --all");
                     }
                     print!("{}", dlq::redrive(queue, name, id.as_deref()).await?);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor { number, json, port } => {
+            let options = callkeeper::doctor::Options { data_dir: &cli.data_dir, store: kind, port, numbers: number };
+            let checks = callkeeper::doctor::run(&options).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&checks)?);
+            } else {
+                print!("{}", callkeeper::doctor::render(&checks));
+            }
+            Ok(if checks.iter().all(|c| c.ok) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Twilio { command, port } => {
+            let (config, _) = callkeeper::local_config::existing(&cli.data_dir, port).await.map_err(anyhow::Error::msg)?;
+            match command {
+                TwilioCommand::Numbers { json } => print!("{}", callkeeper::twilio_numbers::list(&config, json).await?),
+                TwilioCommand::Configure { number, dry_run } => {
+                    match callkeeper::twilio_numbers::configure(&config, &number, dry_run).await? {
+                        Ok(done) => print!("{done}"),
+                        Err(callkeeper::twilio_numbers::Refused(why)) => {
+                            eprintln!("callkeeper: {why}");
+                            return Ok(ExitCode::from(2));
+                        }
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -34,6 +34,12 @@ pub async fn outbound_call(State(state): State<AppState>, SignedForm(form): Sign
 /// records the call and connects its stream to the relay.
 async fn answer(state: &AppState, form: &Form, direction: Direction) -> Result<Response, WebhookError> {
     let call_sid: CallSid = form.parse_required("CallSid")?;
+    if form.get(callkeeper_core::form::PROBE_FIELD).is_some() {
+        // `callkeeper doctor`: the document a call would get, from the same builder; no call.
+        new_call(form, &call_sid, direction, now_ms())?;
+        tracing::info!(call_sid = %call_sid, "doctor's probe: answered, nothing written");
+        return Ok(twiml_response(stream_twiml(state, &call_sid)));
+    }
     let at = now_ms();
     let new = new_call(form, &call_sid, direction, at)?;
     let store = state.stores.calls.as_ref();

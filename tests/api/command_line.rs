@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 const BIN: &str = env!("CARGO_BIN_EXE_callkeeper");
 
 /// A command with none of the Twilio settings a developer's shell might carry.
-fn callkeeper(data_dir: &std::path::Path) -> Command {
+pub(crate) fn callkeeper(data_dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(BIN);
     for name in [
         "PUBLIC_BASE_URL",
@@ -33,7 +33,7 @@ fn callkeeper(data_dir: &std::path::Path) -> Command {
 }
 
 /// A running `serve`, killed on drop; what it printed after its banner is kept.
-struct Killed(Child, std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+pub(crate) struct Killed(Child, std::sync::Arc<std::sync::Mutex<Vec<String>>>);
 impl Killed {
     fn output(&self) -> Vec<String> {
         self.1.lock().unwrap().clone()
@@ -51,7 +51,7 @@ fn serve(dir: &std::path::Path) -> (Killed, String, String) {
     serve_with(callkeeper(dir))
 }
 
-fn serve_with(mut command: Command) -> (Killed, String, String) {
+pub(crate) fn serve_with(mut command: Command) -> (Killed, String, String) {
     let mut child = command.args(["serve", "--port", "0"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();

@@ -8,6 +8,7 @@ mod command_line;
 mod common;
 mod crm_pages;
 mod fault_matrix;
+mod first_real_call;
 mod hostile_clients;
 mod lambda_events;
 mod readme;

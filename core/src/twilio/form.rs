@@ -2,6 +2,10 @@
 
 use std::str::FromStr;
 
+/// A field `callkeeper doctor` adds to its signed `incoming_call`: the webhook answers the TwiML
+/// a call would get and writes nothing. Only whoever holds the auth token can sign it.
+pub const PROBE_FIELD: &str = "CallkeeperProbe";
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FieldError {
     #[error("missing field {0}")]

@@ -54,6 +54,26 @@ pub fn changes(config: &Config, number: &IncomingNumber) -> Vec<Change> {
         .collect()
 }
 
+/// Why Twilio could not reach this deployment, if it could not: a webhook base or relay on a
+/// loopback or private host, or not over TLS (Twilio signs over https and streams over wss; a
+/// number pointed at plain http works only until someone reads the traffic).
+pub fn unreachable_by_twilio(config: &Config) -> Option<String> {
+    let check = |name: &str, value: &str, scheme: &str| -> Option<String> {
+        let url = url::Url::parse(value).ok()?;
+        let local = match url.host()? {
+            url::Host::Domain(host) => host == "localhost" || host.ends_with(".localhost"),
+            url::Host::Ipv4(ip) => ip.is_loopback() || ip.is_private() || ip.is_unspecified() || ip.is_link_local(),
+            url::Host::Ipv6(ip) => ip.is_loopback() || ip.is_unspecified(),
+        };
+        if local {
+            return Some(format!("{name} is {value}: Twilio cannot reach it; set it to this deployment's public {scheme} URL"));
+        }
+        (url.scheme() != scheme).then(|| format!("{name} is {value}: Twilio needs {scheme}; set it to this deployment's {scheme} URL"))
+    };
+    check("PUBLIC_BASE_URL", config.public_base_url.as_str(), "https")
+        .or_else(|| check("RELAY_PUBLIC_URL", config.relay_public_url.as_str(), "wss"))
+}
+
 /// Where a WhatsApp sender's webhooks are set: Twilio's API for numbers does not reach them.
 pub const WHATSAPP_SENDER_CONSOLE: &str = "Twilio Console → Messaging → Senders → WhatsApp senders → the sender → \
      Webhook URL for incoming messages: POST {inbound}; Status callback URL: {status}";
@@ -107,5 +127,26 @@ mod tests {
         // A number without messaging is not given a messaging URL.
         number.sms_capable = false;
         assert!(wanted(&config, &number).iter().all(|(field, _)| !field.starts_with("Sms")));
+    }
+
+    #[test]
+    fn only_public_tls_urls_are_reachable_by_twilio() {
+        assert_eq!(unreachable_by_twilio(&config()), None);
+        let with = |base: &str, relay: &str| {
+            let settings = [
+                ("PUBLIC_BASE_URL", base),
+                ("RELAY_PUBLIC_URL", relay),
+                ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+                ("TWILIO_AUTH_TOKEN", "tok"),
+            ];
+            let config = Config::from_lookup(|name| settings.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())).unwrap();
+            unreachable_by_twilio(&config).unwrap_or_default()
+        };
+        assert!(with("http://127.0.0.1:8080", "wss://relay.example.com")
+            .starts_with("PUBLIC_BASE_URL is http://127.0.0.1:8080: Twilio cannot reach it"));
+        assert!(with("https://10.0.0.5", "wss://relay.example.com").contains("cannot reach"));
+        assert!(with("http://hooks.example.com", "wss://relay.example.com").contains("Twilio needs https"));
+        assert!(with("https://hooks.example.com", "ws://relay.example.com")
+            .starts_with("RELAY_PUBLIC_URL is ws://relay.example.com: Twilio needs wss"));
     }
 }

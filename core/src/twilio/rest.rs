@@ -358,7 +358,9 @@ impl TwilioRest {
     /// them (at most `MAX_PAGES` of 1,000).
     pub async fn recordings_since(&self, date: &str) -> Result<Vec<TwilioRecording>, RestError> {
         const MAX_PAGES: usize = 20;
-        let mut url = self.account_url(&format!("/Recordings.json?PageSize=1000&DateCreated%3E={date}"));
+        // `DateCreated>` is a date-time in Twilio's API definition: midnight GMT of `date`, as
+        // twilio-python sends it (its docs' examples show a bare date; the definition decides).
+        let mut url = self.account_url(&format!("/Recordings.json?PageSize=1000&DateCreated%3E={date}T00%3A00%3A00Z"));
         let mut recordings = Vec::new();
         for _ in 0..MAX_PAGES {
             let body = self.send(reqwest::Method::GET, &url, None, true).await?;

@@ -9,4 +9,5 @@ mod signature_vectors;
 mod sqs_move_task;
 mod ssm_parameters;
 mod twilio_rest;
+mod twilio_rest_conformance;
 mod twiml_documents;

@@ -88,6 +88,11 @@ impl Connection {
         }
     }
 
+    /// Ends the session with a close frame.
+    pub async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+    }
+
     pub async fn send(&mut self, event: String) -> Result<(), AgentError> {
         self.send_all(std::iter::once(event)).await
     }

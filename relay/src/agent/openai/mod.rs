@@ -16,7 +16,7 @@
 //!   would repeat: a key, a quota, a format) `converse` fails; the relay then closes Twilio's
 //!   stream with 1011 and the caller gets the fallback.
 
-mod connection;
+pub mod connection;
 pub mod protocol;
 mod resume;
 mod tools;
