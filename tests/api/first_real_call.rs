@@ -295,6 +295,23 @@ async fn doctor_checks_a_running_deployment_names_what_is_wrong_and_changes_noth
     assert!(stdout.lines().any(|l| l.starts_with(&format!("✗ number {NUMBER}: VoiceUrl"))), "{stdout}");
     assert!(stdout.ends_with("2 of 16 checks failed\n"), "{stdout}");
 
+    // RELAY_PUBLIC_URL at something that is not the relay: the upgrade's 426 is named (Twilio's
+    // 31920), and so is the webhooks' TwiML streaming somewhere else than this setting says.
+    let not_relay = MockServer::start().await;
+    Mock::given(method("GET")).and(path("/ws/twilio-media")).respond_with(ResponseTemplate::new(426)).mount(&not_relay).await;
+    let wrong_relay = format!("ws://{}", not_relay.address());
+    let mut cmd = with_services(callkeeper(dir.path()), key);
+    cmd.env("PUBLIC_BASE_URL", format!("http://{addr}"))
+        .env("RELAY_PUBLIC_URL", &wrong_relay)
+        .env("TWILIO_ACCOUNT_SID", account)
+        .env("TWILIO_AUTH_TOKEN", token)
+        .args(["doctor", "--json", "--number", NUMBER]);
+    let all = checks(&run(&mut cmd));
+    let (_, ok, detail) = check(&all, "relay");
+    assert!(!ok && detail.contains("answered 426 (Twilio's 31920)") && detail.contains("RELAY_PUBLIC_URL"), "{detail}");
+    let (_, ok, detail) = check(&all, "webhooks incoming_call");
+    assert!(!ok && detail.contains(&format!("streams to ws://{addr}/ws/twilio-media, not {wrong_relay}/ws/twilio-media")), "{detail}");
+
     // A bad key is named (by its last four), and what needs it is not run.
     let output = doctor("sk-wrong-key-9999", true);
     let all = checks(&output);
