@@ -10,7 +10,7 @@ use callkeeper_core::routes::{Route, HEALTHZ, STREAM_PATH, VERSION};
 use callkeeper_core::secrets::Secret;
 use callkeeper_core::signature::{compute, Algorithm};
 use callkeeper_core::twilio::numbers::changes;
-use callkeeper_core::twilio_rest::{RestError, RetryPolicy, TwilioRest};
+use callkeeper_core::twilio_rest::{IncomingNumber, RestError, RetryPolicy, TwilioRest};
 use std::time::Duration;
 
 /// One try each: the doctor reports, it does not wait out an outage.
@@ -85,52 +85,44 @@ pub async fn credentials_and_numbers(config: &Config, only: &[String]) -> Vec<Ch
 /// Each number: does it send its calls (and messages) here, with the connection overrides?
 async fn numbers(config: &Config, only: &[String]) -> Vec<Check> {
     let rest = config.twilio_rest();
-    let mut found = Vec::new();
-    if only.is_empty() {
+    let numbers = if only.is_empty() {
         match rest.incoming_numbers(None).await {
             Ok(all) if all.is_empty() => {
                 return vec![Check::fail("numbers", "the account has no phone numbers: buy one (Console → Phone Numbers → Buy a number)")]
             }
-            Ok(all) => found = all,
+            Ok(all) => all,
             Err(e) => return vec![Check::fail("numbers", format!("Twilio did not list the numbers: {e}"))],
         }
     } else {
+        let mut asked = Vec::new();
         for wanted in only {
             match rest.incoming_numbers(Some(wanted)).await {
                 Ok(list) => match list.into_iter().find(|n| &n.phone_number == wanted) {
-                    Some(number) => found.push(number),
-                    None => found_missing(&mut found, wanted),
+                    Some(number) => asked.push(number),
+                    None => {
+                        let why = format!("not a number of account {}: see `callkeeper twilio numbers`", config.twilio_account_sid);
+                        return vec![Check::fail(format!("number {wanted}"), why)];
+                    }
                 },
                 Err(e) => return vec![Check::fail(format!("number {wanted}"), format!("Twilio did not answer: {e}"))],
             }
         }
-    }
-    found
-        .iter()
-        .map(|number| {
-            let name = format!("number {}", number.phone_number);
-            if number.sid.is_empty() {
-                return Check::fail(
-                    name,
-                    format!("not a number of account {}: see `callkeeper twilio numbers`", config.twilio_account_sid),
-                );
-            }
-            let differs = changes(config, number);
-            if differs.is_empty() {
-                return Check::pass(name, "calls and messages come here, with the connection overrides");
-            }
-            let what: Vec<String> = differs
-                .iter()
-                .map(|c| format!("{} is {}", c.field, if c.from.is_empty() { "not set".to_string() } else { format!("{:?}", c.from) }))
-                .collect();
-            Check::fail(name, format!("{}: run `callkeeper twilio configure --number {}`", what.join(", "), number.phone_number))
-        })
-        .collect()
+        asked
+    };
+    numbers.iter().map(|number| number_points_here(config, number)).collect()
 }
 
-/// A number asked for that the account does not have: kept, sid empty, to be reported.
-fn found_missing(found: &mut Vec<callkeeper_core::twilio_rest::IncomingNumber>, wanted: &str) {
-    found.push(callkeeper_core::twilio_rest::IncomingNumber { phone_number: wanted.to_string(), ..Default::default() });
+fn number_points_here(config: &Config, number: &IncomingNumber) -> Check {
+    let name = format!("number {}", number.phone_number);
+    let differs = changes(config, number);
+    if differs.is_empty() {
+        return Check::pass(name, "calls and messages come here, with the connection overrides");
+    }
+    let what: Vec<String> = differs
+        .iter()
+        .map(|c| format!("{} is {}", c.field, if c.from.is_empty() { "not set".to_string() } else { format!("{:?}", c.from) }))
+        .collect();
+    Check::fail(name, format!("{}: run `callkeeper twilio configure --number {}`", what.join(", "), number.phone_number))
 }
 
 /// `/healthz`, `/version` and a signed probe of `incoming_call` at the public URL.

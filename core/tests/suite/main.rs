@@ -5,6 +5,7 @@
 mod aws_contract;
 mod embedded_contract;
 mod mulaw_tables;
+mod openai_requests_conformance;
 mod signature_vectors;
 mod sqs_move_task;
 mod ssm_parameters;
