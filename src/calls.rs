@@ -1,4 +1,4 @@
-//! `callkeeper calls list` and `calls show`: what the CRM holds, as text or JSON.
+//! `callkeeper calls list`, `calls show` and `calls trace`: what the CRM holds, as text or JSON.
 
 use callkeeper_core::call::Call;
 use callkeeper_core::ids::CallSid;
@@ -193,4 +193,21 @@ pub async fn show(store: &dyn CallStore, call_sid: &CallSid, as_json: bool) -> a
         writeln!(out, "  {}  {:<14} {}", format_ms(e.at), e.kind, e.detail)?;
     }
     Ok(Some(out))
+}
+
+/// The call's trace (`CALL_TRACES`), as JSON lines in the order they happened: the webhooks'
+/// lines and each stream's chunks merged by time. `None` when the call has no trace.
+pub async fn trace(store: &dyn CallStore, call_sid: &CallSid) -> anyhow::Result<Option<String>> {
+    let mut lines: Vec<(i64, String)> = store
+        .trace(call_sid)
+        .await?
+        .into_iter()
+        .map(|line| (serde_json::from_str::<serde_json::Value>(&line).ok().and_then(|v| v["at"].as_i64()).unwrap_or(0), line))
+        .collect();
+    if lines.is_empty() {
+        return Ok(None);
+    }
+    // Stable: lines of one millisecond keep the order they were written in.
+    lines.sort_by_key(|(at, _)| *at);
+    Ok(Some(lines.into_iter().map(|(_, line)| line + "\n").collect()))
 }

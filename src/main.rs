@@ -259,6 +259,9 @@ enum CallsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The call's trace as JSON lines (kept when `CALL_TRACES` is `on` or `full`): every
+    /// webhook and its answer, every Media Streams and Realtime event either way, with times.
+    Trace { call_sid: String },
 }
 
 #[tokio::main]
@@ -451,6 +454,16 @@ async fn run(cli: Cli, data_dir_given: bool) -> anyhow::Result<ExitCode> {
             let stores = open_crm(kind, &cli.data_dir).await?;
             match command {
                 CallsCommand::List { limit, json } => print!("{}", calls::list(stores.calls.as_ref(), limit, json).await?),
+                CallsCommand::Trace { call_sid } => {
+                    let sid = CallSid::parse(&call_sid)?;
+                    match calls::trace(stores.calls.as_ref(), &sid).await? {
+                        Some(lines) => print!("{lines}"),
+                        None => {
+                            eprintln!("callkeeper: no trace of {sid} in {} (is CALL_TRACES on?)", cli.data_dir.display());
+                            return Ok(ExitCode::from(2));
+                        }
+                    }
+                }
                 CallsCommand::Show { call_sid, json } => {
                     let sid = CallSid::parse(&call_sid)?;
                     match calls::show(stores.calls.as_ref(), &sid, json).await? {

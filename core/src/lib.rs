@@ -24,7 +24,7 @@ pub mod twilio;
 pub mod work;
 
 pub use audio::{chunks as audio_chunks, mulaw, wav};
-pub use domain::{call, ids, job, message, phone, profile, recording, secrets, stream_report, time, transcript, url, users};
+pub use domain::{call, ids, job, message, phone, profile, recording, secrets, stream_report, time, trace, transcript, url, users};
 pub use housekeeping::{fallback, reconciler, reconnect, watchdog};
 pub use process::{build_info, config, metrics, parameters, startup, telemetry};
 #[cfg(feature = "twiml-reader")]

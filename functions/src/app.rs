@@ -37,5 +37,8 @@ pub fn webhooks(state: AppState, routes: &[Route]) -> Router {
         };
         app = app.route(route.path(), handler);
     }
+    if state.config.call_traces != callkeeper_core::trace::TraceMode::Off {
+        app = app.layer(axum::middleware::from_fn_with_state(state.clone(), crate::traced::record));
+    }
     app.with_state(state)
 }

@@ -13,6 +13,7 @@ pub mod lambda;
 pub mod recording_done;
 pub mod signed_form;
 pub mod sqs_batch;
+pub mod traced;
 pub mod voice;
 pub mod webhook;
 pub mod whatsapp;

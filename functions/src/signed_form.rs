@@ -7,7 +7,7 @@ use callkeeper_core::form::Form;
 use callkeeper_core::signature::{self, Algorithm, SignedBody, SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER};
 
 /// Twilio's posts are a few kilobytes; anything far larger is not Twilio.
-const MAX_BODY: usize = 64 * 1024;
+pub const MAX_BODY: usize = 64 * 1024;
 /// Twilio's posts have a few dozen fields (a WhatsApp message with ten media about sixty);
 /// more is refused before the signature is even computed.
 pub const MAX_FIELDS: usize = 256;

@@ -21,6 +21,7 @@ pub mod recorder;
 pub mod service;
 pub mod session;
 pub mod tls;
+pub mod trace;
 pub mod transfer;
 pub mod turns;
 pub mod upgrade;

@@ -14,6 +14,7 @@ use crate::figures::{Counters, Ending, Histogram};
 use crate::opening::Opening;
 use crate::playback::{Out, Playback};
 use crate::recorder::Recorder;
+use crate::trace::Tracer;
 use crate::turns::TurnLog;
 use crate::Relay;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -22,6 +23,7 @@ use callkeeper_core::ids::CallSid;
 use callkeeper_core::media_stream::{self, FrameError, Inbound, Start};
 use callkeeper_core::stream_report::StreamEnd;
 use callkeeper_core::time::{now_ms, Millis};
+use callkeeper_core::trace::{Direction as Towards, Peer, TraceMode};
 use callkeeper_core::{metrics, stream_token};
 use futures_util::SinkExt;
 use serde_json::json;
@@ -77,7 +79,9 @@ pub async fn run(relay: Relay, mut socket: WebSocket, live: LiveCall, opening: O
     let mut counters = Counters::default();
     // The one-off steps are boxed: a future is as large as its largest await point, and theirs
     // would otherwise stay in every call's task for its whole life.
-    let opened = tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(open(&relay, &mut socket, &mut counters))).await;
+    // The frames before `start`, for the call's trace once the call is known.
+    let mut before_start = Vec::new();
+    let opened = tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(open(&relay, &mut socket, &mut counters, &mut before_start))).await;
     drop(opening);
     let (start, call) = match opened {
         Ok(Ok(opened)) => opened,
@@ -96,17 +100,28 @@ pub async fn run(relay: Relay, mut socket: WebSocket, live: LiveCall, opening: O
     };
     let profile = Box::pin(relay.profiles.for_call(&call)).await;
     let earlier = if call.generation > 0 { Some(Box::pin(earlier(&relay, &call)).await) } else { None };
-    let session = Session::begin(relay, start, call, profile, counters, earlier);
+    let session = Session::begin(relay, start, call, profile, counters, earlier, before_start);
     session.pump_and_finish(socket).await;
     drop(live);
 }
 
-/// Reads up to `start` and admits the call. `Err(None)`: the socket went away.
-async fn open(relay: &Relay, socket: &mut WebSocket, counters: &mut Counters) -> Result<(Start, Call), Option<Refusal>> {
+/// Reads up to `start` and admits the call. `Err(None)`: the socket went away. With traces on,
+/// the frames read are kept in `seen` with their times.
+async fn open(
+    relay: &Relay,
+    socket: &mut WebSocket,
+    counters: &mut Counters,
+    seen: &mut Vec<(Millis, String)>,
+) -> Result<(Start, Call), Option<Refusal>> {
     loop {
         let text = match socket.recv().await {
             None | Some(Err(_)) => return Err(None),
-            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Text(text))) => {
+                if relay.config.call_traces != TraceMode::Off {
+                    seen.push((now_ms(), text.to_string()));
+                }
+                text
+            }
             Some(Ok(Message::Binary(bytes))) => {
                 skip_bad_frame(counters, None, &FrameError::Binary(bytes.len()));
                 continue;
@@ -237,6 +252,8 @@ struct Session {
     answer_made: Option<Instant>,
     /// Shared with the agent: caller audio's wait in the relay before the model has it.
     to_model: Arc<Mutex<Histogram>>,
+    /// The call's trace, when `CALL_TRACES` is on; shared with the agent.
+    tracer: Tracer,
 }
 
 /// How the agent ends its part of the call.
@@ -254,6 +271,7 @@ impl Session {
         profile: std::sync::Arc<callkeeper_core::profile::AgentProfile>,
         counters: Counters,
         earlier: Option<(History, u32)>,
+        before_start: Vec<(Millis, String)>,
     ) -> Session {
         let (earlier, first_seq) = match earlier {
             Some((history, next_seq)) => (Some(history), next_seq),
@@ -264,6 +282,16 @@ impl Session {
         let (to_agent, input) = mpsc::channel(INPUT_CAPACITY);
         let (output, from_agent) = mpsc::channel(OUTPUT_CAPACITY);
         let to_model = Arc::new(Mutex::new(Histogram::default()));
+        let tracer = Tracer::new(
+            relay.config.call_traces,
+            relay.calls.clone(),
+            call.call_sid.clone(),
+            call.generation,
+            &relay.config.relay.instance_id,
+        );
+        for (at, text) in &before_start {
+            tracer.text_at(*at, Peer::Twilio, Towards::In, text);
+        }
         let info = CallInfo {
             call_sid: call.call_sid.clone(),
             stream_sid: start.stream_sid.clone(),
@@ -274,16 +302,19 @@ impl Session {
             profile,
             to_model: to_model.clone(),
             earlier,
+            tracer: tracer.clone(),
         };
         let agent = relay.agent.clone();
         // Kept here so a failure can say why before the channel closes.
         let failed = output.clone();
         tokio::spawn(async move {
-            let call_sid = info.call_sid.clone();
+            let (call_sid, tracer) = (info.call_sid.clone(), info.tracer.clone());
             if let Err(e) = agent.converse(info, AgentLink { input, output }).await {
                 tracing::error!(call_sid = %call_sid, error = %e, "voice agent failed");
                 let _ = failed.send(AgentOutput::Failed { reason: e.to_string() }).await;
             }
+            // The model's last events came after the stream's end, if the session wrote first.
+            tracer.finish().await;
         });
         Session {
             relay,
@@ -297,6 +328,7 @@ impl Session {
             stream_sid: start.stream_sid,
             started_at,
             counters,
+            tracer,
             playback: Playback::new(Instant::now()),
             turns: TurnLog::starting_at(first_seq),
             recorder,
@@ -445,7 +477,10 @@ impl Session {
     /// Handles one frame from Twilio; `Some` ends the stream.
     fn inbound(&mut self, message: Message) -> Option<StreamEnd> {
         let text = match message {
-            Message::Text(text) => text,
+            Message::Text(text) => {
+                self.tracer.text(Peer::Twilio, Towards::In, text.as_str());
+                text
+            }
             Message::Binary(bytes) => {
                 skip_bad_frame(&mut self.counters, Some(&self.call_sid), &FrameError::Binary(bytes.len()));
                 return None;
@@ -658,6 +693,7 @@ impl Session {
                 Out::Mark(name) => media_stream::mark_frame(&self.stream_sid, &name),
                 Out::Clear => media_stream::clear_frame(&self.stream_sid),
             };
+            self.tracer.text(Peer::Twilio, Towards::Out, &text);
             socket.feed(Message::Text(text.into())).await?;
         }
         socket.flush().await
@@ -678,6 +714,7 @@ impl Session {
             finale,
             failure,
             to_model,
+            tracer,
             ..
         } = self;
         // The agent's input closing is how it learns the call is over.
@@ -775,5 +812,6 @@ impl Session {
             frame_us_p99 = figures.frame_us_p99,
             "stream closed"
         );
+        tracer.finish().await;
     }
 }

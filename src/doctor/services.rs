@@ -79,7 +79,7 @@ async fn realtime(config: &Config, openai: &callkeeper_core::config::OpenAiSetti
     }
     let profile = config.builtin_profile();
     let update = protocol::session_update(&profile, &config.realtime, &protocol::tools(&profile, config.transfer_number.is_some()));
-    match Connection::open(&config.realtime, &openai.api_key, update).await {
+    match Connection::open(&config.realtime, &openai.api_key, update, callkeeper_relay::trace::Tracer::off()).await {
         Ok(connection) => {
             connection.close().await;
             Check::pass(

@@ -19,6 +19,7 @@ mod relay_deregistration;
 mod relay_stream;
 mod template;
 mod token_rotation;
+mod trace_replay;
 mod transcription;
 mod twiml_conformance;
 mod voice_webhooks;

@@ -15,6 +15,7 @@ pub mod secrets;
 mod status;
 pub mod stream_report;
 pub mod time;
+pub mod trace;
 pub mod transcript;
 pub mod url;
 pub mod users;

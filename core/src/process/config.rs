@@ -155,6 +155,8 @@ pub struct Config {
     /// Proxies in front of `serve` whose `X-Forwarded-For` entries are believed (ngrok: 1), so
     /// the CRM's sign-in limit sees each visitor's address, not the proxy's.
     pub trusted_proxy_hops: usize,
+    /// Whether each call keeps a trace of its webhooks and socket events (`CALL_TRACES`).
+    pub call_traces: crate::domain::trace::TraceMode,
 }
 
 #[derive(Debug, Clone)]
@@ -306,6 +308,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("TWILIO_API_BASE", "https://api.twilio.com", "Twilio's REST API (tests point it at a fake)"),
     ("TWILIO_PHONE_NUMBER", "", "the number `callkeeper call` calls from unless `--from` is given"),
     ("WATCHDOG_POLL_SECS", "1", "how often the watchdog looks for stale calls"),
+    (
+        "CALL_TRACES",
+        "off",
+        "`on`: each call keeps a trace of its webhooks, Media Streams and Realtime events (audio as lengths, phone numbers and words redacted), read with `callkeeper calls trace CA…`; `full`: the same unredacted",
+    ),
     ("WATCHDOG_RUN_SECS", "55", "how long one scheduled watchdog invocation keeps polling"),
     (
         "TRUSTED_PROXY_HOPS",
@@ -462,6 +469,13 @@ impl Config {
             Some(v) => {
                 errors.push(format!("RELAY_SCALE_IN_PROTECTION must be `on` or `off`, got {v:?}"));
                 false
+            }
+        };
+        let call_traces = match crate::domain::trace::TraceMode::parse(get("CALL_TRACES").as_deref().unwrap_or("off")) {
+            Some(mode) => mode,
+            None => {
+                errors.push("CALL_TRACES must be off, on or full".to_string());
+                Default::default()
             }
         };
         let target_group_arn = get("RELAY_TARGET_GROUP_ARN").filter(|v| !v.trim().is_empty());
@@ -648,6 +662,7 @@ impl Config {
                     },
                     transfer_number,
                     trusted_proxy_hops,
+                    call_traces,
                     language,
                 })
             }

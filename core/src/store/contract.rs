@@ -30,6 +30,7 @@ macro_rules! store_contract_tests {
             stream_figures_and_turns_are_kept,
             jobs_are_claimed_once_and_transcripts_kept,
             events_are_idempotent_by_key,
+            traces_are_kept_in_chunk_order_once,
             recent_calls_newest_first,
             recent_calls_and_messages_page_without_gaps,
             recordings_upsert_and_keep_job_mark,
@@ -376,6 +377,18 @@ pub async fn events_are_idempotent_by_key(s: &Stores) {
     let events = s.calls.events(&call.call_sid).await.unwrap();
     assert_eq!(events.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["b", "a"], "oldest first");
     assert_eq!(events[1].detail, serde_json::json!({"event": "a"}));
+}
+
+pub async fn traces_are_kept_in_chunk_order_once(s: &Stores) {
+    let call = new_call(CallStatus::Streaming);
+    s.calls.create_call(&call).await.unwrap();
+    let lines = |from: usize| (from..from + 2).map(|i| format!("{{\"at\":{i}}}")).collect::<Vec<_>>();
+    s.calls.append_trace(&call.call_sid, "0000000000002-relay-0", &lines(2)).await.unwrap();
+    s.calls.append_trace(&call.call_sid, "0000000000000-webhook-0", &lines(0)).await.unwrap();
+    // A retry of a chunk is the same chunk.
+    s.calls.append_trace(&call.call_sid, "0000000000002-relay-0", &lines(2)).await.unwrap();
+    assert_eq!(s.calls.trace(&call.call_sid).await.unwrap(), [lines(0), lines(2)].concat());
+    assert!(s.calls.trace(&call_sid()).await.unwrap().is_empty());
 }
 
 pub async fn recent_calls_newest_first(s: &Stores) {

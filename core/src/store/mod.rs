@@ -137,7 +137,15 @@ pub trait CallsPort: Send + Sync {
     async fn add_event(&self, call_sid: &CallSid, event: &CallEvent) -> StoreResult<bool>;
     /// Oldest first.
     async fn events(&self, call_sid: &CallSid) -> StoreResult<Vec<CallEvent>>;
+    /// Keeps a chunk of the call's trace (`CALL_TRACES`, lines of [`crate::trace::line`], at
+    /// most [`TRACE_CHUNK_BYTES`] in all); `key` names the chunk, so a retry writes it once.
+    async fn append_trace(&self, call_sid: &CallSid, key: &str, lines: &[String]) -> StoreResult<()>;
+    /// Every line of the call's trace, chunk by chunk in the order of their keys.
+    async fn trace(&self, call_sid: &CallSid) -> StoreResult<Vec<String>>;
 }
+
+/// A trace chunk's size at most: inside a DynamoDB item's 400 KB with its keys.
+pub const TRACE_CHUNK_BYTES: usize = 300_000;
 
 /// The store's port for workers' claims on jobs.
 #[async_trait]

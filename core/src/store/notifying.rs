@@ -118,6 +118,14 @@ impl CallsPort for Notifying {
     async fn events(&self, call_sid: &CallSid) -> StoreResult<Vec<CallEvent>> {
         self.inner.events(call_sid).await
     }
+
+    async fn append_trace(&self, call_sid: &CallSid, key: &str, lines: &[String]) -> StoreResult<()> {
+        self.inner.append_trace(call_sid, key, lines).await
+    }
+
+    async fn trace(&self, call_sid: &CallSid) -> StoreResult<Vec<String>> {
+        self.inner.trace(call_sid).await
+    }
 }
 
 #[async_trait]

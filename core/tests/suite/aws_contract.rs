@@ -31,6 +31,7 @@ store_contract_tests!(@cases aws_stores();
     stream_figures_and_turns_are_kept,
     jobs_are_claimed_once_and_transcripts_kept,
     events_are_idempotent_by_key,
+    traces_are_kept_in_chunk_order_once,
     recent_calls_newest_first,
     recent_calls_and_messages_page_without_gaps,
     recordings_upsert_and_keep_job_mark,

@@ -130,6 +130,8 @@ pub struct CallInfo {
     /// The conversation so far, when this stream continues one (a later generation, on another
     /// relay): the agent resumes it instead of greeting the caller again.
     pub earlier: Option<history::History>,
+    /// The call's trace (`CALL_TRACES`): the model's events either way go in it.
+    pub tracer: crate::trace::Tracer,
 }
 
 /// The agent's ends of the two channels.

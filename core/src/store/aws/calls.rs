@@ -596,4 +596,21 @@ impl CallsPort for DynamoStore {
         events.sort_by(|a, b| (a.at, &a.key).cmp(&(b.at, &b.key)));
         Ok(events)
     }
+    async fn append_trace(&self, call_sid: &CallSid, chunk: &str, lines: &[String]) -> StoreResult<()> {
+        let mut item = HashMap::from([("body".to_string(), AttributeValue::S(lines.join("\n")))]);
+        item.extend(key(call_pk(call_sid), format!("TRACE#{chunk}")));
+        // Written again by a retry: the same chunk.
+        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(sdk_error)?;
+        Ok(())
+    }
+
+    async fn trace(&self, call_sid: &CallSid) -> StoreResult<Vec<String>> {
+        // The query answers in the order of the sort key: the chunks' keys.
+        let chunks = self.query_prefix(call_pk(call_sid), "TRACE#").await?;
+        Ok(chunks
+            .iter()
+            .filter_map(|item| item.get("body").and_then(|b| b.as_s().ok()))
+            .flat_map(|body| body.lines().map(str::to_string))
+            .collect())
+    }
 }

@@ -367,6 +367,26 @@ impl CallsPort for EmbeddedStore {
         })
         .await
     }
+    async fn append_trace(&self, call_sid: &CallSid, key: &str, lines: &[String]) -> StoreResult<()> {
+        let (sid, key, body) = (call_sid.clone(), key.to_string(), lines.join("\n"));
+        self.with_conn(move |conn| {
+            conn.execute(
+                "INSERT INTO call_traces (call_sid, key, body) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                params![sid, key, body],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn trace(&self, call_sid: &CallSid) -> StoreResult<Vec<String>> {
+        let sid = call_sid.clone();
+        self.with_conn(move |conn| {
+            let chunks = query(conn, "SELECT body FROM call_traces WHERE call_sid = ?1 ORDER BY key", [sid], |r| r.get::<_, String>(0))?;
+            Ok(chunks.iter().flat_map(|c| c.lines().map(str::to_string)).collect())
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -173,6 +173,15 @@ ALTER TABLE crm_users ADD COLUMN session_epoch INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE calls ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE calls ADD COLUMN recoveries INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- A call's trace (CALL_TRACES), in chunks of JSON lines.
+CREATE TABLE call_traces (
+    call_sid TEXT NOT NULL,
+    key TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (call_sid, key)
+);
+"#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

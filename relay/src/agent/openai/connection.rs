@@ -3,8 +3,10 @@
 
 use super::protocol::{self, ServerEvent, PCMU};
 use crate::agent::AgentError;
+use crate::trace::Tracer;
 use callkeeper_core::config::RealtimeSettings;
 use callkeeper_core::secrets::Secret;
+use callkeeper_core::trace::{Direction, Peer};
 use futures_util::{SinkExt, StreamExt};
 
 use tokio::net::TcpStream;
@@ -24,6 +26,8 @@ const READ_BUFFER: usize = 2048;
 
 pub struct Connection {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Every event either way, when the call is traced.
+    tracer: Tracer,
 }
 
 pub(super) fn unavailable(message: impl Into<String>) -> AgentError {
@@ -45,7 +49,7 @@ pub fn check_formats(input: Option<&str>, output: Option<&str>) -> Result<(), Ag
 
 impl Connection {
     /// Connects, sends `update` and waits for its echo, all within the connect timeout.
-    pub async fn open(settings: &RealtimeSettings, key: &Secret, update: String) -> Result<Connection, AgentError> {
+    pub async fn open(settings: &RealtimeSettings, key: &Secret, update: String, tracer: Tracer) -> Result<Connection, AgentError> {
         let opening = async {
             let url = format!("{}?model={}", settings.url, settings.model);
             let mut request = url.as_str().into_client_request().map_err(|e| unavailable(format!("bad Realtime URL: {e}")))?;
@@ -66,7 +70,7 @@ impl Connection {
                         _ => unavailable(message),
                     }
                 })?;
-            let mut connection = Connection { socket };
+            let mut connection = Connection { socket, tracer };
             connection.send(update).await?;
             loop {
                 match connection.next().await? {
@@ -101,6 +105,7 @@ impl Connection {
     pub async fn send_all(&mut self, events: impl Iterator<Item = String>) -> Result<(), AgentError> {
         let failed = |e: WsError| unavailable(format!("the model's socket failed: {e}"));
         for event in events {
+            self.tracer.text(Peer::OpenAi, Direction::Out, &event);
             self.socket.feed(Message::text(event)).await.map_err(failed)?;
         }
         self.socket.flush().await.map_err(failed)
@@ -117,10 +122,13 @@ impl Connection {
                 Some(Ok(message)) => message,
             };
             match message {
-                Message::Text(text) => match protocol::parse(text.as_str()) {
-                    Ok(event) => return Ok(event),
-                    Err(e) => tracing::warn!(error = e, "model event skipped"),
-                },
+                Message::Text(text) => {
+                    self.tracer.text(Peer::OpenAi, Direction::In, text.as_str());
+                    match protocol::parse(text.as_str()) {
+                        Ok(event) => return Ok(event),
+                        Err(e) => tracing::warn!(error = e, "model event skipped"),
+                    }
+                }
                 Message::Close(frame) => {
                     let why = frame.map(|f| format!("{} {}", u16::from(f.code), f.reason)).unwrap_or_else(|| "no reason".into());
                     return Err(unavailable(format!("the model closed the session: {why}")));

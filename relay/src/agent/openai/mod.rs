@@ -73,7 +73,14 @@ impl VoiceAgent for OpenAiAgent {
         };
         let mut model = if fresh {
             // Boxed: the handshake's future is large and done with once the socket is open.
-            let model = match Box::pin(Connection::open(&self.settings, &self.api_key, talk.session_update(&self.settings))).await {
+            let model = match Box::pin(Connection::open(
+                &self.settings,
+                &self.api_key,
+                talk.session_update(&self.settings),
+                talk.call.tracer.clone(),
+            ))
+            .await
+            {
                 Ok(model) => model,
                 Err(e @ AgentError::Refused(_)) => return Err(e),
                 // The first try counts as one of the minute's reconnects: a model that is down

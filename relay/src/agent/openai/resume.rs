@@ -114,7 +114,7 @@ impl Conversation {
             self.reconnects.push_back(now);
             metrics::record(metrics::MODEL_RECONNECTS, 1.0, &["lost"]);
             tracing::warn!(call_sid = %self.call.call_sid, reason = last_error, "opening a new model session for the call");
-            let open = Connection::open(&agent.settings, &agent.api_key, self.session_update(&agent.settings));
+            let open = Connection::open(&agent.settings, &agent.api_key, self.session_update(&agent.settings), self.call.tracer.clone());
             tokio::pin!(open);
             let filler = tokio::time::sleep(FILLER_AFTER);
             tokio::pin!(filler);
@@ -177,7 +177,9 @@ impl Conversation {
     /// goes on and the rotation is tried again later.
     pub(super) async fn rotate(&mut self, agent: &OpenAiAgent, old: Connection) -> Result<Connection, AgentError> {
         let age = self.session_opened.elapsed();
-        match Box::pin(Connection::open(&agent.settings, &agent.api_key, self.session_update(&agent.settings))).await {
+        match Box::pin(Connection::open(&agent.settings, &agent.api_key, self.session_update(&agent.settings), self.call.tracer.clone()))
+            .await
+        {
             Ok(connection) => {
                 drop(old);
                 metrics::record(metrics::MODEL_RECONNECTS, 1.0, &["rotated"]);
