@@ -117,7 +117,8 @@ async fn open(
         let text = match socket.recv().await {
             None | Some(Err(_)) => return Err(None),
             Some(Ok(Message::Text(text))) => {
-                if relay.config.call_traces != TraceMode::Off {
+                // Twilio sends two (`connected`, `start`); a client that sends more is not kept.
+                if relay.config.call_traces != TraceMode::Off && seen.len() < 8 {
                     seen.push((now_ms(), text.to_string()));
                 }
                 text

@@ -234,6 +234,47 @@ async fn replay(name: &str) {
     );
 }
 
+/// Only Twilio's signed posts go in a trace, each once, without the stream's token or the
+/// caller's number; an unsigned flood writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_signed_webhooks_are_traced_and_without_secrets() {
+    let app = spawn_app_with(&[("CALL_TRACES", "on")]).await;
+    let sid = new_call_sid();
+    let form = incoming_call_form(&sid, "+972501234567");
+    for _ in 0..20 {
+        assert_eq!(app.post_signed("/webhook/incoming_call", &form, Some("forged")).await.status(), 403);
+    }
+    let call_sid = callkeeper_core::ids::CallSid::parse(&sid).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(app.stores.calls.trace(&call_sid).await.unwrap().is_empty(), "a refused post was traced");
+
+    let answered = app.post("/webhook/incoming_call", &form).await;
+    let token = twiml_of(answered)
+        .await
+        .find("Stream")
+        .unwrap()
+        .children
+        .iter()
+        .find(|p| p.attr("name") == Some("token"))
+        .unwrap()
+        .attr("value")
+        .unwrap()
+        .to_string();
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        lines = app.stores.calls.trace(&call_sid).await.unwrap();
+        if !lines.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line = parse(&lines[0]);
+    assert_eq!((line.peer.as_str(), line.kind(), line.event["status"].as_u64()), ("webhook", "/webhook/incoming_call", Some(200)));
+    assert_eq!(line.event["form"]["From"], "+97••••••••67");
+    assert!(!lines[0].contains(&token) && lines[0].contains(r#"value=\"[secret]\""#), "{}", lines[0]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_replayed_is_answered_as_it_was() {
     for name in TRACES {
