@@ -1,6 +1,6 @@
 //! The webhooks' part of a call's trace (`CALL_TRACES`): each signed post that names a call,
 //! with its answer, as one line of the call's trace. A post refused for its signature leaves
-//! nothing (unsigned floods must not write), and the write does not hold the answer up.
+//! nothing (unsigned floods must not write).
 
 use crate::signed_form::MAX_BODY;
 use crate::webhook::{AppState, WebhookError};
@@ -17,6 +17,8 @@ use serde_json::{json, Map, Value};
 
 /// An answer larger than this is kept as its length (TwiML is a few hundred bytes).
 const MAX_ANSWER: usize = 64 * 1024;
+/// How long a traced webhook waits for its trace line to be written.
+const WRITE_BUDGET: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
@@ -31,7 +33,14 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
     let call_sid = form.get("CallSid").and_then(|sid| CallSid::parse(sid).ok());
     let (Some(call_sid), false) = (call_sid, response.status() == StatusCode::FORBIDDEN) else { return response };
     let (parts, body) = response.into_parts();
-    let answer = axum::body::to_bytes(body, MAX_ANSWER).await.unwrap_or_default();
+    // Our own answer, whole (the limit is for what the trace keeps of it).
+    let answer = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            tracing::error!(error = %e, "a webhook's answer could not be read for its trace");
+            return WebhookError::Unavailable(callkeeper_core::store::StoreError::Unavailable(e.to_string())).into_response();
+        }
+    };
     let mut fields = Map::new();
     for (name, value) in form.pairs() {
         match fields.get_mut(name) {
@@ -47,15 +56,18 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
         "query": query,
         "form": fields,
         "status": parts.status.as_u16(),
-        "answer": without_stream_token(&String::from_utf8_lossy(&answer)),
+        "answer": if answer.len() <= MAX_ANSWER { json!(without_stream_token(&String::from_utf8_lossy(&answer))) } else { json!(format!("[{} bytes]", answer.len())) },
     });
     let line = trace::line(state.config.call_traces, at, Peer::Webhook, Direction::In, &event);
     let key = format!("{at:013}-webhook-{}", &random_sid("")[..8]);
-    tokio::spawn(async move {
-        if let Err(e) = state.stores.calls.append_trace(&call_sid, &key, &[line]).await {
-            tracing::warn!(call_sid = %call_sid, error = %e, "the webhook's trace line was not written");
-        }
-    });
+    // Written before answering: a Lambda instance is frozen once it has answered, and a write
+    // left in the background would wait for its next invocation, or never run. Bounded, so a
+    // slow store costs a traced call at most this much.
+    match tokio::time::timeout(WRITE_BUDGET, state.stores.calls.append_trace(&call_sid, &key, &[line])).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(call_sid = %call_sid, error = %e, "the webhook's trace line was not written"),
+        Err(_) => tracing::warn!(call_sid = %call_sid, "the webhook's trace line was not written in time"),
+    }
     Response::from_parts(parts, Body::from(answer))
 }
 
