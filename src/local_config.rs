@@ -48,17 +48,17 @@ pub fn resolve(data_dir: &Path, addr: SocketAddr) -> anyhow::Result<(Config, Sou
 /// read them, and where they came from: for `doctor` and `twilio`, which read and never make
 /// them (the local settings must already exist). An error is one line with the fix.
 pub async fn existing(data_dir: &Path, port: u16) -> Result<(Config, String), String> {
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    let secrets = callkeeper_core::parameters::resolve(&env)
-        .await
-        .map_err(|e| format!("{e}: check the parameter's name and this identity's ssm:GetParameter"))?;
-    let configured = ["PUBLIC_BASE_URL", "RELAY_PUBLIC_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"]
-        .iter()
-        .any(|name| env(name).is_some() || secrets.contains_key(*name));
-    if configured {
-        let config = Config::from_lookup(|name| secrets.get(name).cloned().or_else(|| env(name))).map_err(|e| e.to_string())?;
-        let source = if secrets.is_empty() { "the environment".to_string() } else { "the environment and SSM".to_string() };
-        return Ok((config, source));
+    use callkeeper_core::parameters::{parameter_setting, SECRET_SETTINGS};
+    use callkeeper_core::startup::{config_from_env, StartError};
+    let named = |name: &str| env(name).is_some() || env(&parameter_setting(name)).is_some();
+    if TWILIO_SETTINGS.iter().any(|name| named(name)) {
+        let config = config_from_env().await.map_err(|e| match e {
+            StartError::Secrets(e) => format!("{e}: check the parameter's name and this identity's ssm:GetParameter"),
+            other => other.to_string(),
+        })?;
+        let from_ssm = SECRET_SETTINGS.iter().any(|name| env(&parameter_setting(name)).is_some());
+        let source = if from_ssm { "the environment and SSM" } else { "the environment" };
+        return Ok((config, source.to_string()));
     }
     let local = data_dir.join(LOCAL_SECRETS_FILE);
     if !local.exists() {

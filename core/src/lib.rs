@@ -20,6 +20,8 @@ pub mod domain;
 pub mod housekeeping;
 pub mod process;
 pub mod store;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 pub mod twilio;
 pub mod work;
 

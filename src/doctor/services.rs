@@ -3,7 +3,7 @@
 use super::twilio::plain;
 use super::{last4, Check, Options};
 use callkeeper_core::config::{Config, VoiceAgentKind};
-use callkeeper_core::event_delivery::{signature, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use callkeeper_core::event_delivery::signed_post;
 use callkeeper_core::job::QueueName;
 use callkeeper_relay::agent::openai::connection::Connection;
 use callkeeper_relay::agent::openai::protocol;
@@ -142,18 +142,9 @@ pub async fn events(config: &Config, http: &reqwest::Client) -> Check {
     let Some(events) = &config.events else {
         return Check::pass("events webhook", "not set (EVENTS_WEBHOOK_URL): no events are sent out");
     };
-    let at = callkeeper_core::time::now_ms();
-    let timestamp = at / 1000;
-    let body = serde_json::json!({ "id": callkeeper_core::ids::random_sid("ev"), "type": "doctor.ping", "at": at, "data": {} }).to_string();
-    let answer = http
-        .post(events.url.as_str())
-        .header("content-type", "application/json")
-        .header("user-agent", "callkeeper-doctor/1")
-        .header(TIMESTAMP_HEADER, timestamp.to_string())
-        .header(SIGNATURE_HEADER, signature(events.secret.expose(), timestamp, &body))
-        .body(body)
-        .send()
-        .await;
+    let id = callkeeper_core::ids::random_sid("ev");
+    let body = serde_json::json!({ "id": id, "type": "doctor.ping", "at": callkeeper_core::time::now_ms(), "data": {} }).to_string();
+    let answer = signed_post(http, events, &id, body).send().await;
     // The URL is not shown: many receivers keep their secret in it.
     match answer {
         Ok(r) if r.status().is_success() => Check::pass("events webhook", format!("a signed ping was answered HTTP {}", r.status().as_u16())),

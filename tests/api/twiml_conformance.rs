@@ -7,16 +7,10 @@ use crate::common;
 
 use callkeeper_core::call::{CallPatch, CallStatus};
 use callkeeper_core::ids::CallSid;
+use callkeeper_core::test_support::venv_python;
 use callkeeper_core::time::now_ms;
 use common::*;
 use std::io::Write;
-use std::process::{Command, Stdio};
-
-/// The test venv's Python, which has twilio-python (`scripts/test.sh` exports it).
-fn python() -> String {
-    std::env::var("CALLKEEPER_TEST_PYTHON")
-        .expect("CALLKEEPER_TEST_PYTHON is not set: run the suite with ./scripts/test.sh, whose venv has twilio-python")
-}
 
 async fn served(app: &TestApp, path: &str, form: &[(String, String)]) -> String {
     let response = app.post(path, form).await;
@@ -72,16 +66,7 @@ async fn every_twiml_document_is_what_twilio_python_builds() {
     let dial = spawn_app_with(&[("FALLBACK_MODE", "dial:+972501119999"), ("GREETING_URL", "https://cdn.example.com/hello.mp3")]).await;
     documents_of(&dial, "dial, with a greeting", &mut documents).await;
 
-    let mut child = Command::new(python())
-        .arg("scripts/twiml_conformance.py")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(serde_json::to_string(&documents).unwrap().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = venv_python("scripts/twiml_conformance.py", &serde_json::to_string(&documents).unwrap());
     let stdout = String::from_utf8_lossy(&out.stdout);
     let _ = writeln!(std::io::stderr(), "twilio-python read: {stdout}");
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));

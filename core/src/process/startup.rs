@@ -17,12 +17,18 @@ pub enum StartError {
     Stores(#[from] crate::store::StoreError),
 }
 
+/// The configuration as a deployed process reads it: the secrets its SSM parameters name, laid
+/// over the environment, checked once. `callkeeper doctor` and `twilio` read it the same way.
+pub async fn config_from_env() -> Result<Config, StartError> {
+    let env = |name: &str| std::env::var(name).ok();
+    let secrets = crate::process::parameters::resolve(&env).await?;
+    Ok(Config::from_lookup(|name| secrets.get(name).cloned().or_else(|| env(name)))?)
+}
+
 pub async fn from_env() -> Result<(Arc<Config>, Stores), StartError> {
     crate::process::telemetry::init();
     let started = async {
-        let env = |name: &str| std::env::var(name).ok();
-        let secrets = crate::process::parameters::resolve(&env).await?;
-        let config = Config::from_lookup(|name| secrets.get(name).cloned().or_else(|| env(name)))?;
+        let config = config_from_env().await?;
         let stores = crate::store::notifying::notifying(stores_from_env(config.queue_max_receives).await?, config.events.is_some());
         Ok((Arc::new(config), stores))
     };

@@ -39,6 +39,19 @@ pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
     format!("v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// `json` (an event whose id is `id`) as a POST to the receiver, signed now: what a delivery
+/// sends, and `callkeeper doctor`'s ping.
+pub fn signed_post(http: &reqwest::Client, settings: &EventsSettings, id: &str, json: String) -> reqwest::RequestBuilder {
+    let timestamp = now_ms() / 1000;
+    http.post(settings.url.as_str())
+        .header("content-type", "application/json")
+        .header("user-agent", "callkeeper-events/1")
+        .header(ID_HEADER, id)
+        .header(TIMESTAMP_HEADER, timestamp.to_string())
+        .header(SIGNATURE_HEADER, signature(settings.secret.expose(), timestamp, &json))
+        .body(json)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
     #[error("job body is not an event delivery: {0}")]
@@ -111,18 +124,7 @@ impl Deliverer {
             JobClaim::Claimed => {}
         }
         let json = serde_json::to_string(&event).expect("an event serializes");
-        let timestamp = now_ms() / 1000;
-        let sent = self
-            .http
-            .post(self.settings.url.as_str())
-            .header("content-type", "application/json")
-            .header("user-agent", "callkeeper-events/1")
-            .header(ID_HEADER, &event.id)
-            .header(TIMESTAMP_HEADER, timestamp.to_string())
-            .header(SIGNATURE_HEADER, signature(self.settings.secret.expose(), timestamp, &json))
-            .body(json)
-            .send()
-            .await;
+        let sent = signed_post(&self.http, &self.settings, &event.id, json).send().await;
         let outcome = match sent {
             Err(e) => Err(DeliveryError::Unreachable(e.without_url().to_string())),
             Ok(response) if response.status().is_success() => Ok(response.status().as_u16()),

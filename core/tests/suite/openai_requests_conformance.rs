@@ -6,10 +6,10 @@
 use callkeeper_core::config::{default_extraction_schema, OpenAiSettings};
 use callkeeper_core::openai::OpenAi;
 use callkeeper_core::secrets::Secret;
+use callkeeper_core::test_support::venv_python;
 use callkeeper_core::transcript::Speaker;
 use serde_json::{json, Map, Value};
 use std::io::Write;
-use std::process::{Command, Stdio};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
@@ -78,18 +78,8 @@ async fn every_openai_request_is_one_the_sdk_types_take() {
         })
         .collect();
     assert_eq!(requests.len(), 4);
-    let python = std::env::var("CALLKEEPER_TEST_PYTHON")
-        .expect("CALLKEEPER_TEST_PYTHON is not set: run the suite with ./scripts/test.sh, whose venv has the openai package");
-    let mut child = Command::new(python)
-        .arg("scripts/openai_requests_conformance.py")
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(serde_json::to_string(&requests).unwrap().as_bytes()).unwrap();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    let input = serde_json::to_string(&requests).unwrap();
+    let out = tokio::task::spawn_blocking(move || venv_python("scripts/openai_requests_conformance.py", &input)).await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let _ = writeln!(std::io::stderr(), "the openai package read: {stdout}");
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));

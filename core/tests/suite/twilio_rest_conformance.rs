@@ -5,12 +5,12 @@
 
 use callkeeper_core::ids::{AccountSid, CallSid, RecordingSid};
 use callkeeper_core::secrets::Secret;
+use callkeeper_core::test_support::venv_python;
 use callkeeper_core::twilio_rest::{CallUpdate, OutboundCall, OutboundMessage, RetryPolicy, TwilioRest};
 use callkeeper_core::url::AbsoluteUrl;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::process::{Command, Stdio};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
@@ -73,12 +73,6 @@ fn seen(request: &Request) -> Seen {
 
 fn url(value: &str) -> AbsoluteUrl {
     AbsoluteUrl::http(value, "test").unwrap()
-}
-
-/// The test venv's Python, which has twilio-python (`scripts/test.sh` exports it).
-fn python() -> String {
-    std::env::var("CALLKEEPER_TEST_PYTHON")
-        .expect("CALLKEEPER_TEST_PYTHON is not set: run the suite with ./scripts/test.sh, whose venv has twilio-python")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,16 +172,8 @@ async fn every_rest_request_is_what_twilio_python_sends() {
             "number_fields": number_fields.iter().map(|(k, v)| (snake(k), json!(v))).collect::<serde_json::Map<_, _>>(),
         },
     });
-    let mut child = Command::new(python())
-        .arg("scripts/rest_conformance.py")
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(setup.to_string().as_bytes()).unwrap();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    let input = setup.to_string();
+    let out = tokio::task::spawn_blocking(move || venv_python("scripts/rest_conformance.py", &input)).await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
 
