@@ -42,17 +42,19 @@ pub async fn list(config: &Config, as_json: bool) -> anyhow::Result<String> {
         )?;
         return Ok(out);
     }
+    let mut any_elsewhere = false;
     for number in &numbers {
         let changes = changes(config, number);
         let voice = if number.voice_url.is_empty() { "(no voice URL)" } else { number.voice_url.as_str() };
         if changes.is_empty() {
             writeln!(out, "{}  {}  points here", number.phone_number, number.sid)?;
         } else {
+            any_elsewhere = true;
             let fields: Vec<_> = changes.iter().map(|c| c.field).collect();
             writeln!(out, "{}  {}  elsewhere: {voice} (differs: {})", number.phone_number, number.sid, fields.join(", "))?;
         }
     }
-    if numbers.iter().any(|number| !changes(config, number).is_empty()) {
+    if any_elsewhere {
         writeln!(out, "point one here with: callkeeper twilio configure --number +E164")?;
     }
     Ok(out)
