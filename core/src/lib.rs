@@ -26,7 +26,10 @@ pub mod twilio;
 pub mod work;
 
 pub use audio::{chunks as audio_chunks, mulaw, wav};
-pub use domain::{call, ids, job, message, phone, profile, recording, secrets, stream_report, time, trace, transcript, url, users};
+pub use domain::{
+    call, follow_up, hours, http_tool, ids, job, json_schema, knowledge, message, phone, profile, recording, secrets, stream_report, time,
+    trace, transcript, url, users,
+};
 pub use housekeeping::{fallback, reconciler, reconnect, watchdog};
 pub use process::{build_info, config, metrics, parameters, startup, telemetry};
 #[cfg(feature = "twiml-reader")]

@@ -12,6 +12,7 @@ pub mod agent;
 pub mod deregistration;
 pub mod drain;
 pub mod figures;
+pub mod knowledge;
 pub mod listener;
 pub mod opening;
 pub mod playback;

@@ -2,6 +2,9 @@
 //! [`PROFILE_TTL`] per number, so a business's edit reaches new calls within seconds without a
 //! store read per call (never per frame). A store that fails is not the caller's problem: the
 //! last profile read, else the built-in one, answers the call.
+//!
+//! A profile with `[hours]` is read as it stands when the call starts: after hours, its
+//! after-hours agent (a call the webhook sent to voicemail never reaches the relay).
 
 use callkeeper_core::call::Call;
 use callkeeper_core::config::Config;
@@ -22,15 +25,29 @@ pub struct Profiles {
     calls: Arc<dyn CallStore>,
     config: Arc<Config>,
     cached: Arc<Mutex<Cache>>,
+    indexes: crate::knowledge::KnowledgeIndexes,
 }
 
 impl Profiles {
     pub fn new(calls: Arc<dyn CallStore>, config: Arc<Config>) -> Profiles {
-        Profiles { calls, config, cached: Arc::default() }
+        Profiles { calls, config, cached: Arc::default(), indexes: Default::default() }
     }
 
-    /// The profile for this call's business number.
+    /// The profile for this call's business number, as it stands now (its hours applied).
     pub async fn for_call(&self, call: &Call) -> Arc<AgentProfile> {
+        let profile = self.stored_for(call).await;
+        match profile.at_time(callkeeper_core::time::now_ms()) {
+            std::borrow::Cow::Borrowed(_) => profile,
+            std::borrow::Cow::Owned(after_hours) => Arc::new(after_hours),
+        }
+    }
+
+    /// The search index of a profile's knowledge, when it is large enough to be searched.
+    pub fn knowledge(&self, files: &[callkeeper_core::knowledge::KnowledgeFile]) -> Option<Arc<crate::knowledge::KnowledgeIndex>> {
+        self.indexes.for_files(files)
+    }
+
+    async fn stored_for(&self, call: &Call) -> Arc<AgentProfile> {
         let number = profile::business_number(call);
         let stale = {
             let cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());

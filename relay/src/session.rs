@@ -293,6 +293,7 @@ impl Session {
         for (at, text) in &before_start {
             tracer.text_at(*at, Peer::Twilio, Towards::In, text);
         }
+        let knowledge = relay.profiles.knowledge(&profile.knowledge);
         let info = CallInfo {
             call_sid: call.call_sid.clone(),
             stream_sid: start.stream_sid.clone(),
@@ -304,6 +305,7 @@ impl Session {
             to_model: to_model.clone(),
             earlier,
             tracer: tracer.clone(),
+            knowledge,
         };
         let agent = relay.agent.clone();
         // Kept here so a failure can say why before the channel closes.

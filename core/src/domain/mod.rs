@@ -4,8 +4,13 @@
 
 pub mod call;
 pub mod events;
+pub mod follow_up;
+pub mod hours;
+pub mod http_tool;
 pub mod ids;
 pub mod job;
+pub mod json_schema;
+pub mod knowledge;
 pub mod message;
 pub mod phone;
 pub mod profile;

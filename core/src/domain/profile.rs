@@ -8,7 +8,12 @@
 //! lead is defined once. A call gets the profile of the number it came in on (the number it
 //! came from, for an outbound call), else the default profile, else [`AgentProfile::builtin`].
 
+use crate::domain::follow_up::FollowUp;
+use crate::domain::hours::{AfterHours, AfterHoursFile, Hours, HoursFile};
+use crate::domain::http_tool::HttpTool;
+use crate::domain::knowledge::KnowledgeFile;
 use crate::domain::phone::E164;
+use crate::domain::time::Millis;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -92,6 +97,17 @@ pub struct AgentProfile {
     /// A JSON schema of an object: the lead's fields.
     pub lead_schema: Value,
     pub idle: IdleTimings,
+    /// The business's own tools, answered by its HTTP endpoints.
+    #[serde(default)]
+    pub tools: Vec<HttpTool>,
+    /// What the agent knows about the business: told whole, or searched when large.
+    #[serde(default)]
+    pub knowledge: Vec<KnowledgeFile>,
+    /// When the agent above answers; outside them, the after-hours agent or voicemail.
+    #[serde(default)]
+    pub hours: Option<Hours>,
+    #[serde(default)]
+    pub follow_up: FollowUp,
 }
 
 /// The longest greeting clip: 15 s of μ-law.
@@ -122,7 +138,39 @@ impl AgentProfile {
             transfer_number: None,
             lead_schema: lead_schema_of(extraction_schema),
             idle: IdleTimings::default(),
+            tools: Vec::new(),
+            knowledge: Vec::new(),
+            hours: None,
+            follow_up: FollowUp::default(),
         }
+    }
+
+    /// What answers a call that starts at `at`: `None` when the normal agent does (no hours,
+    /// or open), else the after-hours choice.
+    pub fn after_hours(&self, at: Millis) -> Option<&AfterHours> {
+        self.hours.as_ref().filter(|h| !h.is_open(at)).map(|h| &h.after_hours)
+    }
+
+    /// The profile a call starting at `at` talks to: this one, or, after hours with an
+    /// after-hours agent, that agent's instructions and greeting, told the time and the hours so
+    /// it promises nothing the business cannot keep.
+    pub fn at_time(&self, at: Millis) -> std::borrow::Cow<'_, AgentProfile> {
+        let (Some(hours), Some(AfterHours::Agent { instructions, greeting })) = (&self.hours, self.after_hours(at)) else {
+            return std::borrow::Cow::Borrowed(self);
+        };
+        let mut after = self.clone();
+        after.instructions = format!(
+            "{}\n\nThe business is closed now (it is {} there). Its hours: {}.",
+            instructions.trim(),
+            hours.local_time(at),
+            hours.describe()
+        );
+        if let Some(greeting) = greeting {
+            after.greeting = greeting.clone();
+        }
+        // A clip records the open-hours greeting.
+        after.greeting_clip = None;
+        std::borrow::Cow::Owned(after)
     }
 
     /// The JSON schema the post-call extraction fills: a summary and the intent, then the lead.
@@ -185,6 +233,14 @@ struct ProfileFile {
     transfer_number: Option<String>,
     lead_schema: Option<Value>,
     idle: Option<IdleTimings>,
+    #[serde(default)]
+    tools: Vec<HttpTool>,
+    /// Knowledge files, relative to the profile.
+    #[serde(default)]
+    knowledge: Vec<String>,
+    hours: Option<HoursFile>,
+    after_hours: Option<AfterHoursFile>,
+    follow_up: Option<FollowUp>,
 }
 
 /// A profile file refused: where, and why, in one line.
@@ -255,7 +311,28 @@ pub fn parse(text: &str, file: &str, dir: &Path, defaults: &AgentProfile) -> Res
             Some(GreetingClip { mulaw_base64: base64::engine::general_purpose::STANDARD.encode(audio), text })
         }
     };
-    Ok(AgentProfile {
+    if raw.tools.len() > crate::domain::http_tool::MAX_TOOLS {
+        return Err(bad(line_of("[[tools]]"), format!("at most {} tools", crate::domain::http_tool::MAX_TOOLS)));
+    }
+    for (i, tool) in raw.tools.iter().enumerate() {
+        tool.check().map_err(|reason| bad(nth_line(text, "[[tools]]", i), reason))?;
+        if raw.tools[..i].iter().any(|t| t.name == tool.name) {
+            return Err(bad(nth_line(text, "[[tools]]", i), format!("tool {:?} is declared twice", tool.name)));
+        }
+    }
+    let paths: Vec<(String, std::path::PathBuf)> = raw.knowledge.iter().map(|name| (name.clone(), dir.join(name))).collect();
+    let knowledge = crate::domain::knowledge::read(&paths).map_err(|reason| bad(line_of("knowledge"), reason))?;
+    if raw.after_hours.is_some() && raw.hours.is_none() {
+        return Err(bad(line_of("[after_hours"), "[after_hours] needs [hours]: when the business is open".into()));
+    }
+    let hours = match raw.hours {
+        None => None,
+        Some(file) => Some(
+            Hours::read(file, raw.after_hours, after_hours_message(&language))
+                .map_err(|reason| bad(line_of("[hours").or(line_of("[after_hours")), reason))?,
+        ),
+    };
+    let profile = AgentProfile {
         instructions: raw.instructions,
         greeting: raw.greeting.unwrap_or_else(|| defaults.greeting.clone()),
         greeting_clip,
@@ -264,7 +341,27 @@ pub fn parse(text: &str, file: &str, dir: &Path, defaults: &AgentProfile) -> Res
         transfer_number,
         lead_schema,
         idle: raw.idle.unwrap_or(defaults.idle),
-    })
+        tools: raw.tools,
+        knowledge,
+        hours,
+        follow_up: raw.follow_up.unwrap_or_default(),
+    };
+    profile.follow_up.check(&profile.lead_fields()).map_err(|reason| bad(line_of("[follow_up"), reason))?;
+    Ok(profile)
+}
+
+/// The line of the `n`th (from 0) line starting with `needle`.
+fn nth_line(text: &str, needle: &str, n: usize) -> Option<usize> {
+    text.lines().enumerate().filter(|(_, l)| l.trim_start().starts_with(needle)).nth(n).map(|(i, _)| i + 1)
+}
+
+/// What an after-hours caller hears before the beep, unless the profile says otherwise.
+pub fn after_hours_message(language: &str) -> &'static str {
+    if language.starts_with("he") {
+        "שלום, העסק סגור כעת. השאירו הודעה אחרי הצליל ונחזור אליכם בשעות הפעילות."
+    } else {
+        "Hello, we are closed now. Please leave a message after the tone and we will call you back during business hours."
+    }
 }
 
 fn is_language_tag(tag: &str) -> bool {

@@ -157,6 +157,9 @@ pub struct Config {
     pub trusted_proxy_hops: usize,
     /// Whether each call keeps a trace of its webhooks and socket events (`CALL_TRACES`).
     pub call_traces: crate::domain::trace::TraceMode,
+    /// `TOOLS_WEBHOOK_SECRET`: signs the relay's requests to a profile's HTTP tools. Without it
+    /// those tools answer the model "not configured" and no request leaves.
+    pub tools_secret: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -342,6 +345,12 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("EVENTS_WEBHOOK_URL", "", "POST every business event (call.started, call.ended, call.analyzed, lead.saved, whatsapp.received, whatsapp.sent) here as signed JSON"),
     ("EVENTS_WEBHOOK_SECRET", "", "signs each event delivery (HMAC-SHA256 over `timestamp.body`); at least 16 characters"),
     ("EVENTS_WEBHOOK_SECRET_SSM_PARAMETER", "", "in AWS: the SSM parameter holding the events webhook's secret"),
+    (
+        "TOOLS_WEBHOOK_SECRET",
+        "",
+        "signs the relay's requests to the agent profiles' HTTP tools (HMAC-SHA256 over `timestamp.body`, as events are); at least 16 characters; without it those tools are not called",
+    ),
+    ("TOOLS_WEBHOOK_SECRET_SSM_PARAMETER", "", "in AWS: the SSM parameter holding the tools webhook's secret"),
     ("METRICS_NAMESPACE", "", "emit CloudWatch metrics (EMF lines on stdout) in this namespace; off when unset"),
 ];
 
@@ -533,6 +542,13 @@ impl Config {
             }
             (None, _) => None,
         };
+        let tools_secret = match get("TOOLS_WEBHOOK_SECRET") {
+            Some(secret) if secret.len() < 16 => {
+                errors.push("TOOLS_WEBHOOK_SECRET must be at least 16 characters".into());
+                None
+            }
+            other => other.map(Secret::new),
+        };
         let openai = get("OPENAI_API_KEY").map(|key| OpenAiSettings {
             api_key: Secret::new(key),
             base_url: get("OPENAI_BASE_URL").unwrap_or_else(|| "https://api.openai.com/v1".into()).trim_end_matches('/').to_string(),
@@ -663,6 +679,7 @@ impl Config {
                     transfer_number,
                     trusted_proxy_hops,
                     call_traces,
+                    tools_secret,
                     language,
                 })
             }

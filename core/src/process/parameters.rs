@@ -6,8 +6,14 @@
 use std::collections::HashMap;
 
 /// The settings that may come from SSM, each by `<NAME>_SSM_PARAMETER`.
-pub const SECRET_SETTINGS: [&str; 5] =
-    ["TWILIO_AUTH_TOKEN", "TWILIO_AUTH_TOKEN_SECONDARY", "STREAM_TOKEN_SECRET", "OPENAI_API_KEY", "EVENTS_WEBHOOK_SECRET"];
+pub const SECRET_SETTINGS: [&str; 6] = [
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_AUTH_TOKEN_SECONDARY",
+    "STREAM_TOKEN_SECRET",
+    "OPENAI_API_KEY",
+    "EVENTS_WEBHOOK_SECRET",
+    "TOOLS_WEBHOOK_SECRET",
+];
 
 /// The setting that names a secret's parameter.
 pub fn parameter_setting(secret: &str) -> String {

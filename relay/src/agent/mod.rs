@@ -13,6 +13,7 @@
 
 pub mod embedded;
 pub mod history;
+pub mod http_tools;
 pub mod openai;
 pub mod silent;
 pub mod vad;
@@ -132,6 +133,8 @@ pub struct CallInfo {
     pub earlier: Option<history::History>,
     /// The call's trace (`CALL_TRACES`): the model's events either way go in it.
     pub tracer: crate::trace::Tracer,
+    /// The index `search_knowledge` answers from, when the profile's knowledge is large.
+    pub knowledge: Option<Arc<crate::knowledge::KnowledgeIndex>>,
 }
 
 /// The agent's ends of the two channels.

@@ -6,7 +6,13 @@
 //!   truncates the cut item at what the caller heard (by the relay's marks), or deletes it when
 //!   nothing was heard, and drops late audio of a cancelled response.
 //! - Tools: `save_lead` (written to the call and its contact at once), `transfer_to_human` and
-//!   `end_call` (done once the words that announce them have played).
+//!   `end_call` (done once the words that announce them have played), `search_knowledge`, and
+//!   the business's own HTTP tools ([`crate::agent::http_tools`]). Those run while the
+//!   conversation goes on: the caller can still talk and interrupt, and if the answer takes
+//!   longer than [`FILLER_AFTER`] the caller hears the tool's filler ("one moment, checking"),
+//!   said by an out-of-band response so the pending function call is untouched. The model
+//!   answers once every output of its response is in.
+//! - Keypad digits reach the model as text, batched until a pause of [`DTMF_PAUSE`] or a `#`.
 //! - Caller silence: an "are you still there?", then a goodbye and the hang-up.
 //! - The model going away does not end the call ([`resume`]): a drop, `session_expired`, or no
 //!   session within the connect timeout opens a new session, seeded with the conversation so far,
@@ -22,6 +28,7 @@ mod resume;
 mod tools;
 
 use super::history::History;
+use super::http_tools::{CallPart, ToolAnswer, ToolCaller};
 use super::{AgentError, AgentInput, AgentLink, AgentOutput, CallInfo, ResponseId, Speaker, VoiceAgent};
 use bytes::Bytes;
 use callkeeper_core::config::{Config, RealtimeSettings};
@@ -32,20 +39,28 @@ use protocol::ServerEvent;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tools::Action;
+
+/// How long a tool's answer may take before the caller hears its filler.
+pub const FILLER_AFTER: Duration = Duration::from_millis(700);
+/// A pause in keypad presses that ends an entry.
+pub const DTMF_PAUSE: Duration = Duration::from_millis(1500);
 
 pub struct OpenAiAgent {
     settings: RealtimeSettings,
     api_key: Secret,
     calls: Arc<dyn CallStore>,
+    tools: Arc<ToolCaller>,
 }
 
 impl OpenAiAgent {
     /// `None` without an OpenAI key.
     pub fn from_config(config: &Config, calls: Arc<dyn CallStore>) -> Option<OpenAiAgent> {
         let key = config.openai.as_ref()?.api_key.clone();
-        Some(OpenAiAgent { settings: config.realtime.clone(), api_key: key, calls })
+        let tools = Arc::new(ToolCaller::new(config.tools_secret.clone()));
+        Some(OpenAiAgent { settings: config.realtime.clone(), api_key: key, calls, tools })
     }
 }
 
@@ -56,7 +71,7 @@ impl VoiceAgent for OpenAiAgent {
     }
 
     async fn converse(&self, call: CallInfo, link: AgentLink) -> Result<(), AgentError> {
-        let mut talk = Conversation::new(call, link, self.calls.clone(), self.settings.rotate_after);
+        let mut talk = Conversation::new(call, link, self.calls.clone(), self.settings.rotate_after, self.tools.clone());
         if let Some(earlier) = talk.call.earlier.take() {
             talk.history = earlier;
         }
@@ -145,6 +160,21 @@ struct Item {
     sent: usize,
     /// All of its audio has come.
     done: bool,
+    /// The filler's: outside the conversation, so nothing to truncate.
+    filler: bool,
+}
+
+/// A business tool's answer, back from its request.
+struct ToolDone {
+    call_id: String,
+    name: String,
+    arguments: serde_json::Value,
+    answer: ToolAnswer,
+}
+
+/// A business tool being asked.
+struct PendingTool {
+    since: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,10 +230,32 @@ struct Conversation {
     /// After a resume: the replayed lines' ids, until a response shows the model answers in
     /// audio (a model may answer replayed assistant text in text only: see [`resume`]).
     resume_check: Option<resume::Check>,
+    tool_caller: Arc<ToolCaller>,
+    /// Business tools asked and not yet answered, by call id.
+    pending_tools: HashMap<String, PendingTool>,
+    tool_done_tx: mpsc::UnboundedSender<ToolDone>,
+    tool_done_rx: mpsc::UnboundedReceiver<ToolDone>,
+    /// When the filler is due, and its words, while a tool is awaited.
+    filler_due: Option<Instant>,
+    filler_text: String,
+    /// The filler's response: requested (empty) or running (its id).
+    filler: Option<String>,
+    /// Whether the caller heard the filler during this wait.
+    filler_said: bool,
+    /// Keypad digits not yet told, and when the entry counts as finished.
+    digits: Vec<String>,
+    digits_due: Option<Instant>,
 }
 
 impl Conversation {
-    fn new(call: CallInfo, link: AgentLink, calls: Arc<dyn CallStore>, rotate_after: Duration) -> Conversation {
+    fn new(
+        call: CallInfo,
+        link: AgentLink,
+        calls: Arc<dyn CallStore>,
+        rotate_after: Duration,
+        tool_caller: Arc<ToolCaller>,
+    ) -> Conversation {
+        let (tool_done_tx, tool_done_rx) = mpsc::unbounded_channel();
         Conversation {
             call,
             link,
@@ -229,6 +281,16 @@ impl Conversation {
             reconnects: std::collections::VecDeque::new(),
             sessions: 0,
             resume_check: None,
+            tool_caller,
+            pending_tools: HashMap::new(),
+            tool_done_tx,
+            tool_done_rx,
+            filler_due: None,
+            filler_text: String::new(),
+            filler: None,
+            filler_said: false,
+            digits: Vec::new(),
+            digits_due: None,
         }
     }
 
@@ -312,7 +374,14 @@ impl Conversation {
                         Err(stop) => return stop,
                     }
                 }
-                _ = tokio::time::sleep_until(idle_at), if self.idle != Idle::Leaving && self.active.is_none() && !self.caller_speaking => self.on_idle(),
+                Some(done) = self.tool_done_rx.recv() => self.on_tool_done(done),
+                _ = tokio::time::sleep_until(self.filler_due.unwrap_or(idle_at)), if self.filler_due.is_some() => self.on_filler_due(),
+                _ = tokio::time::sleep_until(self.digits_due.unwrap_or(idle_at)), if self.digits_due.is_some() => {
+                    if !self.tell_digits().await {
+                        return Stop::CallOver;
+                    }
+                }
+                _ = tokio::time::sleep_until(idle_at), if self.idle != Idle::Leaving && self.active.is_none() && !self.caller_speaking && self.pending_tools.is_empty() => self.on_idle(),
                 _ = tokio::time::sleep_until(rotate_at), if quiet && self.action.is_none() => return Stop::Rotate,
             }
         }
@@ -333,7 +402,103 @@ impl Conversation {
                 self.items.retain(|_, item| !(item.response == response && item.done && heard_ms * 8 >= item.sent as u64));
             }
             AgentInput::Interrupted { response, heard_ms } => self.interrupted(response, heard_ms),
-            AgentInput::Dtmf { .. } => {}
+            AgentInput::Dtmf { digit } => {
+                self.activity();
+                let ends = digit == "#";
+                self.digits.push(digit);
+                self.digits_due = Some(if ends { Instant::now() } else { Instant::now() + DTMF_PAUSE });
+            }
+        }
+    }
+
+    /// An entry on the keypad is over: the model reads it, and the live transcript shows it.
+    async fn tell_digits(&mut self) -> bool {
+        self.digits_due = None;
+        let pressed = std::mem::take(&mut self.digits).join(" ");
+        if pressed.is_empty() {
+            return true;
+        }
+        self.to_model.push(protocol::user_text(&format!("[The caller pressed on the phone's keypad: {pressed}]")));
+        self.request_response(None);
+        let line = format!("⌨ {pressed}");
+        self.history.said(Speaker::Caller, &line);
+        self.tell_relay(AgentOutput::Transcript { speaker: Speaker::Caller, text: line }).await
+    }
+
+    /// The model called one of the business's tools: its arguments are checked, then it is
+    /// asked in a task of its own while the conversation goes on.
+    fn start_http_tool(&mut self, tool: callkeeper_core::http_tool::HttpTool, call_id: String, arguments: &str) {
+        let args = match ToolCaller::check_arguments(&tool, arguments) {
+            Ok(args) => args,
+            Err(refused) => {
+                let raw = serde_json::Value::String(arguments.chars().take(2000).collect());
+                tools::keep_http_event(&self.call, self.calls.clone(), &call_id, &tool.name, &raw, &refused, false);
+                self.tool_outputs.push(protocol::function_output(&call_id, &refused.output));
+                return;
+            }
+        };
+        let since = self.event_read_at;
+        self.pending_tools.insert(call_id.clone(), PendingTool { since });
+        if self.filler_due.is_none() && self.filler.is_none() {
+            self.filler_due = Some(since + FILLER_AFTER);
+            self.filler_text = tool.filler_for(&self.call.profile.language);
+        }
+        let part = CallPart {
+            call_sid: self.call.call_sid.to_string(),
+            from: self.call.from.clone(),
+            to: self.call.to.clone(),
+            lead: self.history.lead.clone(),
+        };
+        let (caller, done) = (self.tool_caller.clone(), self.tool_done_tx.clone());
+        let call_sid = self.call.call_sid.clone();
+        tokio::spawn(async move {
+            let answer = caller
+                .call(&tool, args.clone(), &part, || {
+                    tracing::debug!(call_sid = %call_sid, tool = tool.name, relay_us = since.elapsed().as_micros() as u64, "tool request sent");
+                })
+                .await;
+            let _ = done.send(ToolDone { call_id, name: tool.name.clone(), arguments: args, answer });
+        });
+    }
+
+    fn on_tool_done(&mut self, done: ToolDone) {
+        let Some(pending) = self.pending_tools.remove(&done.call_id) else {
+            tracing::warn!(call_sid = %self.call.call_sid, tool = done.name, "a tool answered for a session that is gone; dropped");
+            return;
+        };
+        let filler_said = self.filler_said;
+        tracing::debug!(call_sid = %self.call.call_sid, tool = done.name, waited_ms = pending.since.elapsed().as_millis() as u64, "tool answered");
+        tools::keep_http_event(&self.call, self.calls.clone(), &done.call_id, &done.name, &done.arguments, &done.answer, filler_said);
+        self.tool_outputs.push(protocol::function_output(&done.call_id, &done.answer.output));
+        if self.pending_tools.is_empty() {
+            self.filler_due = None;
+            self.filler_said = false;
+        }
+        self.answer_tools();
+    }
+
+    /// Every output of the model's response is in, and nothing plays for it: the outputs, then
+    /// the response that speaks about them.
+    fn answer_tools(&mut self) {
+        if self.tool_outputs.is_empty() || !self.pending_tools.is_empty() || self.filler.is_some() || self.active.is_some() {
+            return;
+        }
+        self.to_model.append(&mut self.tool_outputs);
+        self.request_response(None);
+    }
+
+    /// The answer is late: the filler, unless the agent's own words are still playing or the
+    /// caller is talking (then a little later).
+    fn on_filler_due(&mut self) {
+        if self.pending_tools.is_empty() {
+            self.filler_due = None;
+        } else if !self.items.is_empty() || self.caller_speaking || self.active.as_deref().is_some_and(|a| !a.is_empty()) {
+            self.filler_due = Some(Instant::now() + Duration::from_millis(200));
+        } else {
+            self.filler_due = None;
+            self.filler = Some(String::new());
+            self.filler_said = true;
+            self.to_model.push(protocol::filler_response(&self.filler_text));
         }
     }
 
@@ -345,6 +510,10 @@ impl Conversation {
         for (item_id, item) in cut {
             self.discarded.insert(item.openai_response.clone());
             let sent_ms = item.sent as u64 / 8;
+            if item.filler {
+                // Outside the conversation: the model's context holds nothing of it.
+                continue;
+            }
             let at = if item.response == response { heard_ms.min(sent_ms) } else { 0 };
             // The API refuses a truncation at 0: an item nobody heard goes whole.
             self.to_model.push(if at == 0 { protocol::delete_item(&item_id) } else { protocol::truncate(&item_id, at) });
@@ -387,6 +556,10 @@ impl Conversation {
                         self.to_model.push(protocol::cancel());
                     }
                 }
+                if let Some(filler) = self.filler.clone().filter(|id| !id.is_empty()) {
+                    self.discarded.insert(filler.clone());
+                    self.to_model.push(protocol::cancel_response(&filler));
+                }
                 self.tell_relay(AgentOutput::SpeechStarted).await
             }
             ServerEvent::SpeechStopped => {
@@ -398,7 +571,15 @@ impl Conversation {
                 self.history.said(Speaker::Caller, &text);
                 self.tell_relay(AgentOutput::Transcript { speaker: Speaker::Caller, text: text.trim().to_string() }).await
             }
-            ServerEvent::ResponseCreated { id } => {
+            ServerEvent::ResponseCreated { id, filler: true } => {
+                if self.caller_speaking {
+                    self.discarded.insert(id.clone());
+                    self.to_model.push(protocol::cancel_response(&id));
+                }
+                self.filler = Some(id);
+                true
+            }
+            ServerEvent::ResponseCreated { id, filler: false } => {
                 self.active = Some(id.clone());
                 if self.action.is_some() && self.action_response.is_none() {
                     self.action_response = Some(id);
@@ -419,10 +600,11 @@ impl Conversation {
                     check.spoke = true;
                 }
                 let next = &mut self.next_response;
+                let filler = self.filler.as_deref() == Some(response_id.as_str());
                 let item = self.items.entry(item_id).or_insert_with(|| {
                     let response = *next;
                     *next += 1;
-                    Item { response, openai_response: response_id, sent: 0, done: false }
+                    Item { response, openai_response: response_id, sent: 0, done: false, filler }
                 });
                 item.sent += audio.len();
                 let response = item.response;
@@ -444,6 +626,10 @@ impl Conversation {
             ServerEvent::FunctionCall { call_id, name, arguments } => {
                 if let Some(check) = self.resume_check.as_mut() {
                     check.spoke = true;
+                }
+                if let Some(tool) = self.call.profile.tools.iter().find(|t| t.name == name).cloned() {
+                    self.start_http_tool(tool, call_id, &arguments);
+                    return Ok(true);
                 }
                 let (output, action) = tools::run(&self.call, self.calls.as_ref(), &name, &arguments, &call_id).await;
                 if output["ok"] == true && output.get("lead").is_some() {
@@ -486,6 +672,12 @@ impl Conversation {
     }
 
     async fn response_done(&mut self, id: String, status: &str) -> bool {
+        if self.filler.as_deref() == Some(id.as_str()) {
+            self.filler = None;
+            self.discarded.remove(&id);
+            self.answer_tools();
+            return true;
+        }
         if self.active.as_deref().is_some_and(|a| a == id || a.is_empty()) {
             self.active = None;
         }
@@ -494,10 +686,9 @@ impl Conversation {
         }
         self.discarded.remove(&id);
         tracing::debug!(call_sid = %self.call.call_sid, response = id, status, "response done");
-        // Tool outputs, then the response that speaks about them.
+        // Tool outputs, then the response that speaks about them (once every tool has answered).
         if !self.tool_outputs.is_empty() {
-            self.to_model.append(&mut self.tool_outputs);
-            self.request_response(None);
+            self.answer_tools();
         } else if let Some(wanted) = self.response_wanted.take() {
             self.request_response(wanted.as_deref());
         }

@@ -12,7 +12,9 @@ pub const PCMU: &str = "audio/pcmu";
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-/// The tools offered to the model. `transfer_to_human` only when there is a number to dial.
+/// The tools offered to the model. `transfer_to_human` only when there is a number to dial;
+/// `search_knowledge` when the profile's knowledge is too large to be told whole; then the
+/// business's own HTTP tools.
 pub fn tools(profile: &AgentProfile, can_transfer: bool) -> Vec<Value> {
     let mut lead = profile.lead_schema.clone();
     if let Some(map) = lead.as_object_mut() {
@@ -41,6 +43,17 @@ pub fn tools(profile: &AgentProfile, can_transfer: bool) -> Vec<Value> {
         "description": "End the call when the conversation is over. Say a short goodbye; the line is hung up once it has played.",
         "parameters": reason,
     }));
+    if callkeeper_core::knowledge::reach(&profile.knowledge) == callkeeper_core::knowledge::Reach::Search {
+        tools.push(json!({
+            "type": "function",
+            "name": "search_knowledge",
+            "description": "Search the business's own knowledge (prices, hours, listings, terms, FAQ) before answering a question about the business. Answer only from what it finds.",
+            "parameters": { "type": "object", "properties": { "query": { "type": "string", "description": "What to look for, in the caller's words: a few key words." } }, "required": ["query"] },
+        }));
+    }
+    for tool in &profile.tools {
+        tools.push(json!({ "type": "function", "name": tool.name, "description": tool.description, "parameters": tool.parameters }));
+    }
     tools
 }
 
@@ -59,11 +72,15 @@ pub fn session_update(profile: &AgentProfile, settings: &RealtimeSettings, tools
             json!({ "type": "semantic_vad", "eagerness": "auto", "create_response": true, "interrupt_response": false })
         }
     };
-    let instructions = format!(
+    let mut instructions = format!(
         "{}\n\nThe conversation is a phone call. Speak {} unless the caller speaks another language. Keep each answer short.",
         profile.instructions.trim(),
         profile.language
     );
+    if let Some(knowledge) = callkeeper_core::knowledge::instructions(&profile.knowledge) {
+        instructions.push_str("\n\n");
+        instructions.push_str(&knowledge);
+    }
     json!({
         "type": "session.update",
         "session": {
@@ -107,6 +124,35 @@ pub fn response_create(instructions: Option<&str>) -> String {
 
 pub fn cancel() -> String {
     json!({ "type": "response.cancel" }).to_string()
+}
+
+/// Cancels one response by id: the filler, which is not the conversation's response.
+pub fn cancel_response(id: &str) -> String {
+    json!({ "type": "response.cancel", "response_id": id }).to_string()
+}
+
+/// What marks the filler's response, echoed in `response.created`.
+pub const FILLER_METADATA: &str = "filler";
+
+/// The filler, said while a tool's answer is awaited: an out-of-band response (outside the
+/// conversation, with no input and no tools), so the pending function call is untouched and
+/// the model's answer later is made from the tool's output alone.
+pub fn filler_response(text: &str) -> String {
+    json!({ "type": "response.create", "response": {
+        "conversation": "none",
+        "input": [],
+        "instructions": format!("Say exactly this, in a calm voice, and nothing else: {text}"),
+        "output_modalities": ["audio"],
+        "tool_choice": "none",
+        "metadata": { "callkeeper": FILLER_METADATA }
+    } })
+    .to_string()
+}
+
+/// Text from the caller's side that is not speech (the keypad), as a user message.
+pub fn user_text(text: &str) -> String {
+    json!({ "type": "conversation.item.create", "item": { "type": "message", "role": "user", "content": [{ "type": "input_text", "text": text }] } })
+        .to_string()
 }
 
 pub fn truncate(item_id: &str, audio_end_ms: u64) -> String {
@@ -161,6 +207,8 @@ pub enum ServerEvent {
     CallerSaid(String),
     ResponseCreated {
         id: String,
+        /// Ours, outside the conversation: the filler.
+        filler: bool,
     },
     AudioDelta {
         response_id: String,
@@ -247,7 +295,10 @@ pub fn parse(frame: &str) -> Result<ServerEvent, String> {
         "input_audio_buffer.speech_started" => ServerEvent::SpeechStarted,
         "input_audio_buffer.speech_stopped" => ServerEvent::SpeechStopped,
         "conversation.item.input_audio_transcription.completed" => ServerEvent::CallerSaid(text(&v, "transcript")),
-        "response.created" => ServerEvent::ResponseCreated { id: text(&v["response"], "id") },
+        "response.created" => ServerEvent::ResponseCreated {
+            id: text(&v["response"], "id"),
+            filler: v["response"]["metadata"]["callkeeper"] == FILLER_METADATA,
+        },
         "response.output_audio.delta" => {
             let audio = B64.decode(v["delta"].as_str().unwrap_or_default()).map_err(|e| format!("audio delta is not base64: {e}"))?;
             ServerEvent::AudioDelta { response_id: text(&v, "response_id"), item_id: text(&v, "item_id"), audio }

@@ -206,6 +206,11 @@ impl Conversation {
         self.discarded.clear();
         self.response_wanted = None;
         self.tool_outputs.clear();
+        // A tool's answer still coming belongs to a function call the new session never saw:
+        // it is dropped when it comes (see `on_tool_done`), and the model is asked afresh.
+        self.pending_tools.clear();
+        self.filler = None;
+        self.filler_due = None;
         self.action_response = None;
         self.caller_speaking = false;
         self.session_opened = Instant::now();

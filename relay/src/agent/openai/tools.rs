@@ -47,6 +47,14 @@ pub async fn run(call: &CallInfo, store: &dyn CallStore, name: &str, arguments: 
             }
             None => (json!({ "ok": false, "error": "no transfer number is configured; offer to take a message instead" }), None),
         },
+        ("search_knowledge", Ok(args)) => match (&call.knowledge, args["query"].as_str()) {
+            (Some(index), Some(query)) if !query.trim().is_empty() => (index.answer(query), None),
+            (Some(_), _) => (json!({ "ok": false, "error": "search_knowledge takes a query: a few words to look for" }), None),
+            (None, _) => (
+                json!({ "ok": false, "error": "the business's knowledge cannot be searched just now; say you will have someone call back" }),
+                None,
+            ),
+        },
         ("end_call", Ok(args)) => (
             json!({ "ok": true, "next": "Say a short goodbye; the call ends once it has played." }),
             Some(Action::Hangup { reason: reason(&args) }),
@@ -54,14 +62,45 @@ pub async fn run(call: &CallInfo, store: &dyn CallStore, name: &str, arguments: 
         (other, Ok(_)) => (json!({ "ok": false, "error": format!("there is no tool {other:?}") }), None),
     };
     let detail = json!({ "tool": name, "arguments": arguments, "output": output, "action": action.as_ref().map(|a| format!("{a:?}")) });
+    keep_event(call, store, call_id, name, detail).await;
+    tracing::info!(call_sid = %call.call_sid, tool = name, ok = output["ok"].as_bool(), "tool call");
+    (output, action)
+}
+
+async fn keep_event(call: &CallInfo, store: &dyn CallStore, call_id: &str, name: &str, detail: Value) {
     let event = CallEvent { at: now_ms(), kind: "tool_call".into(), key: format!("tool_call:{call_id}"), detail };
     match tokio::time::timeout(STORE_TIMEOUT, store.add_event(&call.call_sid, &event)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::warn!(call_sid = %call.call_sid, tool = name, error = %e, "tool call event not written"),
         Err(_) => tracing::warn!(call_sid = %call.call_sid, tool = name, "tool call event not written: the store took too long"),
     }
-    tracing::info!(call_sid = %call.call_sid, tool = name, ok = output["ok"].as_bool(), "tool call");
-    (output, action)
+}
+
+/// Keeps a business tool's call as an event on the call (arguments, outcome, latency; the
+/// signature and secret never), in a task of its own: the conversation does not wait on it.
+pub fn keep_http_event(
+    call: &CallInfo,
+    store: std::sync::Arc<dyn CallStore>,
+    call_id: &str,
+    name: &str,
+    arguments: &Value,
+    answer: &crate::agent::http_tools::ToolAnswer,
+    filler_said: bool,
+) {
+    let detail = json!({
+        "tool": name,
+        "kind": "http",
+        "arguments": arguments,
+        "ok": answer.ok,
+        "http_status": answer.http_status,
+        "error": answer.error,
+        "latency_ms": answer.latency.as_millis() as u64,
+        "filler_said": filler_said,
+        "output": answer.output,
+    });
+    tracing::info!(call_sid = %call.call_sid, tool = name, ok = answer.ok, latency_ms = answer.latency.as_millis() as u64, error = answer.error.as_deref(), "business tool call");
+    let (call, call_id, name) = (call.clone(), call_id.to_string(), name.to_string());
+    tokio::spawn(async move { keep_event(&call, store.as_ref(), &call_id, &name, detail).await });
 }
 
 fn reason(args: &Value) -> String {
