@@ -130,6 +130,8 @@ pub struct Log {
     pub violations: Vec<String>,
     /// When each response's first audio delta left, by response id.
     pub first_delta_at: HashMap<String, Instant>,
+    /// When each function call was sent, by call id.
+    pub function_called_at: HashMap<String, Instant>,
     /// When a `DropAfter` or `FatalAfter` fault struck.
     pub faulted_at: Option<Instant>,
     /// One event of each shape that crossed the socket, as `{"side": "client"|"server", "event"}`.
@@ -379,6 +381,8 @@ struct Session {
     script: VecDeque<Plan>,
     ids: u64,
     running: Option<Running>,
+    /// An out-of-band response (`conversation: "none"`): it runs beside the conversation's.
+    side: Option<Running>,
     /// Audio ms sent per assistant item, for truncation.
     item_audio: HashMap<String, u64>,
     /// A function call whose output has not come yet.
@@ -419,6 +423,7 @@ impl Session {
             script,
             ids: 0,
             running: None,
+            side: None,
             item_audio: HashMap::new(),
             awaiting_output: None,
             replayed_assistant: Default::default(),
@@ -458,7 +463,7 @@ impl Session {
     }
 
     fn next_wake(&self) -> Option<Instant> {
-        [self.running.as_ref().map(|r| r.next_delta), self.fault_at].into_iter().flatten().min()
+        [self.running.as_ref().map(|r| r.next_delta), self.side.as_ref().map(|r| r.next_delta), self.fault_at].into_iter().flatten().min()
     }
 
     fn client_event(&mut self, text: &str) {
@@ -481,16 +486,22 @@ impl Session {
         self.log.lock().expect("not poisoned").events.push(Logged { at: Instant::now(), event: event.clone() });
         match kind.as_str() {
             "session.update" => self.session_update(&event["session"]),
+            "response.create" if event["response"]["conversation"] == "none" => self.start_out_of_band(&event["response"]),
             "response.create" => {
                 if let Some(call) = &self.awaiting_output {
                     self.violation(format!("response.create before the function_call_output of {call}"));
                 }
                 self.start_response();
             }
-            "response.cancel" => match self.running.take() {
-                Some(r) => self.finish_response(&r.id, "cancelled", Some("client_cancelled")),
-                None => self.error("response_cancel_not_active", "Cancellation failed: no active response found"),
-            },
+            "response.cancel" => {
+                let id = event["response_id"].as_str();
+                let side = self.side.as_ref().is_some_and(|r| Some(r.id.as_str()) == id);
+                let slot = if side { self.side.take() } else { self.running.take().filter(|r| id.is_none_or(|id| id == r.id)) };
+                match slot {
+                    Some(r) => self.finish_response(&r.id, "cancelled", Some("client_cancelled")),
+                    None => self.error("response_cancel_not_active", "Cancellation failed: no active response found"),
+                }
+            }
             "conversation.item.truncate" => {
                 let item = event["item_id"].as_str().unwrap_or_default().to_string();
                 let at = event["audio_end_ms"].as_u64();
@@ -608,6 +619,22 @@ impl Session {
         }
     }
 
+    /// A response outside the conversation: it says what its instructions quote (after their
+    /// last ": "), about 80 ms a character at real time, and calls no tool.
+    fn start_out_of_band(&mut self, response: &Value) {
+        if response["input"] != json!([]) {
+            self.violation(format!("an out-of-band response without `input: []` would see the whole conversation: {response}"));
+        }
+        let instructions = response["instructions"].as_str().unwrap_or_default();
+        let text = instructions.rsplit_once(": ").map(|(_, t)| t).unwrap_or(instructions).to_string();
+        let (id, item) = (self.id("resp"), self.id("item"));
+        let metadata = response["metadata"].clone();
+        self.emit(json!({ "type": "response.created", "response": { "object": "realtime.response", "id": id, "status": "in_progress", "conversation_id": null, "metadata": metadata, "output": [] } }));
+        self.emit(json!({ "type": "response.output_item.added", "response_id": id, "output_index": 0, "item": { "id": item, "type": "message", "role": "assistant", "status": "in_progress", "content": [] } }));
+        let ms = (text.chars().count() as u64 * 80).clamp(400, 3000);
+        self.side = Some(Running { id, item, left_ms: ms, sent_ms: 0, text, next_delta: Instant::now() });
+    }
+
     fn start_response(&mut self) {
         if self.running.is_some() {
             self.error("conversation_already_has_active_response", "Conversation already has an active response in progress.");
@@ -636,6 +663,7 @@ impl Session {
                 let arguments = arguments.to_string();
                 self.emit(json!({ "type": "response.output_item.added", "response_id": id, "output_index": 0, "item": { "id": item, "type": "function_call", "call_id": call_id, "name": name, "arguments": "", "status": "in_progress" } }));
                 self.emit(json!({ "type": "response.function_call_arguments.done", "response_id": id, "item_id": item, "output_index": 0, "call_id": call_id, "name": name, "arguments": arguments }));
+                self.log.lock().expect("not poisoned").function_called_at.insert(call_id.clone(), Instant::now());
                 self.emit(json!({ "type": "response.output_item.done", "response_id": id, "output_index": 0, "item": { "id": item, "type": "function_call", "call_id": call_id, "name": name, "arguments": arguments, "status": "completed" } }));
                 self.awaiting_output = Some(call_id);
                 self.finish_response(&id, "completed", None);
@@ -671,10 +699,19 @@ impl Session {
                 _ => {}
             }
         }
-        let Some(mut r) = self.running.take() else { return false };
+        if let Some(side) = self.side.take() {
+            self.side = self.advance(side, now);
+        }
+        if let Some(r) = self.running.take() {
+            self.running = self.advance(r, now);
+        }
+        false
+    }
+
+    /// Sends a response's next delta if it is due; the response, unless it is done.
+    fn advance(&mut self, mut r: Running, now: Instant) -> Option<Running> {
         if r.next_delta > now {
-            self.running = Some(r);
-            return false;
+            return Some(r);
         }
         let ms = r.left_ms.min(DELTA_MS);
         let audio = tone(r.sent_ms, ms);
@@ -687,11 +724,11 @@ impl Session {
             self.emit(json!({ "type": "response.output_audio.done", "response_id": r.id, "item_id": r.item, "output_index": 0, "content_index": 0 }));
             self.emit(json!({ "type": "response.output_audio_transcript.done", "response_id": r.id, "item_id": r.item, "output_index": 0, "content_index": 0, "transcript": r.text }));
             self.finish_response(&r.id, "completed", None);
+            None
         } else {
             r.next_delta += Duration::from_secs_f64(ms as f64 / 1000.0 / self.options.speed.max(0.01));
-            self.running = Some(r);
+            Some(r)
         }
-        false
     }
 }
 

@@ -7,6 +7,7 @@ pub mod contacts;
 pub mod crm_users;
 pub mod dlq;
 pub mod doctor;
+pub mod fake_business;
 pub mod fake_realtime;
 pub mod leads;
 pub mod local_config;

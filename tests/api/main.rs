@@ -4,6 +4,7 @@
 //! the template and README checked against the code. `common` is the shared harness.
 
 mod business_events;
+mod business_tools;
 mod command_line;
 mod common;
 mod crm_pages;
