@@ -69,8 +69,57 @@ async fn answer(state: &AppState, form: &Form, direction: Direction) -> Result<R
             async move { calls.add_event(&sid, &event).await.map(|_| ()).map_err(WebhookError::from) }
         });
     }
+    if let Some(doc) = after_hours(state, &new).await {
+        return Ok(twiml_response(doc));
+    }
     tracing::info!(call_sid = %call_sid, direction = direction.as_str(), "call answered; awaiting stream");
     Ok(twiml_response(stream_twiml(state, &call_sid)))
+}
+
+/// How long the answer waits on the profile's hours: a caller is listening to ringing.
+const HOURS_BUDGET: Duration = Duration::from_millis(1500);
+
+/// Outside the profile's business hours: voicemail at once (the call goes to `fallback` with
+/// reason `after_hours`), or, with an after-hours agent, an event saying so and the stream as
+/// usual (the relay gives the call that agent). `None` when the agent answers as usual, or when
+/// the profile cannot be read in time: a caller is never turned away for a store's sake.
+async fn after_hours(state: &AppState, call: &NewCall) -> Option<Twiml> {
+    let number = E164::parse(if call.direction == Direction::Inbound { &call.to } else { &call.from });
+    let store = state.stores.calls.as_ref();
+    let profile = match tokio::time::timeout(HOURS_BUDGET, callkeeper_core::work::profiles::resolve(store, &state.config, number.as_ref())).await {
+        Ok(Ok(profile)) => profile,
+        Ok(Err(e)) => {
+            tracing::warn!(call_sid = %call.call_sid, error = %e, "profile not read; answering with the agent");
+            return None;
+        }
+        Err(_) => {
+            tracing::warn!(call_sid = %call.call_sid, "profile not read in time; answering with the agent");
+            return None;
+        }
+    };
+    let at = now_ms();
+    let choice = profile.after_hours(at)?.clone();
+    let local_time = profile.hours.as_ref().map(|h| h.local_time(at)).unwrap_or_default();
+    let (mode, doc) = match &choice {
+        callkeeper_core::hours::AfterHours::Agent { .. } => ("agent", None),
+        callkeeper_core::hours::AfterHours::Voicemail { message } => ("voicemail", Some(message.clone())),
+    };
+    let event = CallEvent { at, kind: "after_hours".into(), key: "after_hours".into(), detail: json!({ "mode": mode, "local_time": local_time }) };
+    if let Err(e) = store.add_event(&call.call_sid, &event).await {
+        tracing::warn!(call_sid = %call.call_sid, error = %e, "after_hours event not written");
+    }
+    let message = doc?;
+    let patch = CallPatch {
+        fallback_reason: Some("after_hours".into()),
+        fallback_action: Some("voicemail".into()),
+        ..Default::default()
+    };
+    // A retried webhook finds the call already in `fallback`: the same answer again.
+    if let Err(e) = store.transition(&call.call_sid, &[CallStatus::AwaitingStream], CallStatus::Fallback, &patch, at).await {
+        tracing::warn!(call_sid = %call.call_sid, error = %e, "after-hours call not marked; voicemail all the same");
+    }
+    tracing::info!(call_sid = %call.call_sid, local_time, "after hours: voicemail");
+    Some(fallback::voicemail_saying(&state.config, &message))
 }
 
 fn stream_twiml(state: &AppState, call_sid: &CallSid) -> Twiml {

@@ -309,3 +309,62 @@ async fn wait_until(what: &str, within: Duration, mut check: impl AsyncFnMut() -
     }
     panic!("{what}: not within {within:?}");
 }
+
+/// A profile read from TOML as `agent set` reads it, with `hours` appended.
+fn profile_with_hours(hours: &str) -> AgentProfile {
+    let text = format!("instructions = \"You answer for Dana's agency.\"\n{hours}");
+    let defaults = AgentProfile::builtin("he-IL", &callkeeper_core::config::default_extraction_schema());
+    callkeeper_core::profile::parse(&text, "agency.toml", std::path::Path::new("."), &defaults).unwrap()
+}
+
+/// Closed all week (no day written): every call is after hours.
+const NEVER_OPEN: &str = "[hours]\ntime_zone = \"Asia/Jerusalem\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_hours_a_call_goes_straight_to_voicemail_with_the_businesss_message() {
+    let app = spawn_app().await;
+    let message = "שלום, סגורים עכשיו. השאירו הודעה.";
+    let profile = profile_with_hours(&format!("{NEVER_OPEN}[after_hours]\nmode = \"voicemail\"\nmessage = \"{message}\"\n"));
+    app.stores.calls.put_profile(&ProfileKey::Default, &profile, 1).await.unwrap();
+    let sid = new_call_sid();
+    let twiml = twiml_of(app.post("/webhook/incoming_call", &incoming_call_form(&sid, "+972501234567")).await).await;
+    assert_eq!(twiml.names(), ["Say", "Record"], "no stream: voicemail at once");
+    assert_eq!(twiml.find("Say").unwrap().text, message);
+    assert!(twiml.find("Record").unwrap().attr("recordingStatusCallback").unwrap().contains("/webhook/recording_done"));
+    let sid = CallSid::parse(&sid).unwrap();
+    let call = app.stores.calls.get_call(&sid).await.unwrap().unwrap();
+    assert_eq!((call.status, call.fallback_reason.as_deref()), (callkeeper_core::call::CallStatus::Fallback, Some("after_hours")));
+    let event = app.event(&sid, "after_hours", Duration::from_secs(1)).await.unwrap();
+    assert_eq!(event.detail["mode"], "voicemail");
+    // Twilio's retry of the webhook gets the same answer.
+    let again = twiml_of(app.post("/webhook/incoming_call", &incoming_call_form(sid.as_str(), "+972501234567")).await).await;
+    assert_eq!(again.names(), ["Say", "Record"]);
+
+    // Open around the clock: the agent answers.
+    let open = "[hours]\ntime_zone = \"Asia/Jerusalem\"\nmonday = \"00:00-24:00\"\ntuesday = \"00:00-24:00\"\nwednesday = \"00:00-24:00\"\nthursday = \"00:00-24:00\"\nfriday = \"00:00-24:00\"\nsaturday = \"00:00-24:00\"\nsunday = \"00:00-24:00\"\n";
+    app.stores.calls.put_profile(&ProfileKey::Default, &profile_with_hours(open), 2).await.unwrap();
+    let twiml = twiml_of(app.post("/webhook/incoming_call", &incoming_call_form(&new_call_sid(), "+972501234567")).await).await;
+    assert!(twiml.find("Stream").is_some(), "open: the stream as usual");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_hours_the_after_hours_agent_answers_told_the_time_and_the_hours() {
+    let fake = FakeRealtime::start(Options::default()).await.unwrap();
+    let url = fake.url();
+    let app = spawn_app_with(&[("OPENAI_API_KEY", "sk-fake"), ("OPENAI_REALTIME_URL", url.as_str())]).await;
+    let hours = format!(
+        "{NEVER_OPEN}sunday = \"09:00-09:01\"\n[after_hours]\nmode = \"agent\"\ninstructions = \"AFTER-HOURS: take a message; promise a call back tomorrow.\"\ngreeting = \"Say we are closed.\"\n"
+    );
+    app.stores.calls.put_profile(&ProfileKey::Default, &profile_with_hours(&hours), 1).await.unwrap();
+    let (sid, call) = app.start_call().await;
+    assert!(call.wait_heard(Duration::from_secs(3), |h| h.media_frames > 10).await, "the after-hours agent greets");
+    call.stop();
+    app.figures(&sid).await;
+    let log = fake.log();
+    let instructions = log.events[0].event["session"]["instructions"].as_str().unwrap().to_string();
+    assert!(instructions.starts_with("AFTER-HOURS: take a message"), "{instructions}");
+    assert!(instructions.contains("The business is closed now") && instructions.contains("Sunday 09:00-09:01 (Asia/Jerusalem)"), "{instructions}");
+    assert_eq!(log.events[1].event["response"]["instructions"], "Say we are closed.");
+    drop(log);
+    assert_eq!(app.event(&sid, "after_hours", Duration::from_secs(1)).await.unwrap().detail["mode"], "agent");
+}

@@ -28,8 +28,26 @@ pub fn twiml(config: &Config) -> Twiml {
 
 /// Voicemail, whatever the mode: also where a dial that nobody answered goes.
 pub fn voicemail(config: &Config) -> Twiml {
+    voicemail_after(config, &config.fallback.apology)
+}
+
+/// Voicemail after `text` (a business's after-hours message), said in the apology's language
+/// and voice (or the deployment's language's, when the apology is a recording).
+pub fn voicemail_saying(config: &Config, text: &str) -> Twiml {
+    let say = match &config.fallback.apology {
+        twiml::Apology::Say { language, voice, .. } => twiml::Apology::Say { text: text.into(), language: language.clone(), voice: voice.clone() },
+        twiml::Apology::Play(_) => twiml::Apology::Say {
+            text: text.into(),
+            language: config.language.clone(),
+            voice: crate::process::config::default_voice(&config.language).unwrap_or("Google.en-US-Standard-C").into(),
+        },
+    };
+    voicemail_after(config, &say)
+}
+
+fn voicemail_after(config: &Config, apology: &twiml::Apology) -> Twiml {
     twiml::fallback(
-        &config.fallback.apology,
+        apology,
         &FallbackStep::Voicemail {
             max_length_secs: config.fallback.voicemail_max_secs,
             recording_callback: &config.callback_url(RECORDING_CALLBACK_PATH),

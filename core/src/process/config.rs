@@ -355,7 +355,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
 ];
 
 /// Voices we know to speak a language well enough for the apology; others must be configured.
-fn default_voice(language: &str) -> Option<&'static str> {
+pub fn default_voice(language: &str) -> Option<&'static str> {
     match language {
         "he-IL" => Some("Google.he-IL-Standard-A"),
         "en-US" => Some("Google.en-US-Standard-C"),
