@@ -158,7 +158,7 @@ async fn worker_per_minute(label: &str, stores: Stores) {
         let config = config(&twilio, &openai);
         let addr = serve_on(&stores, &config).await;
         let client = reqwest::Client::new();
-        let worker = Transcriber::new(stores.calls.clone(), stores.blobs.clone(), config.twilio_rest(), config.clone());
+        let worker = Transcriber::new(&stores, config.twilio_rest(), config.clone());
         let mut times = Vec::new();
         for _ in 0..3 {
             let sid = random_sid("CA");
@@ -217,7 +217,7 @@ async fn dynamodb_per_call(sdk: &aws_config::SdkConfig) {
     ended.push(("CallStatus".into(), "completed".into()));
     post(&client, &config, addr, "/webhook/stream_ended", &ended).await;
     post(&client, &config, addr, "/webhook/recording_done", &recording_form(&sid, &random_sid("RE"), &twilio, 1)).await;
-    let worker = Transcriber::new(stores.calls.clone(), stores.blobs.clone(), config.twilio_rest(), config.clone());
+    let worker = Transcriber::new(&stores, config.twilio_rest(), config.clone());
     assert_eq!(poll_once(stores.queue.as_ref(), &worker).await.unwrap().done, 1);
 
     let counts = counter.0.lock().unwrap().clone();

@@ -50,7 +50,7 @@ pub fn app(config: Arc<Config>, stores: Stores, with_watchdog: bool) -> App {
     let twilio = config.twilio_rest();
     let reconciler = with_watchdog.then(|| Reconciler::new(stores.calls.clone(), stores.queue.clone(), twilio.clone(), config.clone()));
     let mut handlers: Vec<Arc<dyn JobHandler>> = vec![
-        Arc::new(Transcriber::new(stores.calls.clone(), stores.blobs.clone(), twilio.clone(), config.clone())),
+        Arc::new(Transcriber::new(&stores, twilio.clone(), config.clone())),
         Arc::new(Replier::new(stores.calls.clone(), stores.blobs.clone(), twilio, config.clone())),
     ];
     if let Some(deliverer) = callkeeper_core::event_delivery::Deliverer::new(stores.calls.clone(), config.clone()) {

@@ -172,7 +172,7 @@ async fn run_worker(worker: Worker) -> Result<(), lambda_runtime::Error> {
     let (config, stores) = startup::from_env().await?;
     let twilio = config.twilio_rest();
     let handler: Arc<dyn JobHandler> = match worker {
-        Worker::Transcribe => Arc::new(Transcriber::new(stores.calls.clone(), stores.blobs.clone(), twilio, config.clone())),
+        Worker::Transcribe => Arc::new(Transcriber::new(&stores, twilio, config.clone())),
         Worker::Reply => Arc::new(Replier::new(stores.calls.clone(), stores.blobs.clone(), twilio, config.clone())),
         Worker::DeliverEvents => match callkeeper_core::event_delivery::Deliverer::new(stores.calls.clone(), config.clone()) {
             Some(deliverer) => Arc::new(deliverer),

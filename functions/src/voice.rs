@@ -86,17 +86,18 @@ const HOURS_BUDGET: Duration = Duration::from_millis(1500);
 async fn after_hours(state: &AppState, call: &NewCall) -> Option<Twiml> {
     let number = E164::parse(if call.direction == Direction::Inbound { &call.to } else { &call.from });
     let store = state.stores.calls.as_ref();
-    let profile = match tokio::time::timeout(HOURS_BUDGET, callkeeper_core::work::profiles::resolve(store, &state.config, number.as_ref())).await {
-        Ok(Ok(profile)) => profile,
-        Ok(Err(e)) => {
-            tracing::warn!(call_sid = %call.call_sid, error = %e, "profile not read; answering with the agent");
-            return None;
-        }
-        Err(_) => {
-            tracing::warn!(call_sid = %call.call_sid, "profile not read in time; answering with the agent");
-            return None;
-        }
-    };
+    let profile =
+        match tokio::time::timeout(HOURS_BUDGET, callkeeper_core::work::profiles::resolve(store, &state.config, number.as_ref())).await {
+            Ok(Ok(profile)) => profile,
+            Ok(Err(e)) => {
+                tracing::warn!(call_sid = %call.call_sid, error = %e, "profile not read; answering with the agent");
+                return None;
+            }
+            Err(_) => {
+                tracing::warn!(call_sid = %call.call_sid, "profile not read in time; answering with the agent");
+                return None;
+            }
+        };
     let at = now_ms();
     let choice = profile.after_hours(at)?.clone();
     let local_time = profile.hours.as_ref().map(|h| h.local_time(at)).unwrap_or_default();
@@ -104,16 +105,13 @@ async fn after_hours(state: &AppState, call: &NewCall) -> Option<Twiml> {
         callkeeper_core::hours::AfterHours::Agent { .. } => ("agent", None),
         callkeeper_core::hours::AfterHours::Voicemail { message } => ("voicemail", Some(message.clone())),
     };
-    let event = CallEvent { at, kind: "after_hours".into(), key: "after_hours".into(), detail: json!({ "mode": mode, "local_time": local_time }) };
+    let event =
+        CallEvent { at, kind: "after_hours".into(), key: "after_hours".into(), detail: json!({ "mode": mode, "local_time": local_time }) };
     if let Err(e) = store.add_event(&call.call_sid, &event).await {
         tracing::warn!(call_sid = %call.call_sid, error = %e, "after_hours event not written");
     }
     let message = doc?;
-    let patch = CallPatch {
-        fallback_reason: Some("after_hours".into()),
-        fallback_action: Some("voicemail".into()),
-        ..Default::default()
-    };
+    let patch = CallPatch { fallback_reason: Some("after_hours".into()), fallback_action: Some("voicemail".into()), ..Default::default() };
     // A retried webhook finds the call already in `fallback`: the same answer again.
     if let Err(e) = store.transition(&call.call_sid, &[CallStatus::AwaitingStream], CallStatus::Fallback, &patch, at).await {
         tracing::warn!(call_sid = %call.call_sid, error = %e, "after-hours call not marked; voicemail all the same");

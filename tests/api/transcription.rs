@@ -91,7 +91,7 @@ async fn app_with_fakes(fakes: &Fakes, extra: &[(&str, &str)]) -> TestApp {
 }
 
 fn transcriber(app: &TestApp) -> Transcriber {
-    Transcriber::new(app.stores.calls.clone(), app.stores.blobs.clone(), app.config.twilio_rest(), app.config.clone())
+    Transcriber::new(&app.stores, app.config.twilio_rest(), app.config.clone())
 }
 
 /// A job as SQS hands it to the worker Lambda, on its first receive.
@@ -345,7 +345,7 @@ async fn on_the_aws_adapter_a_recording_lands_in_s3_and_its_transcript_in_dynamo
     let job = callkeeper_core::job::Job::Transcribe { call_sid: sid.clone(), recording_sid: recording.clone() };
     callkeeper_core::store::enqueue(stores.queue.as_ref(), &job).await.unwrap();
 
-    let worker = Transcriber::new(stores.calls.clone(), stores.blobs.clone(), app.config.twilio_rest(), app.config.clone());
+    let worker = Transcriber::new(&stores, app.config.twilio_rest(), app.config.clone());
     let mut done = 0;
     for _ in 0..5 {
         done += poll_once(stores.queue.as_ref(), &worker).await.unwrap().done;
@@ -369,7 +369,7 @@ async fn on_the_aws_adapter_a_failing_job_is_dead_lettered_redriven_and_done() {
     let fakes = fakes_failing(2).await;
     let app = app_with_fakes(&fakes, &[("JOB_RETRY_BASE_SECS", "0")]).await;
     let (stores, sid, _, _) = aws_recorded_call(&fakes, 2).await;
-    let worker = Transcriber::new(stores.calls.clone(), stores.blobs.clone(), app.config.twilio_rest(), app.config.clone());
+    let worker = Transcriber::new(&stores, app.config.twilio_rest(), app.config.clone());
     let queue = stores.queue.as_ref();
     let mut failed = 0;
     for _ in 0..10 {
@@ -615,4 +615,82 @@ async fn an_hour_long_call_is_transcribed_in_pieces_within_the_functions_memory(
         status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()).unwrap();
     eprintln!("the worker's peak memory for an hour of dual-channel audio: {} MB", peak_kb / 1024);
     assert!(peak_kb < 400 * 1024, "peak {peak_kb} kB, over 400 MB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_analysed_call_is_followed_up_once_on_whatsapp_and_by_sms_to_the_business() {
+    let fakes = fakes().await;
+    // Twilio refuses the first notice to the business, then takes every message.
+    Mock::given(method("POST"))
+        .and(path_regex(r"^/2010-04-01/Accounts/AC[0-9a-f]{32}/Messages\.json$"))
+        .and(wiremock::matchers::body_string_contains("To=%2B972509998888"))
+        .respond_with(
+            ResponseTemplate::new(400)
+                .set_body_json(serde_json::json!({ "code": 21612, "message": "The 'To' number is not currently reachable" })),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&fakes.twilio)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"^/2010-04-01/Accounts/AC[0-9a-f]{32}/Messages\.json$"))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(serde_json::json!({ "sid": callkeeper_core::ids::random_sid("SM"), "status": "queued" })),
+        )
+        .mount(&fakes.twilio)
+        .await;
+    let app = app_with_fakes(&fakes, &[("JOB_RETRY_BASE_SECS", "0")]).await;
+    let template = format!("HX{}", "0123456789abcdef".repeat(2));
+    let profile_text = format!(
+        "instructions = \"x\"\n[follow_up.caller]\ntemplate = \"{template}\"\nvariables = {{ \"1\" = \"area\", \"2\" = \"summary\", \"3\" = \"name\" }}\n[follow_up.business]\nto = [\"+972509998888\"]\n"
+    );
+    let defaults = app.config.builtin_profile();
+    let profile = callkeeper_core::profile::parse(&profile_text, "p.toml", std::path::Path::new("."), &defaults).unwrap();
+    app.stores.calls.put_profile(&callkeeper_core::profile::ProfileKey::Default, &profile, 1).await.unwrap();
+    let (sid, _) = recorded_call(&app).await;
+    poll_once(app.stores.queue.as_ref(), &transcriber(&app)).await.unwrap();
+
+    // THEN the follow-up is on the replies queue; the replies worker sends it.
+    let replier = callkeeper_core::replies::Replier::new(
+        app.stores.calls.clone(),
+        app.stores.blobs.clone(),
+        app.config.twilio_rest(),
+        app.config.clone(),
+    );
+    let first = poll_once(app.stores.queue.as_ref(), &replier).await.unwrap();
+    assert_eq!((first.received, first.done), (1, 0), "the caller's template went, the notice was refused: retried");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let second = poll_once(app.stores.queue.as_ref(), &replier).await.unwrap();
+    assert_eq!((second.received, second.done), (1, 1));
+
+    let sent: Vec<Vec<(String, String)>> = fakes
+        .twilio
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path().ends_with("/Messages.json"))
+        .map(|r| form_urlencoded::parse(&r.body).into_owned().collect())
+        .collect();
+    let field = |form: &Vec<(String, String)>, name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let to_caller: Vec<_> = sent.iter().filter(|f| field(f, "To").as_deref() == Some("whatsapp:+972501234567")).collect();
+    assert_eq!(to_caller.len(), 1, "the caller's message went once, though the job ran twice");
+    assert_eq!(field(to_caller[0], "ContentSid"), Some(template.clone()));
+    assert_eq!(field(to_caller[0], "Body"), None, "a template has no free text");
+    let variables: serde_json::Value = serde_json::from_str(&field(to_caller[0], "ContentVariables").unwrap()).unwrap();
+    assert_eq!(variables, serde_json::json!({ "1": "תל אביב", "2": "מחפש דירה בתל אביב עד שני מיליון.", "3": "-" }));
+    let notices: Vec<_> = sent.iter().filter(|f| field(f, "To").as_deref() == Some("+972509998888")).collect();
+    assert_eq!(notices.len(), 2, "refused once, then sent");
+    let body = field(notices[1], "Body").unwrap();
+    assert!(body.contains("+972501234567") && body.contains("מחפש דירה בתל אביב") && body.contains("area: תל אביב"), "{body}");
+
+    let follow_ups: Vec<serde_json::Value> =
+        app.stores.calls.events(&sid).await.unwrap().into_iter().filter(|e| e.kind == "follow_up").map(|e| e.detail).collect();
+    let ok: Vec<&str> = follow_ups.iter().filter(|d| d["ok"] == true).map(|d| d["to"].as_str().unwrap()).collect();
+    assert_eq!(ok, ["caller", "business:+972509998888"], "{follow_ups:?}");
+    assert!(
+        follow_ups.iter().any(|d| d["ok"] == false && d["error"].as_str().unwrap().contains("21612")),
+        "the refusal is on the call too"
+    );
 }

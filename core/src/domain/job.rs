@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 pub enum QueueName {
     /// Recordings to download, transcribe and summarize.
     Transcription,
-    /// Inbound WhatsApp messages to answer.
+    /// Inbound WhatsApp messages to answer, and follow-ups after calls.
     Replies,
     /// Business events to deliver to `EVENTS_WEBHOOK_URL`.
     Events,
@@ -35,16 +35,28 @@ impl QueueName {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Job {
-    Transcribe { call_sid: CallSid, recording_sid: RecordingSid },
-    WhatsappReply { message_sid: MessageSid, contact: E164 },
-    DeliverEvent { event: crate::domain::events::BusinessEvent },
+    Transcribe {
+        call_sid: CallSid,
+        recording_sid: RecordingSid,
+    },
+    WhatsappReply {
+        message_sid: MessageSid,
+        contact: E164,
+    },
+    DeliverEvent {
+        event: crate::domain::events::BusinessEvent,
+    },
+    /// The messages a call's profile asks for once the call is analysed.
+    FollowUp {
+        call_sid: CallSid,
+    },
 }
 
 impl Job {
     pub fn queue(&self) -> QueueName {
         match self {
             Job::Transcribe { .. } => QueueName::Transcription,
-            Job::WhatsappReply { .. } => QueueName::Replies,
+            Job::WhatsappReply { .. } | Job::FollowUp { .. } => QueueName::Replies,
             Job::DeliverEvent { .. } => QueueName::Events,
         }
     }

@@ -35,7 +35,9 @@ pub fn voicemail(config: &Config) -> Twiml {
 /// and voice (or the deployment's language's, when the apology is a recording).
 pub fn voicemail_saying(config: &Config, text: &str) -> Twiml {
     let say = match &config.fallback.apology {
-        twiml::Apology::Say { language, voice, .. } => twiml::Apology::Say { text: text.into(), language: language.clone(), voice: voice.clone() },
+        twiml::Apology::Say { language, voice, .. } => {
+            twiml::Apology::Say { text: text.into(), language: language.clone(), voice: voice.clone() }
+        }
         twiml::Apology::Play(_) => twiml::Apology::Say {
             text: text.into(),
             language: config.language.clone(),

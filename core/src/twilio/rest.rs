@@ -463,6 +463,22 @@ impl TwilioRest {
         Ok(Created { sid: json_field(&body, "sid")?, status: json_field(&body, "status")? })
     }
 
+    /// Sends an approved template (WhatsApp outside its 24-hour window): `ContentSid` and its
+    /// `ContentVariables` (a JSON object) instead of a `Body`.
+    pub async fn send_template(&self, message: &OutboundMessage, content_sid: &str, variables: &str) -> Result<Created, RestError> {
+        let mut form: Vec<(&str, String)> = vec![
+            ("To", message.to.clone()),
+            ("From", message.from.clone()),
+            ("ContentSid", content_sid.to_string()),
+            ("ContentVariables", variables.to_string()),
+        ];
+        if let Some(cb) = &message.status_callback {
+            form.push(("StatusCallback", cb.to_string()));
+        }
+        let body = self.send(reqwest::Method::POST, &self.account_url("/Messages.json"), Some(&form), false).await?;
+        Ok(Created { sid: json_field(&body, "sid")?, status: json_field(&body, "status")? })
+    }
+
     /// Downloads a recording's media (the `RecordingUrl` Twilio gave, with `.wav` or `.mp3`).
     /// A recording's WAV, from Twilio's API by its sid. Never from the `RecordingUrl` a callback
     /// names: the request carries the auth token, and a URL is only as trustworthy as the host

@@ -4,6 +4,7 @@
 
 pub mod claims;
 pub mod event_delivery;
+pub mod follow_ups;
 pub mod openai;
 pub mod profiles;
 pub mod replies;

@@ -43,6 +43,8 @@ pub enum Replied {
     SentEarlier,
     /// The request left and no answer came: recorded as `unconfirmed`, not sent again.
     Unconfirmed,
+    /// A call's follow-ups ([`crate::work::follow_ups`]).
+    FollowedUp(crate::work::follow_ups::FollowedUp),
 }
 
 impl Replied {
@@ -53,6 +55,7 @@ impl Replied {
             Replied::Duplicate => "duplicate",
             Replied::SentEarlier => "sent_earlier",
             Replied::Unconfirmed => "unconfirmed",
+            Replied::FollowedUp(_) => "followed_up",
         }
     }
 }
@@ -161,6 +164,10 @@ impl Replier {
     pub async fn handle(&self, body: &str) -> Result<Replied, JobError> {
         let message_sid = match Job::from_body(body) {
             Ok(Job::WhatsappReply { message_sid, .. }) => message_sid,
+            Ok(Job::FollowUp { call_sid }) => {
+                let done = crate::work::follow_ups::send(self.calls.as_ref(), &self.twilio, &self.config, &call_sid).await?;
+                return Ok(Replied::FollowedUp(done));
+            }
             Ok(other) => return Err(JobError::BadJob(format!("{other:?}"))),
             Err(e) => return Err(JobError::BadJob(e.to_string())),
         };

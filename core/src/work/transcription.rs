@@ -66,6 +66,8 @@ impl Outcome {
 pub struct Transcriber {
     calls: Arc<dyn CallStore>,
     blobs: Arc<dyn BlobStore>,
+    /// Where a call's follow-ups are put once it is analysed.
+    queue: Arc<dyn crate::store::JobQueue>,
     twilio: TwilioRest,
     openai: Option<OpenAi>,
     config: Arc<Config>,
@@ -78,9 +80,18 @@ pub fn blob_key(call_sid: &CallSid, recording_sid: &RecordingSid, at: crate::dom
 }
 
 impl Transcriber {
-    pub fn new(calls: Arc<dyn CallStore>, blobs: Arc<dyn BlobStore>, twilio: TwilioRest, config: Arc<Config>) -> Transcriber {
+    pub fn new(stores: &crate::store::Stores, twilio: TwilioRest, config: Arc<Config>) -> Transcriber {
         let openai = config.openai.clone().map(OpenAi::new);
-        Transcriber { calls, blobs, twilio, openai, config }
+        Transcriber { calls: stores.calls.clone(), blobs: stores.blobs.clone(), queue: stores.queue.clone(), twilio, openai, config }
+    }
+
+    /// The call is analysed (or kept without transcription): its follow-ups, if its profile
+    /// asks for any, go on the replies queue.
+    async fn follow_up(&self, call_sid: &CallSid) -> Result<(), JobError> {
+        if crate::work::follow_ups::enqueue_if_wanted(self.calls.as_ref(), self.queue.as_ref(), &self.config, call_sid).await? {
+            tracing::info!(call_sid = %call_sid, "follow-ups queued");
+        }
+        Ok(())
     }
 
     /// The first backoff of a failed job.
@@ -171,6 +182,7 @@ impl Transcriber {
             transcript.note = Some(NOT_CONFIGURED.into());
             self.calls.put_transcript(call_sid, &transcript).await?;
             self.event(call_sid, recording_sid, "recording_kept", json!({ "blob_key": key, "note": NOT_CONFIGURED })).await?;
+            self.follow_up(call_sid).await?;
             return Ok(Outcome::Kept);
         };
 
@@ -221,6 +233,7 @@ impl Transcriber {
         )
         .await?;
 
+        self.follow_up(call_sid).await?;
         if self.config.transcription.delete_from_twilio {
             self.twilio.delete_recording(recording_sid).await?;
             self.event(call_sid, recording_sid, "twilio_recording_deleted", json!({})).await?;
