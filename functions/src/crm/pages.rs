@@ -239,6 +239,31 @@ fn event_row(e: &CallEvent) -> Value {
     json!({ "at": e.at, "time": format_ms(e.at), "kind": e.kind, "detail": detail })
 }
 
+/// A `tool_call` event as the call page shows it: what was asked, how it went, how long it took.
+fn tool_row(e: &CallEvent) -> Value {
+    let d = &e.detail;
+    // A built-in's arguments are the model's JSON text; a business tool's, the parsed object.
+    let arguments = match &d["arguments"] {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    let ok = d["ok"].as_bool().or_else(|| d["output"]["ok"].as_bool()).unwrap_or(true);
+    json!({
+        "at": e.at, "time": format_ms(e.at), "tool": d["tool"], "arguments": arguments, "ok": ok,
+        "http_status": d["http_status"], "error": d["error"].as_str().or_else(|| d["output"]["error"].as_str()),
+        "latency_ms": d["latency_ms"], "filler_said": d["filler_said"].as_bool().unwrap_or(false),
+    })
+}
+
+/// A `follow_up` event: to whom, on which channel, and how Twilio took it.
+fn follow_up_row(e: &CallEvent) -> Value {
+    let d = &e.detail;
+    json!({
+        "at": e.at, "time": format_ms(e.at), "to": d["to"], "channel": d["channel"], "template": d["template"],
+        "ok": d["ok"].as_bool().unwrap_or(false), "status": d["status"], "error": d["error"],
+    })
+}
+
 fn call_sid(value: &str) -> Result<CallSid, CrmError> {
     CallSid::parse(value).map_err(|_| CrmError::NotFound)
 }
@@ -296,6 +321,9 @@ pub async fn call(State(state): State<CrmState>, viewer: Viewer, Path(sid): Path
         "c": row(&call, name), "call": call, "figures": figures, "lead": lead, "live": live_transcript(&turns),
         "transcripts": transcripts, "turns": turns.iter().map(turn_row).collect::<Vec<_>>(),
         "recordings": recordings, "events": events.iter().map(event_row).collect::<Vec<_>>(),
+        "tool_calls": events.iter().filter(|e| e.kind == "tool_call").map(tool_row).collect::<Vec<_>>(),
+        "follow_ups": events.iter().filter(|e| e.kind == "follow_up").map(follow_up_row).collect::<Vec<_>>(),
+        "after_hours": events.iter().find(|e| e.kind == "after_hours").map(|e| e.detail.clone()),
     });
     Ok(state.pages.render("call.html", StatusCode::OK, data))
 }
