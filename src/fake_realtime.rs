@@ -268,6 +268,16 @@ impl FakeRealtime {
         self.options.lock().expect("not poisoned").fault = fault;
     }
 
+    /// The responses the connections after this one play, in order.
+    pub fn set_script(&self, script: Vec<Plan>) {
+        self.options.lock().expect("not poisoned").script = script;
+    }
+
+    /// The responses new connections play now.
+    pub fn script(&self) -> Vec<Plan> {
+        self.options.lock().expect("not poisoned").script.clone()
+    }
+
     /// `OPENAI_REALTIME_URL` for the agent.
     pub fn url(&self) -> String {
         format!("ws://{}/v1/realtime", self.addr)

@@ -140,7 +140,7 @@ pub(super) struct Player<'a> {
 
 pub async fn play(ctx: &Ctx, scenario: Scenario) -> anyhow::Result<Played> {
     let call_sid = random_sid("CA");
-    let updates = ctx.twilio.as_ref().map(|t| t.ring(&call_sid, &ctx.from, &ctx.to));
+    let updates = ctx.twilio.as_ref().map(|t| t.ring(&call_sid, &ctx.from, scenario.business_number().unwrap_or(&ctx.to)));
     let started = Instant::now();
     let mut player = Player {
         ctx,
@@ -207,7 +207,7 @@ impl Player<'_> {
             ("CallStatus", status),
             ("Direction", "inbound"),
             ("From", self.ctx.from.as_str()),
-            ("To", self.ctx.to.as_str()),
+            ("To", self.scenario.business_number().unwrap_or(self.ctx.to.as_str())),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -42,6 +42,10 @@ pub struct Crm {
     /// most lines of the conversation any of them was given.
     pub model_resumes: usize,
     pub lines_replayed: u64,
+    /// The details of the call's `tool_call` events.
+    pub tool_calls: Vec<serde_json::Value>,
+    /// The caller's live transcript lines that hold a keypad entry (`… ⌨ 1 2 3 #`).
+    pub keypad_lines: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -103,6 +107,8 @@ pub async fn read(store: &dyn CallStore, played: &Played, settle: Duration) -> a
                     .filter_map(|e| e.detail["lines_replayed"].as_u64())
                     .max()
                     .unwrap_or(0),
+                tool_calls: events.iter().filter(|e| e.kind == "tool_call").map(|e| e.detail.clone()).collect(),
+                keypad_lines: turns.iter().filter_map(|t| t.caller_text.clone()).filter(|t| t.contains('⌨')).collect(),
             }));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -228,6 +234,23 @@ pub fn checks(played: &Played, crm: Option<&Crm>, twilio: Option<&super::fake_tw
                 }
             },
         ),
+        Scenario::ToolCall | Scenario::ToolCallSlow | Scenario::ToolCallDown => push("tool-answered", tool_answered(scenario, crm)),
+        Scenario::Keypad => push(
+            "keypad-read",
+            if crm.keypad_lines.iter().any(|l| l.contains("⌨ 1 2 3 #")) {
+                Verdict::Pass
+            } else {
+                Verdict::Fail(format!("the live transcript's keypad lines: {:?}", crm.keypad_lines))
+            },
+        ),
+        Scenario::AfterHours => push(
+            "after-hours-voicemail",
+            if crm.fallback_reason.as_deref() == Some("after_hours") && crm.events.iter().any(|e| e == "after_hours") {
+                Verdict::Pass
+            } else {
+                Verdict::Fail(format!("fallback {:?}, events {:?}", crm.fallback_reason, crm.events))
+            },
+        ),
         Scenario::RecordingAbsent => push(
             "turns-without-recording",
             if crm.recordings == 0 && crm.live_lines > 0 {
@@ -239,6 +262,22 @@ pub fn checks(played: &Played, crm: Option<&Crm>, twilio: Option<&super::fake_tw
         _ => {}
     }
     out
+}
+
+/// The scenario's one business tool call: answered (a filler said only when it was slow), or,
+/// with the system down, failed and told to the model while the call went on.
+fn tool_answered(scenario: Scenario, crm: &Crm) -> Verdict {
+    let [call] = crm.tool_calls.as_slice() else { return Verdict::Fail(format!("{} tool calls, not one", crm.tool_calls.len())) };
+    let (ok, filler) = (call["ok"].as_bool().unwrap_or(false), call["filler_said"].as_bool().unwrap_or(false));
+    let wanted = match scenario {
+        Scenario::ToolCall => (true, false),
+        Scenario::ToolCallSlow => (true, true),
+        _ => (false, false),
+    };
+    if call["tool"] != "check_availability" || (ok, filler) != wanted {
+        return Verdict::Fail(format!("expected ok={} filler={}, the call has {call}", wanted.0, wanted.1));
+    }
+    Verdict::Pass
 }
 
 /// Dead letters on either queue: a job the stack gave up on (nothing may be lost).

@@ -10,6 +10,7 @@
 //! - Many calls at once (`--calls`, `--concurrency`) give a load summary ([`report`]).
 
 pub mod balancer;
+mod business;
 pub mod call;
 pub mod checks;
 pub mod command;
@@ -157,6 +158,7 @@ fn stack_env(
             ("OPENAI_API_KEY".into(), OFFLINE_KEY.into()),
             ("OPENAI_BASE_URL".into(), openai.base_url()),
             ("OPENAI_REALTIME_URL".into(), openai.realtime.url()),
+            ("TOOLS_WEBHOOK_SECRET".into(), business::TOOLS_SECRET.into()),
         ]);
     }
     let agent = options.agent.clone().or_else(|| openai.map(|_| "openai".to_string()));
@@ -321,7 +323,13 @@ pub async fn run(options: Options) -> anyhow::Result<Run> {
         let concurrency = options.concurrency.unwrap_or(count).clamp(1, count);
         reports.extend(deploy::play(&ctx, stack.clone(), stores.clone(), count, concurrency).await?);
     }
+    // The business the tool scenarios call, when any is played.
+    let business_system = match alone.iter().any(|s| s.tool_behaviour().is_some()) {
+        true => Some(crate::fake_business::FakeBusiness::start(business::TOOLS_SECRET).await?),
+        false => None,
+    };
     for scenario in alone {
+        let prepared = business::prepare(scenario, stores.as_ref(), openai.as_deref(), business_system.as_ref(), &language).await?;
         let before = openai.as_ref().map_or((0, 0), |o| o.transcriptions());
         if let Some(openai) = &openai {
             let after = Duration::from_secs(2);
@@ -334,6 +342,7 @@ pub async fn run(options: Options) -> anyhow::Result<Run> {
             }
         }
         let mut report = play_one(&ctx, scenario, stores.as_ref()).await;
+        business::restore(prepared, openai.as_deref());
         if let Some(openai) = &openai {
             openai.model_fault(Fault::None);
             openai.fail_transcriptions(0);

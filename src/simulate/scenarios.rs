@@ -44,6 +44,16 @@ pub enum Scenario {
     SessionExpired,
     /// The model's socket drops and every new session is refused: the fallback.
     ModelDown,
+    /// The agent asks the business's own system (a tool over HTTP) and it answers at once.
+    ToolCall,
+    /// The business's system takes 2 s: the caller hears the tool's filler meanwhile.
+    ToolCallSlow,
+    /// The business's system is down (503): the agent says so and the call goes on.
+    ToolCallDown,
+    /// The caller enters digits on the keypad: the model reads them.
+    Keypad,
+    /// A call after the business's hours: straight to its voicemail.
+    AfterHours,
 }
 
 /// How the call ends for the caller.
@@ -86,7 +96,7 @@ pub enum Needs {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 18] = [
+    pub const ALL: [Scenario; 23] = [
         Scenario::Happy,
         Scenario::RelayDown,
         Scenario::SocketCloses,
@@ -105,6 +115,11 @@ impl Scenario {
         Scenario::Deploy,
         Scenario::SessionExpired,
         Scenario::ModelDown,
+        Scenario::ToolCall,
+        Scenario::ToolCallSlow,
+        Scenario::ToolCallDown,
+        Scenario::Keypad,
+        Scenario::AfterHours,
     ];
 
     pub fn name(self) -> &'static str {
@@ -127,6 +142,11 @@ impl Scenario {
             Scenario::Deploy => "deploy",
             Scenario::SessionExpired => "session-expired",
             Scenario::ModelDown => "model-down",
+            Scenario::ToolCall => "tool-call",
+            Scenario::ToolCallSlow => "tool-call-slow",
+            Scenario::ToolCallDown => "tool-call-down",
+            Scenario::Keypad => "keypad",
+            Scenario::AfterHours => "after-hours",
         }
     }
 
@@ -152,7 +172,11 @@ impl Scenario {
             | Scenario::BadFrames
             | Scenario::RecordingAbsent
             | Scenario::TranscriptionFlaps
-            | Scenario::DuplicateWebhooks => Outcome::Conversation,
+            | Scenario::DuplicateWebhooks
+            | Scenario::ToolCall
+            | Scenario::ToolCallSlow
+            | Scenario::ToolCallDown
+            | Scenario::Keypad => Outcome::Conversation,
             Scenario::SocketCloses
             | Scenario::ModelDrops
             | Scenario::RelayRestart
@@ -162,7 +186,9 @@ impl Scenario {
             | Scenario::SessionExpired
             | Scenario::TwilioRestFlaps => Outcome::Continued,
             Scenario::CallerHangsUp => Outcome::Hangup,
-            Scenario::RelayDown | Scenario::MediaStops | Scenario::StoreBlip | Scenario::ModelDown => Outcome::Fallback,
+            Scenario::RelayDown | Scenario::MediaStops | Scenario::StoreBlip | Scenario::ModelDown | Scenario::AfterHours => {
+                Outcome::Fallback
+            }
         }
     }
 
@@ -173,10 +199,18 @@ impl Scenario {
             | Scenario::TwilioRestFlaps
             | Scenario::StoreBlip
             | Scenario::RelayCrash
-            | Scenario::RelayHang => Needs::LocalStack,
+            | Scenario::RelayHang
+            | Scenario::AfterHours => Needs::LocalStack,
             // The deploy replaces the relays under every call on the line: calls share it.
             Scenario::Deploy => Needs::Deploy,
-            Scenario::TranscriptionFlaps | Scenario::ModelDrops | Scenario::SessionExpired | Scenario::ModelDown => Needs::OfflineOpenAi,
+            Scenario::TranscriptionFlaps
+            | Scenario::ModelDrops
+            | Scenario::SessionExpired
+            | Scenario::ModelDown
+            | Scenario::ToolCall
+            | Scenario::ToolCallSlow
+            | Scenario::ToolCallDown
+            | Scenario::Keypad => Needs::OfflineOpenAi,
             _ => Needs::Nothing,
         }
     }
@@ -192,6 +226,28 @@ impl Scenario {
         match self {
             Scenario::Deploy => default.max(6),
             _ => default,
+        }
+    }
+
+    /// The number the call rings, when the scenario's business has a profile of its own (set
+    /// by the simulator before the call): each its own number, so no other call shares it.
+    pub fn business_number(self) -> Option<&'static str> {
+        match self {
+            Scenario::ToolCall => Some("+97230000101"),
+            Scenario::ToolCallSlow => Some("+97230000102"),
+            Scenario::ToolCallDown => Some("+97230000103"),
+            Scenario::AfterHours => Some("+97230000109"),
+            _ => None,
+        }
+    }
+
+    /// How the simulator's business endpoint answers the scenario's tool.
+    pub fn tool_behaviour(self) -> Option<&'static str> {
+        match self {
+            Scenario::ToolCall => Some("fast"),
+            Scenario::ToolCallSlow => Some("slow"),
+            Scenario::ToolCallDown => Some("down"),
+            _ => None,
         }
     }
 
@@ -220,7 +276,7 @@ mod tests {
             assert_eq!(Scenario::parse_list(s.name()), Ok(vec![s]));
         }
         assert_eq!(Scenario::parse_list("happy, media-stops"), Ok(vec![Scenario::Happy, Scenario::MediaStops]));
-        assert_eq!(Scenario::parse_list("all").unwrap().len(), 18);
+        assert_eq!(Scenario::parse_list("all").unwrap().len(), 23);
         let wrong = Scenario::parse_list("sad").unwrap_err();
         assert!(wrong.starts_with("no scenario \"sad\"; there are: all, happy, relay-down"), "{wrong}");
     }

@@ -13,6 +13,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// What the caller of the `keypad` scenario enters.
+pub(super) const KEYPAD_ENTRY: [&str; 4] = ["1", "2", "3", "#"];
+
 /// Longest wait for the agent to speak.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest wait, once the caller's media stopped or the relay froze, for something to happen.
@@ -179,6 +182,13 @@ impl Player<'_> {
             }
             self.said.push((said_at, audio.to_vec()));
             self.heard.speaking.push((said_at, Instant::now()));
+            if self.scenario == Scenario::Keypad && turn == 0 {
+                self.timeline.note(self.ms(), "the caller presses 1 2 3 # on the keypad");
+                for digit in KEYPAD_ENTRY {
+                    call.dtmf(digit);
+                    call.silence(Duration::from_millis(150)).await;
+                }
+            }
             let stopped = Instant::now();
             let mut until = Instant::now() + AGENT_TIMEOUT;
             loop {

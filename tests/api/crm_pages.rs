@@ -120,8 +120,9 @@ fn screenshot(name: &str, png: &[u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_crm_in_a_browser() {
     let dir = tempfile::tempdir().unwrap();
-    // A call, played by the simulator against a stack of its own on this folder.
-    let played = callkeeper(dir.path()).args(["simulate", "--offline", "--scenario", "happy"]).output().unwrap();
+    // Calls, played by the simulator against a stack of its own on this folder: the newest asks
+    // the business's own system (a tool over HTTP).
+    let played = callkeeper(dir.path()).args(["simulate", "--offline", "--scenario", "happy,tool-call"]).output().unwrap();
     assert_eq!(played.status.code(), Some(0), "{}", String::from_utf8_lossy(&played.stdout));
 
     // Twilio's REST API, for the reply sent from the page (and the reply worker's own).
@@ -212,6 +213,10 @@ async fn the_crm_in_a_browser() {
     assert!(live.contains("סוכן"), "the agent's words, as spoken: {live}");
     let after = text_of(&c, "#transcripts").await;
     assert!(after.contains("(offline) speech"), "the recording's transcript: {after}");
+    // The tool the agent used: its name, its arguments, answered, and how long it took.
+    let tools = text_of(&c, "#tool-calls").await;
+    assert!(tools.contains("check_availability") && tools.contains("הרצל 12") && tools.contains("נענה"), "{tools}");
+    assert!(tools.contains(" ms"), "the latency is shown: {tools}");
 
     // The recording plays: the audio element loads it through its signed link.
     let loaded = c

@@ -74,7 +74,7 @@ fn every_scenario_keeps_its_call() {
 
     // Every scenario was played, none skipped, and each ended as it must.
     let played: Vec<&str> = calls.iter().filter_map(|c| c["scenario"].as_str()).collect();
-    assert_eq!(played.len(), 18, "{played:?}");
+    assert_eq!(played.len(), 23, "{played:?}");
     assert_eq!(summary["skipped"], serde_json::json!([]));
     assert_eq!(summary["dead_letters"], serde_json::json!([]), "nothing given up on");
     for c in &calls {
@@ -83,6 +83,12 @@ fn every_scenario_keeps_its_call() {
         assert!(c["longest_silence_ms"].as_u64().unwrap() <= 10_000, "{scenario}: {c}");
         assert_eq!(crm["status"], "completed", "{scenario}: {crm}");
         match c["outcome"].as_str().unwrap() {
+            // After hours there is no fault to time and no conversation to record: the
+            // voicemail is the call.
+            "fallback" if scenario == "after-hours" => {
+                assert_eq!(crm["fallback_reason"], "after_hours", "{crm}");
+                assert!(crm["recordings"].as_u64().unwrap() >= 1 && crm["transcript_lines"].as_u64().unwrap() >= 1, "{crm}");
+            }
             "fallback" => {
                 assert!(crm["fallback_reason"].is_string(), "{scenario}: {crm}");
                 assert!(c["time_to_fallback_ms"].as_u64().is_some(), "{scenario}: the fault and the fallback are timed");
@@ -120,4 +126,12 @@ fn every_scenario_keeps_its_call() {
     assert!(by_name("deploy")["streams"].as_u64().unwrap() >= 2, "the deploy moved its call");
     assert_eq!(by_name("duplicate-webhooks")["crm"]["transcripts"], 1, "three callbacks, one transcript");
     assert!(by_name("bad-frames")["crm"]["bad_frames"].as_u64().unwrap() >= 5);
+    // The business's own system: answered at once, slowly (the filler said), or down (told to
+    // the model); the call goes on every time.
+    for (name, ok, filler) in [("tool-call", true, false), ("tool-call-slow", true, true), ("tool-call-down", false, false)] {
+        let tools = by_name(name)["crm"]["tool_calls"].as_array().unwrap().clone();
+        assert_eq!(tools.len(), 1, "{name}: {tools:?}");
+        assert_eq!((tools[0]["ok"].as_bool(), tools[0]["filler_said"].as_bool()), (Some(ok), Some(filler)), "{name}: {tools:?}");
+    }
+    assert!(by_name("keypad")["crm"]["keypad_lines"][0].as_str().unwrap().contains("⌨ 1 2 3 #"));
 }
