@@ -8,8 +8,12 @@
 //!   the greeting asked for and its first audio relayed);
 //! - barge-in → `clear`: 60 ms of caller speech sent at once (what the fake's VAD needs to call
 //!   it speech) to the phone's `clear`: the relay → model → agent → relay → phone round;
-//! - the model failing → Twilio's stream closed (1011): from the fault (a dropped socket, a
-//!   fatal error, a refused handshake) to the phone seeing the close.
+//! - the model failing for good → Twilio's stream closed (1011): from the fault (a drop after
+//!   which every new session is refused, a refused handshake) to the phone seeing the close;
+//! - a business tool (a profile's HTTP tool, answered at once by [`callkeeper::fake_business`]):
+//!   the model's function call sent → the request at the business (the arguments checked, the
+//!   body signed and posted), and the business's answer sent → the function's output at the
+//!   model: the relay's own time on each side of the business, loopback included.
 //!
 //! The fake answers at once, so these are callkeeper's own shares; OpenAI's model time adds to
 //! the greeting and each turn. `cargo bench --bench agent_latency` (`-- --calls 20`).
@@ -41,6 +45,8 @@ impl Drop for Server {
     }
 }
 
+const TOOLS_SECRET: &str = "bench-tools-secret-0123456789";
+
 fn start_server(fake: &FakeRealtime) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut command = Command::new(BIN);
@@ -54,6 +60,7 @@ fn start_server(fake: &FakeRealtime) -> Server {
         .env("OPENAI_API_KEY", "sk-fake")
         .env("OPENAI_REALTIME_URL", fake.url())
         .env("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+        .env("TOOLS_WEBHOOK_SECRET", TOOLS_SECRET)
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -157,6 +164,50 @@ async fn failure(calls: usize, fault: Fault, what: &str) {
     report(what, samples);
 }
 
+async fn tool_call(calls: usize) {
+    // The model "greets" by calling the tool, then speaks about its answer.
+    let options = Options {
+        script: vec![Plan::call("check_availability", serde_json::json!({ "listing": "הרצל 12" })), Plan::say(300, "פנויה")],
+        ..Options::default()
+    };
+    let fake = FakeRealtime::start(options).await.unwrap();
+    let business = callkeeper::fake_business::FakeBusiness::start(TOOLS_SECRET).await.unwrap();
+    let server = start_server(&fake);
+    let profile = server._dir.path().join("agent.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "instructions = \"x\"\n[[tools]]\nname = \"check_availability\"\ndescription = \"availability\"\nurl = \"{}\"\n[tools.parameters]\ntype = \"object\"\nrequired = [\"listing\"]\n[tools.parameters.properties.listing]\ntype = \"string\"\n",
+            business.url("fast")
+        ),
+    )
+    .unwrap();
+    let set = Command::new(BIN).arg("--data-dir").arg(server._dir.path()).args(["agent", "set"]).arg(&profile).output().unwrap();
+    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    let (mut out, mut back) = (Vec::new(), Vec::new());
+    for i in 0..calls {
+        let (call, _) = call(&server).await;
+        let answered = async || fake.log().events.iter().any(|e| e.event["item"]["type"] == "function_call_output");
+        let until = Instant::now() + Duration::from_secs(5);
+        while !answered().await {
+            assert!(Instant::now() < until, "no function output");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        call.stop();
+        let mut log = fake.log();
+        let called = log.function_called_at.drain().map(|(_, at)| at).next().unwrap();
+        let output = log.events.iter().find(|e| e.event["item"]["type"] == "function_call_output").unwrap().at;
+        log.events.clear();
+        drop(log);
+        let received = business.received()[i].clone();
+        assert!(received.signed);
+        out.push(ms(received.at - called));
+        back.push(ms(output - received.answered_at.unwrap()));
+    }
+    report("tool: the model's function call → the request at the business", out);
+    report("tool: the business's answer → the function's output at the model", back);
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -164,7 +215,9 @@ async fn main() {
     println!("AI agent latencies: release serve + fake Realtime server on loopback, {calls} calls each");
     greeting(calls).await;
     barge_in(calls).await;
-    failure(calls, Fault::DropAfter(Duration::from_millis(300)), "model socket dropped (no close frame) → stream closed 1011").await;
-    failure(calls, Fault::FatalAfter(Duration::from_millis(300)), "model's fatal error (session_expired) → stream closed 1011").await;
+    tool_call(calls).await;
+    // A drop or `session_expired` alone no longer ends the call (a new session goes on): the
+    // model down for good after a drop does, once a new session is refused.
+    failure(calls, Fault::DownAfter(Duration::from_millis(300)), "model down for good (drop, then refused) → stream closed 1011").await;
     failure(calls, Fault::RefuseHandshake, "model refuses the handshake: start → stream closed 1011").await;
 }

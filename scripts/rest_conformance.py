@@ -76,6 +76,16 @@ def main():
                 status_callback=i["message_status_callback"],
             ),
         ),
+        (
+            "messages.create (template)",
+            lambda: client.messages.create(
+                to=i["whatsapp_to"],
+                from_=i["whatsapp_from"],
+                content_sid=i["content_sid"],
+                content_variables=i["content_variables"],
+                status_callback=i["message_status_callback"],
+            ),
+        ),
         ("accounts.fetch", lambda: client.api.v2010.accounts(setup["account"]).fetch()),
         ("incoming_phone_numbers.list", lambda: client.incoming_phone_numbers.list(phone_number=i["number"], page_size=1000)),
         ("incoming_phone_numbers.update", lambda: client.incoming_phone_numbers(i["number_sid"]).update(**i["number_fields"])),

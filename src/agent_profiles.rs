@@ -24,8 +24,30 @@ pub async fn set(store: &dyn ProfilesPort, key: &ProfileKey, file: &Path) -> any
 }
 
 fn summary(p: &AgentProfile) -> String {
+    let mut extras = String::new();
+    if !p.tools.is_empty() {
+        let names: Vec<&str> = p.tools.iter().map(|t| t.name.as_str()).collect();
+        extras.push_str(&format!(", tools {}", names.join(", ")));
+    }
+    if !p.knowledge.is_empty() {
+        let how = match callkeeper_core::knowledge::reach(&p.knowledge) {
+            callkeeper_core::knowledge::Reach::Search => "searched",
+            _ => "in the instructions",
+        };
+        extras.push_str(&format!(
+            ", knowledge {} files {} KiB ({how})",
+            p.knowledge.len(),
+            callkeeper_core::knowledge::total_bytes(&p.knowledge).div_ceil(1024)
+        ));
+    }
+    if let Some(hours) = &p.hours {
+        extras.push_str(&format!(", hours in {}", hours.time_zone));
+    }
+    if !p.follow_up.is_empty() {
+        extras.push_str(", follow-ups");
+    }
     format!(
-        "{} voice {}, transfer {}, lead fields {}, idle {}+{} s{}",
+        "{} voice {}, transfer {}, lead fields {}, idle {}+{} s{}{extras}",
         p.language,
         p.voice,
         p.transfer_number.as_ref().map_or("none".to_string(), |n| n.redacted()),
@@ -57,6 +79,28 @@ pub async fn show(store: &dyn ProfilesPort, key: &ProfileKey, as_json: bool) -> 
         writeln!(out, "  {line}")?;
     }
     writeln!(out, "\nlead schema\n  {}", profile.lead_schema)?;
+    for tool in &profile.tools {
+        writeln!(
+            out,
+            "\ntool {} → {} (timeout {} ms)\n  {}\n  parameters {}",
+            tool.name, tool.url, tool.timeout_ms, tool.description, tool.parameters
+        )?;
+    }
+    for file in &profile.knowledge {
+        writeln!(out, "\nknowledge {} ({} bytes)", file.name, file.text.len())?;
+    }
+    if let Some(hours) = &profile.hours {
+        let after = match &hours.after_hours {
+            callkeeper_core::hours::AfterHours::Agent { .. } => "the after-hours agent",
+            callkeeper_core::hours::AfterHours::Voicemail { .. } => "voicemail",
+        };
+        writeln!(
+            out,
+            "\nhours {}; closed {}; after hours: {after}",
+            hours.describe(),
+            if hours.closed.is_empty() { "-".to_string() } else { hours.closed.join(", ") }
+        )?;
+    }
     Ok(out)
 }
 

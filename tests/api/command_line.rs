@@ -418,6 +418,34 @@ fn agent_profiles_are_set_shown_and_listed_and_a_bad_file_is_refused_with_its_li
     assert!(other.starts_with("no profile stored: calls get the built-in profile"), "{other}");
 }
 
+/// The complete profile docs/agent.md shows (tools, knowledge, hours, follow-ups) is what
+/// `agent set` takes, with its knowledge files read from beside it and kept in the store.
+#[test]
+fn the_complete_profile_in_the_docs_is_taken_with_its_knowledge_files() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/agent.md")).unwrap();
+    let start = doc.find("```toml\n# agency.toml").expect("docs/agent.md shows agency.toml") + "```toml\n".len();
+    let toml = &doc[start..start + doc[start..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agency.toml");
+    std::fs::write(&file, toml).unwrap();
+    std::fs::write(dir.path().join("prices.md"), "# מחירים\n\nדמי תיווך: חודש שכירות אחד.").unwrap();
+    std::fs::write(dir.path().join("listings.md"), "# דירות\n\n".to_string() + &"הרצל 12, חיפה: שלושה חדרים.\n\n".repeat(400)).unwrap();
+    std::fs::write(dir.path().join("faq.md"), "Q: Do you charge for viewings?\nA: No.").unwrap();
+    let out = callkeeper(dir.path()).args(["agent", "set"]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("tools check_availability, book_viewing") && said.contains("(searched)"), "{said}");
+    assert!(said.contains("hours in Asia/Jerusalem") && said.contains("follow-ups"), "{said}");
+    let show = String::from_utf8(callkeeper(dir.path()).args(["agent", "show"]).output().unwrap().stdout).unwrap();
+    assert!(show.contains("tool check_availability → https://crm.example.com/callkeeper/availability (timeout 4000 ms)"), "{show}");
+    assert!(show.contains("knowledge listings.md") && show.contains("after hours: the after-hours agent"), "{show}");
+    // Without its knowledge files beside it, the profile is refused with the line that names them.
+    std::fs::remove_file(dir.path().join("faq.md")).unwrap();
+    let out = callkeeper(dir.path()).args(["agent", "set"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("knowledge file faq.md"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// `simulate --target URL` plays against any callkeeper by its public URL, signing with the
 /// environment's Twilio token, here a `serve` configured as a deployed stack is. What cannot be
 /// seen from outside is reported as not checked, never as passed; scenarios that break the stack

@@ -145,6 +145,10 @@ async fn every_rest_request_is_what_twilio_python_sends() {
         status_callback: Some(url(message_callback)),
     };
     op!("messages.create", ours.send_message(&message));
+    // A follow-up's WhatsApp template: ContentSid and ContentVariables instead of a body.
+    let template = "HX0123456789abcdef0123456789abcdef";
+    let variables = r#"{"1":"דנה","2":"-"}"#;
+    op!("messages.create (template)", ours.send_template(&message, template, variables));
     op!("accounts.fetch", ours.fetch_account());
     op!("incoming_phone_numbers.list", ours.incoming_numbers(Some("+97231234567")));
     let fields: Vec<(&str, String)> = number_fields.iter().map(|(k, v)| (*k, v.to_string())).collect();
@@ -169,6 +173,7 @@ async fn every_rest_request_is_what_twilio_python_sends() {
             "machine_detection": "Enable", "timeout": 30, "since": "2026-12-01",
             "whatsapp_to": message.to, "whatsapp_from": message.from, "body": message.body, "media_urls": media,
             "message_status_callback": message_callback, "number": "+97231234567",
+            "content_sid": template, "content_variables": variables,
             "number_fields": number_fields.iter().map(|(k, v)| (snake(k), json!(v))).collect::<serde_json::Map<_, _>>(),
         },
     });
@@ -202,5 +207,5 @@ async fn every_rest_request_is_what_twilio_python_sends() {
     let fields: usize = mine.iter().map(|(_, s)| s.form.len() + s.query.len()).sum();
     let _ = writeln!(std::io::stderr(), "REST conformance: {} requests, {fields} fields compared", mine.len());
     assert!(differences.is_empty(), "{}", differences.join("\n"));
-    assert_eq!(mine.len(), 12);
+    assert_eq!(mine.len(), 13);
 }
