@@ -35,6 +35,14 @@ pub async fn enqueue_if_wanted(calls: &dyn CallStore, queue: &dyn JobQueue, conf
     Ok(true)
 }
 
+/// One message of a call's follow-up: who it is for (the mark's and the event's name), the
+/// message, and the template (its Content SID and variables) when it is one.
+struct Outgoing {
+    who: String,
+    message: OutboundMessage,
+    template: Option<(String, String)>,
+}
+
 /// What a follow-up job came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FollowedUp {
@@ -60,7 +68,7 @@ pub async fn send(calls: &dyn CallStore, twilio: &TwilioRest, config: &Config, c
         intent: transcript.as_ref().and_then(|t| t.intent.as_deref()),
         lead: &lead,
     };
-    let mut outgoing: Vec<(String, OutboundMessage, Option<(String, String)>)> = Vec::new();
+    let mut outgoing: Vec<Outgoing> = Vec::new();
     let status_callback = Some(config.callback_url(crate::twilio::routes::Route::WhatsappStatus.path()));
     if let Some(message) = &profile.follow_up.caller {
         if caller.is_empty() || business.is_empty() {
@@ -73,7 +81,8 @@ pub async fn send(calls: &dyn CallStore, twilio: &TwilioRest, config: &Config, c
                 media_urls: vec![],
                 status_callback: status_callback.clone(),
             };
-            outgoing.push(("caller".into(), whatsapp, Some((message.template.clone(), facts.variables(message)))));
+            let template = Some((message.template.clone(), facts.variables(message)));
+            outgoing.push(Outgoing { who: "caller".into(), message: whatsapp, template });
         }
     }
     if let Some(notice) = &profile.follow_up.business {
@@ -87,11 +96,11 @@ pub async fn send(calls: &dyn CallStore, twilio: &TwilioRest, config: &Config, c
                 media_urls: vec![],
                 status_callback: if whatsapp { status_callback.clone() } else { None },
             };
-            outgoing.push((format!("business:{to}"), message, None));
+            outgoing.push(Outgoing { who: format!("business:{to}"), message, template: None });
         }
     }
     let mut done = FollowedUp { sent: 0, earlier: 0 };
-    for (who, message, template) in outgoing {
+    for Outgoing { who, message, template } in outgoing {
         let mark = format!("follow-up-sent:{call_sid}:{who}");
         if calls.claim_job(&mark, now_ms(), SENT_MARK).await? != JobClaim::Claimed {
             done.earlier += 1;
