@@ -375,3 +375,27 @@ async fn after_hours_the_after_hours_agent_answers_told_the_time_and_the_hours()
     assert_eq!(greeting, "Say we are closed.");
     assert_eq!(app.event(&sid, "after_hours", Duration::from_secs(1)).await.unwrap().detail["mode"], "agent");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caller_can_talk_over_the_filler_and_the_answer_still_comes() {
+    let plans = vec![Plan::say(600, "שלום"), Plan::call("check_availability", json!({ "listing": "הרצל 12" })), Plan::say(600, "כן?")];
+    let b = business(plans, &[("check_availability", "slow")], vec![]).await;
+    let (sid, mut call) = b.app.start_call().await;
+    call.silence(Duration::from_millis(1000)).await;
+    caller_turn(&mut call).await;
+    // The filler plays (from ~0.7 s after the function call); the caller talks over it.
+    let playing = call.wait_heard(Duration::from_secs(3), |h| h.media_frames >= 30 + 10).await;
+    assert!(playing, "the filler plays: {} frames", call.heard().media_frames);
+    caller_turn(&mut call).await;
+    assert!(call.wait_heard(Duration::from_secs(2), |h| h.clears >= 1).await, "the caller barged in on the filler");
+    let fake = &b.fake;
+    wait_until("the slow answer still reaches the model", Duration::from_secs(5), async || outputs(fake).len() == 1).await;
+    call.silence(Duration::from_millis(1500)).await;
+    call.stop();
+    b.app.figures(&sid).await;
+    assert_eq!(outputs(&b.fake)[0]["available"], true);
+    let log = b.fake.log();
+    assert!(log.violations.is_empty(), "{:?}", log.violations);
+    // One filler for the wait, however the caller talked over it.
+    assert_eq!(log.of_kind("response.create").iter().filter(|c| c["response"]["conversation"] == "none").count(), 1);
+}

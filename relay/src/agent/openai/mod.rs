@@ -45,6 +45,8 @@ use tools::Action;
 
 /// How long a tool's answer may take before the caller hears its filler.
 pub const FILLER_AFTER: Duration = Duration::from_millis(700);
+/// How long a filler asked for may take to begin before the answer goes on without it.
+const FILLER_GIVE_UP: Duration = Duration::from_millis(1500);
 /// A pause in keypad presses that ends an entry.
 pub const DTMF_PAUSE: Duration = Duration::from_millis(1500);
 
@@ -238,8 +240,9 @@ struct Conversation {
     /// When the filler is due, and its words, while a tool is awaited.
     filler_due: Option<Instant>,
     filler_text: String,
-    /// The filler's response: requested (empty) or running (its id).
+    /// The filler's response: requested (empty) or running (its id), and when it was asked for.
     filler: Option<String>,
+    filler_asked_at: Instant,
     /// Whether the caller heard the filler during this wait.
     filler_said: bool,
     /// Keypad digits not yet told, and when the entry counts as finished.
@@ -288,6 +291,7 @@ impl Conversation {
             filler_due: None,
             filler_text: String::new(),
             filler: None,
+            filler_asked_at: Instant::now(),
             filler_said: false,
             digits: Vec::new(),
             digits_due: None,
@@ -480,6 +484,15 @@ impl Conversation {
     /// Every output of the model's response is in, and nothing plays for it: the outputs, then
     /// the response that speaks about them.
     fn answer_tools(&mut self) {
+        // A filler asked for and never begun (refused by the model) holds nothing up for long.
+        if self.filler.as_deref() == Some("") {
+            if self.filler_asked_at.elapsed() >= FILLER_GIVE_UP {
+                self.filler = None;
+            } else if self.pending_tools.is_empty() {
+                // Looked at again then (see `on_filler_due`).
+                self.filler_due = Some(self.filler_asked_at + FILLER_GIVE_UP);
+            }
+        }
         if self.tool_outputs.is_empty() || !self.pending_tools.is_empty() || self.filler.is_some() || self.active.is_some() {
             return;
         }
@@ -491,12 +504,17 @@ impl Conversation {
     /// caller is talking (then a little later).
     fn on_filler_due(&mut self) {
         if self.pending_tools.is_empty() {
+            // Every tool has answered: only a filler that never began can be holding the answer.
+            self.filler_due = None;
+            self.answer_tools();
+        } else if self.filler.is_some() {
             self.filler_due = None;
         } else if !self.items.is_empty() || self.caller_speaking || self.active.as_deref().is_some_and(|a| !a.is_empty()) {
             self.filler_due = Some(Instant::now() + Duration::from_millis(200));
         } else {
             self.filler_due = None;
             self.filler = Some(String::new());
+            self.filler_asked_at = Instant::now();
             self.filler_said = true;
             self.to_model.push(protocol::filler_response(&self.filler_text));
         }
@@ -654,6 +672,11 @@ impl Conversation {
                     return Err(Stop::Lost { reason, retry: error.ends_only_this_session() });
                 }
                 tracing::warn!(call_sid = %self.call.call_sid, code = code.as_deref(), kind = kind.as_deref(), message, "model error; the call goes on");
+                if self.filler.as_deref() == Some("") {
+                    // Most likely the filler's refusal: the answer must not wait for it.
+                    self.filler = None;
+                    self.answer_tools();
+                }
                 self.tell_relay(AgentOutput::Error { message: message.clone() }).await
             }
             ServerEvent::SessionUpdated { input, output } => {
