@@ -107,6 +107,7 @@ pub async fn store(config: &Config, options: &Options<'_>) -> Vec<Check> {
         Ok(()) => Check::pass("store calls", format!("{kind}: the calls table answers")),
         Err(e) => Check::fail("store calls", format!("{kind}: {e}: {fix}")),
     });
+    checks.push(agent_tools(config, stores.calls.as_ref()).await);
     checks.push(match stores.blobs.get("doctor/absent.wav").await {
         Ok(_) => Check::pass("store recordings", format!("{kind}: the recordings' bucket answers")),
         Err(e) => Check::fail("store recordings", format!("{kind}: {e}: {fix}")),
@@ -135,6 +136,30 @@ pub async fn store(config: &Config, options: &Options<'_>) -> Vec<Check> {
         });
     }
     checks
+}
+
+/// The business tools the stored profiles declare can be called: their requests are signed only
+/// with `TOOLS_WEBHOOK_SECRET`, and without it each answers the model "not configured".
+async fn agent_tools(config: &Config, store: &dyn callkeeper_core::store::ProfilesPort) -> Check {
+    let profiles = match store.profiles().await {
+        Ok(profiles) => profiles,
+        Err(e) => return Check::fail("agent tools", format!("the profiles could not be read: {e}")),
+    };
+    let tools: Vec<String> =
+        profiles.iter().flat_map(|p| p.profile.tools.iter().map(move |t| format!("{} ({})", t.name, p.key.as_str()))).collect();
+    match (&config.tools_secret, tools.is_empty()) {
+        (_, true) => Check::pass("agent tools", "no profile declares an HTTP tool"),
+        (Some(secret), false) => {
+            Check::pass("agent tools", format!("{}; signed with TOOLS_WEBHOOK_SECRET {}", tools.join(", "), super::last4(secret.expose())))
+        }
+        (None, false) => Check::fail(
+            "agent tools",
+            format!(
+                "{} declared, but TOOLS_WEBHOOK_SECRET is not set, so none is called: set it (16+ characters; in AWS the ToolsWebhookSecretParameter) and give the business the same secret",
+                tools.join(", ")
+            ),
+        ),
+    }
 }
 
 /// A signed ping to `EVENTS_WEBHOOK_URL`, as deliveries are signed: any 2xx is a receiver.

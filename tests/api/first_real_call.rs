@@ -298,7 +298,19 @@ async fn doctor_checks_a_running_deployment_names_what_is_wrong_and_changes_noth
     let stdout = text(&output.stdout);
     assert!(stdout.lines().any(|l| l.starts_with("✓ relay: signed upgrade answered 101")), "{stdout}");
     assert!(stdout.lines().any(|l| l.starts_with(&format!("✗ number {NUMBER}: VoiceUrl"))), "{stdout}");
-    assert!(stdout.ends_with("2 of 16 checks failed\n"), "{stdout}");
+    assert!(stdout.ends_with("2 of 17 checks failed\n"), "{stdout}");
+    assert!(stdout.contains("✓ agent tools: no profile declares an HTTP tool"), "{stdout}");
+
+    // A profile with a business tool, and no TOOLS_WEBHOOK_SECRET to sign its requests.
+    let profile = dir.path().join("agency.toml");
+    std::fs::write(
+        &profile,
+        "instructions = \"x\"\n[[tools]]\nname = \"check_availability\"\ndescription = \"d\"\nurl = \"https://crm.example.com/a\"\n",
+    )
+    .unwrap();
+    run(callkeeper(dir.path()).args(["agent", "set"]).arg(&profile));
+    let (_, ok, detail) = check(&checks(&doctor(key, true)), "agent tools").clone();
+    assert!(!ok && detail.contains("check_availability (default) declared, but TOOLS_WEBHOOK_SECRET is not set"), "{detail}");
 
     // RELAY_PUBLIC_URL at something that is not the relay: the upgrade's 426 is named (Twilio's
     // 31920), and so is the webhooks' TwiML streaming somewhere else than this setting says.

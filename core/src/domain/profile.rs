@@ -520,6 +520,15 @@ description = "The cake they want"
             ),
             ("instructions = \"x\"\ngreeting_clip = \"missing.ulaw\"\ngreeting_clip_text = \"hi\"\n", 2, "greeting_clip missing.ulaw"),
             ("instructions = \"\"\n", 1, "instructions must not be empty"),
+            (
+                "instructions = \"x\"\n[[tools]]\nname = \"a\"\ndescription = \"d\"\nurl = \"https://a.example\"\n[[tools]]\nname = \"b\"\ndescription = \"d\"\nurl = \"http://b.example\"\n",
+                6,
+                "tool \"b\": url must be https",
+            ),
+            ("instructions = \"x\"\n\n[after_hours]\nmode = \"agent\"\n", 3, "[after_hours] needs [hours]"),
+            ("instructions = \"x\"\n[hours]\ntime_zone = \"Asia/Haifa\"\n", 2, "not a time zone"),
+            ("instructions = \"x\"\nknowledge = [\"missing.md\"]\n", 2, "knowledge file missing.md"),
+            ("instructions = \"x\"\n[follow_up.business]\nto = []\n", 2, "at least one +E164 number"),
             ("instructions = \"x\n", 1, ""),
         ];
         for (text, line, reason) in cases {
