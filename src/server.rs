@@ -163,37 +163,54 @@ impl Server {
                 path.display()
             ),
         };
+        let store = match self.store {
+            StoreKind::Embedded => format!("embedded, in {}", data_dir.display()),
+            StoreKind::Aws => {
+                let names = callkeeper_core::store::aws::AwsNames::from_env();
+                format!(
+                    "aws: table {}, bucket {}, queues {}, {} and {}",
+                    names.table, names.bucket, names.transcription_queue, names.replies_queue, names.events_queue
+                )
+            }
+        };
+        // Loopback or plain-http URLs are no use to Twilio: say what to set, not URLs that
+        // cannot work.
+        let twilio = match callkeeper_core::twilio::numbers::unreachable_by_twilio(&self.config) {
+            Some(why) => format!(
+                "Twilio cannot reach this yet: {why}.\n\
+                 \x20 Expose port {port} (e.g. `ngrok http {port}`), then set PUBLIC_BASE_URL=https://… and\n\
+                 \x20 RELAY_PUBLIC_URL=wss://… to that host (docs/running-locally.md) and start again: this banner\n\
+                 \x20 then lists the URLs, and `callkeeper twilio configure --number +E164` sets them on your number.\n\
+                 \x20 Meanwhile `callkeeper simulate --port {port}` plays Twilio's side of a call here.",
+                port = self.addr.port()
+            ),
+            None => format!(
+                "Give Twilio these URLs (HTTP POST; `callkeeper twilio configure --number +E164` sets the number's):\n\
+                 \x20 phone number, \"A call comes in\":           {}\n\
+                 \x20 phone number, \"Primary handler fails\":     {}\n\
+                 \x20 outbound calls' Url:                        {}\n\
+                 \x20 WhatsApp sender, \"When a message comes in\": {}\n\
+                 \x20 WhatsApp sender, status callback:           {}\n\
+                 (stream_status and recording_done need no setting: the TwiML names them.)",
+                url(Route::IncomingCall),
+                url(Route::StreamEnded),
+                url(Route::OutboundCall),
+                url(Route::WhatsappInbound),
+                url(Route::WhatsappStatus),
+            ),
+        };
         format!(
-            "callkeeper {} ({}) listening on {}\n  store:        {}\n  config:       {}\n\n\
-             Give Twilio these URLs (HTTP POST):\n\
-             \x20 phone number, \"A call comes in\":           {}\n\
-             \x20 outbound calls' Url:                        {}\n\
-             \x20 WhatsApp sender, \"When a message comes in\": {}\n\
-             \x20 WhatsApp sender, status callback:           {}\n\
-             \x20 phone number, \"Primary handler fails\":     {}\n\
-             (stream_status, stream_ended and recording_done are set by the TwiML itself.)\n\
+            "callkeeper {} ({}) listening on {}\n  store:        {}\n  config:       {}\n\n{twilio}\n\
+             CRM: {}/crm (add its first user: `callkeeper crm user add NAME`)\n\
              media stream: {} (voice agent: {})\n\
              watchdog: {}\n\
              health: {}/healthz",
             info.version,
             info.git_sha,
             self.addr,
-            match self.store {
-                StoreKind::Embedded => format!("embedded, in {}", data_dir.display()),
-                StoreKind::Aws => {
-                    let names = callkeeper_core::store::aws::AwsNames::from_env();
-                    format!(
-                        "aws: table {}, bucket {}, queues {}, {} and {}",
-                        names.table, names.bucket, names.transcription_queue, names.replies_queue, names.events_queue
-                    )
-                }
-            },
+            store,
             config_line,
-            url(Route::IncomingCall),
-            url(Route::OutboundCall),
-            url(Route::WhatsappInbound),
-            url(Route::WhatsappStatus),
-            url(Route::StreamEnded),
+            self.config.public_base_url,
             self.config.relay_public_url.join(callkeeper_relay::STREAM_PATH),
             self.config.relay.voice_agent.as_str(),
             if self.watches() {

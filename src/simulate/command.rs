@@ -102,6 +102,7 @@ pub async fn run(args: SimulateArgs, data_dir: &Path, data_dir_given: bool, kind
     };
     let scenarios = Scenario::parse_list(&scenario).map_err(|e| anyhow::anyhow!("--scenario: {e}"))?;
     let matrix = scenarios.len() > 1;
+    let save_audio_path = save_audio.clone();
     let options = Options {
         target,
         store: kind,
@@ -146,8 +147,19 @@ pub async fn run(args: SimulateArgs, data_dir: &Path, data_dir_given: bool, kind
         }
         print!("\n{}", report::summary(&run.summary));
     }
+    if let (false, Some(path), Some(first)) = (json, &save_audio_path, run.calls.first()) {
+        // Said, not left to be guessed: what the file holds and how long it is.
+        println!(
+            "\nwrote {}: {:.1} s, the agent's audio as the first call's caller heard it",
+            path.display(),
+            first.heard_audio.len() as f64 / 8000.0
+        );
+    }
     if let (false, Some(dir)) = (json, &run.data_dir) {
-        println!("\nthe stack's data is kept in {0}: callkeeper --data-dir {0} calls list", dir.display());
+        println!(
+            "\nthe stack's data is kept in {0}: callkeeper --data-dir {0} calls list\n(callkeeper is on your PATH after `cargo install --path . --locked`; or `cargo run --release -- --data-dir {0} calls list`)",
+            dir.display()
+        );
     }
     Ok(if run.passed() { ExitCode::SUCCESS } else { ExitCode::from(3) })
 }

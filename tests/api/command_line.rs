@@ -83,12 +83,15 @@ async fn serve_with_no_configuration_then_read_the_crm() {
     let dir = tempfile::tempdir().unwrap();
     let (_server, addr, banner) = serve(dir.path());
 
-    // The banner names the address, the generated secrets, and the URLs to give Twilio.
+    // The banner names the address and the generated secrets, and says honestly that Twilio
+    // cannot reach a loopback address, what to set, and where the CRM is.
     assert!(banner.contains("generated secrets"), "{banner}");
     assert!(banner.contains(&format!("media stream: ws://{addr}/ws/twilio-media (voice agent: embedded)")), "{banner}");
+    assert!(banner.contains("Twilio cannot reach this yet: PUBLIC_BASE_URL is http://127.0.0.1"), "{banner}");
+    assert!(banner.contains(&format!("`ngrok http {}`", addr.rsplit(':').next().unwrap())) && banner.contains("PUBLIC_BASE_URL=https://"), "{banner}");
+    assert!(!banner.contains("Give Twilio these URLs"), "no URLs Twilio could not use: {banner}");
+    assert!(banner.contains(&format!("CRM: http://{addr}/crm (add its first user: `callkeeper crm user add NAME`)")), "{banner}");
     let incoming_url = format!("http://{addr}/webhook/incoming_call");
-    assert!(banner.contains(&incoming_url), "{banner}");
-    assert!(banner.contains(&format!("http://{addr}/webhook/whatsapp/inbound")), "{banner}");
 
     let client = reqwest::Client::new();
     let health = client.get(format!("http://{addr}/healthz")).send().await.unwrap();
@@ -416,6 +419,27 @@ fn agent_profiles_are_set_shown_and_listed_and_a_bad_file_is_refused_with_its_li
     let other =
         String::from_utf8(callkeeper(dir.path()).args(["agent", "show", "--number", "+97239999999"]).output().unwrap().stdout).unwrap();
     assert!(other.starts_with("no profile stored: calls get the built-in profile"), "{other}");
+}
+
+/// With public https URLs, the banner lists what to give Twilio, each with the connection
+/// overrides, the fallback handler once and without contradiction.
+#[test]
+fn a_public_deployment_s_banner_lists_the_urls_to_give_twilio() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut command = callkeeper(dir.path());
+    command.envs([
+        ("PUBLIC_BASE_URL", "https://ck.example.com"),
+        ("RELAY_PUBLIC_URL", "wss://relay.example.com"),
+        ("TWILIO_ACCOUNT_SID", "ACabababababababababababababababab"),
+        ("TWILIO_AUTH_TOKEN", "a-public-banner-token"),
+    ]);
+    let (_server, banner) = serve_on(command, port);
+    assert!(banner.contains("Give Twilio these URLs"), "{banner}");
+    assert!(banner.contains("\"A call comes in\":           https://ck.example.com/webhook/incoming_call#rc=3&rp=5xx,ct"), "{banner}");
+    assert!(banner.contains("\"Primary handler fails\":     https://ck.example.com/webhook/stream_ended#rc=3&rp=5xx,ct"), "{banner}");
+    assert!(!banner.contains("stream_ended are set by the TwiML") && !banner.contains("cannot reach"), "{banner}");
+    assert!(banner.contains("CRM: https://ck.example.com/crm"), "{banner}");
 }
 
 /// The complete profile docs/agent.md shows (tools, knowledge, hours, follow-ups) is what

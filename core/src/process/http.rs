@@ -52,6 +52,8 @@ async fn stamp_and_log(request: Request, next: Next) -> Response {
     if let Some(route) = path.strip_prefix("/webhook/") {
         crate::process::metrics::record(crate::process::metrics::WEBHOOK_LATENCY, latency_ms, &[route]);
     }
+    // People read the log: two decimals (0.02, not 0.017856999999999998).
+    let latency_ms = (latency_ms * 100.0).round() / 100.0;
     if status >= 500 {
         tracing::error!(%method, %path, status, latency_ms, "request");
     } else if status >= 400 {
