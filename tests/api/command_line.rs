@@ -88,7 +88,10 @@ async fn serve_with_no_configuration_then_read_the_crm() {
     assert!(banner.contains("generated secrets"), "{banner}");
     assert!(banner.contains(&format!("media stream: ws://{addr}/ws/twilio-media (voice agent: embedded)")), "{banner}");
     assert!(banner.contains("Twilio cannot reach this yet: PUBLIC_BASE_URL is http://127.0.0.1"), "{banner}");
-    assert!(banner.contains(&format!("`ngrok http {}`", addr.rsplit(':').next().unwrap())) && banner.contains("PUBLIC_BASE_URL=https://"), "{banner}");
+    assert!(
+        banner.contains(&format!("`ngrok http {}`", addr.rsplit(':').next().unwrap())) && banner.contains("PUBLIC_BASE_URL=https://"),
+        "{banner}"
+    );
     assert!(!banner.contains("Give Twilio these URLs"), "no URLs Twilio could not use: {banner}");
     assert!(banner.contains(&format!("CRM: http://{addr}/crm (add its first user: `callkeeper crm user add NAME`)")), "{banner}");
     let incoming_url = format!("http://{addr}/webhook/incoming_call");

@@ -213,6 +213,12 @@ async fn the_crm_in_a_browser() {
     assert!(live.contains("סוכן"), "the agent's words, as spoken: {live}");
     let after = text_of(&c, "#transcripts").await;
     assert!(after.contains("(offline) speech"), "the recording's transcript: {after}");
+    // Statuses, reasons and recording sources in words, not the store's tokens.
+    let facts = format!("{}\n{}", text_of(&c, "dl.facts").await, text_of(&c, "#recordings").await);
+    for token in ["completed", "caller_hangup", "StartCallRecordingTwiML", "streaming"] {
+        assert!(!facts.contains(token), "{token} untranslated: {facts}");
+    }
+    assert!(facts.contains("הסתיימה") && facts.contains("המתקשר ניתק") && facts.contains("הקלטת השיחה"), "{facts}");
     // The tool the agent used: its name, its arguments, answered, and how long it took.
     let tools = text_of(&c, "#tool-calls").await;
     assert!(tools.contains("check_availability") && tools.contains("הרצל 12") && tools.contains("נענה"), "{tools}");

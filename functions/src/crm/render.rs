@@ -134,6 +134,59 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("twilio", "Twilio", "Twilio"),
 ];
 
+/// The tokens the store keeps (statuses, end and fallback reasons, recording sources and
+/// statuses, channels) in words, for the `say` filter: a business owner reads "הסתיימה", not
+/// `completed`. A token not here is shown as it is (and a test lists the ones a page shows).
+const TOKENS: &[(&str, &str, &str)] = &[
+    // Call statuses.
+    ("ringing", "מצלצלת", "ringing"),
+    ("awaiting_stream", "ממתינה לזרם", "awaiting the stream"),
+    ("streaming", "מחוברת לסוכן", "with the agent"),
+    ("fallback", "במענה חלופי", "in the fallback"),
+    ("transferred", "הועברה לנציג", "transferred"),
+    ("completed", "הסתיימה", "completed"),
+    // Twilio's call statuses.
+    ("in-progress", "בשיחה", "in progress"),
+    ("busy", "תפוס", "busy"),
+    ("no-answer", "לא נענתה", "no answer"),
+    ("canceled", "בוטלה", "canceled"),
+    ("failed", "נכשלה", "failed"),
+    ("queued", "בתור", "queued"),
+    // Why a call ended, and why it fell back.
+    ("caller_hangup", "המתקשר ניתק", "the caller hung up"),
+    ("caller_hung_up", "המתקשר ניתק", "the caller hung up"),
+    ("agent_hangup", "הסוכן סיים", "the agent ended it"),
+    ("caller_silent", "המתקשר שתק", "the caller was silent"),
+    ("dial_completed", "שיחה עם נציג", "talked to a person"),
+    ("dial_not_answered", "הנציג לא ענה", "the person did not answer"),
+    ("voicemail_recorded", "הושארה הודעה", "a message was left"),
+    ("after_hours", "מחוץ לשעות הפעילות", "after hours"),
+    ("media_silent", "השמע מהמתקשר נעצר", "the caller's audio stopped"),
+    ("stream_never_started", "זרם המדיה לא התחיל", "the media stream never started"),
+    ("stream_ended_abnormally", "זרם המדיה נקטע", "the media stream broke"),
+    ("heartbeat_stale", "הממסר הפסיק להגיב", "the relay stopped answering"),
+    ("agent_failed", "הסוכן לא היה זמין", "the agent was unavailable"),
+    ("store_unavailable", "האחסון לא היה זמין", "storage was unavailable"),
+    ("ended_before_fallback", "הסתיימה לפני המענה החלופי", "ended before the fallback"),
+    ("ended_before_reconnect", "הסתיימה לפני החיבור מחדש", "ended before reconnecting"),
+    ("unknown_to_twilio", "לא מוכרת ל-Twilio", "unknown to Twilio"),
+    ("watchdog_aged_out", "נסגרה בבדיקה תקופתית", "closed by the watchdog"),
+    ("watchdog_call_over", "הסתיימה (בדיקה תקופתית)", "over (watchdog)"),
+    // What the fallback did.
+    ("voicemail", "תא קולי", "voicemail"),
+    ("dial", "חיוג לנציג", "dial a person"),
+    ("agent", "סוכן מחוץ לשעות", "after-hours agent"),
+    // Recordings.
+    ("StartCallRecordingTwiML", "הקלטת השיחה", "the call's recording"),
+    ("StartCallRecordingAPI", "הקלטת השיחה", "the call's recording"),
+    ("RecordVerb", "הודעה קולית", "voicemail"),
+    ("DialVerb", "הקלטת החיוג", "the dial's recording"),
+    ("absent", "אין שמע", "no audio"),
+    // Channels.
+    ("sms", "SMS", "SMS"),
+    ("whatsapp", "וואטסאפ", "WhatsApp"),
+];
+
 /// The languages written right to left.
 const RIGHT_TO_LEFT: [&str; 4] = ["he", "ar", "fa", "ur"];
 
@@ -155,6 +208,10 @@ impl Pages {
         let primary = language.split(['-', '_']).next().unwrap_or("he").to_ascii_lowercase();
         let hebrew = primary == "he";
         let words = WORDS.iter().map(|(key, he, en)| (*key, if hebrew { *he } else { *en })).collect();
+        let tokens: BTreeMap<&'static str, &'static str> =
+            TOKENS.iter().map(|(key, he, en)| (*key, if hebrew { *he } else { *en })).collect();
+        // `{{ call.end_reason|say }}`: the token in words, or as it is when it has none.
+        env.add_filter("say", move |token: String| -> String { tokens.get(token.as_str()).map_or(token.clone(), |w| w.to_string()) });
         let dir = if RIGHT_TO_LEFT.contains(&primary.as_str()) { "rtl" } else { "ltr" };
         Pages { env, lang: primary, dir, words }
     }
