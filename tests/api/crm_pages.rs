@@ -243,7 +243,12 @@ async fn the_crm_in_a_browser() {
     screenshot("crm-call.png", &c.screenshot().await.unwrap());
     c.refresh().await.unwrap();
     let events = text_of(&c, "#events").await;
-    assert!(events.contains("crm_recording_played") && events.contains("dana"), "who listened is an event: {events}");
+    assert!(events.contains("ההקלטה הושמעה"), "who listened is an event, in words: {events}");
+    // Its raw detail waits behind a disclosure, for whoever debugs.
+    c.find(Locator::XPath("//li[b[@data-kind='crm_recording_played']]//summary")).await.unwrap().click().await.unwrap();
+    let events = text_of(&c, "#events").await;
+    assert!(events.contains("\"user\":\"dana\"") || events.contains("dana"), "the detail names who listened: {events}");
+    assert!(!events.contains("twiml_served") && !events.contains("stream_status"), "event kinds in words: {events}");
 
     // A WhatsApp answer from the page goes out through Twilio.
     c.goto(&format!("{base}/crm/whatsapp")).await.unwrap();

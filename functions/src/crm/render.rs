@@ -82,6 +82,7 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("cut", "נקטע", "Cut"),
     ("stream", "זרם המדיה", "Media stream"),
     ("stream_end", "איך הסתיים", "How it ended"),
+    ("details", "פרטים", "Details"),
     ("length", "אורך", "Length"),
     ("frames_in", "מסגרות שהתקבלו", "Frames in"),
     ("frames_out", "מסגרות שנשלחו", "Frames out"),
@@ -195,6 +196,41 @@ const TOKENS: &[(&str, &str, &str)] = &[
     // Channels.
     ("sms", "SMS", "SMS"),
     ("whatsapp", "וואטסאפ", "WhatsApp"),
+    // How a media stream ended.
+    ("twilio_stop", "Twilio סגר את הזרם", "Twilio stopped it"),
+    ("socket_closed", "החיבור נסגר", "the socket closed"),
+    ("socket_error", "שגיאת חיבור", "a socket error"),
+    ("drain_deadline", "הממסר נסגר", "the relay shut down"),
+    ("moved", "עבר לממסר אחר", "moved to another relay"),
+    // WhatsApp statuses.
+    ("accepted", "התקבלה", "accepted"),
+    ("sending", "נשלחת", "sending"),
+    ("sent", "נשלחה", "sent"),
+    ("delivered", "נמסרה", "delivered"),
+    ("read", "נקראה", "read"),
+    ("received", "התקבלה", "received"),
+    ("undelivered", "לא נמסרה", "undelivered"),
+    ("template_needed", "נדרשת תבנית", "a template is needed"),
+    ("unconfirmed", "לא אושרה", "unconfirmed"),
+    // What happened on a call (its events).
+    ("twiml_served", "השיחה נענתה", "answered"),
+    ("stream_status", "מצב זרם המדיה", "media stream status"),
+    ("stream_started", "זרם המדיה התחיל", "media stream started"),
+    ("stream_closed", "זרם המדיה נסגר", "media stream closed"),
+    ("stream_ended", "אחרי זרם המדיה", "after the media stream"),
+    ("stream_reconnect", "זרם מדיה חדש", "a new media stream"),
+    ("model_session", "שיחה חדשה עם המודל", "a new model session"),
+    ("tool_call", "הסוכן הפעיל כלי", "the agent used a tool"),
+    ("follow_up", "הודעת המשך", "follow-up"),
+    ("recording", "הקלטה", "recording"),
+    ("recording_kept", "ההקלטה נשמרה", "recording kept"),
+    ("transcribed", "תומללה", "transcribed"),
+    ("transcription_skipped", "לא תומללה", "not transcribed"),
+    ("twilio_recording_deleted", "ההקלטה נמחקה מ-Twilio", "deleted from Twilio"),
+    ("reconciled", "הושלם מול Twilio", "reconciled with Twilio"),
+    ("crm_recording_played", "ההקלטה הושמעה", "recording played"),
+    ("crm_exported", "יוצא מה-CRM", "exported from the CRM"),
+    ("watchdog_redirect_skipped", "הבדיקה התקופתית לא הפנתה", "watchdog: no redirect"),
 ];
 
 /// The languages written right to left.
@@ -221,7 +257,14 @@ impl Pages {
         let tokens: BTreeMap<&'static str, &'static str> =
             TOKENS.iter().map(|(key, he, en)| (*key, if hebrew { *he } else { *en })).collect();
         // `{{ call.end_reason|say }}`: the token in words, or as it is when it has none.
-        env.add_filter("say", move |token: String| -> String { tokens.get(token.as_str()).map_or(token.clone(), |w| w.to_string()) });
+        // Any value: a token that is not a string (or is missing) is shown as it renders.
+        env.add_filter("say", move |token: minijinja::Value| -> String {
+            if token.is_undefined() || token.is_none() {
+                return String::new();
+            }
+            let token = token.as_str().map(str::to_string).unwrap_or_else(|| token.to_string());
+            tokens.get(token.as_str()).map_or(token.clone(), |w| w.to_string())
+        });
         let dir = if RIGHT_TO_LEFT.contains(&primary.as_str()) { "rtl" } else { "ltr" };
         Pages { env, lang: primary, dir, words }
     }
