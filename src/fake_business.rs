@@ -24,6 +24,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// The tool this fake answers, as a profile declares it: `check_availability(listing)` at `url`.
+pub fn availability_tool(url: &str) -> callkeeper_core::http_tool::HttpTool {
+    callkeeper_core::http_tool::HttpTool {
+        name: "check_availability".into(),
+        description: "Whether a listing is still available, and the next free viewing slots".into(),
+        url: url.into(),
+        timeout_ms: callkeeper_core::http_tool::DEFAULT_TIMEOUT_MS,
+        filler: None,
+        parameters: json!({ "type": "object", "required": ["listing"], "properties": { "listing": { "type": "string" } } }),
+    }
+}
+
 /// A request as it reached the fake.
 #[derive(Debug, Clone)]
 pub struct Received {

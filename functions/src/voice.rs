@@ -84,7 +84,7 @@ const HOURS_BUDGET: Duration = Duration::from_millis(1500);
 /// usual (the relay gives the call that agent). `None` when the agent answers as usual, or when
 /// the profile cannot be read in time: a caller is never turned away for a store's sake.
 async fn after_hours(state: &AppState, call: &NewCall) -> Option<Twiml> {
-    let number = E164::parse(if call.direction == Direction::Inbound { &call.to } else { &call.from });
+    let number = callkeeper_core::profile::business_number_of(call.direction, &call.from, &call.to);
     let store = state.stores.calls.as_ref();
     let profile =
         match tokio::time::timeout(HOURS_BUDGET, callkeeper_core::work::profiles::resolve(store, &state.config, number.as_ref())).await {

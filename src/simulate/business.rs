@@ -9,7 +9,6 @@ use super::fake_openai::FakeOpenAi;
 use super::scenarios::Scenario;
 use crate::fake_business::FakeBusiness;
 use crate::fake_realtime::Plan;
-use callkeeper_core::http_tool::HttpTool;
 use callkeeper_core::phone::E164;
 use callkeeper_core::profile::{AgentProfile, ProfileKey};
 use callkeeper_core::store::Stores;
@@ -36,14 +35,7 @@ pub async fn prepare(
     let Some(stores) = stores else { return Ok(prepared) };
     let mut profile = AgentProfile::builtin(language, &callkeeper_core::profile::default_extraction_schema());
     if let (Some(behaviour), Some(business), Some(openai)) = (scenario.tool_behaviour(), business, openai) {
-        profile.tools = vec![HttpTool {
-            name: "check_availability".into(),
-            description: "Whether a listing is still available, and the next free viewing slots".into(),
-            url: business.url(behaviour),
-            timeout_ms: 4000,
-            filler: None,
-            parameters: json!({ "type": "object", "required": ["listing"], "properties": { "listing": { "type": "string" } } }),
-        }];
+        profile.tools = vec![crate::fake_business::availability_tool(&business.url(behaviour))];
         let before = openai.realtime.script();
         let mut script = before.clone();
         script.insert(1, Plan::call("check_availability", json!({ "listing": "הרצל 12" })));

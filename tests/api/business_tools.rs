@@ -41,14 +41,7 @@ async fn business(plans: Vec<Plan>, tools: &[(&str, &str)], knowledge: Vec<Knowl
 }
 
 fn availability(name: &str, url: &str) -> HttpTool {
-    HttpTool {
-        name: name.into(),
-        description: "Whether a listing is still available, and the next free viewing slots".into(),
-        url: url.into(),
-        timeout_ms: 4000,
-        filler: Some("רגע, אני בודקת".into()),
-        parameters: json!({ "type": "object", "required": ["listing"], "properties": { "listing": { "type": "string" } } }),
-    }
+    HttpTool { name: name.into(), filler: Some("רגע, אני בודקת".into()), ..callkeeper::fake_business::availability_tool(url) }
 }
 
 async fn caller_turn(call: &mut MediaCall) {
@@ -98,7 +91,7 @@ async fn a_fast_tool_is_asked_signed_and_its_answer_spoken_without_a_filler() {
     caller_turn(&mut call).await;
     let fake = &b.fake;
     let answered = async || outputs(fake).len() == 1;
-    wait_until("the tool's output reaches the model", Duration::from_secs(5), answered).await;
+    wait_for("the tool's output reaches the model", Duration::from_secs(5), answered).await;
     // The answer after the tool is heard: the greeting's 30 frames, then the answer's 40.
     assert!(call.wait_heard(Duration::from_secs(4), |h| h.media_frames >= 68).await, "{} frames", call.heard().media_frames);
     call.stop();
@@ -148,7 +141,7 @@ async fn a_slow_tool_is_covered_by_the_filler_and_the_caller_is_never_silent_for
     call.silence(Duration::from_millis(1000)).await;
     caller_turn(&mut call).await;
     let fake = &b.fake;
-    wait_until("the slow tool's output reaches the model", Duration::from_secs(6), async || outputs(fake).len() == 1).await;
+    wait_for("the slow tool's output reaches the model", Duration::from_secs(6), async || outputs(fake).len() == 1).await;
     call.silence(Duration::from_millis(2500)).await;
     call.stop();
     b.app.figures(&sid).await;
@@ -191,7 +184,7 @@ async fn a_tool_that_is_down_or_misbehaves_is_told_to_the_model_and_the_call_goe
         call.silence(Duration::from_millis(800)).await;
         caller_turn(&mut call).await;
         let fake = &b.fake;
-        wait_until("the failure reaches the model", Duration::from_secs(5), async || outputs(fake).len() == 1).await;
+        wait_for("the failure reaches the model", Duration::from_secs(5), async || outputs(fake).len() == 1).await;
         let output = outputs(&b.fake)[0].clone();
         assert_eq!(output["ok"], false, "{behaviour}: {output}");
         assert!(output["next"].as_str().unwrap().contains("could not check"), "{output}");
@@ -226,7 +219,7 @@ async fn arguments_that_break_the_schema_are_refused_before_any_request() {
     call.silence(Duration::from_millis(800)).await;
     caller_turn(&mut call).await;
     let fake = &b.fake;
-    wait_until("the refusal reaches the model", Duration::from_secs(4), async || outputs(fake).len() == 1).await;
+    wait_for("the refusal reaches the model", Duration::from_secs(4), async || outputs(fake).len() == 1).await;
     assert!(outputs(&b.fake)[0]["error"].as_str().unwrap().contains("arguments.listing is required"));
     assert!(b.endpoint.received().is_empty(), "nothing was sent");
     call.stop();
@@ -253,7 +246,7 @@ async fn large_knowledge_is_searched_in_hebrew() {
     call.silence(Duration::from_millis(800)).await;
     caller_turn(&mut call).await;
     let fake = &b.fake;
-    wait_until("the search's output reaches the model", Duration::from_secs(4), async || outputs(fake).len() == 1).await;
+    wait_for("the search's output reaches the model", Duration::from_secs(4), async || outputs(fake).len() == 1).await;
     let found = outputs(&b.fake)[0].clone();
     assert_eq!(found["found"][0]["file"], "listings.md", "{found}");
     assert!(found["found"][0]["text"].as_str().unwrap().contains("5,200"));
@@ -297,17 +290,6 @@ async fn keypad_digits_reach_the_model_as_text_after_a_pause_and_show_in_the_tra
     let turns = b.app.stores.calls.turns(&sid).await.unwrap();
     let keyed: Vec<&str> = turns.iter().filter_map(|t| t.caller_text.as_deref()).filter(|t| t.starts_with('⌨')).collect();
     assert_eq!(keyed, ["⌨ 1 2 3 #", "⌨ 9"], "{turns:?}");
-}
-
-async fn wait_until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let until = Instant::now() + within;
-    while Instant::now() < until {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{what}: not within {within:?}");
 }
 
 /// A profile read from TOML as `agent set` reads it, with `hours` appended.
@@ -389,7 +371,7 @@ async fn the_caller_can_talk_over_the_filler_and_the_answer_still_comes() {
     caller_turn(&mut call).await;
     assert!(call.wait_heard(Duration::from_secs(2), |h| h.clears >= 1).await, "the caller barged in on the filler");
     let fake = &b.fake;
-    wait_until("the slow answer still reaches the model", Duration::from_secs(5), async || outputs(fake).len() == 1).await;
+    wait_for("the slow answer still reaches the model", Duration::from_secs(5), async || outputs(fake).len() == 1).await;
     call.silence(Duration::from_millis(1500)).await;
     call.stop();
     b.app.figures(&sid).await;

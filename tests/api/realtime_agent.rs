@@ -54,17 +54,6 @@ async fn caller_turn(call: &mut MediaCall) {
     call.silence(Duration::from_millis(900)).await;
 }
 
-async fn wait_for(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let until = Instant::now() + within;
-    while Instant::now() < until {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{what}: not within {within:?}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_speaks_first_then_answers_a_turn_with_a_live_transcript() {
     let a = agent(Options::default(), &[]).await;

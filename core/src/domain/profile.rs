@@ -414,9 +414,14 @@ fn read_clip(path: &Path) -> Result<Vec<u8>, String> {
 
 /// The business's number on a call: the one called, or, for a call we placed, the caller id.
 pub fn business_number(call: &crate::domain::call::Call) -> Option<E164> {
-    match call.direction {
-        crate::domain::call::Direction::Inbound => E164::parse(&call.to),
-        crate::domain::call::Direction::Outbound => E164::parse(&call.from),
+    business_number_of(call.direction, &call.from, &call.to)
+}
+
+/// [`business_number`] from a call's direction and numbers (a call not yet stored).
+pub fn business_number_of(direction: crate::domain::call::Direction, from: &str, to: &str) -> Option<E164> {
+    match direction {
+        crate::domain::call::Direction::Inbound => E164::parse(to),
+        crate::domain::call::Direction::Outbound => E164::parse(from),
     }
 }
 

@@ -253,9 +253,10 @@ impl Pages {
         }
         let primary = language.split(['-', '_']).next().unwrap_or("he").to_ascii_lowercase();
         let hebrew = primary == "he";
-        let words = WORDS.iter().map(|(key, he, en)| (*key, if hebrew { *he } else { *en })).collect();
-        let tokens: BTreeMap<&'static str, &'static str> =
-            TOKENS.iter().map(|(key, he, en)| (*key, if hebrew { *he } else { *en })).collect();
+        let in_language = |table: &[(&'static str, &'static str, &'static str)]| -> BTreeMap<&'static str, &'static str> {
+            table.iter().map(|(key, he, en)| (*key, if hebrew { *he } else { *en })).collect()
+        };
+        let (words, tokens) = (in_language(WORDS), in_language(TOKENS));
         // `{{ call.end_reason|say }}`: the token in words, or as it is when it has none.
         // Any value: a token that is not a string (or is missing) is shown as it renders.
         env.add_filter("say", move |token: minijinja::Value| -> String {

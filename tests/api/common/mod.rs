@@ -230,3 +230,15 @@ pub async fn twiml_of(response: reqwest::Response) -> El {
     assert_eq!(length, body.len());
     parse_twiml(&body)
 }
+
+/// Polls `check` every 20 ms until it holds; fails the test with `what` after `within`.
+pub async fn wait_for(what: &str, within: std::time::Duration, mut check: impl AsyncFnMut() -> bool) {
+    let until = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < until {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{what}: not within {within:?}");
+}

@@ -151,8 +151,7 @@ pub fn filler_response(text: &str) -> String {
 
 /// Text from the caller's side that is not speech (the keypad), as a user message.
 pub fn user_text(text: &str) -> String {
-    json!({ "type": "conversation.item.create", "item": { "type": "message", "role": "user", "content": [{ "type": "input_text", "text": text }] } })
-        .to_string()
+    message(None, "user", "input_text", text)
 }
 
 pub fn truncate(item_id: &str, audio_end_ms: u64) -> String {
@@ -168,10 +167,19 @@ pub fn function_output(call_id: &str, output: &Value) -> String {
         .to_string()
 }
 
+/// A message item of the conversation: `role`'s text as `kind` (`input_text`, `output_text`),
+/// with our `id` when it may be deleted again.
+fn message(id: Option<&str>, role: &str, kind: &str, text: &str) -> String {
+    let mut item = json!({ "type": "message", "role": role, "content": [{ "type": kind, "text": text }] });
+    if let Some(id) = id {
+        item["id"] = json!(id);
+    }
+    json!({ "type": "conversation.item.create", "item": item }).to_string()
+}
+
 /// What the agent already said without the model (a pre-rendered greeting clip).
 pub fn assistant_said(text: &str) -> String {
-    json!({ "type": "conversation.item.create", "item": { "type": "message", "role": "assistant", "content": [{ "type": "output_text", "text": text }] } })
-        .to_string()
+    message(None, "assistant", "output_text", text)
 }
 
 /// A line of the conversation so far, replayed into a new session: the caller's as user
@@ -182,14 +190,12 @@ pub fn history_line(id: &str, line: &crate::agent::history::Line) -> String {
         crate::agent::Speaker::Caller => ("user", "input_text"),
         crate::agent::Speaker::Agent => ("assistant", "output_text"),
     };
-    json!({ "type": "conversation.item.create", "item": { "id": id, "type": "message", "role": role, "content": [{ "type": kind, "text": line.text }] } })
-        .to_string()
+    message(Some(id), role, kind, &line.text)
 }
 
 /// Text only the model reads, as the given role's `input_text` (`system` or `user`).
 pub fn text_item(id: &str, role: &str, text: &str) -> String {
-    json!({ "type": "conversation.item.create", "item": { "id": id, "type": "message", "role": role, "content": [{ "type": "input_text", "text": text }] } })
-        .to_string()
+    message(Some(id), role, "input_text", text)
 }
 
 /// Server events the conversation acts on.
