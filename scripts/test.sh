@@ -4,13 +4,16 @@
 # - Python tools go into a virtual environment under ~/.cache (nothing installed system-wide):
 #   the twilio package, whose RequestValidator our signature fixture is checked against, and
 #   moto, whose server the AWS adapters' tests run against (the same SDK calls production makes).
-# - Debian's Chromium and its WebDriver, with apt-get when they are missing, for the CRM's
-#   browser test.
-# - Cargo builds into a shared target folder outside the clone, so rebuilds stay fast.
+# - Debian's Chromium and its WebDriver, with apt-get when they are missing, and axe-core from
+#   the npm registry, for the CRM's browser test.
+# - Cargo builds where `cargo run --release` builds, the clone's target/ (one folder to find and
+#   to clean), unless CARGO_TARGET_DIR says otherwise (CI sets a shared one outside the clone).
+#   The suite's debug build cannot reuse the release build's compiled crates (Cargo keeps one
+#   set per profile), only the crates both downloaded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/callkeeper-target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 VENV="${CALLKEEPER_VENV:-$HOME/.cache/callkeeper-venv}"
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -68,6 +71,22 @@ if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; the
   DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 echo "   $(chromium --version 2>/dev/null | head -1)"
+
+echo "== axe-core (npm), which the CRM's browser test runs on every page"
+AXE_VERSION=4.14.1
+NPM_DIR="${CALLKEEPER_NPM:-$HOME/.cache/callkeeper-npm}"
+if ! grep -qs "\"version\": \"$AXE_VERSION\"" "$NPM_DIR/node_modules/axe-core/package.json"; then
+  if ! command -v npm >/dev/null; then
+    as_root=""
+    [ "$(id -u)" = 0 ] || as_root="sudo"
+    $as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq npm >/dev/null
+  fi
+  mkdir -p "$NPM_DIR"
+  npm install --silent --no-audit --no-fund --save-exact --prefix "$NPM_DIR" "axe-core@$AXE_VERSION"
+fi
+export CALLKEEPER_TEST_AXE="$NPM_DIR/node_modules/axe-core/axe.min.js"
+echo "   axe-core $AXE_VERSION"
 
 echo "== moto_server (DynamoDB, SQS, S3, SSM, ELBv2 emulated) for the AWS adapters' tests"
 port="$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"

@@ -5,8 +5,8 @@
 //! upgrade otherwise) and refuses the beta interface (error, close 4000); `session.created`,
 //! then `session.updated` echoing what was set (a missing `session.type` is refused); server
 //! VAD by energy on the appended μ-law with the appended-audio clock (so silence appended is
-//! what ends a turn); input transcription; responses from a script — audio (a real μ-law tone,
-//! paced), its transcript, or a function call, whose output must come before the next
+//! what ends a turn); input transcription; responses from a script — audio (a real μ-law tone, or a
+//! clip of speech, paced), its transcript, or a function call, whose output must come before the next
 //! `response.create`; `response.cancel`, `conversation.item.truncate` and `.delete` as the API
 //! answers them; and faults: refuse, drop the socket mid-call, a fatal error, a format that
 //! reverted to PCM, the model down for good after a drop, text-only answers after replayed
@@ -42,15 +42,20 @@ const SPEECH_START_MS: u64 = 60;
 /// One response, in the order the script plays them.
 #[derive(Debug, Clone)]
 pub enum Plan {
-    /// `ms` of audio, whose transcript is `text`.
-    Say { ms: u64, text: String },
+    /// `ms` of a tone, or the words `text` spoken in `clip` (μ-law, its length), whose
+    /// transcript is `text`.
+    Say { ms: u64, text: String, clip: Option<bytes::Bytes> },
     /// A function call; the next response comes after its output and a `response.create`.
     Call { name: String, arguments: Value },
 }
 
 impl Plan {
     pub fn say(ms: u64, text: &str) -> Plan {
-        Plan::Say { ms, text: text.into() }
+        Plan::Say { ms, text: text.into(), clip: None }
+    }
+    /// `text` as speech: the audio of someone saying it.
+    pub fn speak(clip: bytes::Bytes, text: &str) -> Plan {
+        Plan::Say { ms: clip.len() as u64 / 8, text: text.into(), clip: Some(clip) }
     }
     pub fn call(name: &str, arguments: Value) -> Plan {
         Plan::Call { name: name.into(), arguments }
@@ -376,8 +381,9 @@ fn struck(all: &Mutex<Options>, fault: Fault) {
 struct Running {
     id: String,
     item: String,
-    /// Audio still to send, in ms, and what it says.
+    /// Audio still to send, in ms, and what it says; a tone unless a clip is spoken.
     left_ms: u64,
+    clip: Option<bytes::Bytes>,
     sent_ms: u64,
     text: String,
     next_delta: Instant,
@@ -642,7 +648,7 @@ impl Session {
         self.emit(json!({ "type": "response.created", "response": { "object": "realtime.response", "id": id, "status": "in_progress", "conversation_id": null, "metadata": metadata, "output": [] } }));
         self.emit(json!({ "type": "response.output_item.added", "response_id": id, "output_index": 0, "item": { "id": item, "type": "message", "role": "assistant", "status": "in_progress", "content": [] } }));
         let ms = (text.chars().count() as u64 * 80).clamp(400, 3000);
-        self.side = Some(Running { id, item, left_ms: ms, sent_ms: 0, text, next_delta: Instant::now() });
+        self.side = Some(Running { id, item, left_ms: ms, clip: None, sent_ms: 0, text, next_delta: Instant::now() });
     }
 
     fn start_response(&mut self) {
@@ -662,11 +668,11 @@ impl Session {
                 self.emit(json!({ "type": "response.output_text.done", "response_id": id, "item_id": item, "output_index": 0, "content_index": 0, "text": text }));
                 self.finish_response(&id, "completed", None);
             }
-            Plan::Say { ms, text } => {
+            Plan::Say { ms, text, clip } => {
                 let item = self.id("item");
                 self.emit(json!({ "type": "response.output_item.added", "response_id": id, "output_index": 0, "item": { "id": item, "type": "message", "role": "assistant", "status": "in_progress", "content": [] } }));
                 self.item_audio.insert(item.clone(), 0);
-                self.running = Some(Running { id, item, left_ms: ms, sent_ms: 0, text, next_delta: Instant::now() });
+                self.running = Some(Running { id, item, left_ms: ms, clip, sent_ms: 0, text, next_delta: Instant::now() });
             }
             Plan::Call { name, arguments } => {
                 let (item, call_id) = (self.id("item"), self.id("call"));
@@ -724,7 +730,10 @@ impl Session {
             return Some(r);
         }
         let ms = r.left_ms.min(DELTA_MS);
-        let audio = tone(r.sent_ms, ms);
+        let audio = match &r.clip {
+            Some(clip) => clip.slice((r.sent_ms as usize * 8).min(clip.len())..((r.sent_ms + ms) as usize * 8).min(clip.len())).to_vec(),
+            None => tone(r.sent_ms, ms),
+        };
         r.left_ms -= ms;
         r.sent_ms += ms;
         self.item_audio.insert(r.item.clone(), r.sent_ms);

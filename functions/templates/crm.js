@@ -1,17 +1,7 @@
-// Times in the reader's own zone and language; the live calls' refresh. Pages work without it.
+// The live calls' refresh, and who played a recording. Pages work without it; times come
+// written in the business's zone.
 "use strict";
 (function () {
-  const lang = document.documentElement.lang || "he";
-  const format = new Intl.DateTimeFormat(lang, { dateStyle: "short", timeStyle: "medium" });
-  function localTimes(root) {
-    root.querySelectorAll("time[data-ms]").forEach(function (el) {
-      const ms = Number(el.dataset.ms);
-      if (ms > 0) {
-        el.setAttribute("datetime", new Date(ms).toISOString());
-        el.textContent = format.format(new Date(ms));
-      }
-    });
-  }
   // A block with data-refresh="N" is fetched again every N seconds and replaced in place.
   function refresh(block) {
     const every = Number(block.dataset.refresh) * 1000;
@@ -20,13 +10,22 @@
         .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
         .then(function (html) {
           const next = new DOMParser().parseFromString(html, "text/html").querySelector("[data-refresh]");
-          if (next) { block.innerHTML = next.innerHTML; localTimes(block); }
+          if (next) { block.innerHTML = next.innerHTML; }
         })
         .catch(function () { /* the next tick tries again */ });
     }, every);
   }
+  // The player loads a recording's length as the page opens; pressing play is what says someone
+  // listened: posted once a page, with the session's form token.
+  function recordPlays(audio) {
+    audio.addEventListener("play", function () {
+      const csrf = document.querySelector("input[name=csrf]");
+      const body = new URLSearchParams({ csrf: csrf ? csrf.value : "" });
+      fetch(audio.dataset.played, { method: "POST", credentials: "same-origin", body: body });
+    }, { once: true });
+  }
   document.addEventListener("DOMContentLoaded", function () {
-    localTimes(document);
     document.querySelectorAll("[data-refresh]").forEach(refresh);
+    document.querySelectorAll("audio[data-played]").forEach(recordPlays);
   });
 })();

@@ -7,6 +7,7 @@
 //! The scenario decides what the caller (or the world around the call) does wrong; the call keeps
 //! a timeline of what the caller heard and when, and of every webhook and its answer time.
 
+use super::audio::{CallAudio, Sides};
 use super::fake_twilio::{self, FakeTwilio, Update};
 use super::scenarios::{Outcome, Scenario};
 use super::stack::LocalStack;
@@ -66,8 +67,8 @@ pub struct Played {
     pub frames_sent: u64,
     pub frames_heard: u64,
     pub bad_frames_sent: u64,
-    /// The agent's audio the caller heard on the stream (μ-law).
-    pub heard_audio: Vec<u8>,
+    /// The whole call's sound, both sides, once it is over.
+    pub audio: Option<CallAudio>,
     /// REST redirects that came once the caller was in the fallback (there should be none).
     pub redirects_in_fallback: u32,
     /// Media streams the call had: more than one when the conversation moved to a new stream.
@@ -99,7 +100,7 @@ impl Played {
             frames_sent: 0,
             frames_heard: 0,
             bad_frames_sent: 0,
-            heard_audio: Vec::new(),
+            audio: None,
             redirects_in_fallback: 0,
             streams: 0,
             gap_ms: None,
@@ -121,10 +122,8 @@ pub(super) struct Player<'a> {
     pub(super) recording_callback: Option<String>,
     pub(super) played: Played,
     pub(super) hung_up: bool,
-    /// The caller's speech, with when it began: the recording's caller channel.
-    pub(super) said: Vec<(Instant, Vec<u8>)>,
-    /// The agent audio the caller heard: (when it played, μ-law).
-    pub(super) agent_said: Vec<(Instant, Vec<u8>)>,
+    /// The caller's speech and the agent's audio as it played, each with when it began.
+    pub(super) sides: Sides,
     /// Callbacks sent beside the call (stream status), and their tasks.
     pub(super) detached: Arc<std::sync::Mutex<Vec<Sent>>>,
     pub(super) detached_tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -154,8 +153,7 @@ pub async fn play(ctx: &Ctx, scenario: Scenario) -> anyhow::Result<Played> {
         recording_callback: None,
         played: Played::new(call_sid, scenario, started),
         hung_up: false,
-        said: Vec::new(),
-        agent_said: Vec::new(),
+        sides: Sides::default(),
         detached: Default::default(),
         detached_tasks: Vec::new(),
         greeted: false,
@@ -180,6 +178,7 @@ pub async fn play(ctx: &Ctx, scenario: Scenario) -> anyhow::Result<Played> {
         player.timeline.webhook(sent.sent, &sent.name, sent.status, sent.took);
     }
     let mut played = player.played;
+    played.audio = Some(CallAudio { sides: player.sides, from: started, to: ended });
     played.gap_ms = player.fault.and_then(|fault| gap_after(fault, &player.heard));
     player.timeline.heard(&player.heard, ended);
     played.timeline = player.timeline;
@@ -487,25 +486,15 @@ impl Player<'_> {
             self.timeline.note(self.ms(), "fault: Twilio never reports the recording");
             return Ok(());
         }
-        let length = Instant::now().duration_since(from);
-        let frames = (length.as_millis() as usize) * 8;
-        let mut channels = vec![vec![0i16; frames], vec![0i16; frames]];
-        for (channel, pieces) in [(0, &self.said), (1, &self.agent_said)] {
-            for (at, audio) in pieces {
-                let offset = at.saturating_duration_since(from).as_millis() as usize * 8;
-                for (i, code) in audio.iter().enumerate() {
-                    if let Some(sample) = channels[channel].get_mut(offset + i) {
-                        *sample = callkeeper_core::mulaw::decode(*code);
-                    }
-                }
-            }
-        }
+        let now = Instant::now();
+        let length = now.duration_since(from);
+        let wav = self.sides.wav(from, now);
         let sid = random_sid("RE");
         let duration = (length.as_secs()).max(1);
         twilio.keep_recording(fake_twilio::Recording {
             sid: sid.clone(),
             call_sid: self.call_sid.clone(),
-            wav: bytes::Bytes::from(callkeeper_core::wav::interleaved(&channels, 8000)),
+            wav: bytes::Bytes::from(wav),
             channels: 2,
             duration_secs: duration,
             source: "StartCallRecordingTwiML",

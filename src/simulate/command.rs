@@ -52,7 +52,7 @@ pub struct SimulateArgs {
     /// agent's language.
     #[arg(long)]
     pub caller: Option<String>,
-    /// Write what the (first) caller heard to this WAV file.
+    /// Write the first call, both sides as the caller lived them, to this WAV file (stereo).
     #[arg(long)]
     pub save_audio: Option<PathBuf>,
     /// Whether the person a fallback `<Dial>` rings answers.
@@ -147,12 +147,15 @@ pub async fn run(args: SimulateArgs, data_dir: &Path, data_dir_given: bool, kind
         }
         print!("\n{}", report::summary(&run.summary));
     }
-    if let (false, Some(path), Some(first)) = (json, &save_audio_path, run.calls.first()) {
+    if let (false, Some(path), Some(audio)) = (json, &save_audio_path, run.calls.first().and_then(|c| c.audio.as_ref())) {
         // Said, not left to be guessed: what the file holds and how long it is.
+        let (caller_ms, agent_ms) = audio.sides.spoken_ms();
         println!(
-            "\nwrote {}: {:.1} s, the agent's audio as the first call's caller heard it",
+            "\nwrote {}: the first call whole, {:.1} s in stereo: the caller on the left ({:.1} s of speech), the agent as the caller heard it on the right ({:.1} s)",
             path.display(),
-            first.heard_audio.len() as f64 / 8000.0
+            audio.length_ms() as f64 / 1000.0,
+            caller_ms as f64 / 1000.0,
+            agent_ms as f64 / 1000.0
         );
     }
     if let (false, Some(dir)) = (json, &run.data_dir) {

@@ -1,5 +1,5 @@
 //! OpenAI as `simulate --offline` plays it, so the whole path runs with no account: the Realtime
-//! API ([`crate::fake_realtime`]), and on HTTP the transcription and the chat completions
+//! API ([`crate::fake_realtime`], speaking the embedded agent's prompts), and on HTTP the transcription and the chat completions
 //! (extraction and WhatsApp replies).
 //!
 //! It cannot understand speech, and says so: a transcription is a line per stretch of speech it
@@ -7,7 +7,7 @@
 //! the schema's summary and intent from the transcript's size and leaves every lead field null.
 //! It can be told to fail the next transcriptions (HTTP 500), as OpenAI sometimes does.
 
-use crate::fake_realtime::{FakeRealtime, Fault};
+use crate::fake_realtime::{FakeRealtime, Fault, Plan};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -37,7 +37,16 @@ pub struct FakeOpenAi {
 
 impl FakeOpenAi {
     pub async fn start(key: &str) -> anyhow::Result<FakeOpenAi> {
-        let options = crate::fake_realtime::Options { key: key.to_string(), speed: 1.0, ..Default::default() };
+        // The model speaks: the embedded agent's Hebrew prompts, recorded speech, so a saved
+        // call sounds like one (the fake's default voice is a tone).
+        let prompts = callkeeper_relay::agent::embedded::EmbeddedAgent::for_language("he");
+        let options = crate::fake_realtime::Options {
+            key: key.to_string(),
+            speed: 1.0,
+            script: vec![Plan::speak(prompts.greeting.audio, prompts.greeting.text)],
+            default_answer: Plan::speak(prompts.reply.audio, prompts.reply.text),
+            ..Default::default()
+        };
         let realtime = FakeRealtime::start(options).await?;
         let counters = Arc::new(Counters::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -9,6 +9,7 @@
 //!   holds ([`checks`]).
 //! - Many calls at once (`--calls`, `--concurrency`) give a load summary ([`report`]).
 
+pub mod audio;
 pub mod balancer;
 mod business;
 pub mod call;
@@ -93,6 +94,8 @@ pub struct CallReport {
     pub outcome: &'static str,
     pub expected: &'static str,
     pub longest_silence_ms: u64,
+    /// When the scenario's fault was made, from the ring.
+    pub fault_at_ms: Option<u64>,
     pub time_to_fallback_ms: Option<u64>,
     pub subprotocol: Option<String>,
     /// From `start` to the greeting's first frame.
@@ -113,9 +116,9 @@ pub struct CallReport {
     pub checks: Vec<checks::Check>,
     pub passed: bool,
     pub timeline: timeline::Timeline,
-    /// What the caller heard of the agent (μ-law), for `--save-audio`.
+    /// The whole call's sound, both sides, for `--save-audio`.
     #[serde(skip)]
-    pub heard_audio: Vec<u8>,
+    pub audio: Option<audio::CallAudio>,
     /// The call's whole record as `calls show` prints it, when the store is readable.
     #[serde(skip)]
     pub record: Option<String>,
@@ -363,8 +366,8 @@ pub async fn run(options: Options) -> anyhow::Result<Run> {
     for report in reports {
         calls.push(report?);
     }
-    if let (Some(path), Some(first)) = (&options.save_audio, calls.first()) {
-        std::fs::write(path, wav(&first.heard_audio))?;
+    if let (Some(path), Some(audio)) = (&options.save_audio, calls.first().and_then(|c| c.audio.as_ref())) {
+        std::fs::write(path, audio.wav())?;
     }
     let dead_letters = match &stores {
         Some(stores) if stack.is_some() => Some(checks::dead_letters(stores.queue.as_ref()).await?),

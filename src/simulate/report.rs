@@ -22,6 +22,7 @@ pub fn call_report(played: Played, crm: Option<Crm>, checks: Vec<Check>) -> Call
         outcome: played.outcome.as_str(),
         expected: played.scenario.expected().as_str(),
         longest_silence_ms: played.timeline.longest_silence_ms,
+        fault_at_ms: played.fault_at_ms,
         time_to_fallback_ms,
         subprotocol: played.subprotocol,
         greeting_after_ms: played.greeting_after_ms,
@@ -38,7 +39,7 @@ pub fn call_report(played: Played, crm: Option<Crm>, checks: Vec<Check>) -> Call
         checks,
         passed,
         timeline: played.timeline,
-        heard_audio: played.heard_audio,
+        audio: played.audio,
         record: None,
     }
 }

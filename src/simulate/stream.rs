@@ -98,11 +98,10 @@ impl Player<'_> {
         for span in &heard.spans {
             let length = (span.end.saturating_duration_since(span.start).as_millis() as usize * 8)
                 .min(heard.audio.len() - span.audio_from.min(heard.audio.len()));
-            self.agent_said.push((span.start, heard.audio[span.audio_from..span.audio_from + length].to_vec()));
+            self.sides.agent.push((span.start, heard.audio[span.audio_from..span.audio_from + length].to_vec()));
         }
         self.heard.agent.extend(heard.spans.iter().map(|s| (s.start, s.end)));
         self.played.frames_sent += call.frames_sent();
-        self.played.heard_audio.extend_from_slice(&heard.audio);
         match &end {
             StreamEnd::Closed(reason) => {
                 self.played.close = Some(reason.clone());
@@ -180,7 +179,7 @@ impl Player<'_> {
                 }
                 call.speak(piece).await;
             }
-            self.said.push((said_at, audio.to_vec()));
+            self.sides.caller.push((said_at, audio.to_vec()));
             self.heard.speaking.push((said_at, Instant::now()));
             if self.scenario == Scenario::Keypad && turn == 0 {
                 self.timeline.note(self.ms(), "the caller presses 1 2 3 # on the keypad");
@@ -193,6 +192,12 @@ impl Player<'_> {
             let mut until = Instant::now() + AGENT_TIMEOUT;
             loop {
                 if let Some(end) = self.check(call).await {
+                    // Moved by a REST update once the answer had played (the relay moves a call
+                    // at its first quiet moment, which can come before the caller's pause ends):
+                    // the caller heard it, and goes on with the next turn on the new stream.
+                    if matches!(end, StreamEnd::Updated(_)) && !self.frozen && call.heard().media_frames > before {
+                        self.answered(call, stopped);
+                    }
                     return Ok(end);
                 }
                 call.silence(STEP).await;
@@ -216,9 +221,7 @@ impl Player<'_> {
                     break;
                 }
             }
-            let answered = call.heard().utterances.into_iter().find(|at| *at >= stopped);
-            self.played.answer_after_ms.push(answered.map(|at| at.duration_since(stopped).as_millis() as u64));
-            self.next_turn += 1;
+            self.answered(call, stopped);
             if self.scenario == Scenario::StoreBlip && turn == 0 {
                 return self.store_blip(call).await;
             }
@@ -238,6 +241,13 @@ impl Player<'_> {
         call.hang_up();
         self.played.outcome = if self.fault.is_some() || self.played.streams > 1 { Outcome::Continued } else { Outcome::Conversation };
         Ok(StreamEnd::HungUp)
+    }
+
+    /// The caller's turn, which ended at `stopped`, is over: when its answer began, if it came.
+    fn answered(&mut self, call: &MediaCall, stopped: Instant) {
+        let answered = call.heard().utterances.into_iter().find(|at| *at >= stopped);
+        self.played.answer_after_ms.push(answered.map(|at| at.duration_since(stopped).as_millis() as u64));
+        self.next_turn += 1;
     }
 
     /// The greeting, on the call's first stream; `Some` when the stream ended meanwhile.

@@ -4,7 +4,7 @@
 use crate::common;
 
 use callkeeper_core::signature::{compute, Algorithm};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_callkeeper");
@@ -163,9 +163,13 @@ fn a_simulated_call_hears_the_agent_and_leaves_its_turns_heartbeats_and_figures_
     assert!(report["greeting_ms"].as_u64().unwrap() > 3000, "the Hebrew greeting was heard: {report}");
     assert!(report["answer_after_ms"][0].as_u64().is_some(), "and an answer to the caller: {report}");
     assert_eq!(report["close"], "1000 stream ended");
-    let wav = std::fs::read(&heard).unwrap();
-    assert_eq!(&wav[..4], b"RIFF");
-    assert_eq!(wav.len() as u64, 44 + report["agent_audio_ms"].as_u64().unwrap() * 16);
+    // The whole call, both sides: the caller's words on the left, the agent's greeting on the right.
+    let wav = callkeeper_core::wav::parse(&std::fs::read(&heard).unwrap()).unwrap();
+    assert_eq!((wav.sample_rate, wav.channels.len()), (8000, 2));
+    assert!(wav.channels[0].len() as u64 / 8 > report["agent_audio_ms"].as_u64().unwrap(), "longer than the agent's audio alone");
+    let agent = callkeeper_relay::agent::embedded::EmbeddedAgent::for_language("he");
+    assert!(common::holds_clip(&wav.channels[1], &agent.greeting.audio), "the greeting, as it was heard");
+    assert!(common::holds_clip(&wav.channels[0], include_bytes!("../../relay/assets/caller/he.ulaw")), "the caller's words");
 
     let sid = report["call_sid"].as_str().unwrap();
     let show = callkeeper(dir.path()).args(["calls", "show", sid, "--json"]).output().unwrap();
@@ -285,8 +289,23 @@ fn on_the_aws_store_a_simulated_call_lands_in_dynamodb() {
     let (status, call): (Vec<&str>, Vec<&str>) = kinds.iter().partition(|k| **k == "stream_status");
     assert_eq!(call, ["twiml_served", "stream_started", "stream_closed", "stream_ended"]);
     assert_eq!(status.len(), 2, "{kinds:?}");
-    let list = callkeeper(dir.path()).args(["calls", "list"]).envs(env).output().unwrap();
+    let list = callkeeper(dir.path()).args(["calls", "list"]).envs(env.clone()).output().unwrap();
     assert!(String::from_utf8(list.stdout).unwrap().contains(sid));
+
+    // The deploy checklist's step 6 (docs/first-real-call.md): the CRM's first user, with the
+    // stack's settings, lands in the stack's table.
+    let mut add = callkeeper(dir.path())
+        .args(["crm", "user", "add", "dana@example.com"])
+        .envs(env.clone())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    add.stdin.take().unwrap().write_all(b"a long enough password\n").unwrap();
+    let added = add.wait_with_output().unwrap();
+    assert!(added.status.success() && String::from_utf8_lossy(&added.stdout).contains("user dana@example.com added"), "{added:?}");
+    let users = callkeeper(dir.path()).args(["crm", "user", "list", "--json"]).envs(env).output().unwrap();
+    assert!(String::from_utf8(users.stdout).unwrap().contains("\"dana@example.com\""));
     assert!(!dir.path().join("callkeeper.sqlite3").exists(), "nothing kept locally");
 }
 

@@ -2,12 +2,17 @@
 //! which scripts/test.sh installs) driven through WebDriver, against `callkeeper serve` on a data
 //! folder where `callkeeper simulate` has just played a call, as a newcomer would.
 //!
-//! Signs in, finds the simulated call, reads its transcripts, plays its recording (the audio
-//! element loads it), checks the page reads right to left, answers a WhatsApp message through
-//! the fake Twilio; and is refused: no session, a POST without the CSRF token, five wrong
-//! passwords. The screenshots in README are this test's (`CALLKEEPER_SCREENSHOTS=docs`).
+//! Signs in with the keyboard alone, finds the simulated call, filters by day, reads its
+//! transcripts, sees its recording's length and plays it, checks the page reads right to left,
+//! answers a WhatsApp message through the fake Twilio; and is refused: no session, a POST
+//! without the CSRF token, five wrong passwords. Every page (sign-in, now, calls, a call, a
+//! contact, leads, WhatsApp, a thread, operations) is checked by axe-core, for tokens left
+//! untranslated and for numbers with units outside a bidi isolate. The screenshots in README are this test's (`CALLKEEPER_SCREENSHOTS=docs`).
 
 use callkeeper::local_config;
+use callkeeper_functions::crm::render::TOKENS;
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -111,6 +116,82 @@ async fn wait_path(c: &Client, want: &str) {
     panic!("the browser is at {}, not {want}", path_of(c).await);
 }
 
+/// Presses keys on whatever has the focus, as a person at the keyboard does.
+async fn press(c: &Client, keys: &[char]) {
+    let mut actions = KeyActions::new("keyboard".into());
+    for &key in keys {
+        actions = actions.then(KeyAction::Down { value: key }).then(KeyAction::Up { value: key });
+    }
+    c.perform_actions(actions).await.unwrap();
+}
+
+/// The focused element's id, and whether its focus can be seen (an outline or a ring).
+async fn focused(c: &Client) -> (String, bool) {
+    let v = c
+        .execute(
+            "const e = document.activeElement; const s = getComputedStyle(e);
+             return [e.id || e.tagName, (s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) >= 2) || s.boxShadow !== 'none'];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    (v[0].as_str().unwrap().to_string(), v[1].as_bool().unwrap())
+}
+
+/// Numbers followed by a unit, outside any bidi isolate (`<bdi>`, `dir="ltr"`): in right-to-left
+/// text they would read backwards ("ms 102").
+const LOOSE_UNITS: &str = "const found = [];
+    const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    while (walk.nextNode()) {
+      const node = walk.currentNode;
+      if (/\\d\\s?(ms|μs|s|KB|MB|GB|%)(?![A-Za-z])/.test(node.textContent) && !node.parentElement.closest('bdi, [dir=ltr], script, style')) {
+        found.push(node.textContent.trim().slice(0, 80));
+      }
+    }
+    return found;";
+
+/// What every page of the CRM must be, checked in the browser as it shows: axe-core (the npm
+/// package, injected through WebDriver) finds no serious or critical violation, labels on
+/// every control among its rules; no token of the store shows untranslated (outside an event's
+/// raw detail and code); numbers with units are isolated so they read in order right to left.
+async fn audit(c: &Client, page: &str) {
+    let text = c
+        .execute(
+            "const parts = [];
+             const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+             while (walk.nextNode()) {
+               if (!walk.currentNode.parentElement.closest('details, code, script, style')) parts.push(walk.currentNode.textContent);
+             }
+             return parts.join(' ');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let shown: std::collections::HashSet<&str> =
+        text.as_str().unwrap().split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_')).filter(|w| !w.is_empty()).collect();
+    let untranslated: Vec<&str> =
+        TOKENS.iter().filter(|(token, he, _)| token != he && shown.contains(token)).map(|(token, _, _)| *token).collect();
+    assert!(untranslated.is_empty(), "{page} shows {untranslated:?} untranslated: {text}");
+    let loose = c.execute(LOOSE_UNITS, vec![]).await.unwrap();
+    assert_eq!(loose, serde_json::json!([]), "{page}: numbers with units outside a bidi isolate");
+
+    let axe =
+        std::env::var("CALLKEEPER_TEST_AXE").expect("CALLKEEPER_TEST_AXE names axe.min.js (scripts/test.sh installs axe-core from npm)");
+    c.execute(&std::fs::read_to_string(axe).unwrap(), vec![]).await.unwrap();
+    let found = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document).then(
+               r => done(r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')
+                        .map(v => ({ rule: v.id, impact: v.impact, help: v.help, where: v.nodes.slice(0, 3).map(n => n.html) }))),
+               e => done('axe failed: ' + e));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(found, serde_json::json!([]), "{page}: axe-core finds {found:#}");
+}
+
 fn screenshot(name: &str, png: &[u8]) {
     let dir = std::env::var("CALLKEEPER_SCREENSHOTS").unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").to_string());
     std::fs::create_dir_all(&dir).unwrap();
@@ -198,15 +279,36 @@ async fn the_crm_in_a_browser() {
     assert_eq!(html.attr("dir").await.unwrap().as_deref(), Some("rtl"));
     assert_eq!(html.attr("lang").await.unwrap().as_deref(), Some("he"));
 
-    sign_in(&c, &base, "dana", PASSWORD).await;
+    audit(&c, "sign-in").await;
+
+    // Signed in with the keyboard alone: Tab to each field (its focus visible), Enter to send.
+    press(&c, &[Key::Tab.into()]).await;
+    assert_eq!(focused(&c).await, ("name".to_string(), true), "the first Tab reaches the name, visibly");
+    press(&c, &"dana".chars().chain([Key::Tab.into()]).collect::<Vec<_>>()).await;
+    assert_eq!(focused(&c).await, ("password".to_string(), true));
+    press(&c, &PASSWORD.chars().chain([Key::Tab.into()]).collect::<Vec<_>>()).await;
+    assert_eq!(focused(&c).await, ("submit".to_string(), true));
+    press(&c, &[Key::Enter.into()]).await;
     wait_path(&c, "/crm/now").await;
     assert_eq!(text_of(&c, "#user").await, "dana");
+    audit(&c, "now").await;
 
     // The calls list has the simulated call, as a conversation.
     c.goto(&format!("{base}/crm/calls")).await.unwrap();
     let table = text_of(&c, "#calls").await;
     assert!(table.contains("שיחה עם הסוכן"), "{table}");
     screenshot("crm-calls.png", &c.screenshot().await.unwrap());
+    audit(&c, "calls").await;
+    // The date filters read days as Hebrew writes them, in the business's time zone.
+    let placeholder = c.find(Locator::Css("input[name=from]")).await.unwrap().attr("placeholder").await.unwrap();
+    assert_eq!(placeholder.as_deref(), Some("dd.mm.yyyy"));
+    let today = c.find(Locator::Css("#calls time")).await.unwrap().text().await.unwrap();
+    let day = today.split(',').next().unwrap().to_string();
+    assert!(day.split('.').count() == 3, "a Hebrew date, day first: {today}");
+    c.goto(&format!("{base}/crm/calls?from={day}&to={day}")).await.unwrap();
+    assert!(text_of(&c, "#calls").await.contains("שיחה עם הסוכן"), "today's calls, filtered by the day as typed");
+    let from = c.find(Locator::Css("input[name=from]")).await.unwrap().prop("value").await.unwrap();
+    assert_eq!(from.as_deref(), Some(day.as_str()));
     c.find(Locator::Css("a.call-link")).await.unwrap().click().await.unwrap();
     let live = text_of(&c, "#live-transcript").await;
     assert!(path_of(&c).await.starts_with("/crm/calls/CA"));
@@ -224,16 +326,18 @@ async fn the_crm_in_a_browser() {
     assert!(tools.contains("check_availability") && tools.contains("הרצל 12") && tools.contains("נענה"), "{tools}");
     assert!(tools.contains(" ms"), "the latency is shown: {tools}");
 
-    // The recording plays: the audio element loads it through its signed link.
+    // The recording's length shows before anyone plays it: the player loads its metadata, through
+    // its signed link, as the page opens.
     let loaded = c
         .execute_async(
             "const done = arguments[arguments.length - 1];
              const audio = document.querySelector('audio');
              if (!audio) { done({ ok: false, why: 'no audio element' }); return; }
-             audio.addEventListener('loadedmetadata', () => done({ ok: true, duration: audio.duration }));
-             audio.addEventListener('error', () => done({ ok: false, why: String(audio.error && audio.error.code) }));
-             audio.preload = 'auto';
-             audio.load();",
+             if (audio.preload !== 'metadata') { done({ ok: false, why: 'preload ' + audio.preload }); return; }
+             const known = () => done({ ok: true, duration: audio.duration });
+             if (audio.readyState >= 1) { known(); return; }
+             audio.addEventListener('loadedmetadata', known);
+             audio.addEventListener('error', () => done({ ok: false, why: String(audio.error && audio.error.code) }));",
             vec![],
         )
         .await
@@ -243,15 +347,46 @@ async fn the_crm_in_a_browser() {
     screenshot("crm-call.png", &c.screenshot().await.unwrap());
     c.refresh().await.unwrap();
     let events = text_of(&c, "#events").await;
+    assert!(events.contains("ההקלטה נפתחה בדף") && !events.contains("ההקלטה הושמעה"), "opened, not yet played: {events}");
+    // Pressing play says who listened.
+    let playing = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             const audio = document.querySelector('audio');
+             audio.play().then(() => { audio.pause(); done(true); }, (e) => done(String(e)));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(playing, true, "{playing}");
+    let mut events = String::new();
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        c.refresh().await.unwrap();
+        events = text_of(&c, "#events").await;
+        if events.contains("ההקלטה הושמעה") {
+            break;
+        }
+    }
     assert!(events.contains("ההקלטה הושמעה"), "who listened is an event, in words: {events}");
     // Its raw detail waits behind a disclosure, for whoever debugs.
     c.find(Locator::XPath("//li[b[@data-kind='crm_recording_played']]//summary")).await.unwrap().click().await.unwrap();
     let events = text_of(&c, "#events").await;
     assert!(events.contains("\"user\":\"dana\"") || events.contains("dana"), "the detail names who listened: {events}");
     assert!(!events.contains("twiml_served") && !events.contains("stream_status"), "event kinds in words: {events}");
+    audit(&c, "call").await;
+
+    // The caller's contact page, and the leads.
+    let contact = c.find(Locator::Css("a[href^='/crm/contacts/']")).await.unwrap().attr("href").await.unwrap().unwrap();
+    c.goto(&format!("{base}{contact}")).await.unwrap();
+    text_of(&c, "#timeline").await;
+    audit(&c, "contact").await;
+    c.goto(&format!("{base}/crm/leads")).await.unwrap();
+    audit(&c, "leads").await;
 
     // A WhatsApp answer from the page goes out through Twilio.
     c.goto(&format!("{base}/crm/whatsapp")).await.unwrap();
+    audit(&c, "WhatsApp").await;
     c.wait().for_element(Locator::Css("#threads a")).await.unwrap().click().await.unwrap();
     assert!(text_of(&c, "#chat").await.contains("אפשר לקבוע פגישה"));
     // The picture shows, from the blob store (serve's reply worker kept it within a second).
@@ -288,6 +423,10 @@ async fn the_crm_in_a_browser() {
         .map(|r| form_urlencoded::parse(&r.body).find(|(k, _)| k == "Body").map(|(_, v)| v.to_string()).unwrap_or_default())
         .collect();
     assert_eq!(sent.iter().filter(|b| *b == "בטח, מחר בעשר?").count(), 1, "sent once: {sent:?}");
+    audit(&c, "a WhatsApp thread").await;
+    c.goto(&format!("{base}/crm/operations")).await.unwrap();
+    text_of(&c, "#queues").await;
+    audit(&c, "operations").await;
 
     // A POST without the session's CSRF token is refused, even with the session's cookie.
     let status = c

@@ -4,6 +4,7 @@
 //! turns, or a fallback with a transcript or a voicemail; no caller sits in silence over 10 s;
 //! nothing is kept twice; and no job is left dead at the end.
 
+use crate::common;
 use std::io::Write;
 use std::process::Command;
 
@@ -15,6 +16,8 @@ fn every_scenario_keeps_its_call() {
     let out = Command::new(BIN)
         .args(["simulate", "--offline", "--scenario", "all", "--json", "--data-dir"])
         .arg(dir.path().join("stack"))
+        .arg("--save-audio")
+        .arg(dir.path().join("heard.wav"))
         .env_remove("PUBLIC_BASE_URL")
         .env_remove("RELAY_PUBLIC_URL")
         .env_remove("TWILIO_ACCOUNT_SID")
@@ -110,8 +113,23 @@ fn every_scenario_keeps_its_call() {
     let happy = &by_name("happy")["crm"];
     assert!(happy["transcript_lines"].as_u64().unwrap() >= 2 && happy["live_lines"].as_u64().unwrap() >= 2, "{happy}");
     assert!(happy["summary"].as_str().unwrap().starts_with("(offline)"), "{happy}");
-    // Lost media reaches the fallback in seconds, by the relay; a hung relay by the watchdog.
-    assert!(by_name("media-stops")["time_to_fallback_ms"].as_u64().unwrap() < 6_000);
+    // Its sound was saved whole: the offline model speaking the embedded agent's recorded
+    // prompts (greeting and reply) on the right, the caller's words on the left.
+    let wav = callkeeper_core::wav::parse(&std::fs::read(dir.path().join("heard.wav")).unwrap()).unwrap();
+    assert_eq!(wav.channels.len(), 2);
+    let agent = callkeeper_relay::agent::embedded::EmbeddedAgent::for_language("he");
+    for (prompt, what) in [(&agent.greeting, "greeting"), (&agent.reply, "reply")] {
+        assert!(common::holds_clip(&wav.channels[1], &prompt.audio), "the model's {what}, spoken");
+    }
+    assert!(common::holds_clip(&wav.channels[0], include_bytes!("../../relay/assets/caller/he.ulaw")), "the caller's words");
+    // Lost media reaches the fallback in seconds, by the relay, once its greeting (still sent,
+    // its marks still echoed) has played out: MEDIA_SILENCE_SECS of nothing from Twilio. A hung
+    // relay's by the watchdog.
+    let lost = by_name("media-stops");
+    let greeting_over = lost["greeting_after_ms"].as_u64().unwrap() + lost["greeting_ms"].as_u64().unwrap();
+    let fault_at = lost["fault_at_ms"].as_u64().expect("the fault is timed");
+    let after_silence = fault_at + lost["time_to_fallback_ms"].as_u64().unwrap() - fault_at.max(greeting_over);
+    assert!(after_silence < 4_000, "the fallback came {after_silence} ms after the line went silent: {lost}");
     // A hung relay's call is moved by the watchdog, within 10 s of silence, Twilio's REST
     // flapping or not; a crashed relay's by `<Connect action>`, in a few seconds.
     for hung in ["relay-hang", "twilio-rest-flaps"] {

@@ -155,6 +155,9 @@ pub struct Config {
     /// Proxies in front of `serve` whose `X-Forwarded-For` entries are believed (ngrok: 1), so
     /// the CRM's sign-in limit sees each visitor's address, not the proxy's.
     pub trusted_proxy_hops: usize,
+    /// The IANA time zone the CRM shows times in and reads its date filters in
+    /// (`CRM_TIME_ZONE`; by default Israel's for Hebrew, UTC otherwise). Checked at start.
+    pub crm_time_zone: String,
     /// Whether each call keeps a trace of its webhooks and socket events (`CALL_TRACES`).
     pub call_traces: crate::domain::trace::TraceMode,
     /// `TOOLS_WEBHOOK_SECRET`: signs the relay's requests to a profile's HTTP tools. Without it
@@ -317,6 +320,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "`on`: each call keeps a trace of its webhooks, Media Streams and Realtime events (audio as lengths, phone numbers and words redacted), read with `callkeeper calls trace CA…`; `full`: the same unredacted",
     ),
     ("WATCHDOG_RUN_SECS", "55", "how long one scheduled watchdog invocation keeps polling"),
+    (
+        "CRM_TIME_ZONE",
+        "Asia/Jerusalem for Hebrew, else UTC",
+        "the IANA time zone the CRM shows times in and reads its date filters in, e.g. Europe/London",
+    ),
     (
         "TRUSTED_PROXY_HOPS",
         "0",
@@ -498,6 +506,13 @@ impl Config {
         }
 
         let language = get("AGENT_LANGUAGE").unwrap_or_else(|| "he-IL".to_string());
+        let crm_time_zone = get("CRM_TIME_ZONE").filter(|v| !v.trim().is_empty()).unwrap_or_else(|| {
+            let hebrew = language.to_ascii_lowercase().starts_with("he");
+            if hebrew { "Asia/Jerusalem" } else { "UTC" }.to_string()
+        });
+        if jiff::tz::TimeZone::get(&crm_time_zone).is_err() {
+            errors.push(format!("CRM_TIME_ZONE must be an IANA time zone such as Asia/Jerusalem or UTC, got {crm_time_zone:?}"));
+        }
         let mode = match get("FALLBACK_MODE").as_deref() {
             None | Some("voicemail") => Some(FallbackMode::Voicemail),
             Some(v) => match v.strip_prefix("dial:").and_then(E164::parse) {
@@ -678,6 +693,7 @@ impl Config {
                     },
                     transfer_number,
                     trusted_proxy_hops,
+                    crm_time_zone,
                     call_traces,
                     tools_secret,
                     language,

@@ -6,6 +6,7 @@
 //! calls' refresh and the recordings. Nobody reads a page without signing in
 //! ([`session`], [`limiter`]); every form carries the session's CSRF token.
 
+mod dates;
 pub mod leads;
 pub mod limiter;
 mod pages;
@@ -53,7 +54,7 @@ impl CrmState {
     pub fn new(app: AppState) -> CrmState {
         CrmState {
             keys: session::Keys::derive(&app.config.stream_token_secret),
-            pages: Arc::new(render::Pages::new(&app.config.language)),
+            pages: Arc::new(render::Pages::new(&app.config.language, &app.config.crm_time_zone)),
             limiter: Arc::default(),
             verifiers: Arc::new(verifier::Verifiers::start()),
             twilio: app.config.twilio_rest(),
@@ -76,6 +77,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/crm/calls", get(pages::calls))
         .route("/crm/calls/{call_sid}", get(pages::call))
         .route("/crm/calls/{call_sid}/recordings/{recording_sid}", get(pages::listen))
+        .route("/crm/calls/{call_sid}/recordings/{recording_sid}/played", post(pages::played))
         .route(BLOB_PATH, get(pages::audio))
         .route("/crm/contacts", get(pages::find_contact))
         .route("/crm/contacts/{phone}", get(pages::contact))

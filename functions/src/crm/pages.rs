@@ -27,7 +27,6 @@ const SCAN: usize = 2_000;
 struct Row {
     sid: String,
     at: Millis,
-    started: String,
     who: String,
     contact: Option<String>,
     name: Option<String>,
@@ -42,7 +41,6 @@ fn row(c: &Call, name: Option<String>) -> Row {
     Row {
         sid: c.call_sid.to_string(),
         at: c.created_at,
-        started: format_ms(c.created_at),
         who: c.contact.as_ref().map_or_else(|| c.from.clone(), |p| p.to_string()),
         contact: c.contact.as_ref().map(|p| p.to_string()),
         name,
@@ -79,24 +77,6 @@ pub struct CallsQuery {
     before: Option<String>,
 }
 
-/// `YYYY-MM-DD` as the milliseconds of its midnight, UTC.
-fn day_start(date: &str) -> Result<Millis, CrmError> {
-    let bad = || CrmError::BadRequest(format!("a date is YYYY-MM-DD, got {date:?}"));
-    let mut parts = date.splitn(3, '-').map(|p| p.parse::<i64>().map_err(|_| bad()));
-    let (y, m, d) = (parts.next().ok_or_else(bad)??, parts.next().ok_or_else(bad)??, parts.next().ok_or_else(bad)??);
-    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return Err(bad());
-    }
-    // Days from the civil date (Howard Hinnant's algorithm), proleptic Gregorian.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Ok((era * 146_097 + doe - 719_468) * 86_400_000)
-}
-
 fn parse_before(value: &str) -> Result<Before, CrmError> {
     let (at, id) = value.split_once('_').ok_or_else(|| CrmError::BadRequest("`before` is TIME_SID".into()))?;
     Ok(Before { at: at.parse().map_err(|_| CrmError::BadRequest("`before` is TIME_SID".into()))?, id: id.to_string() })
@@ -115,8 +95,10 @@ pub async fn calls(State(state): State<CrmState>, viewer: Viewer, Query(query): 
             return Err(CrmError::BadRequest(format!("no call status {s:?}")));
         }
     }
-    let from = filled(&query.from).map(|d| day_start(&d)).transpose()?;
-    let to_end = filled(&query.to).map(|d| day_start(&d).map(|ms| ms + 86_400_000)).transpose()?;
+    // Days are the business's (CRM_TIME_ZONE), typed in its form or ISO.
+    let day = |d: String| state.pages.clock.day(&d).map_err(CrmError::BadRequest);
+    let from = filled(&query.from).map(day).transpose()?.map(|(start, _)| start);
+    let to_end = filled(&query.to).map(day).transpose()?.map(|(_, end)| end);
     // A `to` date starts the scan at its day's end: no id sorts below "" at that instant.
     let mut before = match filled(&query.before) {
         Some(b) => Some(parse_before(&b)?),
@@ -191,7 +173,12 @@ pub async fn calls(State(state): State<CrmState>, viewer: Viewer, Query(query): 
         "rows": rows, "next": next_url, "paged": query.before.is_some(),
         "statuses": CallStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
         "outcomes": ["conversation", "fallback", "missed", "live"],
-        "f": { "status": status, "outcome": wanted_outcome, "q": filled(&query.q), "from": filled(&query.from), "to": filled(&query.to) },
+        "f": {
+            "status": status, "outcome": wanted_outcome, "q": filled(&query.q),
+            "from": filled(&query.from).map(|d| state.pages.clock.date_text(&d)),
+            "to": filled(&query.to).map(|d| state.pages.clock.date_text(&d)),
+        },
+        "date_form": state.pages.clock.date_form(),
         "stopped": scanned >= SCAN && rows.len() < PAGE,
     });
     Ok(state.pages.render("calls.html", StatusCode::OK, data))
@@ -236,7 +223,7 @@ fn event_row(e: &CallEvent) -> Value {
         Value::Object(o) if o.is_empty() => String::new(),
         other => other.to_string(),
     };
-    json!({ "at": e.at, "time": format_ms(e.at), "kind": e.kind, "detail": detail })
+    json!({ "at": e.at, "kind": e.kind, "detail": detail })
 }
 
 /// A `tool_call` event as the call page shows it: what was asked, how it went, how long it took.
@@ -249,7 +236,7 @@ fn tool_row(e: &CallEvent) -> Value {
     };
     let ok = d["ok"].as_bool().or_else(|| d["output"]["ok"].as_bool()).unwrap_or(true);
     json!({
-        "at": e.at, "time": format_ms(e.at), "tool": d["tool"], "arguments": arguments, "ok": ok,
+        "at": e.at, "tool": d["tool"], "arguments": arguments, "ok": ok,
         "http_status": d["http_status"], "error": d["error"].as_str().or_else(|| d["output"]["error"].as_str()),
         "latency_ms": d["latency_ms"], "filler_said": d["filler_said"].as_bool().unwrap_or(false),
     })
@@ -259,7 +246,7 @@ fn tool_row(e: &CallEvent) -> Value {
 fn follow_up_row(e: &CallEvent) -> Value {
     let d = &e.detail;
     json!({
-        "at": e.at, "time": format_ms(e.at), "to": d["to"], "channel": d["channel"], "template": d["template"],
+        "at": e.at, "to": d["to"], "channel": d["channel"], "template": d["template"],
         "ok": d["ok"].as_bool().unwrap_or(false), "status": d["status"], "error": d["error"],
     })
 }
@@ -328,19 +315,45 @@ pub async fn call(State(state): State<CrmState>, viewer: Viewer, Path(sid): Path
     Ok(state.pages.render("call.html", StatusCode::OK, data))
 }
 
-/// The recording's audio, for the page's player: recorded as heard by this user, then a
-/// redirect to a short-lived link ([`CrmState::blob_redirect`]).
+/// The recording's audio, for the page's player, which loads its length as the page opens: a
+/// redirect to a short-lived link ([`CrmState::blob_redirect`]). Who opened it is recorded (the
+/// link gives the whole file), once per user and recording in ten minutes; who pressed play is
+/// [`played`]'s to record.
 pub async fn listen(
     State(state): State<CrmState>,
     viewer: Viewer,
     Path((sid, recording_sid)): Path<(String, String)>,
 ) -> Result<Response, CrmError> {
-    let store = state.app.stores.calls.as_ref();
-    let sid = call_sid(&sid)?;
-    let transcripts = store.transcripts(&sid).await?;
-    let Some(key) = transcripts.iter().find(|t| t.recording_sid.as_str() == recording_sid).and_then(|t| t.blob_key.clone()) else {
-        return Err(CrmError::NotFound);
+    let (sid, key) = recording_blob(&state, &sid, &recording_sid).await?;
+    let at = now_ms();
+    let event = CallEvent {
+        at,
+        kind: "crm_recording_opened".into(),
+        key: format!("crm_recording_opened:{recording_sid}:{}:{}", viewer.name(), at / OPENED_WINDOW_MS),
+        detail: json!({ "user": viewer.name(), "recording_sid": recording_sid }),
     };
+    state.app.stores.calls.add_event(&sid, &event).await?;
+    state.blob_redirect(&key).await
+}
+
+/// Opening the same recording again within this long records nothing more.
+const OPENED_WINDOW_MS: i64 = 10 * 60 * 1000;
+
+#[derive(Deserialize)]
+pub struct Played {
+    csrf: Option<String>,
+}
+
+/// The page's player began to play the recording (its script posts this once a page): recorded
+/// as who listened, and when.
+pub async fn played(
+    State(state): State<CrmState>,
+    viewer: Viewer,
+    Path((sid, recording_sid)): Path<(String, String)>,
+    Form(form): Form<Played>,
+) -> Result<Response, CrmError> {
+    viewer.check_csrf(&state, form.csrf.as_deref())?;
+    let (sid, _) = recording_blob(&state, &sid, &recording_sid).await?;
     let at = now_ms();
     let event = CallEvent {
         at,
@@ -348,9 +361,17 @@ pub async fn listen(
         key: format!("crm_recording_played:{recording_sid}:{}:{at}", viewer.name()),
         detail: json!({ "user": viewer.name(), "recording_sid": recording_sid }),
     };
-    store.add_event(&sid, &event).await?;
+    state.app.stores.calls.add_event(&sid, &event).await?;
     tracing::info!(user = viewer.name(), call_sid = %sid, %recording_sid, "recording played");
-    state.blob_redirect(&key).await
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The call and the blob key of one of its kept recordings, or 404.
+async fn recording_blob(state: &CrmState, sid: &str, recording_sid: &str) -> Result<(CallSid, String), CrmError> {
+    let sid = call_sid(sid)?;
+    let transcripts = state.app.stores.calls.transcripts(&sid).await?;
+    let key = transcripts.iter().find(|t| t.recording_sid.as_str() == recording_sid).and_then(|t| t.blob_key.clone());
+    key.map(|key| (sid, key)).ok_or(CrmError::NotFound)
 }
 
 #[derive(Deserialize)]
@@ -432,7 +453,7 @@ pub async fn contact(State(state): State<CrmState>, viewer: Viewer, Path(phone):
         .map(|item| match item {
             callkeeper_core::message::TimelineItem::Call(c) => json!({ "kind": "call", "c": row(c, None) }),
             callkeeper_core::message::TimelineItem::Message(m) => json!({
-                "kind": "message", "at": m.created_at, "time": format_ms(m.created_at), "channel": m.channel.as_str(),
+                "kind": "message", "at": m.created_at, "channel": m.channel.as_str(),
                 "direction": m.direction.as_str(), "status": m.status, "body": m.body, "media": m.media.len(),
             }),
         })
@@ -441,8 +462,8 @@ pub async fn contact(State(state): State<CrmState>, viewer: Viewer, Path(phone):
     let data = json!({
         "title": format!("{} {}", state.pages.word("contact"), contact.phone), "user": viewer.name(), "csrf": viewer.csrf, "nav": "calls",
         "phone": contact.phone.as_str(), "phone_path": urlencode(contact.phone.as_str()), "name": contact_name(&contact),
-        "first_seen": contact.first_seen, "first_seen_text": format_ms(contact.first_seen),
-        "last_seen": contact.last_seen, "last_seen_text": format_ms(contact.last_seen), "lead": lead, "items": items,
+        "first_seen": contact.first_seen,
+        "last_seen": contact.last_seen, "lead": lead, "items": items,
     });
     Ok(state.pages.render("contact.html", StatusCode::OK, data))
 }
@@ -487,7 +508,11 @@ pub async fn now(State(state): State<CrmState>, viewer: Viewer) -> Result<Respon
     let mut rows = Vec::new();
     for active in store.active_calls().await? {
         let Some(call) = store.get_call(&active.call_sid).await? else { continue };
-        let mut r = json!(row(&call, None));
+        let name = match &call.contact {
+            Some(phone) => store.contact(phone).await?.as_ref().and_then(contact_name),
+            None => None,
+        };
+        let mut r = json!(row(&call, name));
         r["since_secs"] = json!((at - active.status_at).max(0) / 1000);
         r["media_secs"] = json!(active.heartbeat_at.map(|h| (at - h).max(0) / 1000));
         r["redirect_pending"] = json!(active.redirect_pending);
@@ -512,7 +537,7 @@ pub async fn operations(
             .iter()
             .map(|l| {
                 let body: String = l.body.chars().take(200).collect();
-                json!({ "id": l.id, "dead_at": l.dead_at, "dead": format_ms(l.dead_at), "receives": l.receive_count, "error": l.last_error, "body": body })
+                json!({ "id": l.id, "dead_at": l.dead_at, "receives": l.receive_count, "error": l.last_error, "body": body })
             })
             .collect();
         queues.push(json!({ "name": name.as_str(), "depth": depth, "letters": letters }));
@@ -543,15 +568,6 @@ pub async fn redrive(State(state): State<CrmState>, viewer: Viewer, Form(form): 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_are_utc_midnights() {
-        assert_eq!(day_start("1970-01-01").unwrap(), 0);
-        assert_eq!(day_start("2026-12-01").unwrap(), 1_796_083_200_000);
-        assert_eq!(day_start("2024-02-29").unwrap(), 1_709_164_800_000);
-        assert!(day_start("2026-13-01").is_err());
-        assert!(day_start("yesterday").is_err());
-    }
 
     #[test]
     fn byte_ranges_are_read_within_the_blob() {

@@ -1,6 +1,7 @@
 //! The pages' HTML: minijinja templates compiled into the binary, escaped as HTML, in the
 //! agent's language (Hebrew, right to left, unless `AGENT_LANGUAGE` says otherwise).
 
+use super::dates::Clock;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use minijinja::Environment;
@@ -54,6 +55,7 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("search", "חיפוש", "Search"),
     ("search_hint", "מספר או שם", "Number or name"),
     ("filter", "סינון", "Filter"),
+    ("id", "מזהה", "ID"),
     ("older", "ישנות יותר", "Older"),
     ("newest", "החדשות ביותר", "Newest"),
     ("no_calls", "אין שיחות", "No calls"),
@@ -141,14 +143,14 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("unavailable", "האחסון אינו זמין כרגע. נסו שוב בעוד רגע", "Storage is unavailable. Try again in a moment"),
     ("back", "חזרה", "Back"),
     ("scanned_note", "נסרקו השיחות האחרונות בלבד", "Only the most recent calls were searched"),
-    ("times_utc", "תאריכים לפי UTC", "Dates in UTC"),
+    ("times_in", "השעות לפי אזור הזמן", "Times in the time zone"),
     ("twilio", "Twilio", "Twilio"),
 ];
 
 /// The tokens the store keeps (statuses, end and fallback reasons, recording sources and
 /// statuses, channels) in words, for the `say` filter: a business owner reads "הסתיימה", not
 /// `completed`. A token not here is shown as it is (and a test lists the ones a page shows).
-const TOKENS: &[(&str, &str, &str)] = &[
+pub const TOKENS: &[(&str, &str, &str)] = &[
     // Call statuses.
     ("ringing", "מצלצלת", "ringing"),
     ("awaiting_stream", "ממתינה לזרם", "awaiting the stream"),
@@ -228,6 +230,10 @@ const TOKENS: &[(&str, &str, &str)] = &[
     ("transcription_skipped", "לא תומללה", "not transcribed"),
     ("twilio_recording_deleted", "ההקלטה נמחקה מ-Twilio", "deleted from Twilio"),
     ("reconciled", "הושלם מול Twilio", "reconciled with Twilio"),
+    ("transcription", "תמלול השיחות", "transcription"),
+    ("replies", "תשובות וואטסאפ ומעקב אחרי שיחות", "WhatsApp replies and follow-ups"),
+    ("events", "אירועים למערכות העסק", "events to the business's systems"),
+    ("crm_recording_opened", "ההקלטה נפתחה בדף", "recording opened on the page"),
     ("crm_recording_played", "ההקלטה הושמעה", "recording played"),
     ("crm_exported", "יוצא מה-CRM", "exported from the CRM"),
     ("watchdog_redirect_skipped", "הבדיקה התקופתית לא הפנתה", "watchdog: no redirect"),
@@ -241,12 +247,13 @@ pub struct Pages {
     pub lang: String,
     pub dir: &'static str,
     words: BTreeMap<&'static str, &'static str>,
+    pub clock: Clock,
 }
 
 impl Pages {
     /// Pages in `language` (a BCP 47 tag): Hebrew words for Hebrew, English otherwise; the
-    /// direction follows the language.
-    pub fn new(language: &str) -> Pages {
+    /// direction follows the language; times in `time_zone` (an IANA name).
+    pub fn new(language: &str, time_zone: &str) -> Pages {
         let mut env = Environment::new();
         for (name, source) in TEMPLATES {
             env.add_template(name, source).expect("the CRM's templates parse (a test renders each)");
@@ -266,8 +273,14 @@ impl Pages {
             let token = token.as_str().map(str::to_string).unwrap_or_else(|| token.to_string());
             tokens.get(token.as_str()).map_or(token.clone(), |w| w.to_string())
         });
+        // `<time datetime="{{ at|machine }}">{{ at|when }}</time>`: a moment (ms) in the zone,
+        // for people and for machines.
+        let clock = Clock::new(time_zone, language);
+        let (people, machines) = (clock.clone(), clock.clone());
+        env.add_filter("when", move |ms: Option<i64>| ms.map(|ms| people.time(ms)).unwrap_or_default());
+        env.add_filter("machine", move |ms: Option<i64>| ms.map(|ms| machines.machine(ms)).unwrap_or_default());
         let dir = if RIGHT_TO_LEFT.contains(&primary.as_str()) { "rtl" } else { "ltr" };
-        Pages { env, lang: primary, dir, words }
+        Pages { env, lang: primary, dir, words, clock }
     }
 
     pub fn word(&self, key: &str) -> &'static str {
@@ -276,7 +289,10 @@ impl Pages {
 
     /// The page `name` with `data`, plus what every page has: the words, `lang`, `dir`.
     pub fn render(&self, name: &str, status: StatusCode, data: impl Serialize) -> Response {
-        let page = minijinja::context! { t => &self.words, lang => &self.lang, dir => self.dir, ..minijinja::Value::from_serialize(&data) };
+        let page = minijinja::context! {
+            t => &self.words, lang => &self.lang, dir => self.dir, zone => &self.clock.zone_name,
+            ..minijinja::Value::from_serialize(&data)
+        };
         match self.env.get_template(name).and_then(|t| t.render(page)) {
             Ok(html) => html_response(status, html),
             Err(e) => {
@@ -321,9 +337,9 @@ mod tests {
 
     #[test]
     fn hebrew_is_right_to_left_and_english_left_to_right() {
-        let he = Pages::new("he-IL");
+        let he = Pages::new("he-IL", "Asia/Jerusalem");
         assert_eq!((he.lang.as_str(), he.dir, he.word("calls")), ("he", "rtl", "שיחות"));
-        let en = Pages::new("en-US");
+        let en = Pages::new("en-US", "UTC");
         assert_eq!((en.lang.as_str(), en.dir, en.word("calls")), ("en", "ltr", "Calls"));
     }
 

@@ -12,7 +12,7 @@ use callkeeper_core::message::{Message, MessageDirection, TimelineItem};
 use callkeeper_core::phone::E164;
 use callkeeper_core::replies::WINDOW_MS;
 use callkeeper_core::store::Before;
-use callkeeper_core::time::{format_ms, now_ms};
+use callkeeper_core::time::now_ms;
 use callkeeper_core::transcript::JobClaim;
 use callkeeper_core::twilio_rest::OutboundMessage;
 use serde::Deserialize;
@@ -37,7 +37,7 @@ fn message_row(m: &Message) -> Value {
         })
         .collect();
     json!({
-        "at": m.created_at, "time": format_ms(m.created_at), "direction": m.direction.as_str(), "channel": m.channel.as_str(),
+        "at": m.created_at, "direction": m.direction.as_str(), "channel": m.channel.as_str(),
         "status": m.status, "error_code": m.error_code, "body": m.body, "media": media,
     })
 }

@@ -242,3 +242,13 @@ pub async fn wait_for(what: &str, within: std::time::Duration, mut check: impl A
     }
     panic!("{what}: not within {within:?}");
 }
+
+/// Whether `channel` (PCM) holds `clip` (μ-law) as it was recorded: the clip's first 0.5 s of
+/// sound, sample for sample, somewhere in the channel. What a saved or recorded call must hold of
+/// each side's speech (a tone or silence in its place would not match).
+pub fn holds_clip(channel: &[i16], clip: &[u8]) -> bool {
+    let decoded: Vec<i16> = clip.iter().map(|&c| callkeeper_core::mulaw::decode(c)).collect();
+    let Some(first) = decoded.iter().position(|s| s.abs() > 200) else { return false };
+    let needle = &decoded[first..(first + 4000).min(decoded.len())];
+    channel.windows(needle.len()).any(|w| w == needle)
+}
