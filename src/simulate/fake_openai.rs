@@ -1,6 +1,6 @@
 //! OpenAI as `simulate --offline` plays it, so the whole path runs with no account: the Realtime
-//! API ([`crate::fake_realtime`], speaking the embedded agent's prompts), and on HTTP the transcription and the chat completions
-//! (extraction and WhatsApp replies).
+//! API ([`crate::fake_realtime`], speaking the embedded agent's prompts), and on HTTP the
+//! transcription and the chat completions (extraction and WhatsApp replies).
 //!
 //! It cannot understand speech, and says so: a transcription is a line per stretch of speech it
 //! finds by energy in the uploaded WAV, worded "(offline) speech 1.2–3.4 s"; an extraction fills

@@ -7,7 +7,8 @@
 //! answers a WhatsApp message through the fake Twilio; and is refused: no session, a POST
 //! without the CSRF token, five wrong passwords. Every page (sign-in, now, calls, a call, a
 //! contact, leads, WhatsApp, a thread, operations) is checked by axe-core, for tokens left
-//! untranslated and for numbers with units outside a bidi isolate. The screenshots in README are this test's (`CALLKEEPER_SCREENSHOTS=docs`).
+//! untranslated and for numbers with units outside a bidi isolate. The screenshots in README are
+//! this test's (`CALLKEEPER_SCREENSHOTS=docs`).
 
 use callkeeper::local_config;
 use callkeeper_functions::crm::render::TOKENS;

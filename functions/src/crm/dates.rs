@@ -75,18 +75,19 @@ fn read_date(typed: &str) -> Result<Date, String> {
     let typed = typed.trim();
     let parts: Vec<&str> = typed.split(['.', '/', '-']).collect();
     let [a, b, c] = parts[..] else { return Err(bad()) };
-    let number = |p: &str| p.parse::<i16>().map_err(|_| bad());
     let (year, month, day) = if typed.contains('-') && a.len() == 4 {
-        (number(a)?, number(b)?, number(c)?)
+        (a, b, c)
     } else if !typed.contains('-') && c.len() == 4 {
-        (number(c)?, number(b)?, number(a)?)
+        (c, b, a)
     } else {
         return Err(bad());
     };
+    let year: i16 = year.parse().map_err(|_| bad())?;
+    let (month, day): (i8, i8) = (month.parse().map_err(|_| bad())?, day.parse().map_err(|_| bad())?);
     if !(1970..=9999).contains(&year) {
         return Err(bad());
     }
-    Date::new(year, month as i8, day as i8).map_err(|_| bad())
+    Date::new(year, month, day).map_err(|_| bad())
 }
 
 #[cfg(test)]
@@ -122,7 +123,7 @@ mod tests {
         // The day the clocks go forward in Israel (27 March 2026) is 23 hours long.
         let (start, end) = he.day("27.3.2026").unwrap();
         assert_eq!(end - start, 23 * 3_600_000);
-        for bad in ["12/7", "2026-13-01", "31.2.2026", "7.12.26", "tomorrow", "1.1.1969"] {
+        for bad in ["12/7", "2026-13-01", "31.2.2026", "7.12.26", "tomorrow", "1.1.1969", "1.257.2026", "-1.3.2026"] {
             assert!(he.day(bad).unwrap_err().contains("dd.mm.yyyy"), "{bad}");
         }
     }
