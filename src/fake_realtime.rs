@@ -5,12 +5,12 @@
 //! upgrade otherwise) and refuses the beta interface (error, close 4000); `session.created`,
 //! then `session.updated` echoing what was set (a missing `session.type` is refused); server
 //! VAD by energy on the appended μ-law with the appended-audio clock (so silence appended is
-//! what ends a turn); input transcription; responses from a script — audio (a real μ-law tone, or a
-//! clip of speech, paced), its transcript, or a function call, whose output must come before the next
-//! `response.create`; `response.cancel`, `conversation.item.truncate` and `.delete` as the API
-//! answers them; and faults: refuse, drop the socket mid-call, a fatal error, a format that
-//! reverted to PCM, the model down for good after a drop, text-only answers after replayed
-//! assistant text. Every client event is logged with when it came, for tests to assert on.
+//! what ends a turn); input transcription; responses from a script — audio (a real μ-law tone,
+//! or a clip of speech, paced), its transcript, or a function call, whose output must come
+//! before the next `response.create`; `response.cancel`, `conversation.item.truncate` and
+//! `.delete` as the API answers them; and faults: refuse, drop the socket mid-call, a fatal
+//! error, a format that reverted to PCM, the model down for good after a drop, text-only answers
+//! after replayed assistant text. Every client event is logged with when it came, for tests to assert on.
 //!
 //! Every distinct shape of event that crosses its socket, either way, is also kept on the wire
 //! record ([`Log::wire`], and with `CALLKEEPER_REALTIME_WIRE_LOG=<dir>` a JSON-lines file per

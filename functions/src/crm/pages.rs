@@ -9,7 +9,7 @@ use callkeeper_core::call::{Call, CallEvent, CallStatus};
 use callkeeper_core::ids::CallSid;
 use callkeeper_core::job::QueueName;
 use callkeeper_core::phone::E164;
-use callkeeper_core::store::{Before, Contact};
+use callkeeper_core::store::{Before, CallStore, Contact};
 use callkeeper_core::stream_report::Turn;
 use callkeeper_core::time::{format_ms, now_ms, Millis};
 use serde::{Deserialize, Serialize};
@@ -65,6 +65,14 @@ fn contact_name(contact: &Contact) -> Option<String> {
     let lead = contact.lead.as_ref().and_then(|l| l.as_object());
     let from_lead = lead.and_then(|l| ["name", "full_name", "customer_name"].iter().find_map(|k| l.get(*k)?.as_str().map(str::to_string)));
     from_lead.or_else(|| contact.profile_name.clone())
+}
+
+/// The name of whoever made `call`, where their contact has one.
+async fn caller_name(store: &dyn CallStore, call: &Call) -> Result<Option<String>, CrmError> {
+    Ok(match &call.contact {
+        Some(phone) => store.contact(phone).await?.as_ref().and_then(contact_name),
+        None => None,
+    })
 }
 
 #[derive(Deserialize, Default)]
@@ -133,7 +141,7 @@ pub async fn calls(State(state): State<CrmState>, viewer: Viewer, Query(query): 
                 Some(phone) => match names.get(phone.as_str()) {
                     Some(name) => name.clone(),
                     None => {
-                        let name = store.contact(phone).await?.as_ref().and_then(contact_name);
+                        let name = caller_name(store, &call).await?;
                         names.insert(phone.to_string(), name.clone());
                         name
                     }
@@ -266,10 +274,7 @@ pub async fn call(State(state): State<CrmState>, viewer: Viewer, Path(sid): Path
         store.transcripts(&sid).await?,
         store.lead(&sid).await?,
     );
-    let name = match &call.contact {
-        Some(phone) => store.contact(phone).await?.as_ref().and_then(contact_name),
-        None => None,
-    };
+    let name = caller_name(store, &call).await?;
     let kept: HashMap<String, bool> = transcripts.iter().map(|t| (t.recording_sid.to_string(), t.blob_key.is_some())).collect();
     let recordings: Vec<Value> = recordings
         .iter()
@@ -508,11 +513,7 @@ pub async fn now(State(state): State<CrmState>, viewer: Viewer) -> Result<Respon
     let mut rows = Vec::new();
     for active in store.active_calls().await? {
         let Some(call) = store.get_call(&active.call_sid).await? else { continue };
-        let name = match &call.contact {
-            Some(phone) => store.contact(phone).await?.as_ref().and_then(contact_name),
-            None => None,
-        };
-        let mut r = json!(row(&call, name));
+        let mut r = json!(row(&call, caller_name(store, &call).await?));
         r["since_secs"] = json!((at - active.status_at).max(0) / 1000);
         r["media_secs"] = json!(active.heartbeat_at.map(|h| (at - h).max(0) / 1000));
         r["redirect_pending"] = json!(active.redirect_pending);
