@@ -244,11 +244,35 @@ pub async fn wait_for(what: &str, within: std::time::Duration, mut check: impl A
 }
 
 /// Whether `channel` (PCM) holds `clip` (μ-law) as it was recorded: the clip's first 0.5 s of
-/// sound, sample for sample, somewhere in the channel. What a saved or recorded call must hold of
-/// each side's speech (a tone or silence in its place would not match).
+/// sound, sample for sample and in order, somewhere in the channel. What a saved or recorded call
+/// must hold of each side's speech (a tone or silence in its place would not match). Silence is
+/// set aside on both sides: a stall on a busy machine empties the phone's buffer mid-sentence, and
+/// the caller then hears the same words with a gap in them, which is not a different sound.
 pub fn holds_clip(channel: &[i16], clip: &[u8]) -> bool {
-    let decoded: Vec<i16> = clip.iter().map(|&c| callkeeper_core::mulaw::decode(c)).collect();
+    fn sound(samples: impl Iterator<Item = i16>) -> Vec<i16> {
+        samples.filter(|s| *s != 0).collect()
+    }
+    let decoded = sound(clip.iter().map(|&c| callkeeper_core::mulaw::decode(c)));
     let Some(first) = decoded.iter().position(|s| s.abs() > 200) else { return false };
     let needle = &decoded[first..(first + 4000).min(decoded.len())];
-    channel.windows(needle.len()).any(|w| w == needle)
+    sound(channel.iter().copied()).windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn a_clip_heard_with_a_gap_is_still_the_clip_and_a_tone_is_not() {
+    let clip = include_bytes!("../../../relay/assets/caller/he.ulaw");
+    let pcm: Vec<i16> = clip.iter().map(|&c| callkeeper_core::mulaw::decode(c)).collect();
+    let first = pcm.iter().position(|s| s.abs() > 200).unwrap();
+    // The clip as a phone played it through a 60 ms stall, a second into the line.
+    let mut stalled = vec![0i16; 8000];
+    stalled.extend_from_slice(&pcm[..first + 1200]);
+    stalled.extend(std::iter::repeat_n(0, 480));
+    stalled.extend_from_slice(&pcm[first + 1200..]);
+    assert!(holds_clip(&stalled, clip));
+    // One sample changed, or a tone, is not it.
+    let mut altered = stalled.clone();
+    altered[8000 + first + 2000] ^= 0x100;
+    assert!(!holds_clip(&altered, clip));
+    let tone: Vec<i16> = (0..40_000).map(|i| ((i as f64 * 440.0 * std::f64::consts::TAU / 8000.0).sin() * 8000.0) as i16).collect();
+    assert!(!holds_clip(&tone, clip));
 }
