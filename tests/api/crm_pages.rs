@@ -206,6 +206,20 @@ async fn the_crm_in_a_browser() {
     // the business's own system (a tool over HTTP).
     let played = callkeeper(dir.path()).args(["simulate", "--offline", "--scenario", "happy,tool-call"]).output().unwrap();
     assert_eq!(played.status.code(), Some(0), "{}", String::from_utf8_lossy(&played.stdout));
+    // A lead on the newest call (the one the list opens first): a field the business titled in
+    // its number's profile, and a built-in one with no title.
+    {
+        use callkeeper_core::profile::{AgentProfile, ProfileKey};
+        let stores = callkeeper_core::store::embedded::open_stores(dir.path(), 2).unwrap();
+        let newest = stores.calls.recent_calls(None, 1).await.unwrap().remove(0);
+        let mut schema = callkeeper_core::config::default_extraction_schema();
+        schema["properties"]["move_in"] = serde_json::json!({ "type": ["string", "null"], "title": "מועד כניסה" });
+        let number = ProfileKey::Number(callkeeper_core::phone::E164::parse("+97231234567").unwrap());
+        let now = callkeeper_core::time::now_ms();
+        stores.calls.put_profile(&number, &AgentProfile::builtin("he-IL", &schema), now).await.unwrap();
+        let lead = serde_json::json!({ "name": "דנה", "move_in": "אוגוסט" });
+        stores.calls.save_lead(&newest.call_sid, newest.contact.as_ref(), &lead, now).await.unwrap();
+    }
 
     // Twilio's REST API, for the reply sent from the page (and the reply worker's own).
     let twilio = MockServer::start().await;
@@ -376,6 +390,9 @@ async fn the_crm_in_a_browser() {
     assert!(events.contains("\"user\":\"dana\"") || events.contains("dana"), "the detail names who listened: {events}");
     assert!(!events.contains("twiml_served") && !events.contains("stream_status"), "event kinds in words: {events}");
     audit(&c, "call").await;
+    // Its lead, each field by its title.
+    let lead = text_of(&c, "#lead").await;
+    assert!(lead.contains("מועד כניסה") && lead.contains("אוגוסט") && lead.contains("שם") && !lead.contains("move_in"), "{lead}");
 
     // The caller's contact page, and the leads.
     let contact = c.find(Locator::Css("a[href^='/crm/contacts/']")).await.unwrap().attr("href").await.unwrap().unwrap();
@@ -384,6 +401,12 @@ async fn the_crm_in_a_browser() {
     audit(&c, "contact").await;
     c.goto(&format!("{base}/crm/leads")).await.unwrap();
     audit(&c, "leads").await;
+    let header = text_of(&c, "#leads thead").await;
+    for title in ["מזהה", "התחלה", "איש קשר", "שם", "מועד כניסה"] {
+        assert!(header.contains(title), "{title} in {header}");
+    }
+    assert!(!header.chars().any(|ch| ch.is_ascii_alphabetic()), "no column by its field's name: {header}");
+    assert!(text_of(&c, "#leads tbody").await.contains("אוגוסט"));
 
     // A WhatsApp answer from the page goes out through Twilio.
     c.goto(&format!("{base}/crm/whatsapp")).await.unwrap();

@@ -1,11 +1,13 @@
 //! The lead fields across the most recent calls: a row per call that has any, a column per
-//! field any lead has. The page, its CSV export and `callkeeper leads` share it.
+//! field any lead has. The page, its CSV export and `callkeeper leads` share it; the export and
+//! the command name the columns by the fields' names, the pages by their titles.
 
 use callkeeper_core::call::Call;
 use callkeeper_core::store::{CallStore, StoreResult};
 use callkeeper_core::time::format_ms;
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 /// The columns every row has before the lead's own.
 pub const FIXED: [&str; 3] = ["call_sid", "started", "contact"];
@@ -59,6 +61,34 @@ impl LeadTable {
             out += "\r\n";
         }
         out
+    }
+}
+
+/// What the pages call each lead field: the `title` a profile's lead schema gives it (the
+/// business's own word, in its language), else the CRM's word for a built-in field, else its
+/// name with spaces for underscores.
+pub struct FieldTitles(BTreeMap<String, String>);
+
+impl FieldTitles {
+    /// The titles of the deployment's extraction schema, then of every stored profile; the
+    /// first to title a field names it.
+    pub async fn load(extraction_schema: &Value, store: &dyn CallStore) -> StoreResult<FieldTitles> {
+        let stored = store.profiles().await?;
+        let schemas = std::iter::once(extraction_schema).chain(stored.iter().map(|p| &p.profile.lead_schema));
+        let mut titles = BTreeMap::new();
+        for (field, spec) in schemas.filter_map(|s| s["properties"].as_object()).flatten() {
+            if let Some(title) = spec["title"].as_str().map(str::trim).filter(|t| !t.is_empty()) {
+                titles.entry(field.clone()).or_insert_with(|| title.to_string());
+            }
+        }
+        Ok(FieldTitles(titles))
+    }
+
+    pub fn of(&self, field: &str, pages: &super::render::Pages) -> String {
+        match self.0.get(field) {
+            Some(title) => title.clone(),
+            None => pages.lead_field(field).map_or_else(|| field.replace('_', " "), str::to_string),
+        }
     }
 }
 

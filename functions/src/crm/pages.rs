@@ -1,6 +1,7 @@
 //! The pages that read: now, calls, a call, a contact, leads, operations; and the recording's
 //! audio, the CSV export and the redrive, which are the other things a page asks for.
 
+use super::leads::{FieldTitles, FIXED};
 use super::{CrmError, CrmState, Viewer};
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -218,11 +219,14 @@ fn turn_row(t: &Turn) -> Value {
     })
 }
 
-/// A lead's fields that have a value, as (name, text) for the page.
-fn lead_fields(lead: Option<&Value>) -> Vec<(String, String)> {
-    lead.and_then(|l| l.as_object())
-        .map(|l| l.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), super::leads::cell(v))).collect())
-        .unwrap_or_default()
+/// A lead's fields that have a value, as (title, text) for the page.
+async fn lead_fields(state: &CrmState, lead: Option<&Value>) -> Result<Vec<(String, String)>, CrmError> {
+    let given: Vec<(&String, &Value)> = lead.and_then(|l| l.as_object()).into_iter().flatten().filter(|(_, v)| !v.is_null()).collect();
+    if given.is_empty() {
+        return Ok(Vec::new());
+    }
+    let titles = FieldTitles::load(&state.app.config.transcription.extraction_schema, state.app.stores.calls.as_ref()).await?;
+    Ok(given.into_iter().map(|(k, v)| (titles.of(k, &state.pages), super::leads::cell(v))).collect())
 }
 
 fn event_row(e: &CallEvent) -> Value {
@@ -297,7 +301,7 @@ pub async fn call(State(state): State<CrmState>, viewer: Viewer, Path(sid): Path
             json!({ "recording_sid": t.recording_sid.to_string(), "language": t.language, "note": t.note, "lines": lines, "summary": t.summary, "intent": t.intent })
         })
         .collect();
-    let lead = lead_fields(lead.as_ref());
+    let lead = lead_fields(&state, lead.as_ref()).await?;
     let figures = call.stream.as_ref().map(|f| {
         json!({
             "end": f.end.as_str(), "secs": format!("{:.1}", f.duration_ms() as f64 / 1000.0), "frames_in": f.frames_in, "gaps": f.gaps,
@@ -463,7 +467,7 @@ pub async fn contact(State(state): State<CrmState>, viewer: Viewer, Path(phone):
             }),
         })
         .collect();
-    let lead = lead_fields(contact.lead.as_ref());
+    let lead = lead_fields(&state, contact.lead.as_ref()).await?;
     let data = json!({
         "title": format!("{} {}", state.pages.word("contact"), contact.phone), "user": viewer.name(), "csrf": viewer.csrf, "nav": "calls",
         "phone": contact.phone.as_str(), "phone_path": urlencode(contact.phone.as_str()), "name": contact_name(&contact),
@@ -477,8 +481,22 @@ pub async fn contact(State(state): State<CrmState>, viewer: Viewer, Path(phone):
 const LEAD_CALLS: usize = 1_000;
 
 pub async fn leads(State(state): State<CrmState>, viewer: Viewer) -> Result<Response, CrmError> {
-    let (table, _) = super::leads::table(state.app.stores.calls.as_ref(), LEAD_CALLS).await?;
-    let data = json!({ "title": state.pages.word("leads"), "user": viewer.name(), "csrf": viewer.csrf, "nav": "leads", "table": table });
+    let store = state.app.stores.calls.as_ref();
+    let (table, calls) = super::leads::table(store, LEAD_CALLS).await?;
+    let titles = FieldTitles::load(&state.app.config.transcription.extraction_schema, store).await?;
+    let pages = &state.pages;
+    let fields = &table.header[FIXED.len()..];
+    let header: Vec<String> =
+        ["id", "started", "contact"].iter().map(|w| pages.word(w).to_string()).chain(fields.iter().map(|f| titles.of(f, pages))).collect();
+    // The rows and the calls come in the same order.
+    let rows: Vec<Value> = table
+        .rows
+        .iter()
+        .zip(&calls)
+        .map(|(row, call)| json!({ "sid": row[0], "at": call.created_at, "contact": row[2], "values": &row[FIXED.len()..] }))
+        .collect();
+    let data =
+        json!({ "title": pages.word("leads"), "user": viewer.name(), "csrf": viewer.csrf, "nav": "leads", "header": header, "rows": rows });
     Ok(state.pages.render("leads.html", StatusCode::OK, data))
 }
 

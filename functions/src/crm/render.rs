@@ -240,6 +240,16 @@ pub const TOKENS: &[(&str, &str, &str)] = &[
 ];
 
 /// The languages written right to left.
+/// The built-in lead fields (the default extraction's) in words. A profile's own fields are
+/// named by the `title` its lead schema gives them (see `leads::FieldTitles`).
+pub const LEAD_FIELDS: &[(&str, &str, &str)] = &[
+    ("name", "שם", "Name"),
+    ("budget", "תקציב", "Budget"),
+    ("area", "אזור", "Area"),
+    ("property_type", "סוג נכס", "Property type"),
+    ("callback_time", "מתי לחזור", "When to call back"),
+];
+
 const RIGHT_TO_LEFT: [&str; 4] = ["he", "ar", "fa", "ur"];
 
 pub struct Pages {
@@ -247,6 +257,7 @@ pub struct Pages {
     pub lang: String,
     pub dir: &'static str,
     words: BTreeMap<&'static str, &'static str>,
+    lead_fields: BTreeMap<&'static str, &'static str>,
     pub clock: Clock,
 }
 
@@ -263,7 +274,7 @@ impl Pages {
         let in_language = |table: &[(&'static str, &'static str, &'static str)]| -> BTreeMap<&'static str, &'static str> {
             table.iter().map(|(key, he, en)| (*key, if hebrew { *he } else { *en })).collect()
         };
-        let (words, tokens) = (in_language(WORDS), in_language(TOKENS));
+        let (words, tokens, lead_fields) = (in_language(WORDS), in_language(TOKENS), in_language(LEAD_FIELDS));
         // `{{ call.end_reason|say }}`: the token in words, or as it is when it has none.
         // Any value: a token that is not a string (or is missing) is shown as it renders.
         env.add_filter("say", move |token: minijinja::Value| -> String {
@@ -280,11 +291,16 @@ impl Pages {
         env.add_filter("when", move |ms: Option<i64>| ms.map(|ms| people.time(ms)).unwrap_or_default());
         env.add_filter("machine", move |ms: Option<i64>| ms.map(|ms| machines.machine(ms)).unwrap_or_default());
         let dir = if RIGHT_TO_LEFT.contains(&primary.as_str()) { "rtl" } else { "ltr" };
-        Pages { env, lang: primary, dir, words, clock }
+        Pages { env, lang: primary, dir, words, lead_fields, clock }
     }
 
     pub fn word(&self, key: &str) -> &'static str {
         self.words.get(key).copied().unwrap_or("?")
+    }
+
+    /// A built-in lead field in words; `None` for a field of the business's own.
+    pub fn lead_field(&self, field: &str) -> Option<&'static str> {
+        self.lead_fields.get(field).copied()
     }
 
     /// The page `name` with `data`, plus what every page has: the words, `lang`, `dir`.
@@ -350,5 +366,17 @@ mod tests {
             assert!(seen.insert(key), "{key} twice");
             assert!(!he.is_empty() && !en.is_empty(), "{key}");
         }
+    }
+
+    #[test]
+    fn every_built_in_lead_field_has_words() {
+        let schema = callkeeper_core::profile::default_extraction_schema();
+        let he = Pages::new("he-IL", "Asia/Jerusalem");
+        let fields: Vec<&String> = schema["properties"].as_object().unwrap().keys().filter(|k| *k != "summary" && *k != "intent").collect();
+        assert_eq!(fields.len(), LEAD_FIELDS.len());
+        for field in fields {
+            assert!(he.lead_field(field).is_some_and(|w| !w.is_ascii()), "{field}");
+        }
+        assert_eq!(he.lead_field("cake"), None, "a business's own field has none");
     }
 }
