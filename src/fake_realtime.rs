@@ -100,6 +100,8 @@ pub struct Options {
     /// While the conversation holds assistant text the client created (a replayed history),
     /// responses come as text only, no audio: what beta-era models were reported to do.
     pub text_after_replayed_assistant: bool,
+    /// What an out-of-band response (the relay's filler) speaks, μ-law: a tone without one.
+    pub filler: Option<bytes::Bytes>,
 }
 
 impl Default for Options {
@@ -112,6 +114,7 @@ impl Default for Options {
             fault: Fault::None,
             caller_says: vec!["שלום, אני מחפש דירה בחיפה".into()],
             text_after_replayed_assistant: false,
+            filler: None,
         }
     }
 }
@@ -636,7 +639,7 @@ impl Session {
     }
 
     /// A response outside the conversation: it says what its instructions quote (after their
-    /// last ": "), about 80 ms a character at real time, and calls no tool.
+    /// last ": "), in the filler clip or as a tone of about 80 ms a character, and calls no tool.
     fn start_out_of_band(&mut self, response: &Value) {
         if response["input"] != json!([]) {
             self.violation(format!("an out-of-band response without `input: []` would see the whole conversation: {response}"));
@@ -647,8 +650,9 @@ impl Session {
         let metadata = response["metadata"].clone();
         self.emit(json!({ "type": "response.created", "response": { "object": "realtime.response", "id": id, "status": "in_progress", "conversation_id": null, "metadata": metadata, "output": [] } }));
         self.emit(json!({ "type": "response.output_item.added", "response_id": id, "output_index": 0, "item": { "id": item, "type": "message", "role": "assistant", "status": "in_progress", "content": [] } }));
-        let ms = (text.chars().count() as u64 * 80).clamp(400, 3000);
-        self.side = Some(Running { id, item, left_ms: ms, clip: None, sent_ms: 0, text, next_delta: Instant::now() });
+        let clip = self.options.filler.clone();
+        let ms = clip.as_ref().map_or((text.chars().count() as u64 * 80).clamp(400, 3000), |c| c.len() as u64 / 8);
+        self.side = Some(Running { id, item, left_ms: ms, clip, sent_ms: 0, text, next_delta: Instant::now() });
     }
 
     fn start_response(&mut self) {

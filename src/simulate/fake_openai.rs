@@ -1,6 +1,6 @@
 //! OpenAI as `simulate --offline` plays it, so the whole path runs with no account: the Realtime
-//! API ([`crate::fake_realtime`], speaking the embedded agent's prompts), and on HTTP the
-//! transcription and the chat completions (extraction and WhatsApp replies).
+//! API ([`crate::fake_realtime`], speaking the embedded agent's prompts and its "one moment"),
+//! and on HTTP the transcription and the chat completions (extraction and WhatsApp replies).
 //!
 //! It cannot understand speech, and says so: a transcription is a line per stretch of speech it
 //! finds by energy in the uploaded WAV, worded "(offline) speech 1.2–3.4 s"; an extraction fills
@@ -38,13 +38,16 @@ pub struct FakeOpenAi {
 impl FakeOpenAi {
     pub async fn start(key: &str) -> anyhow::Result<FakeOpenAi> {
         // The model speaks: the embedded agent's Hebrew prompts, recorded speech, so a saved
-        // call sounds like one (the fake's default voice is a tone).
-        let prompts = callkeeper_relay::agent::embedded::EmbeddedAgent::for_language("he");
+        // call sounds like one (the fake's default voice is a tone); while a business's tool is
+        // slow, its "one moment".
+        use callkeeper_relay::agent::embedded::{hold, EmbeddedAgent};
+        let prompts = EmbeddedAgent::for_language("he");
         let options = crate::fake_realtime::Options {
             key: key.to_string(),
             speed: 1.0,
             script: vec![Plan::speak(prompts.greeting.audio, prompts.greeting.text)],
             default_answer: Plan::speak(prompts.reply.audio, prompts.reply.text),
+            filler: Some(hold("he").audio),
             ..Default::default()
         };
         let realtime = FakeRealtime::start(options).await?;

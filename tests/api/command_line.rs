@@ -145,6 +145,27 @@ async fn serve_with_no_configuration_then_read_the_crm() {
     assert!(String::from_utf8(malformed.stderr).unwrap().contains("CallSid must be CA followed by 32 hex digits"));
 }
 
+/// While the business's tool is slow, the offline model says its "one moment" (the embedded
+/// agent's recorded hold prompt), as a model would, not a tone.
+#[test]
+fn offline_the_filler_over_a_slow_tool_is_speech() {
+    let dir = tempfile::tempdir().unwrap();
+    let heard = dir.path().join("heard.wav");
+    let out = callkeeper(dir.path())
+        .args(["simulate", "--offline", "--scenario", "tool-call-slow", "--json", "--data-dir"])
+        .arg(dir.path().join("stack"))
+        .arg("--save-audio")
+        .arg(&heard)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["crm"]["tool_calls"][0]["filler_said"], true, "{report}");
+    let wav = callkeeper_core::wav::parse(&std::fs::read(&heard).unwrap()).unwrap();
+    let hold = callkeeper_relay::agent::embedded::hold("he");
+    assert!(common::holds_clip(&wav.channels[1], &hold.audio), "the filler, spoken");
+}
+
 /// The "done when": a simulated call against `callkeeper serve` hears the embedded agent,
 /// and its turns, heartbeats and stream figures are in the store. With `METRICS_NAMESPACE`, the
 /// server prints the call's metrics as CloudWatch EMF, as the relay does on Fargate.
