@@ -95,7 +95,7 @@ pub struct Options {
     /// How fast audio deltas come: 1.0 is real time, larger is faster.
     pub speed: f64,
     pub fault: Fault,
-    /// What the caller is transcribed as saying, turn after turn (then "…").
+    /// What the caller is transcribed as saying, turn after turn (then the last again).
     pub caller_says: Vec<String>,
     /// While the conversation holds assistant text the client created (a replayed history),
     /// responses come as text only, no audio: what beta-era models were reported to do.
@@ -630,7 +630,8 @@ impl Session {
         if create_response {
             self.start_response();
         }
-        let said = self.options.caller_says.get(self.caller_turns).cloned().unwrap_or_else(|| "…".into());
+        let said =
+            self.options.caller_says.get(self.caller_turns).or(self.options.caller_says.last()).cloned().unwrap_or_else(|| "…".into());
         self.caller_turns += 1;
         if self.config["audio"]["input"]["transcription"].is_object() {
             let seconds = ((at - self.speech_from_ms) as f64 / 1000.0).max(0.1);

@@ -36,18 +36,21 @@ pub struct FakeOpenAi {
 }
 
 impl FakeOpenAi {
-    pub async fn start(key: &str) -> anyhow::Result<FakeOpenAi> {
-        // The model speaks: the embedded agent's Hebrew prompts, recorded speech, so a saved
-        // call sounds like one (the fake's default voice is a tone); while a business's tool is
-        // slow, its "one moment".
+    /// OpenAI for an agent speaking `language`, whose caller's words are `caller_says` (what the
+    /// live transcript writes for each of their turns).
+    pub async fn start(key: &str, language: &str, caller_says: &str) -> anyhow::Result<FakeOpenAi> {
+        // The model speaks: the embedded agent's prompts in the agent's language, recorded
+        // speech, so a saved call sounds like one (the fake's default voice is a tone); while a
+        // business's tool is slow, its "one moment".
         use callkeeper_relay::agent::embedded::{hold, EmbeddedAgent};
-        let prompts = EmbeddedAgent::for_language("he");
+        let prompts = EmbeddedAgent::for_language(language);
         let options = crate::fake_realtime::Options {
             key: key.to_string(),
             speed: 1.0,
             script: vec![Plan::speak(prompts.greeting.audio, prompts.greeting.text)],
             default_answer: Plan::speak(prompts.reply.audio, prompts.reply.text),
-            filler: Some(hold("he").audio),
+            filler: Some(hold(language).audio),
+            caller_says: vec![caller_says.to_string()],
             ..Default::default()
         };
         let realtime = FakeRealtime::start(options).await?;

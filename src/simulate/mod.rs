@@ -51,6 +51,19 @@ pub fn caller_audio(language: &str) -> &'static [u8] {
     }
 }
 
+/// What the offline model transcribes a caller as saying: the words of a caller the simulator
+/// ships (scripts/gen_prompts.sh renders them from these), or, for audio of the user's own,
+/// which it cannot understand, that there was speech.
+pub fn caller_words(audio: &[u8]) -> &'static str {
+    if audio == CALLER_HE {
+        "שלום, אני מחפש דירה של ארבעה חדרים בתל אביב."
+    } else if audio == CALLER_EN {
+        "Hello, I am looking for a four room apartment in Tel Aviv."
+    } else {
+        "(offline) speech"
+    }
+}
+
 /// Which callkeeper to play against.
 #[derive(Debug, Clone)]
 pub enum Target {
@@ -195,7 +208,13 @@ async fn setup(options: &Options) -> anyhow::Result<Setup> {
             let account_sid = random_sid("AC");
             let auth_token = callkeeper_core::secrets::Secret::generate().expose().to_string();
             let twilio = fake_twilio::FakeTwilio::start(&account_sid).await?;
-            let openai = if options.offline { Some(Arc::new(fake_openai::FakeOpenAi::start(OFFLINE_KEY).await?)) } else { None };
+            let language = env("AGENT_LANGUAGE").unwrap_or_else(|| "he".into());
+            let openai = if options.offline {
+                let words = caller_words(options.caller_audio.as_deref().unwrap_or(caller_audio(&language)));
+                Some(Arc::new(fake_openai::FakeOpenAi::start(OFFLINE_KEY, &language, words).await?))
+            } else {
+                None
+            };
             let local =
                 stack::LocalStack::start(data_dir, stack_env(options, &account_sid, &auth_token, &twilio, openai.as_deref())).await?;
             let stores = callkeeper_core::store::open::open(callkeeper_core::store::open::StoreKind::Embedded, data_dir, 5).await?;
@@ -203,7 +222,7 @@ async fn setup(options: &Options) -> anyhow::Result<Setup> {
                 base_url: format!("http://{}", local.server),
                 account_sid,
                 auth_token,
-                language: env("AGENT_LANGUAGE").unwrap_or_else(|| "he".into()),
+                language,
                 data_dir: Some(data_dir.clone()),
                 twilio: Some(twilio),
                 openai,

@@ -145,15 +145,18 @@ async fn serve_with_no_configuration_then_read_the_crm() {
     assert!(String::from_utf8(malformed.stderr).unwrap().contains("CallSid must be CA followed by 32 hex digits"));
 }
 
-/// While the business's tool is slow, the offline model says its "one moment" (the embedded
-/// agent's recorded hold prompt), as a model would, not a tone.
+/// Offline, the model speaks the agent's language, as recorded speech: its greeting, and its
+/// "one moment" while the business's tool is slow; the live transcript has the caller's words.
+/// In English here (the fault matrix hears the Hebrew greeting and reply).
 #[test]
-fn offline_the_filler_over_a_slow_tool_is_speech() {
+fn offline_the_model_speaks_the_agents_language_and_its_filler_is_speech() {
     let dir = tempfile::tempdir().unwrap();
     let heard = dir.path().join("heard.wav");
+    let stack = dir.path().join("stack");
     let out = callkeeper(dir.path())
+        .env("AGENT_LANGUAGE", "en-US")
         .args(["simulate", "--offline", "--scenario", "tool-call-slow", "--json", "--data-dir"])
-        .arg(dir.path().join("stack"))
+        .arg(&stack)
         .arg("--save-audio")
         .arg(&heard)
         .output()
@@ -162,8 +165,15 @@ fn offline_the_filler_over_a_slow_tool_is_speech() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["crm"]["tool_calls"][0]["filler_said"], true, "{report}");
     let wav = callkeeper_core::wav::parse(&std::fs::read(&heard).unwrap()).unwrap();
-    let hold = callkeeper_relay::agent::embedded::hold("he");
-    assert!(common::holds_clip(&wav.channels[1], &hold.audio), "the filler, spoken");
+    use callkeeper_relay::agent::embedded::{hold, EmbeddedAgent};
+    assert!(common::holds_clip(&wav.channels[1], &EmbeddedAgent::for_language("en").greeting.audio), "the English greeting");
+    assert!(common::holds_clip(&wav.channels[1], &hold("en").audio), "the filler, spoken");
+    assert!(common::holds_clip(&wav.channels[0], include_bytes!("../../relay/assets/caller/en.ulaw")), "the English caller");
+
+    let sid = report["call_sid"].as_str().unwrap();
+    let show = callkeeper(&stack).args(["calls", "show", sid, "--json"]).output().unwrap();
+    let live = serde_json::from_slice::<serde_json::Value>(&show.stdout).unwrap()["live_transcript"].to_string();
+    assert!(live.contains("Hello, I am looking for a four room apartment in Tel Aviv."), "{live}");
 }
 
 /// The "done when": a simulated call against `callkeeper serve` hears the embedded agent,
