@@ -321,7 +321,7 @@ pub async fn run(options: Options) -> anyhow::Result<Run> {
     if !beside.is_empty() {
         let plan: Vec<Scenario> = (0..total).map(|i| beside[i % beside.len()]).collect();
         let concurrency = options.concurrency.unwrap_or(beside.len()).max(1).min(plan.len());
-        let queue = Arc::new(std::sync::Mutex::new(plan.into_iter()));
+        let queue = Arc::new(std::sync::Mutex::new(plan.into_iter().enumerate()));
         let mut workers = Vec::new();
         for _ in 0..concurrency {
             let (ctx, queue, stores) = (ctx.clone(), queue.clone(), stores.clone());
@@ -329,15 +329,20 @@ pub async fn run(options: Options) -> anyhow::Result<Run> {
                 let mut done = Vec::new();
                 loop {
                     let next = queue.lock().expect("not poisoned").next();
-                    let Some(scenario) = next else { break };
-                    done.push(play_one(&ctx, scenario, stores.as_ref()).await);
+                    let Some((placed, scenario)) = next else { break };
+                    done.push((placed, play_one(&ctx, scenario, stores.as_ref()).await));
                 }
                 done
             }));
         }
+        // Reported in the order the calls were asked for, whichever worker placed them: the
+        // first call (the one `--save-audio` keeps) is the first scenario named.
+        let mut played = Vec::new();
         for worker in workers {
-            reports.extend(worker.await?);
+            played.extend(worker.await?);
         }
+        played.sort_by_key(|(placed, _)| *placed);
+        reports.extend(played.into_iter().map(|(_, report)| report));
     }
     if let (true, Some(stack)) = (deploying, &stack) {
         // Alone in the run, the deploy's calls are as many as asked; beside others, one.

@@ -113,8 +113,10 @@ fn every_scenario_keeps_its_call() {
     let happy = &by_name("happy")["crm"];
     assert!(happy["transcript_lines"].as_u64().unwrap() >= 2 && happy["live_lines"].as_u64().unwrap() >= 2, "{happy}");
     assert!(happy["summary"].as_str().unwrap().starts_with("(offline)"), "{happy}");
-    // Its sound was saved whole: the offline model speaking the embedded agent's recorded
-    // prompts (greeting and reply) on the right, the caller's words on the left.
+    // Its sound was saved whole (`--save-audio` keeps the first call asked for, however the
+    // calls sharing the line finished): the offline model speaking the embedded agent's
+    // recorded prompts (greeting and reply) on the right, the caller's words on the left.
+    assert_eq!(calls[0]["scenario"], "happy", "the calls are reported in the order asked for");
     let wav = callkeeper_core::wav::parse(&std::fs::read(dir.path().join("heard.wav")).unwrap()).unwrap();
     assert_eq!(wav.channels.len(), 2);
     let agent = callkeeper_relay::agent::embedded::EmbeddedAgent::for_language("he");
