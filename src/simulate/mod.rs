@@ -508,3 +508,16 @@ pub fn wav(mulaw: &[u8]) -> Vec<u8> {
     let samples: Vec<i16> = mulaw.iter().map(|&code| callkeeper_core::mulaw::decode(code)).collect();
     callkeeper_core::wav::mono(&samples, callkeeper_core::mulaw::SAMPLE_RATE)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_callers_words_are_the_ones_their_audio_was_rendered_from() {
+        let script = include_str!("../../scripts/gen_prompts.sh");
+        for language in ["he", "en"] {
+            let words = super::caller_words(super::caller_audio(language));
+            assert!(script.contains(&format!("render {language} \"{words}\" caller/{language}.ulaw")), "{language}: {words}");
+        }
+        assert_eq!(super::caller_words(&[0xFF; 800]), "(offline) speech");
+    }
+}

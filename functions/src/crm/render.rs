@@ -239,7 +239,6 @@ pub const TOKENS: &[(&str, &str, &str)] = &[
     ("watchdog_redirect_skipped", "הבדיקה התקופתית לא הפנתה", "watchdog: no redirect"),
 ];
 
-/// The languages written right to left.
 /// The built-in lead fields (the default extraction's) in words. A profile's own fields are
 /// named by the `title` its lead schema gives them (see `leads::FieldTitles`).
 pub const LEAD_FIELDS: &[(&str, &str, &str)] = &[
@@ -250,6 +249,7 @@ pub const LEAD_FIELDS: &[(&str, &str, &str)] = &[
     ("callback_time", "מתי לחזור", "When to call back"),
 ];
 
+/// The languages written right to left.
 const RIGHT_TO_LEFT: [&str; 4] = ["he", "ar", "fa", "ur"];
 
 pub struct Pages {
