@@ -752,13 +752,24 @@ async fn signing_out_ends_every_session_of_the_user() {
 
 /// A business that speaks English (`AGENT_LANGUAGE=en-US`) gets its CRM in English, left to
 /// right: after a call with the English embedded agent, no page shows a Hebrew letter or a token
-/// left as the store keeps it, and axe-core finds nothing serious on any.
+/// left as the store keeps it, and axe-core finds nothing serious on any. A profile the store
+/// cannot read costs the lead its titles, not the page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_english_every_page_is_english_and_passes_the_audit() {
     let crm = crm(&[("AGENT_LANGUAGE", "en-US")]).await;
     let port = crm.addr.port().to_string();
     let played = callkeeper(crm.dir.path()).env("AGENT_LANGUAGE", "en-US").args(["simulate", "--port", &port]).output().unwrap();
     assert_eq!(played.status.code(), Some(0), "{}", String::from_utf8_lossy(&played.stdout));
+    // A lead on the call, and a profile the store cannot read (a bad row): the pages still show
+    // the lead, a built-in field by the CRM's word and the business's own by its name.
+    {
+        let stores = callkeeper_core::store::embedded::open_stores(crm.dir.path(), 2).unwrap();
+        let call = stores.calls.recent_calls(None, 1).await.unwrap().remove(0);
+        let lead = serde_json::json!({ "name": "Dana", "move_in": "August" });
+        stores.calls.save_lead(&call.call_sid, call.contact.as_ref(), &lead, callkeeper_core::time::now_ms()).await.unwrap();
+        let db = rusqlite::Connection::open(crm.dir.path().join(callkeeper_core::store::embedded::DATABASE_FILE)).unwrap();
+        db.execute("INSERT INTO agent_profiles (key, doc, updated_at) VALUES ('+15550001111', '{not json', 0)", []).unwrap();
+    }
 
     let (_driver, driver_url) = chromedriver().await;
     let c = browser(&driver_url).await;
@@ -777,5 +788,9 @@ async fn in_english_every_page_is_english_and_passes_the_audit() {
         audit(&c, page).await;
     }
     assert!(text_of(&c, "body").await.contains("Operations"));
+    c.goto(&format!("{}/crm/leads", crm.base)).await.unwrap();
+    let header = text_of(&c, "#leads thead").await;
+    assert!(header.contains("Name") && header.contains("move in") && text_of(&c, "#leads tbody").await.contains("August"), "{header}");
+    assert!(crm.log().contains("lead field titles not read"), "the log says why the titles are missing");
     c.close().await.unwrap();
 }

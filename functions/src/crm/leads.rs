@@ -67,6 +67,7 @@ impl LeadTable {
 /// What the pages call each lead field: the `title` a profile's lead schema gives it (the
 /// business's own word, in its language), else the CRM's word for a built-in field, else its
 /// name with spaces for underscores.
+#[derive(Debug, Default)]
 pub struct FieldTitles(BTreeMap<String, String>);
 
 impl FieldTitles {

@@ -225,8 +225,17 @@ async fn lead_fields(state: &CrmState, lead: Option<&Value>) -> Result<Vec<(Stri
     if given.is_empty() {
         return Ok(Vec::new());
     }
-    let titles = FieldTitles::load(&state.app.config.transcription.extraction_schema, state.app.stores.calls.as_ref()).await?;
+    let titles = field_titles(state).await;
     Ok(given.into_iter().map(|(k, v)| (titles.of(k, &state.pages), super::leads::cell(v))).collect())
+}
+
+/// The lead fields' titles. A profile the store cannot read costs the page its titles, not the
+/// page: the fields are then shown by their words or names, and the log says why.
+async fn field_titles(state: &CrmState) -> FieldTitles {
+    FieldTitles::load(&state.app.config.transcription.extraction_schema, state.app.stores.calls.as_ref()).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "lead field titles not read; fields shown by name");
+        FieldTitles::default()
+    })
 }
 
 fn event_row(e: &CallEvent) -> Value {
@@ -483,7 +492,7 @@ const LEAD_CALLS: usize = 1_000;
 pub async fn leads(State(state): State<CrmState>, viewer: Viewer) -> Result<Response, CrmError> {
     let store = state.app.stores.calls.as_ref();
     let (table, calls) = super::leads::table(store, LEAD_CALLS).await?;
-    let titles = FieldTitles::load(&state.app.config.transcription.extraction_schema, store).await?;
+    let titles = field_titles(&state).await;
     let pages = &state.pages;
     let fields = &table.header[FIXED.len()..];
     let header: Vec<String> =
