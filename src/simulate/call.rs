@@ -43,6 +43,9 @@ pub struct Ctx {
     pub speed: f64,
     /// Whether the person a `<Dial>` rings answers.
     pub dial_answers: bool,
+    /// Whether each call keeps its sound once it is over (for `--save-audio`; a load run that
+    /// does not save it should not hold every call's in memory).
+    pub keep_audio: bool,
 }
 
 /// What the call left behind, for the report and the checks.
@@ -67,7 +70,7 @@ pub struct Played {
     pub frames_sent: u64,
     pub frames_heard: u64,
     pub bad_frames_sent: u64,
-    /// The whole call's sound, both sides, once it is over.
+    /// The whole call's sound, both sides, once it is over (kept for `--save-audio` only).
     pub audio: Option<CallAudio>,
     /// REST redirects that came once the caller was in the fallback (there should be none).
     pub redirects_in_fallback: u32,
@@ -178,7 +181,7 @@ pub async fn play(ctx: &Ctx, scenario: Scenario) -> anyhow::Result<Played> {
         player.timeline.webhook(sent.sent, &sent.name, sent.status, sent.took);
     }
     let mut played = player.played;
-    played.audio = Some(CallAudio { sides: player.sides, from: started, to: ended });
+    played.audio = ctx.keep_audio.then_some(CallAudio { sides: player.sides, from: started, to: ended });
     played.gap_ms = player.fault.and_then(|fault| gap_after(fault, &player.heard));
     player.timeline.heard(&player.heard, ended);
     played.timeline = player.timeline;

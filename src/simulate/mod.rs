@@ -51,6 +51,11 @@ pub fn caller_audio(language: &str) -> &'static [u8] {
     }
 }
 
+/// What the caller says each turn: `--caller`'s audio, or the agent's language's shipped voice.
+fn caller_of<'a>(options: &'a Options, language: &str) -> &'a [u8] {
+    options.caller_audio.as_deref().unwrap_or(caller_audio(language))
+}
+
 /// What the offline model transcribes a caller as saying: the words of a caller the simulator
 /// ships (scripts/gen_prompts.sh renders them from these), or, for audio of the user's own,
 /// which it cannot understand, that there was speech.
@@ -210,7 +215,7 @@ async fn setup(options: &Options) -> anyhow::Result<Setup> {
             let twilio = fake_twilio::FakeTwilio::start(&account_sid).await?;
             let language = env("AGENT_LANGUAGE").unwrap_or_else(|| "he".into());
             let openai = if options.offline {
-                let words = caller_words(options.caller_audio.as_deref().unwrap_or(caller_audio(&language)));
+                let words = caller_words(caller_of(options, &language));
                 Some(Arc::new(fake_openai::FakeOpenAi::start(OFFLINE_KEY, &language, words).await?))
             } else {
                 None
@@ -278,7 +283,7 @@ async fn setup(options: &Options) -> anyhow::Result<Setup> {
 
 pub async fn run(options: Options) -> anyhow::Result<Run> {
     let Setup { base_url, account_sid, auth_token, language, data_dir, twilio, openai, stack, stores } = setup(&options).await?;
-    let caller_audio = Arc::new(options.caller_audio.clone().unwrap_or_else(|| caller_audio(&language).to_vec()));
+    let caller_audio = Arc::new(caller_of(&options, &language).to_vec());
     let ctx = Arc::new(call::Ctx {
         client: reqwest::Client::new(),
         base_url,
@@ -293,6 +298,7 @@ pub async fn run(options: Options) -> anyhow::Result<Run> {
         caller_audio,
         speed: options.speed,
         dial_answers: options.dial_answers,
+        keep_audio: options.save_audio.is_some(),
     });
 
     // What can be played from here, and which calls may share the line with others.

@@ -220,13 +220,13 @@ fn turn_row(t: &Turn) -> Value {
 }
 
 /// A lead's fields that have a value, as (title, text) for the page.
-async fn lead_fields(state: &CrmState, lead: Option<&Value>) -> Result<Vec<(String, String)>, CrmError> {
+async fn lead_fields(state: &CrmState, lead: Option<&Value>) -> Vec<(String, String)> {
     let given: Vec<(&String, &Value)> = lead.and_then(|l| l.as_object()).into_iter().flatten().filter(|(_, v)| !v.is_null()).collect();
     if given.is_empty() {
-        return Ok(Vec::new());
+        return Vec::new();
     }
     let titles = field_titles(state).await;
-    Ok(given.into_iter().map(|(k, v)| (titles.of(k, &state.pages), super::leads::cell(v))).collect())
+    given.into_iter().map(|(k, v)| (titles.of(k, &state.pages), super::leads::cell(v))).collect()
 }
 
 /// The lead fields' titles. A profile the store cannot read costs the page its titles, not the
@@ -310,7 +310,7 @@ pub async fn call(State(state): State<CrmState>, viewer: Viewer, Path(sid): Path
             json!({ "recording_sid": t.recording_sid.to_string(), "language": t.language, "note": t.note, "lines": lines, "summary": t.summary, "intent": t.intent })
         })
         .collect();
-    let lead = lead_fields(&state, lead.as_ref()).await?;
+    let lead = lead_fields(&state, lead.as_ref()).await;
     let figures = call.stream.as_ref().map(|f| {
         json!({
             "end": f.end.as_str(), "secs": format!("{:.1}", f.duration_ms() as f64 / 1000.0), "frames_in": f.frames_in, "gaps": f.gaps,
@@ -476,7 +476,7 @@ pub async fn contact(State(state): State<CrmState>, viewer: Viewer, Path(phone):
             }),
         })
         .collect();
-    let lead = lead_fields(&state, contact.lead.as_ref()).await?;
+    let lead = lead_fields(&state, contact.lead.as_ref()).await;
     let data = json!({
         "title": format!("{} {}", state.pages.word("contact"), contact.phone), "user": viewer.name(), "csrf": viewer.csrf, "nav": "calls",
         "phone": contact.phone.as_str(), "phone_path": urlencode(contact.phone.as_str()), "name": contact_name(&contact),

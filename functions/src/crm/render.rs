@@ -286,7 +286,7 @@ impl Pages {
         });
         // `<time datetime="{{ at|machine }}">{{ at|when }}</time>`: a moment (ms) in the zone,
         // for people and for machines.
-        let clock = Clock::new(time_zone, language);
+        let clock = Clock::new(time_zone, hebrew);
         let (people, machines) = (clock.clone(), clock.clone());
         env.add_filter("when", move |ms: Option<i64>| ms.map(|ms| people.time(ms)).unwrap_or_default());
         env.add_filter("machine", move |ms: Option<i64>| ms.map(|ms| machines.machine(ms)).unwrap_or_default());
@@ -303,10 +303,12 @@ impl Pages {
         self.lead_fields.get(field).copied()
     }
 
-    /// The page `name` with `data`, plus what every page has: the words, `lang`, `dir`.
+    /// The page `name` with `data`, plus what every page has: the words, `lang`, `dir`, the
+    /// zone, and `arrow` (from what to what, in the reading direction).
     pub fn render(&self, name: &str, status: StatusCode, data: impl Serialize) -> Response {
+        let arrow = if self.dir == "rtl" { "←" } else { "→" };
         let page = minijinja::context! {
-            t => &self.words, lang => &self.lang, dir => self.dir, zone => &self.clock.zone_name,
+            t => &self.words, lang => &self.lang, dir => self.dir, zone => &self.clock.zone_name, arrow => arrow,
             ..minijinja::Value::from_serialize(&data)
         };
         match self.env.get_template(name).and_then(|t| t.render(page)) {
