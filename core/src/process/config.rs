@@ -255,7 +255,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("STREAM_TOKEN_SECRET", "derived from the auth token", "signs the stream token the relay checks"),
     ("STREAM_START_TIMEOUT_SECS", "8", "wait for the stream's start, counted after the greeting"),
     ("HEARTBEAT_INTERVAL_SECS", "4", "relay heartbeat period while media flows"),
-    ("HEARTBEAT_STALE_SECS", "8", "heartbeat age at which a stream counts as lost"),
+    ("HEARTBEAT_STALE_SECS", "7", "heartbeat age at which a stream counts as lost"),
     ("FALLBACK_MODE", "voicemail", "`voicemail` or `dial:+E164`"),
     ("FALLBACK_AUDIO_URL", "", "pre-rendered apology audio; otherwise <Say>"),
     ("FALLBACK_SAY_TEXT", "by language", "apology text for <Say>"),
@@ -463,9 +463,12 @@ impl Config {
         };
         let stream_start = number("STREAM_START_TIMEOUT_SECS", 8, 1..=120);
         // A relay that hangs is seen by the watchdog alone: the caller's silence is at most the
-        // stale age plus a poll (8 + 1 s), for 15 heartbeat writes per call-minute.
+        // stale age, a poll, the watchdog's 500 ms look and the next stream's start (7 + 1 +
+        // 0.5 + ~1 s: under 10 s with a real model's session to open), for 15 heartbeat writes
+        // per call-minute. A late heartbeat has 3 s (stale minus interval) before the watchdog
+        // moves a healthy call; 8 s left no room under 10 s for the new stream.
         let heartbeat_interval = number("HEARTBEAT_INTERVAL_SECS", 4, 1..=60);
-        let heartbeat_stale = number("HEARTBEAT_STALE_SECS", 8, 2..=300);
+        let heartbeat_stale = number("HEARTBEAT_STALE_SECS", 7, 2..=300);
         let voicemail_max_secs = number("VOICEMAIL_MAX_SECS", 120, 5..=3600) as u32;
         let dial_timeout_secs = number("DIAL_TIMEOUT_SECS", 20, 5..=600) as u32;
         let queue_max_receives = number("QUEUE_MAX_RECEIVES", 5, 1..=1000) as u32;
